@@ -1,0 +1,344 @@
+"""ModelDeployment (modeldeploy.io/v1alpha1) as pydantic models.
+
+These models are the single source of truth for the API: the CRD in `crds/` is generated from them
+(`modeldeploy crd`), the CLI validates files with them, and the operator parses objects with them. A
+field's description here is what `kubectl explain` shows, so it is written for the user.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from modeldeploy.engines import BIT_QUANTIZATIONS, ENGINE_FORMATS, INT_QUANTIZATIONS, Engine, ModelFormat
+
+GROUP = "modeldeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelDeployment"
+PLURAL = "modeldeployments"
+SINGULAR = "modeldeployment"
+SHORT_NAMES = ["mdep"]
+CATEGORIES = ["modeldeploy"]
+
+# The `engine.name` values: every engine plus `auto`.
+EngineChoice = Literal["auto", "vllm", "sglang", "llama.cpp", "transformers", "mlx"]
+EngineNameOnly = Literal["vllm", "sglang", "llama.cpp", "transformers", "mlx"]
+Ability = Literal["chat", "generate", "vision", "tools", "embed"]
+ArgValue = str | int | float | bool
+
+URI_PATTERN = r"^(hf://|modelscope://|s3://|https://|http://|pvc://|/)"
+SIZE_PATTERN = r"^[0-9]+(_[0-9]+)?$"
+# Kubernetes names for referenced objects (Secrets, PVCs, ServiceAccounts): DNS-1123 subdomain.
+DNS1123 = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+# Schema markers the CRD generator turns into Kubernetes extensions (see api/crd.py).
+PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
+INT_OR_STRING = {"x-kubernetes-int-or-string": True}
+
+
+class _Model(BaseModel):
+    """Base: camelCase on the wire, snake_case in Python, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
+    )
+
+
+class ModelSource(_Model):
+    """What model to serve and where its weights are."""
+
+    name: str = Field(
+        min_length=1,
+        description="Model name as Xinference names builtin models (qwen2.5-instruct, llama-3.1-instruct, "
+        "gemma-3-1b-it). The vLLM check uses `family` when set, else this name.",
+    )
+    family: str | None = Field(
+        default=None,
+        min_length=1,
+        description="For a custom model: the family it belongs to (Xinference's model_family); "
+        "vLLM's supported-model check uses it instead of `name`.",
+    )
+    format: ModelFormat = Field(
+        description="Weight format, as Xinference's model_format: pytorch, gptq, awq, fp4, fp8, bnb, ggufv2 or mlx.",
+    )
+    size_in_billions: Annotated[str | None, Field(json_schema_extra=INT_OR_STRING)] = Field(
+        default=None,
+        description="Parameter count in billions in Xinference's spelling (7, 0_5, 1_8, 32); 0.5 is accepted "
+        "and normalised to 0_5.",
+    )
+    quantization: str | None = Field(
+        default=None,
+        min_length=1,
+        description="none for plain pytorch; Int3/Int4/Int8 for gptq/awq; the GGUF file quantisation for "
+        "ggufv2 (Q4_K_M, Q8_0, ...); 4bit/8bit for bnb or mlx. Compared case-insensitively.",
+    )
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        description="Where the weights are: hf://org/repo[@rev], modelscope://org/repo, s3://bucket/prefix, "
+        "https://host/file.gguf, pvc://claim/path, or an absolute path on a mounted volume.",
+    )
+    file: str | None = Field(
+        default=None,
+        min_length=1,
+        description="For GGUF: the file inside the repository (qwen2.5-7b-instruct-q4_k_m.gguf).",
+    )
+    multimodal_projector: str | None = Field(
+        default=None,
+        min_length=1,
+        description="GGUF vision models: the separate mmproj file in the same repository. A projector "
+        "embedded in the model GGUF is not supported.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="Expected SHA-256 of the single weights file (https:// or model.file); the fetcher "
+        "verifies it and refuses a mismatch.",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        pattern=DNS1123,
+        description="Name of a Secret in the same namespace whose keys (HF_TOKEN, MODELSCOPE_API_TOKEN, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, HTTP_BEARER_TOKEN) are given to the "
+        "model fetcher as environment variables; never rendered into args.",
+    )
+    abilities: list[Ability] = Field(
+        default_factory=lambda: ["chat"],
+        description="What the model does: chat, generate, vision, tools, embed. Defaults to [chat].",
+    )
+
+    @field_validator("size_in_billions", mode="before")
+    @classmethod
+    def _normalise_size(cls, value: object) -> object:
+        """Xinference spells 0.5B as `0_5`; accept the decimal spelling users type and numbers."""
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int | float):
+            value = repr(value) if isinstance(value, float) else str(value)
+        if isinstance(value, str):
+            value = value.replace(".", "_")
+            if not re.match(SIZE_PATTERN, value):
+                raise ValueError(f"must be a number of billions such as 7, 0_5 or 1.8 (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _check_quantization_fits_format(self) -> ModelSource:
+        problem = quantization_problem(self.format, self.quantization)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def quantization_problem(fmt: ModelFormat, quantization: str | None) -> str | None:
+    """Return why a format/quantization pair can never load, or None when it may.
+
+    Only pairs no engine could ever load are refused here (and by the CRD's CEL rule built from the same
+    sets); whether a pair suits a given engine is the selection engine's business.
+    """
+    if quantization is None:
+        return None
+    q = quantization.lower()
+    int_or_bit = q in INT_QUANTIZATIONS or q in BIT_QUANTIZATIONS
+    if fmt == ModelFormat.GGUFV2 and (int_or_bit or q == "none"):
+        return f"model.quantization {quantization!r} is not a GGUF file quantisation (use e.g. Q4_K_M, Q8_0, F16)"
+    if fmt in (ModelFormat.GPTQ, ModelFormat.AWQ) and q not in INT_QUANTIZATIONS:
+        return f"model.quantization for {fmt.value} must be one of Int2, Int3, Int4, Int8 (got {quantization!r})"
+    if fmt == ModelFormat.MLX and not (q in BIT_QUANTIZATIONS or q == "none"):
+        return f"model.quantization for mlx must be none, 3bit, 4bit, 6bit or 8bit (got {quantization!r})"
+    if fmt == ModelFormat.PYTORCH and q not in ("none", "4bit", "8bit"):
+        return f"model.quantization for pytorch must be none, 4bit or 8bit (got {quantization!r})"
+    if fmt == ModelFormat.BNB and q not in ("none", "4bit", "8bit"):
+        return f"model.quantization for bnb must be none, 4bit or 8bit (got {quantization!r})"
+    return None
+
+
+class EngineSpec(_Model):
+    """Which engine serves the model and how it is tuned."""
+
+    name: EngineChoice = Field(
+        default="auto",
+        description="auto (default) lets the operator choose by Xinference's rules; a named engine is still "
+        "checked, and when it cannot run the status says why and nothing is deployed.",
+    )
+    preference: list[EngineNameOnly] | None = Field(
+        default=None,
+        description="Order to try under auto. Default: vllm, llama.cpp, mlx, transformers. sglang is tried "
+        "only when listed here.",
+    )
+    args: dict[str, Annotated[ArgValue, Field(json_schema_extra=PRESERVE)]] = Field(
+        default_factory=dict,
+        description="Engine parameters (string, number or bool). For llama.cpp: common_params names nested "
+        "with dots (n_ctx, n_parallel, sampling.top_k) as Xinference accepts them; for vllm/sglang/"
+        "transformers/mlx: their command-line flags without the leading dashes. Rendered as argv "
+        "elements, never through a shell.",
+    )
+    n_gpu_layers: int = Field(
+        default=-1,
+        ge=-1,
+        description="llama.cpp only: -1 estimates the layers that fit on the GPUs in an init container "
+        "(auto-NGL); 0 runs on CPU only; N offloads exactly N layers.",
+    )
+
+    @model_validator(mode="after")
+    def _check_preference_unique(self) -> EngineSpec:
+        if self.preference and len(set(self.preference)) != len(self.preference):
+            raise ValueError("engine.preference lists an engine twice")
+        return self
+
+
+class ResourceSpec(_Model):
+    """Compute for one replica of the engine container."""
+
+    gpus: int | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs per replica (nvidia.com/gpu). Defaults to 1 on vllm and sglang, and on llama.cpp/"
+        "transformers when the chosen nodes have GPUs. vLLM and SGLang use it as tensor-parallel size.",
+    )
+    requests: dict[str, Annotated[str | int, Field(json_schema_extra=INT_OR_STRING)]] = Field(
+        default_factory=dict, description="Resource requests (cpu, memory, ...) as Kubernetes quantities."
+    )
+    limits: dict[str, Annotated[str | int, Field(json_schema_extra=INT_OR_STRING)]] = Field(
+        default_factory=dict, description="Resource limits (cpu, memory, ...) as Kubernetes quantities."
+    )
+
+
+class EmptyDirCache(_Model):
+    """A pod-lifetime cache; weights are fetched again when the pod moves."""
+
+    size_limit: Annotated[str | None, Field(json_schema_extra=INT_OR_STRING)] = Field(
+        default=None, description="sizeLimit of the emptyDir, a Kubernetes quantity (e.g. 50Gi)."
+    )
+
+
+class CacheSpec(_Model):
+    """Where weights are kept between restarts. Exactly one of pvc or emptyDir."""
+
+    pvc: str | None = Field(
+        default=None, pattern=DNS1123, description="Name of an existing PersistentVolumeClaim to cache weights in."
+    )
+    empty_dir: EmptyDirCache | None = Field(default=None, description="Cache in an emptyDir volume.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CacheSpec:
+        if (self.pvc is None) == (self.empty_dir is None):
+            raise ValueError("cache needs exactly one of pvc or emptyDir")
+        return self
+
+
+class ModelDeploymentSpec(_Model):
+    """The desired model deployment."""
+
+    model: ModelSource = Field(description="The model and where its weights are.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine choice and parameters.")
+    resources: ResourceSpec = Field(default_factory=ResourceSpec, description="GPUs, CPU and memory.")
+    replicas: int = Field(default=1, ge=0, description="Number of engine replicas.")
+    images: dict[EngineNameOnly | Literal["llamacpp", "ngl", "fetch"], str] = Field(
+        default_factory=dict,
+        description="Per-engine image overrides for this deployment (keys vllm, sglang, llamacpp, "
+        "transformers, mlx, ngl, fetch).",
+    )
+    cache: CacheSpec | None = Field(
+        default=None, description="Where weights are kept between restarts (default: an emptyDir)."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Added to the engine's own node requirements (never replaces them)."
+    )
+    tolerations: list[Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]] = Field(
+        default_factory=list,
+        description="Tolerations (as in a PodSpec), added to those the engine needs.",
+    )
+    affinity: Annotated[dict[str, Any] | None, Field(json_schema_extra=PRESERVE)] = Field(
+        default=None,
+        description="Affinity (as in a PodSpec); its required node terms are combined with the engine's.",
+    )
+    env: list[Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]] = Field(
+        default_factory=list, description="Environment variables (as in a container spec) for the engine."
+    )
+    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the pods.")
+    pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the pods.")
+    service_account_name: str | None = Field(
+        default=None, pattern=DNS1123, description="ServiceAccount the model pods run as."
+    )
+
+    @model_validator(mode="after")
+    def _check_engine_can_load_format(self) -> ModelDeploymentSpec:
+        problem = engine_format_problem(self.engine.name, self.model.format)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def engine_format_problem(engine_name: str, fmt: ModelFormat) -> str | None:
+    """Why a named engine can never load a format (the CRD carries the same rule as CEL)."""
+    if engine_name == "auto":
+        return None
+    formats = ENGINE_FORMATS[Engine(engine_name)]
+    if fmt not in formats:
+        allowed = ", ".join(sorted(f.value for f in formats))
+        return f"engine.name {engine_name} cannot load model.format {fmt.value} (it loads: {allowed})"
+    return None
+
+
+class Candidate(_Model):
+    """One engine the selection considered."""
+
+    engine: EngineNameOnly = Field(description="The engine.")
+    eligible: bool = Field(description="Whether the model rules and at least one usable node allow it.")
+    reasons: list[str] = Field(
+        default_factory=list, description="Each rule that passed or failed, in words a user understands."
+    )
+    nodes: int = Field(default=0, ge=0, description="How many usable nodes could host it.")
+
+
+class Condition(_Model):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    type: str = Field(description="EngineSelected, Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="Human-readable details.")
+    last_transition_time: str | None = Field(default=None, description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="The generation this condition describes.")
+
+
+class ModelDeploymentStatus(_Model):
+    """What the operator observed and decided."""
+
+    observed_generation: int | None = Field(default=None, description="The metadata.generation this status describes.")
+    engine: str | None = Field(default=None, description="The engine chosen, or empty when none can run.")
+    image: str | None = Field(default=None, description="The engine image actually rendered.")
+    selection: list[Candidate] = Field(default_factory=list, description="Every engine considered, with reasons.")
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL (http://name.ns.svc:8000/v1).")
+    replicas: int | None = Field(default=None, description="Replicas of the Deployment.")
+    ready_replicas: int | None = Field(default=None, description="Ready replicas of the Deployment.")
+    ready: str | None = Field(default=None, description="readyReplicas/replicas, for the printer column.")
+    reason: str | None = Field(default=None, description="Reason of the last condition that is not as it should be.")
+    n_gpu_layers: int | None = Field(default=None, description="llama.cpp: the layers the init container offloaded.")
+    conditions: list[Condition] = Field(default_factory=list, description="EngineSelected, Ready, Progressing, Degraded.")
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata the CLI needs; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelDeployment(BaseModel):
+    """A whole ModelDeployment object as read from a file or the apiserver."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    api_version: Literal["modeldeploy.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ModelDeployment"]
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None

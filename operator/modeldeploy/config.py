@@ -1,0 +1,76 @@
+"""The operator's own configuration (Helm values end up here).
+
+One pydantic model, loaded from a YAML file (`MODELDEPLOY_CONFIG`, mounted from a ConfigMap by the
+chart) so the CLI, the operator and the chart agree on the same keys. Every key has a default that
+works on a stock cluster running NVIDIA's GPU operator.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from modeldeploy import __version__
+
+DEFAULT_REGISTRY = "ghcr.io/modeldeploy"
+CONFIG_ENV = "MODELDEPLOY_CONFIG"
+
+# Image keys: the five engines (by IMAGE_KEYS), the auto-NGL init container and the weights fetcher.
+IMAGE_NAMES = ("vllm", "sglang", "llamacpp", "transformers", "mlx", "ngl", "fetch")
+
+
+def default_images() -> dict[str, str]:
+    """Images built from `images/<name>/`, tagged with the package version."""
+    return {name: f"{DEFAULT_REGISTRY}/{name}:{__version__}" for name in IMAGE_NAMES}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class LabelMappings(_Model):
+    """Which node labels and resources mean what, for clusters that label GPUs differently."""
+
+    gpu_resource: str = Field(default="nvidia.com/gpu", description="Extended resource of a CUDA GPU.")
+    gpu_present: str = Field(default="nvidia.com/gpu.present", description="Label set to 'true' on GPU nodes.")
+    gpu_count: str = Field(default="nvidia.com/gpu.count", description="Label with the GPU count.")
+    gpu_memory: str = Field(default="nvidia.com/gpu.memory", description="Label with MiB per GPU.")
+    gpu_product: str = Field(default="nvidia.com/gpu.product", description="Label with the GPU model.")
+    gpu_compute_major: str = Field(default="nvidia.com/gpu.compute.major", description="CUDA CC major.")
+    gpu_compute_minor: str = Field(default="nvidia.com/gpu.compute.minor", description="CUDA CC minor.")
+    accelerator: str = Field(default="modeldeploy.io/accelerator", description="Label naming an accelerator.")
+    apple_silicon_value: str = Field(default="apple-silicon", description="Value of `accelerator` on Macs.")
+    gpu_taint_key: str = Field(default="nvidia.com/gpu", description="Taint key GPU nodes usually carry.")
+
+
+class OperatorConfig(_Model):
+    """Everything the operator reads besides the cluster itself."""
+
+    images: dict[str, str] = Field(default_factory=default_images, description="Image per engine/helper.")
+    label_mappings: LabelMappings = Field(default_factory=LabelMappings)
+    vllm_extra_families: list[str] = Field(
+        default_factory=list, description="Model names/families to treat as vLLM-supported beyond the seed's list."
+    )
+    image_pull_policy: str = Field(default="IfNotPresent")
+
+    def image_for(self, key: str, overrides: dict[str, str] | None = None) -> str:
+        """The image for `key`, a per-deployment override first, then this config, then the default."""
+        if overrides and key in overrides:
+            return overrides[key]
+        return self.images.get(key) or default_images()[key]
+
+
+def load_config(path: str | Path | None = None) -> OperatorConfig:
+    """Read the config file (argument, else $MODELDEPLOY_CONFIG); no file means all defaults."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return OperatorConfig()
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    config = OperatorConfig.model_validate(data)
+    # Merge image defaults so a partial map in Helm values does not unset the others.
+    config.images = {**default_images(), **config.images}
+    return config
