@@ -43,9 +43,7 @@ INT_OR_STRING = {"x-kubernetes-int-or-string": True}
 class _Model(BaseModel):
     """Base: camelCase on the wire, snake_case in Python, unknown fields are errors."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
 
 
 class ModelSource(_Model):
@@ -318,7 +316,9 @@ class ModelDeploymentStatus(_Model):
     ready: str | None = Field(default=None, description="readyReplicas/replicas, for the printer column.")
     reason: str | None = Field(default=None, description="Reason of the last condition that is not as it should be.")
     n_gpu_layers: int | None = Field(default=None, description="llama.cpp: the layers the init container offloaded.")
-    conditions: list[Condition] = Field(default_factory=list, description="EngineSelected, Ready, Progressing, Degraded.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="EngineSelected, Ready, Progressing, Degraded."
+    )
 
 
 class ObjectMeta(BaseModel):
