@@ -71,6 +71,7 @@ class ModelSource(_Model):
     quantization: str | None = Field(
         default=None,
         min_length=1,
+        max_length=64,  # bounds the cost of the CRD's CEL rules that read it
         description="none for plain pytorch; Int3/Int4/Int8 for gptq/awq; the GGUF file quantisation for "
         "ggufv2 (Q4_K_M, Q8_0, ...); 4bit/8bit for bnb or mlx. Compared case-insensitively.",
     )

@@ -1,0 +1,7 @@
+"""`python -m modeldeploy` is the `modeldeploy` command."""
+
+import sys
+
+from modeldeploy.cli import main
+
+sys.exit(main())

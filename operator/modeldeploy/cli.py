@@ -1,0 +1,184 @@
+"""The `modeldeploy` command line.
+
+Each subcommand is a thin shell over the same pure functions the operator runs, so what `select`
+prints offline is exactly what the operator decides in the cluster. Errors are one sentence on stderr
+and a non-zero exit; a traceback means a bug in ModelDeploy, never bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from modeldeploy import __version__
+from modeldeploy.loader import UserInputError, load_model_deployments, load_yaml_documents
+
+EXIT_USAGE = 2
+EXIT_NO_ENGINE = 3
+
+
+def _read_nodes(path: str | None) -> list[dict[str, Any]]:
+    """Node objects from a `kubectl get nodes -o yaml` file, or from the live cluster without one."""
+    from modeldeploy.selection.nodes import NodesFileError, parse_nodes_document
+
+    if path is None:
+        return _live_nodes()
+    docs = load_yaml_documents(path)
+    try:
+        return parse_nodes_document(docs)
+    except NodesFileError as exc:
+        raise UserInputError(f"{path}: {exc}") from None
+
+
+def _live_nodes() -> list[dict[str, Any]]:
+    """LIST the cluster's nodes with the current kubeconfig (or in-cluster config)."""
+    import kubernetes
+
+    try:
+        try:
+            kubernetes.config.load_kube_config()
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_incluster_config()
+        api = kubernetes.client.CoreV1Api()
+        nodes = api.list_node().items
+    except Exception as exc:  # noqa: BLE001 - any failure to reach a cluster is one user-facing sentence
+        raise UserInputError(f"cannot read nodes from the cluster ({exc.__class__.__name__}: {exc}); pass --nodes FILE")
+    return [api.api_client.sanitize_for_serialization(n) for n in nodes]
+
+
+def _decide(args: argparse.Namespace) -> list[tuple[Any, Any]]:
+    """(ModelDeployment, Decision) for each document of `-f`."""
+    from modeldeploy.config import load_config
+    from modeldeploy.selection.engine import select_engine
+    from modeldeploy.selection.nodes import node_facts
+
+    config = load_config(args.config)
+    mds = load_model_deployments(args.filename)
+    facts = [node_facts(n, config.label_mappings) for n in _read_nodes(args.nodes)]
+    return [(md, select_engine(md.spec, facts, config)) for md in mds]
+
+
+def _print_table(md: Any, decision: Any) -> None:
+    chosen = decision.engine.value if decision.engine else "none"
+    print(f"{md.metadata.namespace}/{md.metadata.name}: engine {chosen}")
+    print(f"  {decision.summary}")
+    for cand in decision.candidates:
+        mark = "eligible" if cand.eligible else "not eligible"
+        print(f"  {cand.engine.value:<13} {mark:<13} nodes={len(cand.nodes)}")
+        for reason in cand.reasons:
+            print(f"      - {reason}")
+    for warning in decision.warnings:
+        print(f"  warning: {warning}")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    results = _decide(args)
+    if args.output == "json":
+        docs = [decision.as_json() for _, decision in results]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    else:
+        for md, decision in results:
+            _print_table(md, decision)
+    return 0 if all(d.engine for _, d in results) else EXIT_NO_ENGINE
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from modeldeploy.config import load_config
+    from modeldeploy.render import dump_yaml, render
+
+    config = load_config(args.config)
+    objects: list[dict[str, Any]] = []
+    for md, decision in _decide(args):
+        if decision.engine is None:
+            raise UserInputError(f"{md.metadata.name}: nothing to render: {decision.summary}")
+        objects.extend(render(md, decision, config))
+    sys.stdout.write(dump_yaml(objects))
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from modeldeploy.api.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def cmd_ngl(args: argparse.Namespace) -> int:
+    from modeldeploy.ngl.cli import main as ngl_main
+
+    return ngl_main(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from modeldeploy.controller.run import main as run_main
+
+    return run_main(args.operator_args)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from modeldeploy.localcluster.dev import main as dev_main
+
+    return dev_main(args.dev_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy",
+        description="Deploy LLMs on Kubernetes, choosing the engine the way Xinference does.",
+    )
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def decision_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-f", "--filename", required=True, help="ModelDeployment YAML file ('-' for stdin)")
+        p.add_argument("--nodes", help="nodes as `kubectl get nodes -o yaml` prints them; default: the live cluster")
+        p.add_argument("--config", help="operator config YAML (images, label mappings); default: built-in")
+
+    p = sub.add_parser("select", help="explain which engine would run and why")
+    decision_args(p)
+    p.add_argument("-o", "--output", choices=["json", "table"], default="table")
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("render", help="print the Deployment and Service the operator would apply")
+    decision_args(p)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API models")
+    p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("ngl", help="estimate llama.cpp GPU layers for a GGUF file (auto-NGL)")
+    try:
+        from modeldeploy.ngl.cli import add_arguments as ngl_arguments
+    except ImportError:  # pragma: no cover - only while the package is partially installed
+        ngl_arguments = None
+    if ngl_arguments:
+        ngl_arguments(p)
+    p.set_defaults(func=cmd_ngl)
+
+    p = sub.add_parser("run", help="run the operator (Kopf) against the current kubeconfig", add_help=False)
+    p.add_argument("operator_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("dev", help="a local control plane with fake nodes (up, demo, down, status)", add_help=False)
+    p.add_argument("dev_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserInputError as exc:
+        print(f"modeldeploy {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The generated CRD: committed file fresh, schema structural, rules mirror the Python validators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modeldeploy.api.crd import CRD_FILE, build_crd, crd_yaml
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_committed_crd_is_fresh() -> None:
+    committed = (REPO / "crds" / CRD_FILE).read_text()
+    assert committed == crd_yaml(), "crds/ is stale: run `modeldeploy crd > crds/" + CRD_FILE + "`"
+
+
+def test_generation_is_deterministic() -> None:
+    assert crd_yaml() == crd_yaml()
+
+
+def _walk(node: dict[str, Any], path: str, problems: list[str]) -> None:
+    """Check the apiserver's structural-schema rules on every node."""
+    for banned in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs", "propertyNames"):
+        if banned in node:
+            problems.append(f"{path}: has {banned}")
+    if not (node.get("type") or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")):
+        problems.append(f"{path}: no type")
+    if "properties" in node and "additionalProperties" in node:
+        problems.append(f"{path}: properties and additionalProperties together")
+    if isinstance(node.get("additionalProperties"), bool):
+        problems.append(f"{path}: boolean additionalProperties")
+    if path != "" and "description" not in node and not path.endswith("[]") and "/additionalProperties" not in path:
+        if not path.startswith(".status.kopf") and path not in (".metadata",):
+            problems.append(f"{path}: no description")
+    for name, sub in node.get("properties", {}).items():
+        _walk(sub, f"{path}.{name}", problems)
+    if isinstance(node.get("additionalProperties"), dict):
+        _walk(node["additionalProperties"], f"{path}/additionalProperties", problems)
+    if "items" in node:
+        _walk(node["items"], f"{path}[]", problems)
+
+
+def test_schema_is_structural_and_described() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    problems: list[str] = []
+    _walk(schema, "", problems)
+    assert problems == []
+
+
+def test_crd_names_and_columns() -> None:
+    crd = yaml.safe_load(crd_yaml())
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == "modeldeployments.modeldeploy.io"
+    assert spec["names"]["shortNames"] == ["mdep"]
+    assert spec["names"]["categories"] == ["modeldeploy"]
+    version = spec["versions"][0]
+    assert version["subresources"] == {"status": {}}
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert list(columns) == ["Engine", "Ready", "Endpoint", "Reason", "Age"]
+    assert columns["Endpoint"]["priority"] == 1
+
+
+def test_cel_rules_present_for_each_engine_and_format_family() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    engine_rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
+    for engine in ("vllm", "sglang", "llama.cpp", "transformers", "mlx"):
+        assert any(f"self.engine.name != '{engine}'" in r for r in engine_rules), engine
+    model_rules = spec["properties"]["model"]["x-kubernetes-validations"]
+    assert len(model_rules) == 4
+    assert all(r["fieldPath"] == ".quantization" for r in model_rules)
+    assert spec["properties"]["engine"]["properties"]["nGpuLayers"]["minimum"] == -1
+    assert spec["properties"]["resources"]["properties"]["gpus"]["minimum"] == 0

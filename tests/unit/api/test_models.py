@@ -1,0 +1,91 @@
+"""API validation in Python mirrors what the CRD refuses, with messages naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
+from modeldeploy.loader import describe_validation_error
+
+
+def spec(**model: object) -> dict:
+    base = {"name": "qwen2.5-instruct", "format": "pytorch", "uri": "hf://Qwen/Qwen2.5-7B-Instruct"}
+    base.update(model)
+    return {"model": base}
+
+
+def error_of(data: dict) -> str:
+    with pytest.raises(ValidationError) as info:
+        ModelDeploymentSpec.model_validate(data)
+    return describe_validation_error(info.value, "spec")
+
+
+def test_defaults() -> None:
+    s = ModelDeploymentSpec.model_validate(spec())
+    assert s.engine.name == "auto"
+    assert s.engine.n_gpu_layers == -1
+    assert s.replicas == 1
+    assert s.model.abilities == ["chat"]
+
+
+@pytest.mark.parametrize(("given", "normalised"), [("0.5", "0_5"), ("7", "7"), (7, "7"), (1.8, "1_8"), ("0_5", "0_5")])
+def test_size_in_billions_normalised(given: object, normalised: str) -> None:
+    assert ModelDeploymentSpec.model_validate(spec(sizeInBillions=given)).model.size_in_billions == normalised
+
+
+def test_unknown_format_names_field_and_allowed_values() -> None:
+    msg = error_of(spec(format="safetensors"))
+    assert msg.startswith("spec.model.format:")
+    assert "'pytorch'" in msg and "ggufv2" in msg and "'safetensors'" in msg
+
+
+def test_missing_uri() -> None:
+    data = spec()
+    del data["model"]["uri"]
+    assert error_of(data) == "spec.model.uri: is required"
+
+
+def test_negative_gpus() -> None:
+    msg = error_of({**spec(), "resources": {"gpus": -1}})
+    assert msg.startswith("spec.resources.gpus:") and "greater than or equal to 0" in msg
+
+
+def test_ngl_below_minus_one() -> None:
+    assert error_of({**spec(), "engine": {"nGpuLayers": -2}}).startswith("spec.engine.nGpuLayers:")
+
+
+def test_unknown_field_is_refused() -> None:
+    assert error_of(spec(fromat="x")) == "spec.model.fromat: is not a known field"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quant"),
+    [("ggufv2", "Int4"), ("ggufv2", "none"), ("awq", "Q4_K_M"), ("gptq", "4bit"), ("mlx", "Int4"), ("pytorch", "Int8")],
+)
+def test_impossible_format_quantization_pairs(fmt: str, quant: str) -> None:
+    assert "model.quantization" in error_of(spec(format=fmt, quantization=quant))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quant"), [("ggufv2", "Q4_K_M"), ("awq", "int4"), ("gptq", "Int8"), ("mlx", "4bit"), ("pytorch", "none")]
+)
+def test_possible_pairs_accepted(fmt: str, quant: str) -> None:
+    ModelDeploymentSpec.model_validate(spec(format=fmt, quantization=quant))
+
+
+def test_engine_that_cannot_load_format() -> None:
+    msg = error_of({**spec(format="awq", quantization="Int4"), "engine": {"name": "mlx"}})
+    assert msg == "engine.name mlx cannot load model.format awq (it loads: mlx)"
+
+
+def test_bad_uri_scheme() -> None:
+    assert error_of(spec(uri="ftp://x/y")).startswith("spec.model.uri: string should match pattern")
+
+
+def test_cache_needs_exactly_one() -> None:
+    assert error_of({**spec(), "cache": {}}) == "cache needs exactly one of pvc or emptyDir"
+
+
+def test_preference_unique() -> None:
+    assert "twice" in error_of({**spec(), "engine": {"preference": ["vllm", "vllm"]}})
