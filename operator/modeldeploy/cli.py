@@ -45,7 +45,9 @@ def _live_nodes() -> list[dict[str, Any]]:
         api = kubernetes.client.CoreV1Api()
         nodes = api.list_node().items
     except Exception as exc:  # noqa: BLE001 - any failure to reach a cluster is one user-facing sentence
-        raise UserInputError(f"cannot read nodes from the cluster ({exc.__class__.__name__}: {exc}); pass --nodes FILE")
+        raise UserInputError(
+            f"cannot read nodes from the cluster ({exc.__class__.__name__}: {exc}); pass --nodes FILE"
+        ) from None
     return [api.api_client.sanitize_for_serialization(n) for n in nodes]
 
 

@@ -26,15 +26,16 @@ def _walk(node: dict[str, Any], path: str, problems: list[str]) -> None:
     for banned in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs", "propertyNames"):
         if banned in node:
             problems.append(f"{path}: has {banned}")
-    if not (node.get("type") or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")):
+    typed = node.get("type") or node.get("x-kubernetes-int-or-string")
+    if not (typed or node.get("x-kubernetes-preserve-unknown-fields")):
         problems.append(f"{path}: no type")
     if "properties" in node and "additionalProperties" in node:
         problems.append(f"{path}: properties and additionalProperties together")
     if isinstance(node.get("additionalProperties"), bool):
         problems.append(f"{path}: boolean additionalProperties")
-    if path != "" and "description" not in node and not path.endswith("[]") and "/additionalProperties" not in path:
-        if not path.startswith(".status.kopf") and path not in (".metadata",):
-            problems.append(f"{path}: no description")
+    exempt = path in ("", ".metadata") or path.endswith("[]") or "/additionalProperties" in path
+    if not exempt and "description" not in node:
+        problems.append(f"{path}: no description")
     for name, sub in node.get("properties", {}).items():
         _walk(sub, f"{path}.{name}", problems)
     if isinstance(node.get("additionalProperties"), dict):
