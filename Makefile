@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (every test tier).
+# Both install what they need from the registries into .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test unit lint crd golden
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The whole loop on a machine with no cluster: local control plane, fake nodes, CRD, operator, examples.
+demo: setup
+	$(BIN)/modeldeploy dev demo
+
+# Every tier: unit, cluster (real control plane built from the Kubernetes Go modules), engine.
+test: setup
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/pytest tests
+
+unit: setup
+	$(BIN)/pytest tests/unit
+
+lint: setup
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+crd: setup
+	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml
+
+golden: setup
+	MODELDEPLOY_UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/render -q
