@@ -49,7 +49,7 @@ def locate(uri: str) -> ModelLocation:
     """Parse `model.uri` into where the weights will be in the pod."""
     if uri.startswith("/"):
         norm = posixpath.normpath(uri)
-        if ".." in norm.split("/"):
+        if ".." in uri.split("/"):
             raise ModelUriError(f"model.uri {uri!r} must not contain '..'")
         return ModelLocation("local", False, norm)
     parsed = urlparse(uri)
