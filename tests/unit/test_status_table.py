@@ -1,0 +1,14 @@
+"""The demo's table shows what `kubectl get mdep -o wide` shows."""
+
+from modeldeploy.status_table import format_table
+
+
+def test_table() -> None:
+    objs = [
+        {"metadata": {"namespace": "default", "name": "b"}, "status": {"engine": "vllm", "ready": "1/1"}},
+        {"metadata": {"namespace": "default", "name": "a"}, "status": {"reason": "NoEligibleEngine"}},
+    ]
+    lines = format_table(objs).splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "ENGINE", "READY", "REASON", "ENDPOINT"]
+    assert lines[1].split() == ["default", "a", "<none>", "<none>", "NoEligibleEngine", "<none>"]
+    assert lines[2].split() == ["default", "b", "vllm", "1/1", "<none>", "<none>"]
