@@ -1,0 +1,329 @@
+"""The pod template: volumes, init containers, the engine container, probes and security.
+
+Security follows one table per engine (ENGINE_RUNS_AS_NON_ROOT, ENGINE_READ_ONLY_ROOT) rather than
+per-case code, so what runs as root, and why, is visible in one place:
+
+- llama.cpp: non-root (uid 1000), read-only root. Our image; it writes only /tmp and the cache.
+- transformers: non-root, read-only root. Our image from the wheel; HOME=/tmp keeps torch/triton caches
+  off the root filesystem and HF_HOME points at the cache volume.
+- vllm: root, writable root. Upstream vllm/vllm-openai runs as root and writes caches (torch.compile,
+  triton, flashinfer JIT) under $HOME.
+- sglang: root, writable root. Upstream lmsysorg/sglang, same reasons as vLLM.
+- mlx: neither set. It runs through a virtual-kubelet macOS provider: no Linux users to map, no container
+  root filesystem to make read-only.
+
+The fetch and auto-NGL init containers are our images: always non-root, read-only root. Every container
+gets no privilege escalation, all capabilities dropped and seccomp RuntimeDefault.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.config import OperatorConfig
+from modeldeploy.engines import GPU_REQUIRED_ENGINES, IMAGE_KEYS, Engine
+from modeldeploy.model_paths import CACHE_MOUNT, NGL_DIR, PVC_MOUNT_ROOT, ModelLocation, ModelUriError, locate
+from modeldeploy.render import containers as c
+from modeldeploy.render.containers import RenderError
+from modeldeploy.render.labels import pod_annotations, pod_labels
+from modeldeploy.render.scheduling import canonical, scheduling_fields
+from modeldeploy.selection.types import Placement
+
+ENGINE_CONTAINER = "engine"
+FETCH_CONTAINER = "fetch"
+NGL_CONTAINER = "auto-ngl"
+
+CACHE_VOLUME = "model-cache"
+SOURCE_VOLUME = "model-source"  # a pvc:// claim, read-only
+TMP_VOLUME = "tmp"
+SHM_VOLUME = "dshm"
+NGL_VOLUME = "ngl"
+
+NON_ROOT_UID = 1000  # the user our images (llamacpp, ngl, fetch, transformers) are built with
+HF_HOME = f"{CACHE_MOUNT}/hf-home"  # tokenizer/hub caches land on the cache volume, not the image
+
+ENGINE_RUNS_AS_NON_ROOT: dict[Engine, bool | None] = {
+    Engine.LLAMA_CPP: True,
+    Engine.TRANSFORMERS: True,
+    Engine.VLLM: False,
+    Engine.SGLANG: False,
+    Engine.MLX: None,  # not set at all: meaningless on the macOS provider
+}
+ENGINE_READ_ONLY_ROOT: dict[Engine, bool] = {
+    Engine.LLAMA_CPP: True,
+    Engine.TRANSFORMERS: True,
+    Engine.VLLM: False,
+    Engine.SGLANG: False,
+    Engine.MLX: False,
+}
+# Engines that need a large /dev/shm (NCCL and worker processes share tensors through it).
+SHM_ENGINES: frozenset[Engine] = frozenset({Engine.VLLM, Engine.SGLANG})
+# Engines that read the Hugging Face cache directory (tokenizers, configs) through huggingface_hub.
+HF_ENGINES: frozenset[Engine] = frozenset({Engine.VLLM, Engine.SGLANG, Engine.TRANSFORMERS, Engine.MLX})
+
+# Probes: the startup probe gives a model up to 30 minutes to load (weights are already fetched by the
+# init container, so this is load time only); after it passes, readiness drops a stuck pod from the
+# Service within 30 s and liveness restarts it after 2 minutes of failed health checks.
+STARTUP_PERIOD_S = 10
+STARTUP_FAILURES = 180
+# A Deployment reports ProgressDeadlineExceeded (which kstatus, Argo CD and Flux read as failed) after
+# this long without progress; the default 600 s is shorter than a large download plus a 30-minute load.
+PROGRESS_DEADLINE_S = 3600
+
+
+def _container_security(non_root: bool | None, read_only_root: bool) -> dict[str, Any]:
+    sc: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+    }
+    if non_root:
+        sc.update({"runAsNonRoot": True, "runAsUser": NON_ROOT_UID, "runAsGroup": NON_ROOT_UID})
+    sc["seccompProfile"] = {"type": "RuntimeDefault"}
+    return sc
+
+
+def _http_get(path: str) -> dict[str, Any]:
+    return {"path": path, "port": c.PORT_NAME}
+
+
+def probes(engine: Engine) -> dict[str, Any]:
+    """startupProbe, readinessProbe and livenessProbe on the engine's health endpoint."""
+    path = c.HEALTH_PATH[engine]
+    return {
+        "startupProbe": {
+            "httpGet": _http_get(path),
+            "periodSeconds": STARTUP_PERIOD_S,
+            "timeoutSeconds": 5,
+            "failureThreshold": STARTUP_FAILURES,
+        },
+        "readinessProbe": {"httpGet": _http_get(path), "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": _http_get(path), "periodSeconds": 20, "timeoutSeconds": 10, "failureThreshold": 6},
+    }
+
+
+def _location(md: ModelDeployment) -> ModelLocation:
+    try:
+        return locate(md.spec.model.uri)
+    except ModelUriError as exc:
+        raise RenderError(str(exc)) from None
+
+
+def _projector_path(md: ModelDeployment, location: ModelLocation) -> str | None:
+    """Where the separate mmproj file is: beside the model file in the same repository/directory."""
+    mmproj = md.spec.model.multimodal_projector
+    if not mmproj:
+        return None
+    if location.scheme in ("https", "http"):
+        raise RenderError(
+            "model.multimodalProjector needs a repository or directory URI (hf://, modelscope://, s3://, "
+            "pvc:// or a path); an https:// URI names a single file"
+        )
+    return location.model_path(mmproj)
+
+
+def volumes(md: ModelDeployment, engine: Engine, location: ModelLocation, with_ngl: bool) -> list[dict[str, Any]]:
+    """The pod's volumes, in a fixed order: cache, pvc:// source, /tmp, /dev/shm, auto-NGL result."""
+    cache = md.spec.cache
+    if cache is not None and cache.pvc:
+        cache_source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": cache.pvc}}
+    else:
+        size = cache.empty_dir.size_limit if cache is not None and cache.empty_dir else None
+        cache_source = {"emptyDir": {"sizeLimit": size} if size else {}}
+    vols: list[dict[str, Any]] = [{"name": CACHE_VOLUME, **cache_source}]
+    if location.pvc_claim:
+        vols.append(
+            {"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": location.pvc_claim, "readOnly": True}}
+        )
+    vols.append({"name": TMP_VOLUME, "emptyDir": {}})
+    if engine in SHM_ENGINES:
+        vols.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
+    if with_ngl:
+        vols.append({"name": NGL_VOLUME, "emptyDir": {}})
+    return vols
+
+
+def _mounts(location: ModelLocation, *, shm: bool = False, ngl: str | None = None) -> list[dict[str, Any]]:
+    """Volume mounts: cache, source (read-only), /tmp, then optional shm and the NGL dir ("ro"/"rw")."""
+    mounts: list[dict[str, Any]] = [{"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT}]
+    if location.pvc_claim:
+        mounts.append(
+            {"name": SOURCE_VOLUME, "mountPath": posixpath.join(PVC_MOUNT_ROOT, location.pvc_claim), "readOnly": True}
+        )
+    mounts.append({"name": TMP_VOLUME, "mountPath": "/tmp"})
+    if shm:
+        mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
+    if ngl:
+        mount = {"name": NGL_VOLUME, "mountPath": NGL_DIR}
+        if ngl == "ro":
+            mount["readOnly"] = True
+        mounts.append(mount)
+    return mounts
+
+
+def _gpu_resources(placement: Placement) -> dict[str, Any]:
+    return {"limits": {placement.gpu_resource: placement.gpus}} if placement.gpus > 0 else {}
+
+
+def engine_resources(md: ModelDeployment, placement: Placement) -> dict[str, Any]:
+    """The user's requests/limits (keys sorted), with the GPU limit forced to the placement's count.
+
+    The user cannot lower or remove it: the engine's tensor-parallel size and the node choice both assume
+    exactly `placement.gpus`. A GPU request, if the user wrote one, is forced to the same number
+    (Kubernetes requires requests == limits for extended resources).
+    """
+    requests = {k: md.spec.resources.requests[k] for k in sorted(md.spec.resources.requests)}
+    limits = {k: md.spec.resources.limits[k] for k in sorted(md.spec.resources.limits)}
+    if placement.gpus > 0:
+        limits[placement.gpu_resource] = placement.gpus
+        if placement.gpu_resource in requests:
+            requests[placement.gpu_resource] = placement.gpus
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _engine_env(md: ModelDeployment, engine: Engine, placement: Placement) -> list[dict[str, Any]]:
+    """Our variables, then the user's `env`; a user variable of the same name replaces ours.
+
+    Replacing rather than appending matters: env is a list map keyed by name under server-side apply,
+    so a duplicate name is an error, not "last one wins".
+    """
+    ours: list[dict[str, Any]] = []
+    if engine in HF_ENGINES:
+        ours.append({"name": "HF_HOME", "value": HF_HOME})
+    if ENGINE_READ_ONLY_ROOT[engine]:
+        ours.append({"name": "HOME", "value": "/tmp"})
+    if placement.gpus == 0 and engine is not Engine.MLX:
+        # CUDA base images set NVIDIA_VISIBLE_DEVICES=all, which exposes every GPU of the node to a pod
+        # that was given none; `void` hides them so CPU placements really run on CPU.
+        ours.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    user = [canonical(e) for e in md.spec.env]
+    user_names = {e.get("name") for e in user}
+    return [e for e in ours if e["name"] not in user_names] + user
+
+
+def _engine_command(md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation) -> list[str]:
+    spec = md.spec
+    path = location.model_path(spec.model.file)
+    args = spec.engine.args
+    if engine is Engine.VLLM:
+        return c.vllm_command(path, spec.model.name, placement.gpus, args)
+    if engine is Engine.SGLANG:
+        return c.sglang_command(path, spec.model.name, placement.gpus, args)
+    if engine is Engine.LLAMA_CPP:
+        mmproj = _projector_path(md, location)
+        return c.llamacpp_command(path, mmproj, spec.engine.n_gpu_layers, placement.gpus, args)
+    if engine is Engine.TRANSFORMERS:
+        return c.transformers_command(path, args)
+    if engine is Engine.MLX:
+        return c.mlx_command(path, args)
+    raise RenderError(f"no renderer for engine {engine.value}")  # pragma: no cover - Engine is closed
+
+
+def engine_container(
+    md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation, config: OperatorConfig
+) -> dict[str, Any]:
+    """The model server container."""
+    container: dict[str, Any] = {
+        "name": ENGINE_CONTAINER,
+        "image": config.image_for(IMAGE_KEYS[engine], md.spec.images),
+        "imagePullPolicy": config.image_pull_policy,
+        "command": _engine_command(md, engine, placement, location),
+    }
+    env = _engine_env(md, engine, placement)
+    if env:
+        container["env"] = env
+    container["ports"] = [{"name": c.PORT_NAME, "containerPort": c.PORT, "protocol": "TCP"}]
+    resources = engine_resources(md, placement)
+    if resources:
+        container["resources"] = resources
+    with_ngl = engine is Engine.LLAMA_CPP and c.auto_ngl(md.spec.engine.n_gpu_layers, placement.gpus)
+    container["volumeMounts"] = _mounts(location, shm=engine in SHM_ENGINES, ngl="ro" if with_ngl else None)
+    container.update(probes(engine))
+    container["securityContext"] = _container_security(ENGINE_RUNS_AS_NON_ROOT[engine], ENGINE_READ_ONLY_ROOT[engine])
+    return container
+
+
+def fetch_container(md: ModelDeployment, location: ModelLocation, config: OperatorConfig) -> dict[str, Any] | None:
+    """The init container that downloads the weights into the cache; None when they are already mounted."""
+    if not location.needs_fetch:
+        return None
+    model = md.spec.model
+    files = [f for f in (model.file, model.multimodal_projector) if f]
+    container: dict[str, Any] = {
+        "name": FETCH_CONTAINER,
+        "image": config.image_for("fetch", md.spec.images),
+        "imagePullPolicy": config.image_pull_policy,
+        "command": c.fetch_command(model.uri, location.directory, files, model.sha256),
+        "env": [{"name": "HOME", "value": "/tmp"}],
+    }
+    if model.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret, "optional": False}}]
+    container["volumeMounts"] = _mounts(location)
+    container["securityContext"] = _container_security(True, True)
+    return container
+
+
+def ngl_container(
+    md: ModelDeployment, placement: Placement, location: ModelLocation, config: OperatorConfig
+) -> dict[str, Any]:
+    """The auto-NGL init container: same GPU limit as the engine, so it measures the GPUs it will use."""
+    container: dict[str, Any] = {
+        "name": NGL_CONTAINER,
+        "image": config.image_for("ngl", md.spec.images),
+        "imagePullPolicy": config.image_pull_policy,
+        "command": c.ngl_command(
+            location.model_path(md.spec.model.file), _projector_path(md, location), md.spec.engine.args
+        ),
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "resources": _gpu_resources(placement),
+        "volumeMounts": _mounts(location, ngl="rw"),
+        "securityContext": _container_security(True, True),
+    }
+    return container
+
+
+def pod_template(md: ModelDeployment, engine: Engine, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    """The Deployment's `spec.template`."""
+    if engine in GPU_REQUIRED_ENGINES and placement.gpus < 1:
+        raise RenderError(f"{engine.value} needs at least one GPU, but the placement gives {placement.gpus}")
+    location = _location(md)
+    with_ngl = engine is Engine.LLAMA_CPP and c.auto_ngl(md.spec.engine.n_gpu_layers, placement.gpus)
+
+    init: list[dict[str, Any]] = []
+    fetch = fetch_container(md, location, config)
+    if fetch:
+        init.append(fetch)
+    if with_ngl:
+        init.append(ngl_container(md, placement, location, config))
+
+    spec: dict[str, Any] = {}
+    if md.spec.service_account_name:
+        spec["serviceAccountName"] = md.spec.service_account_name
+    else:
+        # Model servers never call the Kubernetes API; do not hand them a token they do not need.
+        spec["automountServiceAccountToken"] = False
+    # Service links inject <SERVICE>_PORT variables; a Service named "vllm" yields VLLM_PORT=tcp://...,
+    # which vLLM reads as its own setting and fails on. Nothing here uses service links.
+    spec["enableServiceLinks"] = False
+    spec["securityContext"] = {
+        "fsGroup": NON_ROOT_UID,  # lets the non-root fetcher and engines write a root-owned cache PVC
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    spec.update(scheduling_fields(md.spec.node_selector, md.spec.tolerations, md.spec.affinity, placement))
+    if init:
+        spec["initContainers"] = init
+    spec["containers"] = [engine_container(md, engine, placement, location, config)]
+    spec["volumes"] = volumes(md, engine, location, with_ngl)
+
+    return {
+        "metadata": {"labels": pod_labels(md, engine), "annotations": pod_annotations(md, ENGINE_CONTAINER)},
+        "spec": spec,
+    }
