@@ -131,7 +131,7 @@ def volumes(md: ModelDeployment, engine: Engine, location: ModelLocation, with_n
         cache_source: dict[str, Any] = {"persistentVolumeClaim": {"claimName": cache.pvc}}
     else:
         size = cache.empty_dir.size_limit if cache is not None and cache.empty_dir else None
-        cache_source = {"emptyDir": {"sizeLimit": size} if size else {}}
+        cache_source = {"emptyDir": {"sizeLimit": str(size)} if size else {}}
     vols: list[dict[str, Any]] = [{"name": CACHE_VOLUME, **cache_source}]
     if location.pvc_claim:
         vols.append(
@@ -164,7 +164,7 @@ def _mounts(location: ModelLocation, *, shm: bool = False, ngl: str | None = Non
 
 
 def _gpu_resources(placement: Placement) -> dict[str, Any]:
-    return {"limits": {placement.gpu_resource: placement.gpus}} if placement.gpus > 0 else {}
+    return {"limits": {placement.gpu_resource: str(placement.gpus)}} if placement.gpus > 0 else {}
 
 
 def engine_resources(md: ModelDeployment, placement: Placement) -> dict[str, Any]:
@@ -172,14 +172,15 @@ def engine_resources(md: ModelDeployment, placement: Placement) -> dict[str, Any
 
     The user cannot lower or remove it: the engine's tensor-parallel size and the node choice both assume
     exactly `placement.gpus`. A GPU request, if the user wrote one, is forced to the same number
-    (Kubernetes requires requests == limits for extended resources).
+    (Kubernetes requires requests == limits for extended resources). Quantities are rendered as strings,
+    the form the apiserver returns, so `cpu: 4` and `cpu: "4"` render the same bytes.
     """
-    requests = {k: md.spec.resources.requests[k] for k in sorted(md.spec.resources.requests)}
-    limits = {k: md.spec.resources.limits[k] for k in sorted(md.spec.resources.limits)}
+    requests = {k: str(md.spec.resources.requests[k]) for k in sorted(md.spec.resources.requests)}
+    limits = {k: str(md.spec.resources.limits[k]) for k in sorted(md.spec.resources.limits)}
     if placement.gpus > 0:
-        limits[placement.gpu_resource] = placement.gpus
+        limits[placement.gpu_resource] = str(placement.gpus)
         if placement.gpu_resource in requests:
-            requests[placement.gpu_resource] = placement.gpus
+            requests[placement.gpu_resource] = str(placement.gpus)
     out: dict[str, Any] = {}
     if requests:
         out["requests"] = requests

@@ -52,3 +52,27 @@ def test_render_does_not_depend_on_user_key_order() -> None:
     shuffled = with_spec(spec, affinity=reverse(spec["affinity"]), tolerations=reverse(spec["tolerations"]))
     d = decision(Engine.LLAMA_CPP, cpu_placement())
     assert dump_yaml(render(md(spec), d, CONFIG)) == dump_yaml(render(md(shuffled), d, CONFIG))
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_every_rendered_field_is_a_kubernetes_field(name: str) -> None:
+    """Round-trip through the kubernetes client's models: a misspelt or misplaced key would be dropped."""
+    import json
+
+    from kubernetes.client import ApiClient
+
+    api = ApiClient()
+    md, decision = case(name)
+    for obj in render(md, decision, CONFIG):
+        kind = {"Deployment": "V1Deployment", "Service": "V1Service"}[obj["kind"]]
+        text = json.dumps(obj)
+        try:
+            model = api.deserialize(text, kind, "application/json")
+        except TypeError:  # older clients take a response object instead
+
+            class _Response:
+                data = text
+
+            model = api.deserialize(_Response(), kind)
+        back = json.loads(json.dumps(api.sanitize_for_serialization(model), sort_keys=True))
+        assert back == json.loads(json.dumps(obj, sort_keys=True))

@@ -96,15 +96,15 @@ def test_owner_reference_only_with_uid() -> None:
 def test_gpu_limit_equals_placement_and_user_cannot_remove_it() -> None:
     spec = with_spec(VLLM_SPEC, resources={"gpus": 2, "limits": {"nvidia.com/gpu": 0, "memory": "8Gi"}})
     res = container(spec, Engine.VLLM, gpu_placement(2))["resources"]
-    assert res["limits"] == {"memory": "8Gi", "nvidia.com/gpu": 2}
+    assert res["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "2"}
     spec = with_spec(VLLM_SPEC, resources={"requests": {"nvidia.com/gpu": 5}})
     res = container(spec, Engine.VLLM, gpu_placement(2))["resources"]
-    assert res == {"requests": {"nvidia.com/gpu": 2}, "limits": {"nvidia.com/gpu": 2}}
+    assert res == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
 
 
 def test_transformers_gets_gpu_limit_only_when_placed_on_gpus() -> None:
     assert container(TRANSFORMERS_SPEC, Engine.TRANSFORMERS, gpu_placement(1))["resources"]["limits"] == {
-        "nvidia.com/gpu": 1
+        "nvidia.com/gpu": "1"
     }
     cpu = container(TRANSFORMERS_SPEC, Engine.TRANSFORMERS, cpu_placement())
     assert "limits" not in cpu["resources"]
@@ -211,7 +211,7 @@ def test_auto_ngl_only_for_minus_one_with_gpus() -> None:
     assert cmd[cmd.index("--ngl-file") + 1] == NGL_FILE and "--n-gpu-layers" not in cmd
 
     ngl = container(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(2), "auto-ngl")
-    assert ngl["resources"] == {"limits": {"nvidia.com/gpu": 2}}
+    assert ngl["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
     assert ngl["command"][ngl["command"].index("--ctx-size") + 1] == "16384"
     assert ngl["command"][ngl["command"].index("--parallel") + 1] == "4"
     assert ngl["command"][ngl["command"].index("--cache-type") + 1] == "q8_0"
