@@ -145,9 +145,14 @@ def volumes(md: ModelDeployment, engine: Engine, location: ModelLocation, with_n
     return vols
 
 
-def _mounts(location: ModelLocation, *, shm: bool = False, ngl: str | None = None) -> list[dict[str, Any]]:
+def _mounts(
+    location: ModelLocation, *, cache_ro: bool = False, shm: bool = False, ngl: str | None = None
+) -> list[dict[str, Any]]:
     """Volume mounts: cache, source (read-only), /tmp, then optional shm and the NGL dir ("ro"/"rw")."""
-    mounts: list[dict[str, Any]] = [{"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT}]
+    cache: dict[str, Any] = {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT}
+    if cache_ro:
+        cache["readOnly"] = True
+    mounts: list[dict[str, Any]] = [cache]
     if location.pvc_claim:
         mounts.append(
             {"name": SOURCE_VOLUME, "mountPath": posixpath.join(PVC_MOUNT_ROOT, location.pvc_claim), "readOnly": True}
@@ -284,7 +289,7 @@ def ngl_container(
         ),
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": _gpu_resources(placement),
-        "volumeMounts": _mounts(location, ngl="rw"),
+        "volumeMounts": _mounts(location, cache_ro=True, ngl="rw"),  # it only reads the GGUF header
         "securityContext": _container_security(True, True),
     }
     return container
