@@ -89,6 +89,12 @@ class Decision:
     placement: Placement | None  # None when engine is None
     summary: str  # one sentence: why this engine, or why none
     warnings: tuple[str, ...] = field(default=())  # e.g. the seed's llama.cpp common issues
+    # Stability (selection.md): the running engine was kept although an earlier one in the order could run.
+    kept_current: bool = False
+    # The running engine (`current`) can no longer run and reselection was not asked for: engine and
+    # placement are None so nothing is rendered; the operator leaves the Deployment as it is, keeps
+    # status.engine, and reports Degraded with `summary` (also in `warnings`).
+    current_impossible: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The stable `modeldeploy select -o json` document."""

@@ -1,0 +1,248 @@
+"""Node rules per engine and the placement that pins the Deployment to the nodes that satisfy them.
+
+An engine runs on one of a few kinds of node ("tiers"), tried in order: CUDA (Linux with enough NVIDIA
+GPUs), CPU (Linux) and Apple silicon. The first tier with a usable node wins and the Deployment is pinned
+to that tier by labels, so that the pods land where selection counted and a similar node joining later
+does not change the rendered Deployment.
+
+GPU rule (documented in the reasons): vLLM and SGLang need `resources.gpus` (default 1) CUDA GPUs on one
+node. llama.cpp and transformers use GPUs when they can: with `resources.gpus` unset they are pinned to
+CUDA nodes with 1 GPU per replica when at least one usable Linux node has a CUDA GPU, and run on CPU
+(0 GPUs) otherwise; `resources.gpus: 0` forces CPU, `resources.gpus: N` requires N CUDA GPUs. llama.cpp
+goes to Apple silicon only when no Linux node is usable (the Linux container is its ordinary image).
+MLX runs on Apple silicon only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
+from modeldeploy.config import LabelMappings
+from modeldeploy.engines import GPU_REQUIRED_ENGINES, Engine
+from modeldeploy.selection.nodes import ARCH_LABEL, OS_LABEL
+from modeldeploy.selection.scheduling import (
+    format_taint,
+    matches_affinity,
+    matches_node_selector,
+    untolerated_taints,
+)
+from modeldeploy.selection.types import NodeFacts, Placement
+
+MAX_NAMES = 10  # node names listed in one reason before "and N more"
+
+
+class Tier(StrEnum):
+    """A kind of node an engine can run on."""
+
+    CUDA = "cuda"
+    CPU = "cpu"
+    APPLE = "apple"
+
+
+@dataclass(frozen=True)
+class NodeNeed:
+    """One tier an engine can use, with the GPUs per replica it asks for there."""
+
+    tier: Tier
+    gpus: int = 0
+
+    def phrase(self) -> str:
+        """What a node must be, in words: 'Linux with a CUDA GPU', 'Apple silicon'."""
+        if self.tier == Tier.CUDA:
+            return "Linux with a CUDA GPU" if self.gpus <= 1 else f"Linux with at least {self.gpus} CUDA GPUs"
+        return "Linux" if self.tier == Tier.CPU else "Apple silicon"
+
+
+def node_needs(engine: Engine, gpus: int | None) -> tuple[NodeNeed, ...]:
+    """The tiers `engine` may use, in the order tried, given `resources.gpus` (None when unset)."""
+    if engine in GPU_REQUIRED_ENGINES:
+        return (NodeNeed(Tier.CUDA, gpus or 1),)
+    if engine == Engine.MLX:
+        return (NodeNeed(Tier.APPLE),)
+    if gpus:  # an explicit GPU count means CUDA, nothing else
+        return (NodeNeed(Tier.CUDA, gpus),)
+    cpu = (NodeNeed(Tier.CPU),) if gpus == 0 else (NodeNeed(Tier.CUDA, 1), NodeNeed(Tier.CPU))
+    return cpu + (NodeNeed(Tier.APPLE),) if engine == Engine.LLAMA_CPP else cpu
+
+
+def engine_phrase(needs: Sequence[NodeNeed]) -> str:
+    """What a node must be for any of `needs`: 'Linux with a CUDA GPU', 'Linux or Apple silicon'."""
+    phrases: list[str] = []
+    for need in needs:
+        phrase = "Linux" if need.tier == Tier.CUDA and len(needs) > 1 else need.phrase()
+        if phrase not in phrases:
+            phrases.append(phrase)
+    return " or ".join(phrases)
+
+
+def gpu_toleration(mappings: LabelMappings) -> dict[str, Any]:
+    """The toleration every engine using CUDA GPUs renders: GPU nodes are usually tainted with this key."""
+    return {"key": mappings.gpu_taint_key, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def tier_tolerations(need: NodeNeed, mappings: LabelMappings) -> tuple[dict[str, Any], ...]:
+    return (gpu_toleration(mappings),) if need.tier == Tier.CUDA else ()
+
+
+def hardware_miss(need: NodeNeed, node: NodeFacts) -> str | None:
+    """Why the node's hardware does not suit the tier (a short category), or None when it does."""
+    if need.tier == Tier.APPLE:
+        return None if node.apple_silicon else "not Apple silicon"
+    if node.os != "linux":
+        return "not Linux"
+    if need.tier == Tier.CUDA:
+        if node.gpus == 0:
+            return "CPU-only"
+        if node.gpus < need.gpus:
+            return f"with fewer than {need.gpus} CUDA GPUs"
+    return None
+
+
+def usability_problem(
+    node: NodeFacts, spec: ModelDeploymentSpec, need: NodeNeed, mappings: LabelMappings
+) -> str | None:
+    """Why pods of this tier could not be scheduled on the node (a short category), or None."""
+    if not node.ready:
+        return "not Ready"
+    if node.unschedulable:
+        return "cordoned"
+    if not matches_node_selector(node, spec.node_selector):
+        return "not matching spec.nodeSelector"
+    if not matches_affinity(node, spec.affinity):
+        return "not matching spec.affinity"
+    blocking = untolerated_taints(node, [*spec.tolerations, *tier_tolerations(need, mappings)])
+    if blocking:
+        return f"tainted {format_taint(blocking[0])} (not tolerated)"
+    return None
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    """Why one node does not suit one tier: its hardware, or something that keeps the pods off it."""
+
+    text: str
+    hardware: bool
+
+
+def node_problem(
+    node: NodeFacts, spec: ModelDeploymentSpec, need: NodeNeed, mappings: LabelMappings
+) -> NodeProblem | None:
+    """Hardware first (a cordoned CPU node is reported as CPU-only), then whether pods can land there."""
+    miss = hardware_miss(need, node)
+    if miss:
+        return NodeProblem(miss, hardware=True)
+    problem = usability_problem(node, spec, need, mappings)
+    return NodeProblem(problem, hardware=False) if problem else None
+
+
+def _count(problems: Sequence[str], total: int) -> str:
+    if total == 0:
+        return "the cluster has no nodes"
+    parts = ", ".join(f"{n} {category}" for category, n in Counter(problems).items())
+    return f"{total} node{'s' if total != 1 else ''}: {parts}"
+
+
+def _names(nodes: Sequence[str]) -> str:
+    shown = ", ".join(nodes[:MAX_NAMES])
+    return shown if len(nodes) <= MAX_NAMES else f"{shown} and {len(nodes) - MAX_NAMES} more"
+
+
+@dataclass(frozen=True)
+class NodeVerdict:
+    """Whether an engine's node rules hold, why, where it would run and how it is pinned there."""
+
+    ok: bool
+    reasons: tuple[str, ...]
+    nodes: tuple[str, ...]  # the usable nodes of the chosen tier
+    placement: Placement | None
+
+
+def _gpu_rule_reason(engine: Engine, need: NodeNeed, gpus: int | None, earlier_failed: bool) -> str | None:
+    if engine in GPU_REQUIRED_ENGINES or engine == Engine.MLX:
+        return None
+    if gpus:
+        return f"GPU rule: resources.gpus is {gpus}, so it runs on a CUDA node with {gpus} GPU(s) per replica"
+    if gpus == 0:
+        where = "on Apple silicon" if need.tier == Tier.APPLE else "on CPU"
+        return f"GPU rule: resources.gpus is 0, so it runs {where} with no GPU"
+    if need.tier == Tier.CUDA:
+        return (
+            "GPU rule: a usable Linux node has a CUDA GPU, so it is pinned to GPU nodes with 1 GPU per replica "
+            "(set resources.gpus: 0 to run on CPU)"
+        )
+    if need.tier == Tier.CPU:
+        return "GPU rule: no usable Linux node has a CUDA GPU, so it runs on CPU with no GPU"
+    return "no usable Linux node, so it runs on Apple silicon" if earlier_failed else None
+
+
+def placement_for(need: NodeNeed, chosen: Sequence[NodeFacts], mappings: LabelMappings) -> Placement:
+    """Label terms, tolerations and GPUs per replica that pin the pods to nodes like `chosen`."""
+    if need.tier == Tier.APPLE:
+        terms: tuple[dict[str, Any], ...] = (
+            {
+                "matchExpressions": [
+                    {"key": OS_LABEL, "operator": "In", "values": ["darwin"]},
+                    {"key": ARCH_LABEL, "operator": "In", "values": ["arm64"]},
+                ]
+            },
+            {
+                "matchExpressions": [
+                    {"key": mappings.accelerator, "operator": "In", "values": [mappings.apple_silicon_value]}
+                ]
+            },
+        )
+        return Placement(
+            node_selector_terms=terms, tolerations=(), gpus=0, gpu_resource=mappings.gpu_resource, apple_silicon=True
+        )
+    expressions: list[dict[str, Any]] = [{"key": OS_LABEL, "operator": "In", "values": ["linux"]}]
+    if need.tier == Tier.CUDA and chosen and all(n.label(mappings.gpu_present) == "true" for n in chosen):
+        # Only when every chosen node carries it; otherwise the GPU resource limit alone finds GPU nodes.
+        expressions.append({"key": mappings.gpu_present, "operator": "In", "values": ["true"]})
+    return Placement(
+        node_selector_terms=({"matchExpressions": expressions},),
+        tolerations=tier_tolerations(need, mappings),
+        gpus=need.gpus if need.tier == Tier.CUDA else 0,
+        gpu_resource=mappings.gpu_resource,
+    )
+
+
+def evaluate_nodes(
+    engine: Engine, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], mappings: LabelMappings
+) -> NodeVerdict:
+    """Apply the engine's node rules to every node: the first tier with a usable node wins."""
+    needs = node_needs(engine, spec.resources.gpus)
+    reasons: list[str] = []
+    per_tier = [[node_problem(n, spec, need, mappings) for n in nodes] for need in needs]
+    for index, (need, problems) in enumerate(zip(needs, per_tier, strict=True)):
+        ok_nodes = [n for n, p in zip(nodes, problems, strict=True) if p is None]
+        if not ok_nodes:
+            if len(needs) > 1 and index < len(needs) - 1:
+                texts = [p.text for p in problems if p]
+                reasons.append(f"no usable node is {need.phrase()} ({_count(texts, len(nodes))})")
+            continue
+        names = [n.name for n in ok_nodes]
+        reasons.append(f"{len(names)} of {len(nodes)} nodes can host it ({need.phrase()}): {_names(names)}")
+        gpu_reason = _gpu_rule_reason(engine, need, spec.resources.gpus, earlier_failed=index > 0)
+        if gpu_reason:
+            reasons.append(gpu_reason)
+        return NodeVerdict(True, tuple(reasons), tuple(names), placement_for(need, ok_nodes, mappings))
+    # No tier works: say per node why, reporting for each node the tier it came closest to.
+    combined = [_closest_problem(needs, [problems[i] for problems in per_tier]) for i in range(len(nodes))]
+    failure = f"no usable node is {engine_phrase(needs)} ({_count(combined, len(nodes))})"
+    return NodeVerdict(False, (failure,), (), None)
+
+
+def _closest_problem(needs: Sequence[NodeNeed], problems: Sequence[NodeProblem | None]) -> str:
+    """For a node no tier accepts: its scheduling problem on a tier whose hardware fits, else the hardware."""
+    for problem in problems:
+        if problem and not problem.hardware:
+            return problem.text
+    first = problems[0]
+    if len(needs) == 1 and first:
+        return first.text
+    return f"not {engine_phrase(needs)}"
