@@ -2,14 +2,17 @@
 
 They do not stop a deployment (the engine would still start); they become `Decision.warnings`, which the
 operator reports as a Degraded condition, so a user sees the seed's fix before the first failing request.
+The pod repeats these checks with the real GGUF (engines/llamacpp/preflight.py); the thresholds are the
+same numbers so the two never disagree (a test compares them).
 
 Thresholds chosen:
-- per-slot context = n_ctx / n_parallel below MIN_CONTEXT_PER_SLOT (2048 tokens) warns: llama.cpp splits
-  n_ctx between n_parallel slots, and a chat prompt plus answer rarely fits in less. Checked only when
-  n_ctx is set (its default depends on the model); an unset n_parallel counts as 1, which can only
-  under-report.
-- a multimodal model (abilities has vision, or model.multimodalProjector is set) without ctx_shift enabled
-  warns with the seed's fix (llama.cpp disables context shift for multimodal models).
+- per-slot context = n_ctx / n_parallel. Below MIN_SLOT_CTX_TEXT (1024 tokens) warns: a chat template
+  plus a short exchange already takes several hundred tokens.
+- a multimodal model (abilities has vision, or model.multimodalProjector is set) without ctx_shift
+  enabled: llama.cpp turns context shift off for multimodal, and one image takes hundreds to thousands
+  of tokens, so below MIN_SLOT_CTX_MULTIMODAL (4096) per slot warns with the seed's multimodal fix.
+- Checked only when n_ctx is set: unset (or 0) means the model's training context, unknown without the
+  file, and usually large. An unset n_parallel counts as 1, which can only under-report.
 - vision without a separate multimodalProjector warns: a projector embedded in the model GGUF is not
   supported (seed, Auto NGL section).
 """
@@ -20,7 +23,14 @@ from collections.abc import Mapping
 
 from modeldeploy.api.v1alpha1 import ArgValue, ModelDeploymentSpec
 
-MIN_CONTEXT_PER_SLOT = 2048
+MIN_SLOT_CTX_TEXT = 1024
+MIN_SLOT_CTX_MULTIMODAL = 4096
+# The seed's fixes, verbatim.
+FIX_CONTEXT_TEXT = "Please increase the context size by either increasing n_ctx or reducing n_parallel."
+FIX_CONTEXT_MULTIMODAL = (
+    "If you are using the multimodal feature, the ctx_shift is disabled by default. Please increase the "
+    "context size by either increasing n_ctx or reducing n_parallel."
+)
 
 
 def _arg(args: Mapping[str, ArgValue], name: str) -> ArgValue | None:
@@ -49,8 +59,13 @@ def _truthy(value: ArgValue | None) -> bool:
     return bool(value)
 
 
-def context_warnings(args: Mapping[str, ArgValue]) -> list[str]:
-    """Warn when each slot gets less than MIN_CONTEXT_PER_SLOT tokens of context (or the args are unreadable)."""
+def _is_multimodal(spec: ModelDeploymentSpec) -> bool:
+    return "vision" in spec.model.abilities or spec.model.multimodal_projector is not None
+
+
+def context_warnings(spec: ModelDeploymentSpec) -> list[str]:
+    """Warn when a slot's context is below the threshold for this kind of model (or the args are unreadable)."""
+    args = spec.engine.args
     warnings: list[str] = []
     raw_ctx, raw_parallel = _arg(args, "n_ctx"), _arg(args, "n_parallel")
     n_ctx, n_parallel = _as_int(raw_ctx), _as_int(raw_parallel)
@@ -61,34 +76,32 @@ def context_warnings(args: Mapping[str, ArgValue]) -> list[str]:
         return warnings
     slots = n_parallel if n_parallel and n_parallel > 0 else 1
     per_slot = n_ctx // slots
-    if per_slot < MIN_CONTEXT_PER_SLOT:
+    figures = f"{per_slot} tokens of context per slot (n_ctx {n_ctx} / n_parallel {slots})"
+    if _is_multimodal(spec) and not _truthy(_arg(args, "ctx_shift")):
+        if per_slot < MIN_SLOT_CTX_MULTIMODAL:
+            warnings.append(
+                f"multimodal model on llama.cpp with ctx_shift off and only {figures}, below "
+                f"{MIN_SLOT_CTX_MULTIMODAL}: requests with images may fail with 'the request exceeds the available "
+                f"context size'. {FIX_CONTEXT_MULTIMODAL}"
+            )
+    elif per_slot < MIN_SLOT_CTX_TEXT:
         warnings.append(
-            f"llama.cpp gives each of {slots} slot(s) {per_slot} tokens of context (n_ctx {n_ctx} / n_parallel "
-            f"{slots}), below {MIN_CONTEXT_PER_SLOT}: requests may fail with 'the request exceeds the available "
-            "context size'. Please increase the context size by either increasing n_ctx or reducing n_parallel."
+            f"llama.cpp gets only {figures}, below {MIN_SLOT_CTX_TEXT}: longer conversations may fail with "
+            f"'the request exceeds the available context size'. {FIX_CONTEXT_TEXT}"
         )
     return warnings
 
 
-def multimodal_warnings(spec: ModelDeploymentSpec) -> list[str]:
-    """The seed's multimodal issues: ctx_shift is off for multimodal models; embedded projectors unsupported."""
-    model = spec.model
-    vision = "vision" in model.abilities
-    warnings: list[str] = []
-    if vision and not model.multimodal_projector:
-        warnings.append(
+def projector_warnings(spec: ModelDeploymentSpec) -> list[str]:
+    """Vision on llama.cpp needs a separate mmproj file; one embedded in the model GGUF is not supported."""
+    if "vision" in spec.model.abilities and not spec.model.multimodal_projector:
+        return [
             "model.abilities includes vision but model.multimodalProjector is not set: llama.cpp needs the "
             "projector as a separate mmproj file; a projector embedded in the model GGUF is not supported"
-        )
-    if (vision or model.multimodal_projector) and not _truthy(_arg(spec.engine.args, "ctx_shift")):
-        warnings.append(
-            "multimodal model on llama.cpp: ctx_shift is disabled by default for multimodal, so a conversation "
-            "longer than the context fails with 'the request exceeds the available context size'. Please "
-            "increase the context size by either increasing n_ctx or reducing n_parallel."
-        )
-    return warnings
+        ]
+    return []
 
 
 def llamacpp_warnings(spec: ModelDeploymentSpec) -> tuple[str, ...]:
     """Every llama.cpp pre-check for this spec, in a stable order."""
-    return (*context_warnings(spec.engine.args), *multimodal_warnings(spec))
+    return (*projector_warnings(spec), *context_warnings(spec))

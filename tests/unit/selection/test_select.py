@@ -399,6 +399,6 @@ def test_current_not_in_the_order_is_ignored() -> None:
 
 
 def test_llamacpp_warnings_only_for_llamacpp() -> None:
-    args = {"engine": {"args": {"n_ctx": 1024}}}
+    args = {"engine": {"args": {"n_ctx": 512}}}
     assert select_engine(spec(**GGUF, **args), MIXED, CONFIG).warnings != ()
     assert select_engine(spec(**args), MIXED, CONFIG).warnings == ()
