@@ -1,0 +1,234 @@
+"""Where each `model.uri` scheme's files come from, and how they are listed.
+
+Every scheme reduces to "a list of (relative path, size, sha256) and a way to open one from a byte
+offset", so the resumable, verified download in `http.py` is written once. Credentials are read from the
+environment (the Secret named in `model.credentialsSecret` is mounted as env vars) and only ever go into
+request headers or the S3 client, never into argv or the log.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urljoin, urlparse
+
+from modeldeploy.fetch.http import FetchError, Opener, Response, Retryable, http_opener
+
+HF_DEFAULT = "https://huggingface.co"
+MODELSCOPE_DEFAULT = "https://www.modelscope.cn"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file to fetch: its path inside the repository/prefix and what the listing says about it."""
+
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+
+
+def _safe_relpath(path: str) -> str:
+    """A listed path must stay inside the destination directory."""
+    norm = posixpath.normpath(path.lstrip("/"))
+    if norm.startswith("..") or norm in (".", ""):
+        raise FetchError(f"Refusing the listed path {path!r}: it leaves the model directory.")
+    return norm
+
+
+def parse_repo(uri: str) -> tuple[str, str]:
+    """hf://org/repo@rev → ("org/repo", "rev"), with `main` when no revision is given."""
+    parsed = urlparse(uri)
+    repo, _, rev = (parsed.netloc + parsed.path).partition("@")
+    return repo.strip("/"), rev or "main"
+
+
+class Source:
+    """Base: list files, open one at an offset."""
+
+    def list_files(self) -> list[RemoteFile]:
+        raise NotImplementedError
+
+    def opener(self, path: str) -> tuple[Opener, str]:
+        """The opener for `path` and the URL-like name used in logs (redacted there)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class HttpSource(Source):
+    """Anything fetched with plain HTTP GETs through one httpx client."""
+
+    def __init__(self, token: str | None) -> None:
+        import httpx
+
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.headers["User-Agent"] = "modeldeploy-fetch/0.1"
+        # httpx drops Authorization when a redirect leaves the origin (hub → CDN), so tokens stay home.
+        self.client = httpx.Client(timeout=httpx.Timeout(30.0, read=120.0))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def get_json(self, url: str) -> tuple[Any, Any]:
+        import httpx
+
+        try:
+            response = self.client.get(url, headers=self.headers, follow_redirects=True)
+        except httpx.TransportError as exc:
+            raise FetchError(f"Cannot list files at {url.split('?')[0]}: {type(exc).__name__}.") from None
+        if response.status_code != 200:
+            hint = " (is credentialsSecret set with the right token?)" if response.status_code in (401, 403) else ""
+            raise FetchError(f"Listing {url.split('?')[0]} answered HTTP {response.status_code}{hint}.")
+        return response.json(), response
+
+
+class HuggingFace(HttpSource):
+    """hf://org/repo[@rev]: the hub's resolve URLs; the tree API lists files with sizes and LFS sha256."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
+        self.base = os.environ.get("HF_ENDPOINT", HF_DEFAULT).rstrip("/")
+        self.repo, self.rev = parse_repo(uri)
+
+    def list_files(self) -> list[RemoteFile]:
+        url: str | None = f"{self.base}/api/models/{self.repo}/tree/{quote(self.rev, safe='')}?recursive=true"
+        files: list[RemoteFile] = []
+        while url:
+            data, response = self.get_json(url)
+            for entry in data:
+                if entry.get("type") != "file":
+                    continue
+                lfs = entry.get("lfs") or {}
+                files.append(
+                    RemoteFile(_safe_relpath(entry["path"]), lfs.get("size", entry.get("size")), lfs.get("oid"))
+                )
+            link = response.links.get("next", {}).get("url")  # the tree API pages with a Link header
+            url = urljoin(str(response.url), link) if link else None
+        return files
+
+    def opener(self, path: str) -> tuple[Opener, str]:
+        url = f"{self.base}/{self.repo}/resolve/{quote(self.rev, safe='')}/{quote(path)}"
+        return http_opener(self.client, url, self.headers), url
+
+
+class ModelScope(HttpSource):
+    """modelscope://org/repo[@rev]: the ModelScope file API (same shape as the hub, different paths)."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(os.environ.get("MODELSCOPE_API_TOKEN"))
+        self.base = os.environ.get("MODELSCOPE_ENDPOINT", MODELSCOPE_DEFAULT).rstrip("/")
+        self.repo, rev = parse_repo(uri)
+        self.rev = "master" if rev == "main" else rev  # ModelScope's default branch
+
+    def list_files(self) -> list[RemoteFile]:
+        url = f"{self.base}/api/v1/models/{self.repo}/repo/files?Revision={quote(self.rev)}&Recursive=true"
+        data, _ = self.get_json(url)
+        entries = ((data or {}).get("Data") or {}).get("Files") or []
+        return [
+            RemoteFile(_safe_relpath(e["Path"]), e.get("Size"), (e.get("Sha256") or None))
+            for e in entries
+            if e.get("Type") == "blob"
+        ]
+
+    def opener(self, path: str) -> tuple[Opener, str]:
+        url = f"{self.base}/api/v1/models/{self.repo}/repo?Revision={quote(self.rev)}&FilePath={quote(path)}"
+        return http_opener(self.client, url, self.headers), url
+
+
+class DirectUrl(HttpSource):
+    """https://host/path/file: one file; HTTP_BEARER_TOKEN is sent as a bearer token when set."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(os.environ.get("HTTP_BEARER_TOKEN"))
+        self.url = uri
+
+    def list_files(self) -> list[RemoteFile]:
+        return [RemoteFile(posixpath.basename(urlparse(self.url).path))]
+
+    def opener(self, path: str) -> tuple[Opener, str]:
+        return http_opener(self.client, self.url, self.headers), self.url
+
+
+class S3(Source):
+    """s3://bucket/prefix through boto3 (credentials and AWS_ENDPOINT_URL from the environment)."""
+
+    def __init__(self, uri: str) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise FetchError(
+                "s3:// needs boto3, which this fetch image lacks; install modeldeploy[s3] or use the project's "
+                "fetch image."
+            ) from None
+        parsed = urlparse(uri)
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+        self.client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 5}))
+
+    def list_files(self) -> list[RemoteFile]:
+        files: list[RemoteFile] = []
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.endswith("/"):
+                    continue
+                files.append(RemoteFile(_safe_relpath(key[len(prefix) :]), obj.get("Size")))
+        if not files:
+            raise FetchError(f"No objects under s3://{self.bucket}/{prefix}.")
+        return files
+
+    def opener(self, path: str) -> tuple[Opener, str]:
+        key = f"{self.prefix}/{path}" if self.prefix else path
+        name = f"s3://{self.bucket}/{key}"
+
+        def open_at(offset: int) -> Response:
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+            if offset:
+                kwargs["Range"] = f"bytes={offset}-"
+            try:
+                obj = self.client.get_object(**kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "InvalidRange" and offset:
+                    return Response(206, offset, offset, iter(()))
+                raise FetchError(f"{name}: {code or exc} (check credentialsSecret and the URI).") from None
+            except BotoCoreError as exc:
+                raise Retryable(str(exc)) from None
+            body = obj["Body"]
+            total = None
+            if "ContentRange" in obj:
+                total = int(obj["ContentRange"].rsplit("/", 1)[1])
+            elif "ContentLength" in obj:
+                total = int(obj["ContentLength"])
+
+            def chunks() -> Iterator[bytes]:
+                try:
+                    yield from body.iter_chunks(1 << 20)
+                except BotoCoreError as exc:
+                    raise Retryable(str(exc)) from None
+
+            return Response(206 if offset else 200, offset, total, chunks(), body.close)
+
+        return open_at, name
+
+
+def source_for(uri: str) -> Source:
+    scheme = urlparse(uri).scheme
+    if scheme == "hf":
+        return HuggingFace(uri)
+    if scheme == "modelscope":
+        return ModelScope(uri)
+    if scheme in ("https", "http"):
+        return DirectUrl(uri)
+    if scheme == "s3":
+        return S3(uri)
+    raise FetchError(f"No downloader for {uri!r}.")
