@@ -1,0 +1,153 @@
+"""External tools the chart tests need, installed from the registries on first use and cached.
+
+- helm: built from its Go module (`go install helm.sh/helm/v3/cmd/helm@HELM_VERSION`); no PyPI wheel ships
+  a Linux helm binary. About 3 minutes on 2 cores with a cold Go module cache, once.
+- checkov: the security scanner, from PyPI, in its own virtual environment (it pins ~100 packages,
+  some older than the project's; keeping it apart leaves the project's environment alone). About 45 s, once.
+
+Everything lands under `${MODELDEPLOY_CACHE:-~/.cache/modeldeploy}/tools/<tool>-<version>/`. A tool that
+cannot be had fails the test in CI (`CI=true`) and skips it elsewhere, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HELM_VERSION = "v3.21.4"
+HELM_MODULE = "helm.sh/helm/v3"
+# The Kubernetes version helm assumes without a cluster (`helm template`, `helm lint`): its Makefile derives
+# it from the client-go it builds with (v0.36 for helm v3.21) and sets it by -ldflags; `go install` must too,
+# else helm claims Kubernetes 1.20.
+HELM_KUBE_MAJOR, HELM_KUBE_MINOR = "1", "36"
+CHECKOV_VERSION = "3.3.30"
+
+_BUILD_TIMEOUT_S = 1800
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MODELDEPLOY_CACHE") or str(Path.home() / ".cache" / "modeldeploy")
+    return Path(root) / "tools"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class ToolUnavailable(RuntimeError):
+    """A tool is not cached and cannot be installed here; the message says why."""
+
+
+def _unavailable(what: str) -> None:
+    """Fail in CI (a missing tool must never hide a test there), skip on a developer's machine."""
+    import pytest
+
+    if in_ci():
+        pytest.fail(what, pytrace=False)
+    pytest.skip(what)
+
+
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False)
+
+
+def _install_helm(dest: Path) -> str | None:
+    """Build helm into `dest`; returns an error sentence or None."""
+    go = shutil.which("go")
+    if go is None:
+        return "helm is not cached and there is no Go toolchain to build it (go install helm.sh/helm/v3/cmd/helm)"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="helm-", dir=dest.parent))
+    env = {**os.environ, "GOBIN": str(tmp), "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    ldflags = " ".join(
+        [
+            "-s -w",
+            f"-X {HELM_MODULE}/internal/version.version={HELM_VERSION}",
+            *(
+                f"-X {HELM_MODULE}/pkg/{pkg}.k8sVersion{part}={value}"
+                for pkg in ("chartutil", "lint/rules")
+                for part, value in (("Major", HELM_KUBE_MAJOR), ("Minor", HELM_KUBE_MINOR))
+            ),
+        ]
+    )
+    cmd = [go, "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{HELM_VERSION}"]
+    try:
+        proc = _run(cmd, env)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"building helm {HELM_VERSION} took over {_BUILD_TIMEOUT_S} s"
+    if proc.returncode != 0 or not (tmp / "helm").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"building helm {HELM_VERSION} failed: {proc.stderr.strip()[-2000:]}"
+    dest.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp / "helm", dest / "helm")  # atomic: a concurrent run sees the whole binary or none
+    shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+def install_helm() -> Path:
+    """The helm binary ($MODELDEPLOY_HELM, else the cached build, built on first use); ToolUnavailable."""
+    override = os.environ.get("MODELDEPLOY_HELM")
+    if override:
+        return Path(override)
+    dest = cache_dir() / f"helm-{HELM_VERSION}"
+    binary = dest / "helm"
+    if not binary.exists():
+        error = _install_helm(dest)
+        if error:
+            raise ToolUnavailable(error)
+    return binary
+
+
+def ensure_helm() -> Path:
+    """install_helm() for tests: fails in CI, skips elsewhere, when helm cannot be had."""
+    try:
+        return install_helm()
+    except ToolUnavailable as exc:
+        _unavailable(str(exc))
+        raise
+
+
+def _install_checkov(venv: Path) -> str | None:
+    """Make the venv in place (its scripts carry absolute shebangs); `.complete` marks it whole."""
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        proc = _run([sys.executable, "-m", "venv", str(venv)])
+        if proc.returncode == 0:
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            proc = _run([*pip, f"checkov=={CHECKOV_VERSION}"])
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(venv, ignore_errors=True)
+        return f"installing checkov {CHECKOV_VERSION} took over {_BUILD_TIMEOUT_S} s"
+    if proc.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)
+        return f"installing checkov {CHECKOV_VERSION} from PyPI failed: {proc.stderr.strip()[-2000:]}"
+    (venv / ".complete").write_text(CHECKOV_VERSION)
+    return None
+
+
+def install_checkov() -> Path:
+    """The checkov executable ($MODELDEPLOY_CHECKOV, else a cached venv made on first use); ToolUnavailable."""
+    override = os.environ.get("MODELDEPLOY_CHECKOV")
+    if override:
+        return Path(override)
+    venv = cache_dir() / f"checkov-{CHECKOV_VERSION}"
+    if not (venv / ".complete").exists():
+        error = _install_checkov(venv)
+        if error:
+            raise ToolUnavailable(error)
+    return venv / "bin" / "checkov"
+
+
+def ensure_checkov() -> Path:
+    """install_checkov() for tests: fails in CI, skips elsewhere, when checkov cannot be had."""
+    try:
+        return install_checkov()
+    except ToolUnavailable as exc:
+        _unavailable(str(exc))
+        raise
