@@ -1,0 +1,44 @@
+{{- /*
+  Rules for the namespaced objects the operator handles, granted cluster-wide (no watchNamespaces)
+  or in each watched namespace. Least privilege, each rule for one thing the operator does:
+*/}}
+{{- define "modeldeploy.namespacedRules" -}}
+# Watch ModelDeployments. The operator keeps Kopf's state in status.kopf and adds no finalizer, but Kopf
+# patches the object itself to strip a legacy finalizer or annotation when it finds one.
+- apiGroups: ["modeldeploy.io"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+# Write status (engine, selection, conditions) through the status subresource.
+- apiGroups: ["modeldeploy.io"]
+  resources: ["modeldeployments/status"]
+  verbs: ["get", "patch"]
+# Children carry an ownerReference with blockOwnerDeletion; clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin require this to set it.
+- apiGroups: ["modeldeploy.io"]
+  resources: ["modeldeployments/finalizers"]
+  verbs: ["update"]
+# The rendered Deployment and Service: watched (Kopf event handlers), read, and written by server-side
+# apply, which the apiserver authorizes as patch, and also as create when the object is new. Deletion is
+# left to the garbage collector through the ownerReference.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Events about decisions and failures: kopf.event() POSTs core/v1 Events (it never patches them).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+{{- /* Cluster-scoped reads, needed whatever the watched namespaces. */}}
+{{- define "modeldeploy.clusterRules" -}}
+# Node facts (GPU labels, capacity, taints) drive the engine choice: a Kopf index over all Nodes.
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list", "watch"]
+# Kopf lists and watches CRDs to find the resources it serves.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end }}
