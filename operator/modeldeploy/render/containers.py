@@ -64,7 +64,7 @@ RESERVED_FLAGS: dict[Engine, frozenset[str]] = {
     Engine.TRANSFORMERS: frozenset({"host", "port", "force-model"}),
     Engine.MLX: frozenset({"model", "host", "port"}),
     # llama.cpp common_params the entrypoint derives from its own flags (--model, --port, -ngl).
-    Engine.LLAMA_CPP: frozenset({"n_gpu_layers", "port", "hostname", "model.path", "mmproj.path"}),
+    Engine.LLAMA_CPP: frozenset({"n_gpu_layers", "port", "hostnames", "model.path", "mmproj.path"}),
 }
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -165,7 +165,7 @@ def sglang_command(model_path: str, served_name: str, gpus: int, args: Mapping[s
         HOST,
         "--port",
         str(PORT),
-        "--tp",
+        "--tp-size",
         str(gpus),
         "--served-model-name",
         served_name,

@@ -115,7 +115,7 @@ def test_vllm_and_sglang_tensor_parallel_equals_gpus() -> None:
     cmd = container(VLLM_SPEC, Engine.VLLM, gpu_placement(4))["command"]
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "4"
     cmd = container(SGLANG_SPEC, Engine.SGLANG, gpu_placement(2))["command"]
-    assert cmd[cmd.index("--tp") + 1] == "2"
+    assert cmd[cmd.index("--tp-size") + 1] == "2"
     assert cmd[cmd.index("--served-model-name") + 1] == "qwen2.5-instruct"
 
 
