@@ -1,0 +1,102 @@
+"""Prometheus metrics of the operator, in the text exposition format, served on `/metrics`.
+
+Handwritten (three metric families) rather than `prometheus_client`: it keeps the operator image's
+dependencies to what Kopf already brings (aiohttp serves it), and the format is small and stable:
+https://prometheus.io/docs/instrumenting/exposition_formats/.
+
+- `modeldeploy_reconciles_total{trigger,result}`  counter
+- `modeldeploy_decisions_total{engine}`            counter (engine "none" when nothing can run)
+- `modeldeploy_reconcile_duration_seconds`         histogram
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import Counter
+from collections.abc import Sequence
+
+from aiohttp import web
+
+BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _labels(pairs: Sequence[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    escaped = (f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"' for k, v in pairs)
+    return "{" + ",".join(escaped) + "}"
+
+
+def _num(value: float) -> str:
+    return repr(float(value)) if value != int(value) else f"{int(value)}"
+
+
+class Metrics:
+    """The operator's metrics; thread-safe because reconciles run in worker threads."""
+
+    def __init__(self, buckets: Sequence[float] = BUCKETS) -> None:
+        self._lock = threading.Lock()
+        self.buckets = tuple(sorted(buckets))
+        self.reconciles: Counter[tuple[str, str]] = Counter()
+        self.decisions: Counter[str] = Counter()
+        self._bucket_counts = [0] * len(self.buckets)
+        self._sum = 0.0
+        self._count = 0
+
+    def reconciled(self, trigger: str, result: str, seconds: float, engine: str | None) -> None:
+        """Record one reconcile: what triggered it, how it ended, how long it took, what it decided."""
+        with self._lock:
+            self.reconciles[(trigger, result)] += 1
+            if result != "skipped":
+                self.decisions[engine or "none"] += 1
+            index = bisect.bisect_left(self.buckets, seconds)
+            if index < len(self.buckets):
+                self._bucket_counts[index] += 1
+            self._sum += seconds
+            self._count += 1
+
+    def exposition(self) -> str:
+        """The text format Prometheus scrapes."""
+        with self._lock:
+            lines = [
+                "# HELP modeldeploy_reconciles_total ModelDeployment reconciles, by trigger and result.",
+                "# TYPE modeldeploy_reconciles_total counter",
+            ]
+            for (trigger, result), n in sorted(self.reconciles.items()):
+                lines.append(f"modeldeploy_reconciles_total{_labels([('trigger', trigger), ('result', result)])} {n}")
+            lines += [
+                "# HELP modeldeploy_decisions_total Engine decisions, by chosen engine (none: nothing can run).",
+                "# TYPE modeldeploy_decisions_total counter",
+            ]
+            for engine, n in sorted(self.decisions.items()):
+                lines.append(f"modeldeploy_decisions_total{_labels([('engine', engine)])} {n}")
+            lines += [
+                "# HELP modeldeploy_reconcile_duration_seconds Time to reconcile one ModelDeployment.",
+                "# TYPE modeldeploy_reconcile_duration_seconds histogram",
+            ]
+            cumulative = 0
+            for bound, n in zip(self.buckets, self._bucket_counts, strict=True):
+                cumulative += n
+                lines.append(
+                    f"modeldeploy_reconcile_duration_seconds_bucket{_labels([('le', _num(bound))])} {cumulative}"
+                )
+            lines.append(f'modeldeploy_reconcile_duration_seconds_bucket{{le="+Inf"}} {self._count}')
+            lines.append(f"modeldeploy_reconcile_duration_seconds_sum {_num(self._sum)}")
+            lines.append(f"modeldeploy_reconcile_duration_seconds_count {self._count}")
+        return "\n".join(lines) + "\n"
+
+
+async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:  # noqa: S104 - scraped from the pod IP
+    """Start the `/metrics` endpoint on the running event loop; the caller cleans the runner up."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition().encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,51 @@
+"""What the operator knows about nodes: a Kopf index of NodeFacts, and change detection.
+
+Why an index and not a LIST per reconcile: Kopf keeps one watch on Nodes and the index in memory, so a
+reconcile reads all facts for free, and Kopf holds every handler back until the index is filled at
+start-up (a decision is never taken on a half-known cluster).
+
+Why NodeFacts and not Node bodies: nodes post heartbeats (status conditions' timestamps, images) every few
+seconds; facts are what selection reads, so comparing facts tells a real change (a GPU node joined, one
+went NotReady or was cordoned) from noise, and only a real change re-evaluates ModelDeployments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from modeldeploy.config import LabelMappings
+from modeldeploy.selection.nodes import node_facts
+from modeldeploy.selection.types import NodeFacts
+
+ALL = "all"  # the single index key: selection always looks at every node
+
+
+def index_entry(body: Mapping[str, Any], mappings: LabelMappings) -> dict[str, NodeFacts]:
+    """What the Kopf index keeps for one Node: {ALL: facts}."""
+    return {ALL: node_facts(body, mappings)}
+
+
+def snapshot(index: Mapping[str, Iterable[NodeFacts]] | None) -> tuple[NodeFacts, ...]:
+    """All known facts, sorted by node name, copied out of the live index (safe to hand to a thread)."""
+    if not index:
+        return ()
+    return tuple(sorted(index.get(ALL, ()), key=lambda f: f.name))
+
+
+class FactsMemory:
+    """The last facts seen per node, to tell real changes from heartbeats."""
+
+    def __init__(self) -> None:
+        self._facts: dict[str, NodeFacts] = {}
+
+    def observe(self, name: str, facts: NodeFacts | None) -> bool:
+        """Record a node's facts (None: deleted); True when they differ from what was known."""
+        before = self._facts.get(name)
+        if facts is None:
+            return self._facts.pop(name, None) is not None
+        self._facts[name] = facts
+        return before != facts
+
+    def __len__(self) -> int:
+        return len(self._facts)

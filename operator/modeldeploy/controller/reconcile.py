@@ -1,0 +1,192 @@
+"""One reconcile of one ModelDeployment: read, decide, apply, write status. Blocking I/O, no Kopf.
+
+Level-triggered: whatever woke it (a spec change, a node change, a Deployment's status), it reads the
+ModelDeployment fresh (one GET, so status and generation are never stale), reads the Deployment, takes
+the node facts the caller copied from the index, and converges. Idempotent by construction: re-applying
+identical content is a no-op on the apiserver and the status is written only when it differs.
+
+The rules that protect running workloads (issue 3, selection.md):
+- a spec only the operator can refuse, or no eligible engine: nothing is applied; the Deployment, when
+  there is one, is left exactly as it is (never deleted or replaced);
+- the running engine is kept while it stays possible (`current`), unless the spec changed (generation
+  moved since the status was written) or `modeldeploy.io/reselect: "true"` asks for a fresh choice;
+- the running engine became impossible: the Deployment is kept and the status turns Degraded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
+from modeldeploy.config import OperatorConfig
+from modeldeploy.controller.apply import Applied, ChildConflict, Kube, KubeError, apply_children, md_path
+from modeldeploy.controller.status import (
+    ENGINE_LABEL,
+    INVALID_SPEC,
+    DeploymentView,
+    EventSpec,
+    Observation,
+    compute_status,
+    events_for,
+    status_patch,
+)
+from modeldeploy.engines import Engine
+from modeldeploy.loader import describe_validation_error
+from modeldeploy.render import RenderError, render
+from modeldeploy.selection import select_engine
+from modeldeploy.selection.types import Decision, NodeFacts
+
+RESELECT_ANNOTATION = "modeldeploy.io/reselect"
+PORT = 8000
+
+
+def utc_now() -> str:
+    """RFC 3339, second precision (what metav1.Time serialises to)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deployment_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+
+
+def endpoint(namespace: str, name: str) -> str:
+    """The OpenAI-compatible base URL of the Service (api.md)."""
+    return f"http://{name}.{namespace}.svc:{PORT}/v1"
+
+
+def parse(body: Mapping[str, Any]) -> tuple[ModelDeployment | None, str | None]:
+    """The object as the API models read it, or why not (the CRD lets through what only pydantic refuses)."""
+    doc = {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec")}
+    try:
+        return ModelDeployment.model_validate(doc), None
+    except ValidationError as exc:
+        return None, describe_validation_error(exc)
+
+
+def current_engine(status: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> Engine | None:
+    """The engine running now: the Deployment's label first (the truth), else what the status says."""
+    label = ((deployment or {}).get("metadata") or {}).get("labels", {}).get(ENGINE_LABEL)
+    for value in (label, status.get("engine")):
+        if value:
+            try:
+                return Engine(value)
+            except ValueError:
+                continue
+    return None
+
+
+def stability_inputs(body: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> tuple[Engine | None, bool]:
+    """(`current`, `reselect`) for select_engine.
+
+    `current` only while the spec is the one the status last described: a spec change re-selects freely,
+    as does the reselect annotation. The annotation is not removed afterwards: that would be a write to
+    the user's object that GitOps tools report as drift; while it is set, every decision is fresh.
+    """
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    reselect = str((meta.get("annotations") or {}).get(RESELECT_ANNOTATION, "")).lower() == "true"
+    same_spec = status.get("observedGeneration") is not None and status.get("observedGeneration") == meta.get(
+        "generation"
+    )
+    current = current_engine(status, deployment) if same_spec and not reselect else None
+    return current, reselect
+
+
+@dataclass
+class Result:
+    """What a reconcile did, for events, metrics and logs."""
+
+    outcome: str  # applied, kept, pending, invalid, gone
+    engine: str | None = None
+    decision: Decision | None = None
+    status_written: bool = False
+    events: list[EventSpec] = field(default_factory=list)
+    owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
+
+
+def reconcile(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    nodes: Sequence[NodeFacts],
+    config: OperatorConfig,
+    now: Callable[[], str] = utc_now,
+) -> Result:
+    """Converge one ModelDeployment. Raises KubeError for transient apiserver trouble (the caller retries)."""
+    body = kube.get(md_path(namespace, name))
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return Result("gone")  # garbage collection takes the children; nothing to do
+    meta = body["metadata"]
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")},
+    }
+    old_status = body.get("status") or {}
+    live = kube.get(deployment_path(namespace, name))
+    deployment = DeploymentView.from_object(live) if live else None
+
+    md, invalid = parse(body)
+    decision: Decision | None = None
+    problem: tuple[str, str] | None = (INVALID_SPEC, invalid) if invalid else None
+    applied: list[Applied] = []
+    if md is not None:
+        current, reselect = stability_inputs(body, live)
+        decision = select_engine(md.spec, nodes, config, current=current, reselect=reselect)
+        if decision.engine is not None:
+            try:
+                objects = render(md, decision, config)
+                applied = apply_children(kube, objects, meta.get("uid"))
+            except RenderError as exc:
+                problem = (INVALID_SPEC, str(exc))
+            except ChildConflict as exc:
+                problem = ("ChildConflict", str(exc))
+            except KubeError as exc:
+                if exc.transient:
+                    raise
+                problem = ("ApplyFailed", f"the apiserver refused the rendered objects: {exc.message}")
+            else:
+                deployment = DeploymentView.from_object(applied[0].obj)
+
+    spec_replicas = md.spec.replicas if md is not None else (body.get("spec") or {}).get("replicas")
+    observation = Observation(
+        generation=meta.get("generation"),
+        decision=decision,
+        deployment=deployment,
+        endpoint=endpoint(namespace, name),
+        problem=problem,
+        spec_replicas=spec_replicas if isinstance(spec_replicas, int) else None,
+    )
+    new_status = compute_status(observation, old_status, now())
+    patch = status_patch(old_status, new_status)
+    if patch:
+        kube.merge_patch_status(md_path(namespace, name), patch)
+
+    events = events_for(old_status, new_status)
+    for child in applied:
+        if child.changed:
+            kind, child_name = child.obj.get("kind", "object"), child.obj["metadata"]["name"]
+            verb = "Created" if child.created else "Updated"
+            events.append(EventSpec("Normal", verb, f"{verb.lower()} {kind} {child_name} ({new_status.get('engine')})"))
+
+    if problem is not None:
+        outcome = "invalid"
+    elif decision is not None and decision.engine is not None:
+        outcome = "applied"
+    elif deployment is not None:
+        outcome = "kept"
+    else:
+        outcome = "pending"
+    return Result(
+        outcome=outcome,
+        engine=decision.engine.value if decision is not None and decision.engine else None,
+        decision=decision,
+        status_written=patch is not None,
+        events=events,
+        owner=owner,
+    )

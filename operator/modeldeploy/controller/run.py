@@ -1,0 +1,90 @@
+"""`modeldeploy run`: the operator process.
+
+Runs Kopf programmatically (kopf.run) with the handlers of `modeldeploy.controller.handlers`, so the
+console script, the container image and the tests start exactly the same operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+PROG = "modeldeploy run"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run the ModelDeploy operator (Kopf) against the current kubeconfig or in-cluster config.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="serve ModelDeployments in this namespace (repeatable; globs like 'team-*' work); default: all",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace (the default)")
+    peering = p.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="Kopf peering object for leader election between replicas (needs the KopfPeering CRDs)",
+    )
+    peering.add_argument("--standalone", action="store_true", help="no peering: this replica always works")
+    p.add_argument("--priority", type=int, default=None, help="peering priority (the highest one works)")
+    p.add_argument(
+        "--liveness", metavar="URL", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
+    )
+    p.add_argument(
+        "--metrics-port", type=int, default=9090, metavar="N", help="Prometheus /metrics port (0 turns it off)"
+    )
+    p.add_argument("--config", metavar="FILE", default=None, help="operator config (default: $MODELDEPLOY_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("--debug", action="store_true", help="log everything, including Kopf's internals")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run the operator until it is stopped (SIGINT/SIGTERM)."""
+    args = parser().parse_args(list(argv) if argv is not None else None)
+    from modeldeploy.config import load_config
+
+    try:
+        load_config(args.config)  # fail now, with the file's message, not inside Kopf's start-up
+    except Exception as exc:  # noqa: BLE001 - a bad config file is a user error, reported in one line
+        print(f"{PROG}: --config {args.config}: {exc}", file=sys.stderr)
+        return 2
+
+    import modeldeploy.controller.handlers  # noqa: F401 - registers the handlers with Kopf
+
+    kopf.configure(verbose=args.verbose, debug=args.debug, quiet=args.quiet)
+    memo = kopf.Memo(
+        options={
+            "config": args.config,
+            "metrics_port": args.metrics_port,
+            "peering_name": args.peering,
+            "priority": args.priority,
+        }
+    )
+    namespaces = args.namespace
+    kopf.run(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True if args.standalone else None,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+        memo=memo,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

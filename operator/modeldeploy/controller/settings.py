@@ -1,0 +1,58 @@
+"""Kopf settings: where Kopf keeps its bookkeeping, what it posts, how it pairs with other replicas.
+
+Every choice here is about staying quiet for GitOps tools (Argo CD, Flux) that diff the user's objects:
+- Kopf's diff base ("last handled configuration") and handler progress live in `status.kopf`, not in
+  annotations (Kopf's default is the `kopf.zalando.org/last-handled-configuration` annotation). Status is
+  written through the status subresource: it never bumps `metadata.generation`, GitOps tools do not diff
+  it, and the CRD declares `status.kopf` as a preserved object so the apiserver keeps it.
+- No finalizers: children are owned through ownerReferences, so the garbage collector deletes them and a
+  ModelDeployment can be deleted while the operator is down. That is also why no Kopf daemon or timer is
+  used (Kopf puts a finalizer on every object that has one): node and Deployment changes reach
+  ModelDeployments through event handlers instead (see handlers.py).
+- Events: only the ones the operator posts on purpose (decisions, failures); log lines are not turned
+  into Events.
+- Peering: Kopf's own. With `--peering NAME` (and the KopfPeering/ClusterKopfPeering CRD installed), only
+  the highest-priority replica works, the others pause; `--standalone` skips peering.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+
+COMPONENT = "modeldeploy"
+KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-configuration
+
+
+def configure(
+    settings: kopf.OperatorSettings,
+    *,
+    peering_name: str | None = None,
+    priority: int | None = None,
+    instance: str | None = None,
+) -> None:
+    """Apply the operator's settings to Kopf's (called from the start-up handler)."""
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name=KOPF_STATUS_NAME)
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS_NAME)
+
+    settings.posting.enabled = True
+    settings.posting.loggers = False  # only kopf.event() calls become Events
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = COMPONENT
+    if instance:
+        settings.posting.reporting_instance = instance
+    settings.posting.event_name_prefix = "modeldeploy-"
+
+    if peering_name:
+        settings.peering.name = peering_name
+    if priority is not None:
+        settings.peering.priority = priority
+    settings.peering.stealth = True  # keep-alives are not worth a log line every minute
+
+    # Watches: the apiserver closes a watch after a while; reconnect quickly and notice dead connections.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    # A failed change handler is retried after this, unless it raised kopf.TemporaryError with its own delay.
+    settings.execution.default_backoff = 10

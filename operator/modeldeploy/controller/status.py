@@ -1,0 +1,368 @@
+"""A ModelDeployment's status, computed from what was decided and what the Deployment reports. Pure.
+
+No I/O and no clock: the caller passes `now`, so the same inputs give the same dict and the tests need no
+cluster. The handlers write the result only when `status_patch` says something differs, which is what
+keeps a quiet cluster quiet (no resourceVersion churn, no watch events for GitOps tools to chew on).
+
+Conditions (api.md), with kstatus semantics so Argo CD and Flux read health without custom code:
+- `EngineSelected`: the selection for the current generation found an engine (False: NoEligibleEngine,
+  InvalidSpec, EngineNoLongerPossible).
+- `Ready`: the Deployment for the current spec is rolled out and its replicas are ready.
+- `Progressing`: True while the Deployment rolls out.
+- `Degraded`: True when something is wrong but the workload is kept (EngineNoLongerPossible, a rollout
+  past its deadline, the seed's llama.cpp config risks).
+- `Reconciling` / `Stalled`: kstatus' own "abnormal-true" types, present only while True (kstatus reads
+  them, not Progressing/Degraded): Reconciling while rolling out, Stalled when nothing will progress
+  without a change from the user or the cluster.
+`lastTransitionTime` changes only when a condition's status flips; reason and message may change under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy.selection.types import Decision
+
+ENGINE_SELECTED = "EngineSelected"
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+CONDITION_ORDER = (ENGINE_SELECTED, READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
+ABNORMAL_TRUE = frozenset({RECONCILING, STALLED})  # written only while True (kstatus convention)
+
+# Reasons users and tests match on.
+NO_ELIGIBLE_ENGINE = "NoEligibleEngine"
+INVALID_SPEC = "InvalidSpec"
+ENGINE_NO_LONGER_POSSIBLE = "EngineNoLongerPossible"
+LLAMACPP_CONFIG_RISK = "LlamaCppConfigRisk"
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+
+# The status keys this module owns; anything else under status (Kopf's `status.kopf`) is left alone.
+OWNED_KEYS = (
+    "observedGeneration",
+    "engine",
+    "image",
+    "selection",
+    "endpoint",
+    "replicas",
+    "readyReplicas",
+    "ready",
+    "reason",
+    "nGpuLayers",
+    "conditions",
+)
+
+ENGINE_LABEL = "modeldeploy.io/engine"
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """The parts of a Deployment the status is computed from (read once, so the logic needs no dict-digging)."""
+
+    engine: str | None
+    image: str | None
+    generation: int
+    observed_generation: int
+    replicas: int  # desired (spec.replicas)
+    status_replicas: int
+    updated_replicas: int
+    ready_replicas: int
+    available_replicas: int
+    deadline_exceeded: bool
+    failure: str | None  # ReplicaFailure condition message (quota, admission), when True
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> DeploymentView:
+        """Read a Deployment as the apiserver returns it (camelCase JSON)."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or ()}
+        progressing = conditions.get("Progressing") or {}
+        failure = conditions.get("ReplicaFailure") or {}
+        replicas = spec.get("replicas")
+        return cls(
+            engine=(meta.get("labels") or {}).get(ENGINE_LABEL),
+            image=engine_image(obj),
+            generation=_int(meta.get("generation")),
+            observed_generation=_int(status.get("observedGeneration")),
+            replicas=1 if replicas is None else _int(replicas),  # the apiserver defaults a missing one to 1
+            status_replicas=_int(status.get("replicas")),
+            updated_replicas=_int(status.get("updatedReplicas")),
+            ready_replicas=_int(status.get("readyReplicas")),
+            available_replicas=_int(status.get("availableReplicas")),
+            deadline_exceeded=progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED,
+            failure=failure.get("message") if failure.get("status") == "True" else None,
+        )
+
+
+def engine_image(deployment: Mapping[str, Any]) -> str | None:
+    """The engine container's image: the pod's default container (the renderer names it), else the first."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    if not containers:
+        return None
+    wanted = ((template.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+    for container in containers:
+        if container.get("name") == wanted:
+            return container.get("image")
+    return containers[0].get("image")
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where a Deployment's rollout stands, the way `kubectl rollout status` judges it."""
+
+    state: str  # "progressing", "complete" or "failed"
+    message: str
+
+
+def rollout(d: DeploymentView) -> Rollout:
+    """kubectl's rollout-status rules: controller caught up, all updated, old ones gone, updated available."""
+    if d.observed_generation < d.generation:
+        return Rollout("progressing", "waiting for the Deployment controller to observe the new spec")
+    if d.deadline_exceeded:
+        return Rollout("failed", "the rollout exceeded its progress deadline")
+    if d.updated_replicas < d.replicas:
+        return Rollout("progressing", f"{d.updated_replicas} of {d.replicas} replicas updated")
+    if d.status_replicas > d.updated_replicas:
+        return Rollout("progressing", f"{d.status_replicas - d.updated_replicas} old replicas pending termination")
+    if d.available_replicas < d.updated_replicas:
+        return Rollout("progressing", f"{d.available_replicas} of {d.updated_replicas} updated replicas available")
+    return Rollout("complete", f"{d.ready_replicas}/{d.replicas} replicas ready")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one reconcile learned, the input of `compute_status`.
+
+    `problem` is what stopped this generation from being applied: (reason, message) for a spec only the
+    operator can refuse (InvalidSpec) or an apply the apiserver refused. The Deployment, when one exists,
+    is the one running now (just applied, or left as it was).
+    """
+
+    generation: int | None
+    decision: Decision | None
+    deployment: DeploymentView | None
+    endpoint: str | None = None
+    problem: tuple[str, str] | None = None
+    spec_replicas: int | None = None
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
+    return (kind, "True" if ok else "False", reason, message)
+
+
+def desired_conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
+    """(type, status, reason, message) for every condition, before timestamps. The heart of the module."""
+    decision, dep = obs.decision, obs.deployment
+    kept = "; the running Deployment is left as it is" if dep is not None else ""
+
+    # EngineSelected: did this generation get an engine?
+    if obs.problem is not None and obs.problem[0] == INVALID_SPEC:
+        selected = _condition(ENGINE_SELECTED, False, INVALID_SPEC, obs.problem[1] + kept)
+    elif decision is None:
+        selected = _condition(ENGINE_SELECTED, False, INVALID_SPEC, "the spec could not be read" + kept)
+    elif decision.current_impossible:
+        selected = _condition(ENGINE_SELECTED, False, ENGINE_NO_LONGER_POSSIBLE, decision.summary)
+    elif decision.engine is None:
+        selected = _condition(ENGINE_SELECTED, False, NO_ELIGIBLE_ENGINE, decision.summary + kept)
+    else:
+        reason = "KeptRunningEngine" if decision.kept_current else "EngineChosen"
+        selected = _condition(ENGINE_SELECTED, True, reason, decision.summary)
+    engine_ok = selected[1] == "True"
+    # The spec of this generation is not what runs: the Deployment serves an older one (or nothing).
+    spec_not_applied = (not engine_ok and selected[2] != ENGINE_NO_LONGER_POSSIBLE) or obs.problem is not None
+
+    state = rollout(dep) if dep is not None else None
+
+    # Ready
+    if dep is None:
+        reason = obs.problem[0] if obs.problem else (selected[2] if not engine_ok else "DeploymentMissing")
+        ready = _condition(READY, False, reason, "no Deployment runs this model")
+    elif spec_not_applied:
+        reason = obs.problem[0] if obs.problem else selected[2]
+        message = obs.problem[1] if obs.problem else selected[3]
+        ready = _condition(READY, False, reason, f"the current spec is not deployed: {message}")
+    elif state is not None and state.state == "complete" and dep.ready_replicas >= dep.replicas:
+        ready = _condition(READY, True, "ScaledToZero" if dep.replicas == 0 else "ReplicasReady", state.message)
+    elif state is not None and state.state == "failed":
+        ready = _condition(READY, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
+    elif state is not None and state.state == "progressing":
+        ready = _condition(READY, False, "RollingOut", state.message)
+    else:
+        ready = _condition(READY, False, "ReplicasNotReady", f"{dep.ready_replicas}/{dep.replicas} replicas ready")
+
+    # Progressing
+    if state is None:
+        progressing = _condition(PROGRESSING, False, ready[2], "nothing to roll out")
+    elif state.state == "progressing":
+        progressing = _condition(PROGRESSING, True, "RollingOut", state.message)
+    elif state.state == "failed":
+        progressing = _condition(PROGRESSING, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
+    else:
+        progressing = _condition(PROGRESSING, False, "RolloutComplete", state.message)
+
+    # Degraded: the workload is kept, but something needs attention.
+    if decision is not None and decision.current_impossible:
+        degraded = _condition(DEGRADED, True, ENGINE_NO_LONGER_POSSIBLE, decision.summary)
+    elif state is not None and state.state == "failed":
+        degraded = _condition(DEGRADED, True, PROGRESS_DEADLINE_EXCEEDED, dep.failure or state.message)  # type: ignore[union-attr]
+    elif decision is not None and decision.engine is not None and decision.warnings:
+        degraded = _condition(DEGRADED, True, LLAMACPP_CONFIG_RISK, " ".join(decision.warnings))
+    else:
+        degraded = _condition(DEGRADED, False, "AsExpected", "")
+
+    conditions = [selected, ready, progressing, degraded]
+    if progressing[1] == "True" and not spec_not_applied:
+        conditions.append(_condition(RECONCILING, True, "RollingOut", progressing[3]))
+    if obs.problem is not None:
+        conditions.append(_condition(STALLED, True, obs.problem[0], obs.problem[1]))
+    elif not engine_ok:
+        conditions.append(_condition(STALLED, True, selected[2], selected[3]))
+    elif state is not None and state.state == "failed":
+        conditions.append(_condition(STALLED, True, PROGRESS_DEADLINE_EXCEEDED, state.message))
+    return conditions
+
+
+def merge_conditions(
+    old: Sequence[Mapping[str, Any]] | None,
+    desired: Sequence[tuple[str, str, str, str]],
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Conditions with timestamps: a condition keeps its lastTransitionTime unless its status flipped."""
+    previous = {c.get("type"): c for c in old or ()}
+    out: list[dict[str, Any]] = []
+    for kind, status, reason, message in sorted(desired, key=lambda c: CONDITION_ORDER.index(c[0])):
+        before = previous.get(kind)
+        since = before.get("lastTransitionTime") if before and before.get("status") == status else None
+        condition: dict[str, Any] = {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since or now,
+        }
+        if generation is not None:
+            condition["observedGeneration"] = generation
+        out.append(condition)
+    return out
+
+
+def summary_reason(conditions: Sequence[Mapping[str, Any]]) -> str | None:
+    """The printer column `Reason`: the most important condition that is not as it should be, or None."""
+    by_type = {c["type"]: c for c in conditions}
+
+    def bad(kind: str, healthy: str) -> str | None:
+        c = by_type.get(kind)
+        return c["reason"] if c is not None and c["status"] != healthy else None
+
+    return bad(ENGINE_SELECTED, "True") or bad(DEGRADED, "False") or bad(STALLED, "False") or bad(READY, "True")
+
+
+def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+    """The whole status this module owns (OWNED_KEYS), camelCase, ready to compare and write."""
+    old = old or {}
+    dep, decision = obs.deployment, obs.decision
+    conditions = merge_conditions(old.get("conditions"), desired_conditions(obs), obs.generation, now)
+    status: dict[str, Any] = {}
+    if obs.generation is not None:
+        status["observedGeneration"] = obs.generation
+    # `engine` is what runs: the Deployment's engine (just applied, or kept), empty when nothing runs.
+    engine = dep.engine if dep is not None else None
+    if engine:
+        status["engine"] = engine
+    if dep is not None and dep.image:
+        status["image"] = dep.image
+    # A refused spec has no selection of its own; keep explaining nothing rather than an older decision.
+    status["selection"] = [c.as_status() for c in decision.candidates] if decision is not None else []
+    if obs.endpoint and dep is not None:
+        status["endpoint"] = obs.endpoint
+    if dep is not None:
+        status["replicas"] = dep.replicas
+        status["readyReplicas"] = dep.ready_replicas
+        status["ready"] = f"{dep.ready_replicas}/{dep.replicas}"
+    else:
+        status["ready"] = f"0/{obs.spec_replicas if obs.spec_replicas is not None else 0}"
+    reason = summary_reason(conditions)
+    if reason:
+        status["reason"] = reason
+    if old.get("nGpuLayers") is not None and engine == "llama.cpp":
+        status["nGpuLayers"] = old["nGpuLayers"]  # reported by the auto-NGL init container, not decided here
+    status["conditions"] = conditions
+    return status
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch turning `old` into `new` for OWNED_KEYS, or None when nothing differs.
+
+    Keys we dropped are set to null; keys others own (Kopf's `status.kopf`) are never mentioned. Lists
+    (conditions, selection) are replaced whole, as merge patch does anyway.
+    """
+    old = old or {}
+    patch: dict[str, Any] = {}
+    for key in OWNED_KEYS:
+        if key in new:
+            if old.get(key) != new[key]:
+                patch[key] = new[key]
+        elif old.get(key) is not None:
+            patch[key] = None
+    return patch or None
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """A Kubernetes Event to post on the ModelDeployment."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def events_for(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[EventSpec]:
+    """Events for what changed between two statuses: decisions and failures, once each, never on a no-op."""
+    old = old or {}
+    before = {c.get("type"): c for c in old.get("conditions") or ()}
+    after = {c["type"]: c for c in new.get("conditions") or ()}
+
+    def changed(kind: str) -> Mapping[str, Any] | None:
+        now_c, was = after.get(kind), before.get(kind)
+        if now_c is None:
+            return None
+        if was is None or (was.get("status"), was.get("reason")) != (now_c["status"], now_c["reason"]):
+            return now_c
+        return None
+
+    events: list[EventSpec] = []
+    selected = changed(ENGINE_SELECTED)
+    if selected is not None:
+        if selected["status"] == "True":
+            events.append(EventSpec("Normal", "EngineSelected", selected["message"]))
+        else:
+            events.append(EventSpec("Warning", selected["reason"], selected["message"]))
+    if old.get("engine") and new.get("engine") and old["engine"] != new["engine"]:
+        events.append(EventSpec("Normal", "EngineChanged", f"engine changed from {old['engine']} to {new['engine']}"))
+    degraded = changed(DEGRADED)
+    if degraded is not None:
+        if degraded["status"] == "True":
+            if selected is None or selected["reason"] != degraded["reason"]:  # not the same news twice
+                events.append(EventSpec("Warning", degraded["reason"], degraded["message"]))
+        elif degraded["status"] == "False" and before.get(DEGRADED, {}).get("status") == "True":
+            events.append(EventSpec("Normal", "Recovered", "no longer degraded"))
+    ready = changed(READY)
+    if ready is not None:
+        if ready["status"] == "True":
+            events.append(EventSpec("Normal", "Ready", ready["message"]))
+        elif before.get(READY, {}).get("status") == "True":
+            events.append(EventSpec("Warning", "NotReady", f"{ready['reason']}: {ready['message']}"))
+    return events
