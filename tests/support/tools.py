@@ -42,7 +42,7 @@ class ToolUnavailable(RuntimeError):
     """A tool is not cached and cannot be installed here; the message says why."""
 
 
-def _unavailable(what: str) -> None:
+def unavailable(what: str) -> None:
     """Fail in CI (a missing tool must never hide a test there), skip on a developer's machine."""
     import pytest
 
@@ -108,7 +108,7 @@ def ensure_helm() -> Path:
     try:
         return install_helm()
     except ToolUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
         raise
 
 
@@ -149,5 +149,5 @@ def ensure_checkov() -> Path:
     try:
         return install_checkov()
     except ToolUnavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
         raise
