@@ -91,6 +91,7 @@ def test_default_render_is_cluster_wide_single_replica(render) -> None:
     assert container["image"] == "ghcr.io/modeldeploy/operator:0.1.0"
     env = {e["name"]: e for e in container["env"]}
     assert env["MODELDEPLOY_CONFIG"]["value"] == "/etc/modeldeploy/config.yaml"
+    assert env["MODELDEPLOY_METRICS_PORT"]["value"] == "9090"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -153,6 +154,7 @@ def test_optional_objects_can_be_turned_off(render) -> None:
     assert sorted(o["kind"] for o in objects) == ["ConfigMap", "Deployment"]
     container = _container(objects)
     assert [p["name"] for p in container["ports"]] == ["health"]
+    assert {"name": "MODELDEPLOY_METRICS_PORT", "value": "0"} in container["env"]
     assert _deployment(objects)["spec"]["template"]["spec"]["serviceAccountName"] == "existing"
 
 
@@ -366,3 +368,20 @@ def test_rbac_has_no_dangerous_grants(render, values: tuple[str, ...]) -> None:
             assert "*" not in verbs and resource != "*" and group != "*"
             assert resource not in ("secrets", "pods/exec", "serviceaccounts/token", "roles", "clusterroles")
             assert not verbs & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+
+
+# --- the operator accepts what the chart passes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", [(), NAMESPACED], ids=["default", "namespaced"])
+def test_modeldeploy_run_accepts_the_chart_arguments(render, values: tuple[str, ...]) -> None:
+    from modeldeploy.controller.run import parser
+
+    container = _container(render(*values))
+    assert container["command"] == ["modeldeploy", "run"]
+    args = parser().parse_args(container["args"])
+    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    if values:
+        assert args.namespace == WATCHED and args.peering == "modeldeploy"
+    else:
+        assert args.all_namespaces and args.standalone and not args.namespace
