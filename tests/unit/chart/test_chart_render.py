@@ -385,3 +385,16 @@ def test_modeldeploy_run_accepts_the_chart_arguments(render, values: tuple[str, 
         assert args.namespace == WATCHED and args.peering == "modeldeploy"
     else:
         assert args.all_namespaces and args.standalone and not args.namespace
+
+
+def test_packaged_chart_holds_the_crds_and_not_the_test_files(helm: Path, tmp_path: Path) -> None:
+    import tarfile
+
+    proc = run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (archive,) = tmp_path.glob("modeldeploy-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"modeldeploy/crds/modeldeploy.io_modeldeployments.yaml", "modeldeploy/crds/kopf.dev_peerings.yaml"} <= names
+    assert "modeldeploy/values.schema.json" in names
+    assert not [n for n in names if n.startswith("modeldeploy/ci/") or n.endswith(".checkov.yaml")]
