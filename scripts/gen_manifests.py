@@ -3,7 +3,8 @@
 
 The chart is the one source: deploy/ is `helm template` of charts/modeldeploy with its default values,
 plus the chart's CRDs and a Namespace labelled for the restricted Pod Security Standard. The output is
-committed; tests/unit/chart/test_deploy_manifests.py fails when it is stale.
+committed; tests/unit/chart/test_deploy_manifests.py fails when it is stale. The ModelDeployment CRD is
+first copied from crds/ (what `modeldeploy crd` generates) into the chart's crds/.
 
     .venv/bin/python scripts/gen_manifests.py            # write deploy/
     .venv/bin/python scripts/gen_manifests.py --check    # exit 1 when deploy/ is stale
@@ -21,6 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "modeldeploy"
 DEPLOY = REPO / "deploy"
+ROOT_CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+CHART_CRD = CHART / "crds" / ROOT_CRD.name
 RELEASE = "modeldeploy"
 NAMESPACE = "modeldeploy-system"
 
@@ -88,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report whether deploy/ is fresh")
     args = parser.parse_args(argv)
+    chart_crd_stale = not CHART_CRD.is_file() or CHART_CRD.read_text() != ROOT_CRD.read_text()
+    if args.check and chart_crd_stale:
+        print(f"{CHART_CRD.relative_to(REPO)} differs from {ROOT_CRD.relative_to(REPO)}", file=sys.stderr)
+        return 1
+    if chart_crd_stale:
+        CHART_CRD.write_text(ROOT_CRD.read_text())
     files = generate(_helm())
     if args.check:
         bad = stale(files)

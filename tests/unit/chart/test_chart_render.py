@@ -40,9 +40,7 @@ def test_chart_crd_is_the_generated_one() -> None:
     """The chart ships a copy (helm packaging does not follow symlinks); it must equal crds/ at the root."""
     root = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
     chart = CHART / "crds" / "modeldeploy.io_modeldeployments.yaml"
-    assert chart.read_text() == root.read_text(), (
-        "run: cp crds/modeldeploy.io_modeldeployments.yaml charts/modeldeploy/crds/"
-    )
+    assert chart.read_text() == root.read_text(), "run: .venv/bin/python scripts/gen_manifests.py"
 
 
 def test_peering_crds_are_the_ones_kopf_watches() -> None:
