@@ -7,12 +7,14 @@ console script, the container image and the tests start exactly the same operato
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 import kopf
 
 PROG = "modeldeploy run"
+METRICS_PORT_ENV = "MODELDEPLOY_METRICS_PORT"  # the chart sets it
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,7 +44,11 @@ def parser() -> argparse.ArgumentParser:
         "--liveness", metavar="URL", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     p.add_argument(
-        "--metrics-port", type=int, default=9090, metavar="N", help="Prometheus /metrics port (0 turns it off)"
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get(METRICS_PORT_ENV) or 9090),
+        metavar="N",
+        help=f"Prometheus /metrics port (0 turns it off; default ${METRICS_PORT_ENV} or 9090)",
     )
     p.add_argument("--config", metavar="FILE", default=None, help="operator config (default: $MODELDEPLOY_CONFIG)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
