@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit lint crd golden
+.PHONY: setup demo test unit lint crd manifests golden
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: setup
 
 crd: setup
 	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml
+
+# The chart's CRD copy and deploy/ (plain manifests) are generated from crds/ and the chart.
+manifests: crd
+	$(BIN)/python scripts/gen_manifests.py
 
 golden: setup
 	MODELDEPLOY_UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/render -q
