@@ -229,7 +229,9 @@ async def modeldeployment_changed(
     **_: Any,
 ) -> None:
     """A spec or annotation change, a new object, or the operator (re)starting: reconcile now."""
-    await run_reconcile(memo, namespace, name, node_facts_index, logger, trigger=str(reason), coalesce=False)
+    await run_reconcile(
+        memo, namespace, name, node_facts_index, logger, trigger=str(getattr(reason, "value", reason)), coalesce=False
+    )
 
 
 @kopf.on.event(*MD)
