@@ -199,6 +199,7 @@ async def run_reconcile(
                 state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
                 raise
             state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
+            state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
             break
         for event in result.events:
             kopf.event(result.owner, type=event.type, reason=event.reason, message=event.message)

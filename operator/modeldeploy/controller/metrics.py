@@ -7,6 +7,8 @@ https://prometheus.io/docs/instrumenting/exposition_formats/.
 - `modeldeploy_reconciles_total{trigger,result}`  counter
 - `modeldeploy_decisions_total{engine}`            counter (engine "none" when nothing can run)
 - `modeldeploy_reconcile_duration_seconds`         histogram
+- `modeldeploy_writes_total{kind}`                 counter: writes that changed something (status, Deployment,
+  Service); flat while the cluster is quiet, which is how "no churn" is checked and watched
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Metrics:
         self.buckets = tuple(sorted(buckets))
         self.reconciles: Counter[tuple[str, str]] = Counter()
         self.decisions: Counter[str] = Counter()
+        self.writes: Counter[str] = Counter()
         self._bucket_counts = [0] * len(self.buckets)
         self._sum = 0.0
         self._count = 0
@@ -57,6 +60,11 @@ class Metrics:
             self._sum += seconds
             self._count += 1
 
+    def wrote(self, kinds: Sequence[str]) -> None:
+        """Record writes that changed an object (`status`, `Deployment`, `Service`)."""
+        with self._lock:
+            self.writes.update(kinds)
+
     def exposition(self) -> str:
         """The text format Prometheus scrapes."""
         with self._lock:
@@ -72,6 +80,12 @@ class Metrics:
             ]
             for engine, n in sorted(self.decisions.items()):
                 lines.append(f"modeldeploy_decisions_total{_labels([('engine', engine)])} {n}")
+            lines += [
+                "# HELP modeldeploy_writes_total Writes that changed an object, by kind (status, Deployment, Service).",
+                "# TYPE modeldeploy_writes_total counter",
+            ]
+            for kind, n in sorted(self.writes.items()):
+                lines.append(f"modeldeploy_writes_total{_labels([('kind', kind)])} {n}")
             lines += [
                 "# HELP modeldeploy_reconcile_duration_seconds Time to reconcile one ModelDeployment.",
                 "# TYPE modeldeploy_reconcile_duration_seconds histogram",

@@ -105,6 +105,7 @@ class Result:
     engine: str | None = None
     decision: Decision | None = None
     status_written: bool = False
+    children_changed: list[str] = field(default_factory=list)  # kinds whose object the apply changed
     events: list[EventSpec] = field(default_factory=list)
     owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
 
@@ -165,7 +166,12 @@ def reconcile(
     new_status = compute_status(observation, old_status, now())
     patch = status_patch(old_status, new_status)
     if patch:
-        kube.merge_patch_status(md_path(namespace, name), patch)
+        try:
+            kube.merge_patch_status(md_path(namespace, name), patch)
+        except KubeError as exc:
+            if exc.status == 404:
+                return Result("gone")  # deleted while we worked: its children go with it
+            raise
 
     events = events_for(old_status, new_status)
     for child in applied:
@@ -187,6 +193,7 @@ def reconcile(
         engine=decision.engine.value if decision is not None and decision.engine else None,
         decision=decision,
         status_written=patch is not None,
+        children_changed=[str(child.obj.get("kind")) for child in applied if child.changed],
         events=events,
         owner=owner,
     )

@@ -75,7 +75,10 @@ def test_metrics_exposition() -> None:
     m.reconciled("create", "applied", 0.05, "vllm")
     m.reconciled("node", "pending", 0.5, None)
     m.reconciled("node", "skipped", 0.0, None)
+    m.wrote(["status", "Deployment"])
+    m.wrote([])
     text = m.exposition()
+    assert 'modeldeploy_writes_total{kind="status"} 1' in text
     assert 'modeldeploy_reconciles_total{trigger="create",result="applied"} 1' in text
     assert 'modeldeploy_decisions_total{engine="vllm"} 1' in text
     assert 'modeldeploy_decisions_total{engine="none"} 1' in text

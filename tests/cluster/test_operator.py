@@ -1,0 +1,638 @@
+"""The operator against a real control plane: `modeldeploy run` as a process, the CRD applied from crds/.
+
+One cluster and one operator for the module; the tests run in file order and build on each other like a
+user's day: a CPU-only cluster with a pending vLLM deployment, the first GPU node, one ModelDeployment per
+engine, spec changes, edits only the operator can refuse, idempotent re-applies, the GPU node leaving,
+an operator restart, deletion. Everything is polled with deadlines; no sleep is an assertion.
+
+Nodes are plain Node objects (no kubelet); their Leases are renewed so the node lifecycle controller keeps
+them Ready, and pods bound to them are marked Running/Ready by the test, which is what a kubelet would do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment
+from modeldeploy.config import OperatorConfig
+from modeldeploy.controller.apply import Kube
+from modeldeploy.render import render
+from modeldeploy.selection import node_facts, select_engine
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+NS = f"md-e2e-{uuid.uuid4().hex[:6]}"  # a fresh namespace per run: nothing left over from an earlier one
+MANAGED = "app.kubernetes.io/managed-by=modeldeploy"
+T = TypeVar("T")
+
+
+# --- small helpers -----------------------------------------------------------------------------------------
+
+
+def eventually(fn: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.25) -> T:
+    """Poll `fn` until it returns something truthy; fail with the last value (or exception) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except (ApiException, AssertionError, KeyError, urllib.error.URLError) as exc:  # type: ignore[attr-defined]
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subset(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Where `actual` differs from `expected` (fields only in `actual` are the apiserver's defaults)."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return [f"{path}: expected a mapping, got {actual!r}"]
+        out: list[str] = []
+        for key, value in expected.items():
+            out += subset(value, actual.get(key), f"{path}.{key}")
+        return out
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{path}: expected {expected!r}, got {actual!r}"]
+        return [d for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for d in subset(e, a, f"{path}[{i}]")]
+    if str(expected) != str(actual):  # quantities: 1 == "1"
+        return [f"{path}: expected {expected!r}, got {actual!r}"]
+    return []
+
+
+def md_doc(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"model": model, **spec},
+    }
+
+
+QWEN = {"name": "qwen2.5-instruct", "sizeInBillions": "0_5", "uri": "hf://Qwen/Qwen2.5-0.5B-Instruct"}
+VLLM_ONLY = md_doc("vllm-only", {**QWEN, "format": "pytorch", "quantization": "none"}, engine={"name": "vllm"})
+LLAMACPP = md_doc(
+    "gguf",
+    {**QWEN, "format": "ggufv2", "quantization": "Q4_K_M", "file": "qwen2.5-0.5b-instruct-q4_k_m.gguf"},
+    engine={"args": {"n_ctx": 4096, "n_parallel": 1}},
+)
+MLX = md_doc("mlx", {**QWEN, "format": "mlx", "quantization": "4bit", "uri": "hf://mlx-community/Qwen2.5-0.5B-4bit"})
+CUSTOM = md_doc(
+    "custom",
+    {"name": "my-finetune", "family": "my-private-family", "format": "pytorch", "quantization": "none", "uri": "/m"},
+)
+SGLANG = md_doc("sglang", {**QWEN, "format": "pytorch", "quantization": "none"}, engine={"name": "sglang"})
+EXPECTED = {"vllm-only": "vllm", "gguf": "llama.cpp", "mlx": "mlx", "custom": "transformers", "sglang": "sglang"}
+
+
+# --- the world: client, nodes, pods, the operator process ---------------------------------------------------
+
+
+class World:
+    """Clients for one cluster plus the fake kubelet chores (leases, pod status)."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.api = config.new_client_from_config(config_file=kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
+        self.crs = client.CustomObjectsApi(self.api)
+        self.ext = client.ApiextensionsV1Api(self.api)
+        self.coord = client.CoordinationV1Api(self.api)
+        self.nodes: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._kubelet_loop, daemon=True)
+
+    # nodes
+    def add_node(self, name: str, *, gpus: int = 0, apple: bool = False) -> None:
+        labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "darwin" if apple else "linux",
+            "kubernetes.io/arch": "arm64" if apple else "amd64",
+        }
+        taints = []
+        if gpus:
+            labels |= {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.count": str(gpus),
+                "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                "nvidia.com/gpu.memory": "81559",
+                "nvidia.com/gpu.compute.major": "9",
+                "nvidia.com/gpu.compute.minor": "0",
+            }
+            taints = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+        if apple:
+            labels["modeldeploy.io/accelerator"] = "apple-silicon"
+        node = {"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}
+        try:
+            self.core.create_node(node)
+        except ApiException as exc:  # left by an interrupted run: start from a clean Node
+            if exc.status != 409:
+                raise
+            self.core.delete_node(name)
+            eventually(lambda: self._gone(name), f"the old node {name} to go")
+            self.core.create_node(node)
+        resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "ephemeral-storage": "1Ti"}
+        if gpus:
+            resources["nvidia.com/gpu"] = str(gpus)
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "fake kubelet",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+        }
+        self.core.patch_node_status(name, {"status": status})
+        self.nodes.add(name)
+        self._renew_lease(name)
+
+    def _gone(self, name: str) -> bool:
+        try:
+            self.core.read_node(name)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    def delete_node(self, name: str) -> None:
+        self.nodes.discard(name)
+        with contextlib.suppress(ApiException):
+            self.core.delete_node(name)
+
+    def _renew_lease(self, name: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        try:
+            self.coord.patch_namespaced_lease(name, "kube-node-lease", {"spec": spec})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.coord.create_namespaced_lease("kube-node-lease", {"metadata": {"name": name}, "spec": spec})
+
+    # pods: what a kubelet would report for a bound pod
+    def mark_pods_ready(self, namespace: str = NS) -> int:
+        done = 0
+        for pod in self.core.list_namespaced_pod(namespace).items:
+            if pod.metadata.deletion_timestamp and pod.spec.node_name:
+                # A kubelet stops the containers and confirms the deletion; without one, pods stay Terminating.
+                with contextlib.suppress(ApiException):
+                    self.core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
+                continue
+            if not pod.spec.node_name:
+                continue
+            if pod.status.phase == "Running" and any(
+                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ()
+            ):
+                continue
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            conditions = [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ]
+            containers = [
+                {
+                    "name": c.name,
+                    "image": c.image,
+                    "imageID": "",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in pod.spec.containers
+            ]
+            status = {"phase": "Running", "conditions": conditions, "containerStatuses": containers, "startTime": now}
+            with contextlib.suppress(ApiException):
+                self.core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": status})
+                done += 1
+        return done
+
+    def _kubelet_loop(self) -> None:
+        while not self._stop.wait(2.0):
+            for name in list(self.nodes):
+                with contextlib.suppress(Exception):
+                    self._renew_lease(name)
+            with contextlib.suppress(Exception):
+                self.mark_pods_ready()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # ModelDeployments
+    def md(self, name: str) -> dict[str, Any]:
+        return self.crs.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+
+    def create_md(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return self.crs.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, copy.deepcopy(doc))
+
+    def patch_md(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.crs.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, patch)
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.sanitize_for_serialization(self.apps.read_namespaced_deployment(name, NS))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def service(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.sanitize_for_serialization(self.core.read_namespaced_service(name, NS))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def node_facts(self) -> list[Any]:
+        cfg = OperatorConfig()
+        nodes = self.api.sanitize_for_serialization(self.core.list_node())["items"]
+        return [node_facts(n, cfg.label_mappings) for n in nodes]
+
+    def condition(self, name: str, kind: str) -> tuple[str, str] | None:
+        for c in (self.md(name).get("status") or {}).get("conditions") or ():
+            if c["type"] == kind:
+                return c["status"], c["reason"]
+        return None
+
+
+class OperatorProcess:
+    """`modeldeploy run` as a real process (what the image runs), restartable."""
+
+    def __init__(self, kubeconfig: str, log: Path) -> None:
+        self.kubeconfig, self.log = kubeconfig, log
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "modeldeploy.controller.run",
+            "--all-namespaces",
+            "--standalone",
+            "--verbose",
+            f"--metrics-port={self.metrics_port}",
+            f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+        ]
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "PYTHONPATH": str(REPO / "operator")}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        eventually(self.healthy, "the operator's liveness endpoint", timeout=60)
+
+    def healthy(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, f"operator exited; see {self.log}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
+            return r.status == 200
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+            return r.read().decode()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    try:
+        local_cluster = request.getfixturevalue("local_cluster")  # tests/cluster/conftest.py
+    except pytest.FixtureLookupError:
+        if os.environ.get("CI"):
+            raise  # CI never skips the cluster tier silently
+        pytest.skip("no local_cluster fixture (the local control plane is not set up in this checkout)")
+    w = World(str(local_cluster.kubeconfig_path))
+    # The CRD, applied as a user would (`kubectl apply -f crds/`), then Established.
+    crd = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        w.ext.create_custom_resource_definition(crd)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    name = crd["metadata"]["name"]
+
+    def established() -> bool:
+        got = w.ext.read_custom_resource_definition(name)
+        return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or ())
+
+    eventually(established, "the CRD to be established")
+    with contextlib.suppress(ApiException):
+        w.core.create_namespace({"metadata": {"name": NS}})
+    # A CPU-only cluster to begin with: one Linux CPU node and one Mac.
+    w.add_node("cpu-1")
+    w.add_node("mac-1", apple=True)
+    w.start()
+    yield w
+    w.stop()
+    for node in list(w.nodes):
+        w.delete_node(node)
+    if not os.environ.get("MODELDEPLOY_KEEP_TEST_NAMESPACE"):
+        with contextlib.suppress(ApiException):
+            w.core.delete_namespace(NS)
+            w.core.delete_collection_namespaced_pod(NS, grace_period_seconds=0)
+
+
+@pytest.fixture(scope="module")
+def operator(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = OperatorProcess(world.kubeconfig, log)
+    op.start()
+    yield op
+    op.stop()
+    if os.environ.get("MODELDEPLOY_SHOW_OPERATOR_LOG"):
+        print("operator log:", log)
+        print(log.read_text()[-20000:])
+
+
+def expect_rendered(world: World, name: str) -> dict[str, Any]:
+    """The live Deployment and Service hold exactly what `render` makes for this spec and these nodes."""
+    live_md = world.md(name)
+    md = ModelDeployment.model_validate({k: live_md[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    current = live_md.get("status", {}).get("engine")
+    decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=None)
+    if current and decision.engine and decision.engine.value != current:
+        from modeldeploy.engines import Engine
+
+        decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=Engine(current))
+    deployment, service = render(md, decision, OperatorConfig())
+    live_dep, live_svc = world.deployment(name), world.service(name)
+    problems = subset(deployment, live_dep) + subset(service, live_svc)
+    assert not problems, "\n".join(problems[:20])
+    return live_dep  # type: ignore[return-value]
+
+
+def ready(world: World, name: str) -> bool:
+    return world.condition(name, "Ready") == ("True", "ReplicasReady")
+
+
+def pods_of(world: World, name: str) -> list[Any]:
+    selector = f"app.kubernetes.io/instance={name}"
+    return [
+        p
+        for p in world.core.list_namespaced_pod(NS, label_selector=selector).items
+        if not p.metadata.deletion_timestamp
+    ]
+
+
+def gpu_limit(pod: Any) -> int:
+    return sum(int((c.resources.limits or {}).get("nvidia.com/gpu", 0)) for c in pod.spec.containers)
+
+
+# --- the tests, in the order of a user's day -------------------------------------------------------------
+
+
+def test_apiserver_rejects_invalid_objects(world: World) -> None:
+    """What the CRD can judge alone never reaches the operator: the apiserver refuses it with its message."""
+    cases = {
+        "bad-enum": (md_doc("bad-enum", {**QWEN, "format": "safetensors"}), "Unsupported value"),
+        "gguf-int4": (md_doc("gguf-int4", {**QWEN, "format": "ggufv2", "quantization": "Int4"}), "GGUF"),
+        "mlx-awq": (
+            md_doc("mlx-awq", {**QWEN, "format": "awq", "quantization": "Int4"}, engine={"name": "mlx"}),
+            "mlx",
+        ),
+        "ngl": (md_doc("ngl", {**QWEN, "format": "ggufv2"}, engine={"nGpuLayers": -2}), "nGpuLayers"),
+    }
+    for name, (doc, words) in cases.items():
+        with pytest.raises(ApiException) as caught:
+            world.create_md(doc)
+        assert caught.value.status == 422, name
+        message = json.loads(caught.value.body)["message"]
+        assert words in message, f"{name}: {message}"
+
+
+def test_pending_vllm_gets_its_deployment_when_the_first_gpu_node_joins(
+    world: World, operator: OperatorProcess
+) -> None:
+    world.create_md(VLLM_ONLY)
+    eventually(
+        lambda: world.condition("vllm-only", "EngineSelected") == ("False", "NoEligibleEngine"), "NoEligibleEngine"
+    )
+    status = world.md("vllm-only")["status"]
+    assert status["ready"] == "0/1" and status["reason"] == "NoEligibleEngine" and "engine" not in status
+    assert world.condition("vllm-only", "Stalled") == ("True", "NoEligibleEngine")
+    assert world.deployment("vllm-only") is None  # nothing deployed for an engine that cannot run
+
+    world.add_node("gpu-1", gpus=8)
+    eventually(lambda: world.deployment("vllm-only"), "the vLLM Deployment after the GPU node joined")
+    eventually(lambda: world.md("vllm-only")["status"].get("engine") == "vllm", "status.engine vllm")
+    expect_rendered(world, "vllm-only")
+    eventually(lambda: ready(world, "vllm-only"), "vllm-only Ready", timeout=90)
+    status = world.md("vllm-only")["status"]
+    assert status["ready"] == "1/1" and status["endpoint"] == f"http://vllm-only.{NS}.svc:8000/v1"
+    assert status["observedGeneration"] == world.md("vllm-only")["metadata"]["generation"]
+    assert [p.spec.node_name for p in pods_of(world, "vllm-only")] == ["gpu-1"]
+
+
+def test_one_modeldeployment_per_engine_on_a_mixed_cluster(world: World, operator: OperatorProcess) -> None:
+    world.add_node("cpu-2")
+    for doc in (LLAMACPP, MLX, CUSTOM, SGLANG):
+        world.create_md(doc)
+    for name, engine in EXPECTED.items():
+        eventually(lambda n=name, e=engine: world.md(n).get("status", {}).get("engine") == e, f"{name} on {engine}")
+        eventually(lambda n=name: world.service(n), f"the Service of {name}")
+        expect_rendered(world, name)
+    for name in EXPECTED:
+        eventually(lambda n=name: ready(world, n), f"{name} Ready", timeout=90)
+        pods = pods_of(world, name)
+        assert pods, name
+        for pod in pods:
+            if gpu_limit(pod):
+                assert pod.spec.node_name == "gpu-1", f"{name}: GPU pod on {pod.spec.node_name}"
+            if name == "mlx":
+                assert pod.spec.node_name == "mac-1"
+            if name in ("vllm-only", "sglang"):
+                assert gpu_limit(pod) >= 1
+    printed = world.md("gguf")
+    assert printed["status"]["ready"] == "1/1" and printed["status"]["engine"] == "llama.cpp"
+
+
+def metric(operator: OperatorProcess, name: str, *label_parts: str) -> int:
+    """The sum of a counter's samples whose labels contain every `label_parts` string."""
+    total = 0.0
+    for line in operator.metrics().splitlines():
+        if line.startswith(name + "{") and all(part in line for part in label_parts):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def test_reapplying_changes_nothing(world: World, operator: OperatorProcess) -> None:
+    """SSA of identical content is a no-op: no new resourceVersion on children, no status churn."""
+
+    def children() -> dict[str, tuple[str, str]]:
+        return {
+            n: (world.deployment(n)["metadata"]["resourceVersion"], world.service(n)["metadata"]["resourceVersion"])  # type: ignore[index]
+            for n in EXPECTED
+        }
+
+    def transitions() -> dict[str, list[str]]:
+        return {n: [c["lastTransitionTime"] for c in world.md(n)["status"]["conditions"]] for n in EXPECTED}
+
+    before, times = children(), transitions()
+    writes = metric(operator, "modeldeploy_writes_total")
+    # A user (or a GitOps tool) applies the same ModelDeployment twice with server-side apply: the second
+    # apply is a no-op for the apiserver, so the operator is not even woken.
+    kube = Kube(world.api)
+    for name, doc in {"vllm-only": VLLM_ONLY, "gguf": LLAMACPP}.items():
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}/{name}"
+        query = [("fieldManager", "gitops"), ("force", "true")]
+        current = world.md(name)
+        doc = {**copy.deepcopy(doc), "spec": current["spec"]}  # what the earlier tests left
+        first = kube.request("PATCH", path, query=query, body=doc, content_type="application/apply-patch+yaml")
+        second = kube.request("PATCH", path, query=query, body=doc, content_type="application/apply-patch+yaml")
+        assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+        assert first["metadata"]["generation"] == current["metadata"]["generation"]
+
+    # Force a reconcile of every MD (an annotation the operator does not read), and wait until it ran:
+    # it applies both children again and computes the status again; nothing may change.
+    start = metric(operator, "modeldeploy_reconciles_total", 'trigger="update"')
+    for name in EXPECTED:
+        world.patch_md(name, {"metadata": {"annotations": {"example.com/touched": "yes"}}})
+    eventually(
+        lambda: metric(operator, "modeldeploy_reconciles_total", 'trigger="update"') >= start + len(EXPECTED),
+        "a reconcile per ModelDeployment",
+    )
+    assert children() == before
+    assert transitions() == times
+    assert metric(operator, "modeldeploy_writes_total") == writes
+
+
+def test_spec_changes_are_followed(world: World, operator: OperatorProcess) -> None:
+    uid = world.deployment("sglang")["metadata"]["uid"]  # type: ignore[index]
+    # Forced engine: sglang -> vllm, same Deployment object (patched, not replaced).
+    md = world.patch_md("sglang", {"spec": {"engine": {"name": "vllm"}}})
+    generation = md["metadata"]["generation"]
+    eventually(lambda: world.md("sglang")["status"].get("observedGeneration") == generation, "observedGeneration")
+    eventually(lambda: world.deployment("sglang")["metadata"]["labels"]["modeldeploy.io/engine"] == "vllm", "vllm")  # type: ignore[index]
+    assert world.md("sglang")["status"]["engine"] == "vllm"
+    assert world.deployment("sglang")["metadata"]["uid"] == uid  # type: ignore[index]
+    expect_rendered(world, "sglang")
+    # Format and quantization: pytorch/none -> awq/Int4 on the vLLM deployment.
+    md = world.patch_md("vllm-only", {"spec": {"model": {"format": "awq", "quantization": "Int4"}}})
+    generation = md["metadata"]["generation"]
+    eventually(lambda: world.md("vllm-only")["status"].get("observedGeneration") == generation, "observedGeneration")
+    expect_rendered(world, "vllm-only")
+    reasons = {
+        e.reason for e in world.core.list_namespaced_event(NS, field_selector="involvedObject.name=sglang").items
+    }
+    assert {"EngineSelected", "EngineChanged"} <= reasons
+
+
+def test_what_only_the_operator_refuses_keeps_the_workload(world: World, operator: OperatorProcess) -> None:
+    before = world.deployment("custom")["metadata"]["resourceVersion"]  # type: ignore[index]
+    # vLLM does not serve this custom family: a forced vllm cannot run; the transformers workload stays.
+    md = world.patch_md("custom", {"spec": {"engine": {"name": "vllm"}}})
+    eventually(lambda: world.condition("custom", "EngineSelected") == ("False", "NoEligibleEngine"), "refused")
+    status = world.md("custom")["status"]
+    assert status["observedGeneration"] == md["metadata"]["generation"]
+    assert world.condition("custom", "Ready") == ("False", "NoEligibleEngine")
+    assert world.deployment("custom")["metadata"]["resourceVersion"] == before  # type: ignore[index]
+    assert status["engine"] == "transformers"
+    reasons = {
+        e.reason for e in world.core.list_namespaced_event(NS, field_selector="involvedObject.name=custom").items
+    }
+    assert "NoEligibleEngine" in reasons
+    # Back to auto: transformers again, Ready again.
+    world.patch_md("custom", {"spec": {"engine": {"name": "auto"}}})
+    eventually(lambda: ready(world, "custom"), "custom Ready again")
+    # An engine argument ModelDeploy sets itself: only the renderer can refuse it (InvalidSpec); untouched.
+    before = world.deployment("custom")["metadata"]["resourceVersion"]  # type: ignore[index]
+    md = world.patch_md("custom", {"spec": {"engine": {"args": {"port": 9000}}}})
+    eventually(lambda: world.condition("custom", "EngineSelected") == ("False", "InvalidSpec"), "InvalidSpec")
+    message = next(c["message"] for c in world.md("custom")["status"]["conditions"] if c["type"] == "EngineSelected")
+    assert "--port" in message and "left as it is" in message
+    assert world.condition("custom", "Stalled") == ("True", "InvalidSpec")
+    assert world.deployment("custom")["metadata"]["resourceVersion"] == before  # type: ignore[index]
+    world.patch_md("custom", {"spec": {"engine": {"args": None}}})
+    eventually(lambda: ready(world, "custom"), "custom Ready after the bad argument is gone")
+
+
+def test_removing_the_gpu_node_degrades_and_keeps_the_workload(world: World, operator: OperatorProcess) -> None:
+    uid = world.deployment("vllm-only")["metadata"]["uid"]  # type: ignore[index]
+    world.delete_node("gpu-1")
+    eventually(lambda: world.condition("vllm-only", "Degraded") == ("True", "EngineNoLongerPossible"), "Degraded")
+    status = world.md("vllm-only")["status"]
+    assert status["engine"] == "vllm" and status["reason"] == "EngineNoLongerPossible"
+    assert world.deployment("vllm-only")["metadata"]["uid"] == uid  # type: ignore[index]
+    # CPU engines are untouched by the GPU node leaving.
+    assert ready(world, "custom") or world.md("custom")["status"]["engine"] == "transformers"
+    # The GPU comes back: the same engine is possible again, Degraded clears.
+    world.add_node("gpu-1", gpus=8)
+    eventually(lambda: world.condition("vllm-only", "Degraded") == ("False", "AsExpected"), "recovered")
+
+
+def test_restart_converges_without_duplicates(world: World, operator: OperatorProcess) -> None:
+    operator.stop()
+    # While the operator is away: a new ModelDeployment, a spec change, a deleted child.
+    world.create_md(md_doc("late", {**QWEN, "format": "ggufv2", "quantization": "Q8_0", "file": "q8.gguf"}))
+    md = world.patch_md("gguf", {"spec": {"engine": {"args": {"n_ctx": 8192}}}})
+    world.core.delete_namespaced_service("mlx", NS)
+    operator.start()
+    eventually(lambda: world.deployment("late"), "the Deployment of a ModelDeployment created while down")
+    eventually(lambda: world.md("gguf")["status"]["observedGeneration"] == md["metadata"]["generation"], "gguf gen")
+    eventually(lambda: world.service("mlx"), "the deleted Service re-created")
+    expect_rendered(world, "gguf")
+    expect_rendered(world, "late")
+    names = {d.metadata.name for d in world.apps.list_namespaced_deployment(NS, label_selector=MANAGED).items}
+    services = [s.metadata.name for s in world.core.list_namespaced_service(NS, label_selector=MANAGED).items]
+    assert names == {*EXPECTED, "late"} and sorted(services) == sorted(names)
+
+
+def test_deleting_collects_the_children(world: World, operator: OperatorProcess) -> None:
+    world.crs.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "late")
+    eventually(lambda: world.deployment("late") is None and world.service("late") is None, "garbage collection")
+
+
+def test_metrics_and_liveness(operator: OperatorProcess) -> None:
+    text = operator.metrics()
+    assert "modeldeploy_reconciles_total{" in text
+    assert 'modeldeploy_decisions_total{engine="vllm"}' in text
+    assert "modeldeploy_reconcile_duration_seconds_count" in text
+    assert operator.healthy()
