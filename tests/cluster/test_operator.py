@@ -300,8 +300,8 @@ class World:
 class OperatorProcess:
     """`modeldeploy run` as a real process (what the image runs), restartable."""
 
-    def __init__(self, kubeconfig: str, log: Path) -> None:
-        self.kubeconfig, self.log = kubeconfig, log
+    def __init__(self, kubeconfig: str, log: Path, *args: str) -> None:
+        self.kubeconfig, self.log, self.args = kubeconfig, log, args or ("--standalone",)
         self.metrics_port, self.health_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -311,7 +311,7 @@ class OperatorProcess:
             "-m",
             "modeldeploy.controller.run",
             "--all-namespaces",
-            "--standalone",
+            *self.args,
             "--verbose",
             f"--metrics-port={self.metrics_port}",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
@@ -367,8 +367,8 @@ def world(request: pytest.FixtureRequest) -> Iterator[World]:
     with contextlib.suppress(ApiException):
         w.core.create_namespace({"metadata": {"name": NS}})
     # A CPU-only cluster to begin with: one Linux CPU node and one Mac.
-    w.add_node("cpu-1")
-    w.add_node("mac-1", apple=True)
+    w.add_node("e2e-cpu-1")
+    w.add_node("e2e-mac-1", apple=True)
     w.start()
     yield w
     w.stop()
@@ -460,7 +460,7 @@ def test_pending_vllm_gets_its_deployment_when_the_first_gpu_node_joins(
     assert world.condition("vllm-only", "Stalled") == ("True", "NoEligibleEngine")
     assert world.deployment("vllm-only") is None  # nothing deployed for an engine that cannot run
 
-    world.add_node("gpu-1", gpus=8)
+    world.add_node("e2e-gpu-1", gpus=8)
     eventually(lambda: world.deployment("vllm-only"), "the vLLM Deployment after the GPU node joined")
     eventually(lambda: world.md("vllm-only")["status"].get("engine") == "vllm", "status.engine vllm")
     expect_rendered(world, "vllm-only")
@@ -468,11 +468,11 @@ def test_pending_vllm_gets_its_deployment_when_the_first_gpu_node_joins(
     status = world.md("vllm-only")["status"]
     assert status["ready"] == "1/1" and status["endpoint"] == f"http://vllm-only.{NS}.svc:8000/v1"
     assert status["observedGeneration"] == world.md("vllm-only")["metadata"]["generation"]
-    assert [p.spec.node_name for p in pods_of(world, "vllm-only")] == ["gpu-1"]
+    assert [p.spec.node_name for p in pods_of(world, "vllm-only")] == ["e2e-gpu-1"]
 
 
 def test_one_modeldeployment_per_engine_on_a_mixed_cluster(world: World, operator: OperatorProcess) -> None:
-    world.add_node("cpu-2")
+    world.add_node("e2e-cpu-2")
     for doc in (LLAMACPP, MLX, CUSTOM, SGLANG):
         world.create_md(doc)
     for name, engine in EXPECTED.items():
@@ -485,9 +485,9 @@ def test_one_modeldeployment_per_engine_on_a_mixed_cluster(world: World, operato
         assert pods, name
         for pod in pods:
             if gpu_limit(pod):
-                assert pod.spec.node_name == "gpu-1", f"{name}: GPU pod on {pod.spec.node_name}"
+                assert pod.spec.node_name == "e2e-gpu-1", f"{name}: GPU pod on {pod.spec.node_name}"
             if name == "mlx":
-                assert pod.spec.node_name == "mac-1"
+                assert pod.spec.node_name == "e2e-mac-1"
             if name in ("vllm-only", "sglang"):
                 assert gpu_limit(pod) >= 1
     printed = world.md("gguf")
@@ -596,7 +596,7 @@ def test_what_only_the_operator_refuses_keeps_the_workload(world: World, operato
 
 def test_removing_the_gpu_node_degrades_and_keeps_the_workload(world: World, operator: OperatorProcess) -> None:
     uid = world.deployment("vllm-only")["metadata"]["uid"]  # type: ignore[index]
-    world.delete_node("gpu-1")
+    world.delete_node("e2e-gpu-1")
     eventually(lambda: world.condition("vllm-only", "Degraded") == ("True", "EngineNoLongerPossible"), "Degraded")
     status = world.md("vllm-only")["status"]
     assert status["engine"] == "vllm" and status["reason"] == "EngineNoLongerPossible"
@@ -604,7 +604,7 @@ def test_removing_the_gpu_node_degrades_and_keeps_the_workload(world: World, ope
     # CPU engines are untouched by the GPU node leaving.
     assert ready(world, "custom") or world.md("custom")["status"]["engine"] == "transformers"
     # The GPU comes back: the same engine is possible again, Degraded clears.
-    world.add_node("gpu-1", gpus=8)
+    world.add_node("e2e-gpu-1", gpus=8)
     eventually(lambda: world.condition("vllm-only", "Degraded") == ("False", "AsExpected"), "recovered")
 
 
@@ -636,3 +636,58 @@ def test_metrics_and_liveness(operator: OperatorProcess) -> None:
     assert 'modeldeploy_decisions_total{engine="vllm"}' in text
     assert "modeldeploy_reconcile_duration_seconds_count" in text
     assert operator.healthy()
+
+
+PEERING_CRDS = REPO / "deploy" / "crds" / "kopf.dev_peerings.yaml"
+
+
+def test_peering_one_active_replica(
+    world: World, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two replicas with Kopf peering: the higher priority works, the other pauses, and takes over."""
+    operator.stop()
+    for crd in yaml.safe_load_all(PEERING_CRDS.read_text()):
+        with contextlib.suppress(ApiException):
+            world.ext.create_custom_resource_definition(crd)
+    peering = "modeldeploy-e2e"
+
+    def peering_object() -> bool:
+        with contextlib.suppress(ApiException):
+            world.crs.create_cluster_custom_object(
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}},
+            )
+        return bool(world.crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering))
+
+    eventually(peering_object, "the ClusterKopfPeering object (its CRD established)")
+    logs = tmp_path_factory.mktemp("peering")
+    high = OperatorProcess(world.kubeconfig, logs / "high.log", f"--peering={peering}", "--priority=20")
+    low = OperatorProcess(world.kubeconfig, logs / "low.log", f"--peering={peering}", "--priority=10")
+    try:
+        high.start()
+        low.start()
+
+        # Both replicas publish keep-alives; the low one starts paused and stays so while the high one lives.
+        def peers() -> int:
+            body = world.crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+            return len(body.get("status") or {})
+
+        eventually(lambda: peers() == 2, "both replicas in the peering object")
+        world.create_md(md_doc("peered", {**CUSTOM["spec"]["model"]}))
+        eventually(lambda: world.deployment("peered"), "the Deployment, made by the active replica")
+        assert metric(high, "modeldeploy_reconciles_total", 'trigger="create"') >= 1
+        assert metric(low, "modeldeploy_reconciles_total") == 0
+        high.stop()  # a graceful exit leaves the peering: the low replica resumes at once
+        eventually(lambda: "Resuming operations" in low.log.read_text(), "the low replica to resume", timeout=90)
+        md = world.patch_md("peered", {"spec": {"replicas": 2}})
+        eventually(
+            lambda: world.md("peered")["status"].get("observedGeneration") == md["metadata"]["generation"],
+            "the spec change handled by the remaining replica",
+        )
+        assert world.deployment("peered")["spec"]["replicas"] == 2  # type: ignore[index]
+        assert metric(low, "modeldeploy_reconciles_total", 'trigger="update"') >= 1
+    finally:
+        low.stop()
+        high.stop()
