@@ -544,6 +544,22 @@ def test_reapplying_changes_nothing(world: World, operator: OperatorProcess) -> 
     assert metric(operator, "modeldeploy_writes_total") == writes
 
 
+def test_fields_others_own_are_left_to_them(world: World, operator: OperatorProcess) -> None:
+    """An autoscaler's replicas and a GitOps tool's label on our Deployment survive our re-applies."""
+    world.apps.patch_namespaced_deployment_scale("custom", NS, {"spec": {"replicas": 3}}, field_manager="autoscaler")
+    world.apps.patch_namespaced_deployment(
+        "custom", NS, {"metadata": {"labels": {"argocd.argoproj.io/instance": "models"}}}, field_manager="argocd"
+    )
+    start = metric(operator, "modeldeploy_reconciles_total", 'trigger="update"')
+    world.patch_md("custom", {"metadata": {"annotations": {"example.com/touched": "again"}}})
+    eventually(lambda: metric(operator, "modeldeploy_reconciles_total", 'trigger="update"') > start, "a reconcile")
+    live = world.deployment("custom")
+    assert live["spec"]["replicas"] == 3  # type: ignore[index]
+    assert live["metadata"]["labels"]["argocd.argoproj.io/instance"] == "models"  # type: ignore[index]
+    world.apps.patch_namespaced_deployment_scale("custom", NS, {"spec": {"replicas": 1}}, field_manager="autoscaler")
+    eventually(lambda: world.md("custom")["status"].get("ready") == "1/1" and ready(world, "custom"), "settled")
+
+
 def test_spec_changes_are_followed(world: World, operator: OperatorProcess) -> None:
     uid = world.deployment("sglang")["metadata"]["uid"]  # type: ignore[index]
     # Forced engine: sglang -> vllm, same Deployment object (patched, not replaced).
@@ -565,15 +581,22 @@ def test_spec_changes_are_followed(world: World, operator: OperatorProcess) -> N
     assert {"EngineSelected", "EngineChanged"} <= reasons
 
 
+def untouched_view(deployment: dict[str, Any] | None) -> tuple[Any, ...]:
+    """What a write of ours would change: generation, labels, spec (status is the controller's business)."""
+    assert deployment is not None
+    meta = deployment["metadata"]
+    return meta["uid"], meta["generation"], meta["labels"], deployment["spec"]
+
+
 def test_what_only_the_operator_refuses_keeps_the_workload(world: World, operator: OperatorProcess) -> None:
-    before = world.deployment("custom")["metadata"]["resourceVersion"]  # type: ignore[index]
+    before = untouched_view(world.deployment("custom"))
     # vLLM does not serve this custom family: a forced vllm cannot run; the transformers workload stays.
     md = world.patch_md("custom", {"spec": {"engine": {"name": "vllm"}}})
     eventually(lambda: world.condition("custom", "EngineSelected") == ("False", "NoEligibleEngine"), "refused")
     status = world.md("custom")["status"]
     assert status["observedGeneration"] == md["metadata"]["generation"]
     assert world.condition("custom", "Ready") == ("False", "NoEligibleEngine")
-    assert world.deployment("custom")["metadata"]["resourceVersion"] == before  # type: ignore[index]
+    assert untouched_view(world.deployment("custom")) == before
     assert status["engine"] == "transformers"
     reasons = {
         e.reason for e in world.core.list_namespaced_event(NS, field_selector="involvedObject.name=custom").items
@@ -583,13 +606,13 @@ def test_what_only_the_operator_refuses_keeps_the_workload(world: World, operato
     world.patch_md("custom", {"spec": {"engine": {"name": "auto"}}})
     eventually(lambda: ready(world, "custom"), "custom Ready again")
     # An engine argument ModelDeploy sets itself: only the renderer can refuse it (InvalidSpec); untouched.
-    before = world.deployment("custom")["metadata"]["resourceVersion"]  # type: ignore[index]
+    before = untouched_view(world.deployment("custom"))
     md = world.patch_md("custom", {"spec": {"engine": {"args": {"port": 9000}}}})
     eventually(lambda: world.condition("custom", "EngineSelected") == ("False", "InvalidSpec"), "InvalidSpec")
     message = next(c["message"] for c in world.md("custom")["status"]["conditions"] if c["type"] == "EngineSelected")
     assert "--port" in message and "left as it is" in message
     assert world.condition("custom", "Stalled") == ("True", "InvalidSpec")
-    assert world.deployment("custom")["metadata"]["resourceVersion"] == before  # type: ignore[index]
+    assert untouched_view(world.deployment("custom")) == before
     world.patch_md("custom", {"spec": {"engine": {"args": None}}})
     eventually(lambda: ready(world, "custom"), "custom Ready after the bad argument is gone")
 
