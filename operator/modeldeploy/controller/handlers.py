@@ -236,7 +236,7 @@ async def modeldeployment_changed(
 
 
 @kopf.on.event(*MD)
-def modeldeployment_event(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def modeldeployment_event(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Forget per-object bookkeeping once a ModelDeployment is gone."""
     if type == "DELETED":
         state_of(memo).serializer.forget((namespace, name))
