@@ -170,7 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Subcommands that own their whole argument list: argparse's REMAINDER drops leading options
+# (`modeldeploy run --standalone` would fail), so their arguments are handed over untouched.
+PASSTHROUGH = {"run": cmd_run, "dev": cmd_dev}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        rest = argparse.Namespace(command=argv[0], operator_args=argv[1:], dev_args=argv[1:])
+        try:
+            return int(PASSTHROUGH[argv[0]](rest) or 0)
+        except KeyboardInterrupt:
+            return 130
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

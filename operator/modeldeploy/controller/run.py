@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import zlib
 from collections.abc import Sequence
 
 import kopf
@@ -39,7 +40,12 @@ def parser() -> argparse.ArgumentParser:
         help="Kopf peering object for leader election between replicas (needs the KopfPeering CRDs)",
     )
     peering.add_argument("--standalone", action="store_true", help="no peering: this replica always works")
-    p.add_argument("--priority", type=int, default=None, help="peering priority (the highest one works)")
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (the highest one works); default with --peering: derived from $POD_NAME",
+    )
     p.add_argument(
         "--liveness", metavar="URL", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
@@ -57,6 +63,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def default_priority(pod_name: str | None) -> int | None:
+    """A stable priority per replica when peering without --priority.
+
+    Kopf pauses every replica when two share the top priority, so replicas of one Deployment (same
+    flags) must differ: the pod name's CRC32 spreads them over 1..10000 and stays the same across
+    restarts of that pod. Outside a pod (no POD_NAME) Kopf's own default applies.
+    """
+    if not pod_name:
+        return None
+    return zlib.crc32(pod_name.encode()) % 10000 + 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the operator until it is stopped (SIGINT/SIGTERM)."""
     args = parser().parse_args(list(argv) if argv is not None else None)
@@ -68,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: --config {args.config}: {exc}", file=sys.stderr)
         return 2
 
+    if args.peering and args.priority is None:
+        args.priority = default_priority(os.environ.get("POD_NAME"))
     import modeldeploy.controller.handlers  # noqa: F401 - registers the handlers with Kopf
 
     kopf.configure(verbose=args.verbose, debug=args.debug, quiet=args.quiet)
