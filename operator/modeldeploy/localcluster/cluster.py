@@ -1,0 +1,307 @@
+"""etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes.
+
+Everything listens on 127.0.0.1 only, on ports picked free at start. The cluster directory holds the
+credentials, the data, one log per component and `cluster.json` (pids and ports), so another process
+(`modeldeploy dev down`, `dev status`) can find and stop a cluster started with `--keep`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from modeldeploy.localcluster import certs
+from modeldeploy.localcluster.build import K8S_VERSION, ensure_binaries
+
+SERVICE_CIDR = "10.0.0.0/24"
+STATE_FILE = "cluster.json"
+
+
+class ClusterError(RuntimeError):
+    """A component did not start; the message ends with the tail of its log."""
+
+
+def is_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie counts as gone: its parent has simply not reaped it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kubeconfig(server: str, ca: Path, client: certs.Pair, user: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "modeldeploy-local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"client-certificate": str(client.cert), "client-key": str(client.key)}}],
+        "contexts": [{"name": "modeldeploy-local", "context": {"cluster": "modeldeploy-local", "user": user}}],
+        "current-context": "modeldeploy-local",
+    }
+
+
+@dataclass
+class LocalCluster:
+    """One control plane in `workdir`. Use as a context manager, or start()/stop()."""
+
+    workdir: Path
+    log: Callable[[str], None] = lambda _m: None
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 180, detach: bool = False) -> LocalCluster:
+        """Build (first run only), write credentials, start the four components, wait until usable.
+
+        `detach` puts the processes in their own session so they outlive this Python process.
+        """
+        binaries = ensure_binaries(log=self.log)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        ca = certs.CertificateAuthority(pki)
+        serving = ca.issue("apiserver", "kube-apiserver", server=True)
+        admin = ca.issue("admin", "modeldeploy-admin", org="system:masters")
+        kcm = ca.issue("controller-manager", "system:kube-controller-manager")
+        sched = ca.issue("scheduler", "system:kube-scheduler")
+        sa = certs.service_account_keys(pki)
+        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        for stem, pair, user in (
+            ("kubeconfig", admin, "admin"),
+            ("kcm.kubeconfig", kcm, "kcm"),
+            ("scheduler.kubeconfig", sched, "scheduler"),
+        ):
+            (self.workdir / stem).write_text(yaml.safe_dump(_kubeconfig(self.server, ca.pair.cert, pair, user)))
+        etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        try:
+            self._spawn(
+                "etcd",
+                [
+                    str(binaries["etcd"]),
+                    "--name=local",
+                    f"--data-dir={self.workdir / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer_url}",
+                    f"--initial-advertise-peer-urls={peer_url}",
+                    f"--initial-cluster=local={peer_url}",
+                    "--unsafe-no-fsync=true",
+                    "--log-level=warn",
+                ],
+                detach,
+            )
+            self._wait("etcd", lambda: self._http_ok(f"{etcd_url}/health"), timeout)
+            self._spawn(
+                "apiserver",
+                [
+                    str(binaries["kube-apiserver"]),
+                    f"--etcd-servers={etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={self.ports['apiserver']}",
+                    f"--tls-cert-file={serving.cert}",
+                    f"--tls-private-key-file={serving.key}",
+                    f"--client-ca-file={ca.pair.cert}",
+                    "--authorization-mode=Node,RBAC",
+                    "--service-account-issuer=https://kubernetes.default.svc",
+                    f"--service-account-key-file={sa.cert}",
+                    f"--service-account-signing-key-file={sa.key}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--allow-privileged=true",
+                    "--endpoint-reconciler-type=none",
+                    "--profiling=false",
+                    "--enable-priority-and-fairness=false",
+                    "--v=1",
+                ],
+                detach,
+            )
+            self._wait("apiserver", lambda: self._api_ok("/readyz"), timeout)
+            self._spawn(
+                "controller-manager",
+                [
+                    str(binaries["kube-controller-manager"]),
+                    f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
+                    f"--authentication-kubeconfig={self.workdir / 'kcm.kubeconfig'}",
+                    f"--authorization-kubeconfig={self.workdir / 'kcm.kubeconfig'}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={self.ports['kcm']}",
+                    "--use-service-account-credentials=true",
+                    "--leader-elect=false",
+                    f"--service-account-private-key-file={sa.key}",
+                    f"--root-ca-file={ca.pair.cert}",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    "--controllers=*,-nodeipam",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                detach,
+            )
+            self._spawn(
+                "scheduler",
+                [
+                    str(binaries["kube-scheduler"]),
+                    f"--kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                    f"--authentication-kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                    f"--authorization-kubeconfig={self.workdir / 'scheduler.kubeconfig'}",
+                    "--bind-address=127.0.0.1",
+                    f"--secure-port={self.ports['scheduler']}",
+                    "--leader-elect=false",
+                    "--profiling=false",
+                    "--v=1",
+                ],
+                detach,
+            )
+            # The controller-manager is working once it has made the default ServiceAccount; pods need it.
+            self._wait(
+                "controller-manager",
+                lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+                timeout,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self._save_state()
+        return self
+
+    def stop(self) -> None:
+        """Stop the components one by one, newest first (the apiserver drains fast while etcd still
+        answers, slowly once it is gone); SIGKILL what lingers. Keeps the directory."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (self.workdir / STATE_FILE).unlink()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    # --- a cluster started by another process -------------------------------------------------------------
+
+    def _save_state(self) -> None:
+        state = {"version": K8S_VERSION, "ports": self.ports, "pids": {n: p.pid for n, p in self.procs.items()}}
+        (self.workdir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    @staticmethod
+    def saved_state(workdir: Path) -> dict[str, object] | None:
+        """cluster.json of a cluster started with detach, or None."""
+        try:
+            return json.loads((workdir / STATE_FILE).read_text())  # type: ignore[no-any-return]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    @staticmethod
+    def alive_pids(workdir: Path) -> dict[str, int]:
+        state = LocalCluster.saved_state(workdir) or {}
+        alive = {}
+        for name, pid in dict(state.get("pids") or {}).items():  # type: ignore[call-overload]
+            if is_alive(int(pid)):
+                alive[name] = int(pid)
+        return alive
+
+    @staticmethod
+    def stop_detached(workdir: Path, timeout: float = 15) -> list[str]:
+        """Stop the components a detached start left running; the names stopped."""
+        alive = LocalCluster.alive_pids(workdir)
+        order = ["scheduler", "controller-manager", "apiserver", "etcd"]
+        for name in sorted(alive, key=lambda n: order.index(n) if n in order else -1):
+            pid = alive[name]
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and is_alive(pid):
+                time.sleep(0.1)
+            if is_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / STATE_FILE).unlink()
+        return list(alive)
+
+    # --- helpers -----------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], detach: bool) -> None:
+        log = (self.workdir / "logs" / f"{name}.log").open("ab")
+        self.log(f"starting {name}")
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach
+        )
+        log.close()
+
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc_name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise ClusterError(f"{proc_name} exited with {proc.returncode}\n{self.log_tail(proc_name)}")
+            with contextlib.suppress(OSError, ssl.SSLError):
+                if ready():
+                    return
+            time.sleep(0.25)
+        raise ClusterError(f"{name} was not ready after {timeout:.0f} s\n{self.log_tail(name)}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.workdir / "logs" / f"{name}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError:
+            return False
+
+    def _api_ok(self, path: str) -> bool:
+        pki = self.workdir / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        try:
+            with urllib.request.urlopen(self.server + path, timeout=3, context=ctx) as r:
+                return bool(r.status == 200)
+        except urllib.error.HTTPError:
+            return False

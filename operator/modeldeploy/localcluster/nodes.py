@@ -1,0 +1,158 @@
+"""Fake nodes for a local control plane, and the kubelet chores nobody else does there.
+
+A node set is what `kubectl get nodes -o yaml` prints (examples/nodes/*.yaml): each Node is created
+with its labels, annotations and spec, then its status (capacity, allocatable, conditions) is written
+through the status subresource, as a kubelet would. The FakeKubelet thread then keeps the Ready ones
+Ready (node leases), reports bound pods Running and Ready, and confirms the deletion of terminating
+pods, so Deployments on the local cluster roll out as they would on real nodes. Nothing here is ever
+pointed at a cluster that `LocalCluster` did not start (see dev.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+LEASE_NAMESPACE = "kube-node-lease"
+KEPT_METADATA = ("name", "labels", "annotations")
+KEPT_SPEC = ("taints", "unschedulable", "podCIDR", "podCIDRs")
+
+
+def _now(micro: bool = False) -> str:
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ"
+    return dt.datetime.now(dt.UTC).strftime(fmt)
+
+
+def load_node_set(path: Path) -> list[dict[str, Any]]:
+    """The Node documents of a `kubectl get nodes -o yaml` file (a List or a stream of Nodes)."""
+    nodes: list[dict[str, Any]] = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc:
+            continue
+        for item in doc.get("items", [doc]) if doc.get("kind") != "Node" else [doc]:
+            if item.get("kind", "Node") == "Node":
+                nodes.append(item)
+    return nodes
+
+
+def is_ready(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def create_node(core: client.CoreV1Api, node: dict[str, Any]) -> str:
+    """Create the Node (replacing one of the same name) and write its status; the node's name."""
+    meta = {k: v for k, v in node["metadata"].items() if k in KEPT_METADATA}
+    spec = {k: v for k, v in (node.get("spec") or {}).items() if k in KEPT_SPEC}
+    name = meta["name"]
+    body = {"apiVersion": "v1", "kind": "Node", "metadata": meta, "spec": spec}
+    try:
+        core.create_node(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_node(name, {**body, "metadata": {**meta, "resourceVersion": _rv(core, name)}})
+    status = dict(node.get("status") or {})
+    now = _now()
+    status["conditions"] = [
+        {**c, "lastHeartbeatTime": now, "lastTransitionTime": now} for c in status.get("conditions") or []
+    ]
+    keep = ("capacity", "allocatable", "conditions", "addresses", "nodeInfo")
+    core.patch_node_status(name, {"status": {k: v for k, v in status.items() if k in keep}})
+    return str(name)
+
+
+def _rv(core: client.CoreV1Api, name: str) -> str:
+    return str(core.read_node(name).metadata.resource_version)
+
+
+class FakeKubelet:
+    """Node leases for the Ready nodes, and pod status for the pods bound to any fake node."""
+
+    def __init__(self, api: client.ApiClient, nodes: list[str], interval: float = 2.0) -> None:
+        self.core = client.CoreV1Api(api)
+        self.coord = client.CoordinationV1Api(api)
+        self.nodes = set(nodes)
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fake-kubelet", daemon=True)
+
+    def start(self) -> FakeKubelet:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def tick(self) -> None:
+        """One round of chores (the thread calls it every `interval` seconds)."""
+        for name in list(self.nodes):
+            with contextlib.suppress(ApiException):
+                self.renew_lease(name)
+        with contextlib.suppress(ApiException):
+            self.report_pods()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with contextlib.suppress(Exception):  # a transient apiserver error must not end the thread
+                self.tick()
+
+    def renew_lease(self, name: str) -> None:
+        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": _now(micro=True)}
+        try:
+            self.coord.patch_namespaced_lease(name, LEASE_NAMESPACE, {"spec": spec})
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.coord.create_namespaced_lease(LEASE_NAMESPACE, {"metadata": {"name": name}, "spec": spec})
+
+    def report_pods(self) -> int:
+        """Bound pods become Running and Ready; terminating ones are confirmed gone. Pods touched."""
+        touched = 0
+        for pod in self.core.list_pod_for_all_namespaces().items:
+            node = pod.spec.node_name
+            if not node or node not in self.nodes:
+                continue
+            ns, name = pod.metadata.namespace, pod.metadata.name
+            if pod.metadata.deletion_timestamp:
+                with contextlib.suppress(ApiException):
+                    self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+                    touched += 1
+                continue
+            conditions = pod.status.conditions or []
+            if pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True" for c in conditions):
+                continue
+            now = _now()
+            status = {
+                "phase": "Running",
+                "startTime": now,
+                "conditions": [
+                    {"type": t, "status": "True", "lastTransitionTime": now}
+                    for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                ],
+                "containerStatuses": [
+                    {
+                        "name": c.name,
+                        "image": c.image,
+                        "imageID": "",
+                        "ready": True,
+                        "started": True,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": now}},
+                    }
+                    for c in pod.spec.containers
+                ],
+            }
+            with contextlib.suppress(ApiException):
+                self.core.patch_namespaced_pod_status(name, ns, {"status": status})
+                touched += 1
+        return touched
