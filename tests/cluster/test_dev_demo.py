@@ -1,0 +1,55 @@
+"""`modeldeploy dev demo`, the README's main command, end to end on its own local cluster."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from modeldeploy.localcluster import LocalCluster, ensure_binaries
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples" / "modeldeployments"
+NODES = REPO / "examples" / "nodes" / "mixed-cluster.yaml"
+
+
+def _expected() -> dict[str, str]:
+    """What `modeldeploy select` decides offline for each example on the bundled nodes."""
+    out = {}
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        got = subprocess.run(
+            [sys.executable, "-m", "modeldeploy", "select", "-f", str(path), "--nodes", str(NODES), "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out[name] = json.loads(got.stdout)["engine"] or "<none>"
+    return out
+
+
+def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path) -> None:
+    ensure_binaries()
+    workdir = tmp_path / "dev"
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeldeploy", "dev", "--dir", str(workdir), "demo", "--timeout", "90"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:5] == ["NAMESPACE", "NAME", "ENGINE", "READY", "REASON"]
+    table = {row.split()[1]: row.split() for row in lines[1:] if row and not row.startswith(" ") and row.split()}
+    expected = _expected()
+    for name, engine in expected.items():
+        assert name in table, proc.stdout
+        assert table[name][2] == engine, (name, table[name])
+        ready, reason = table[name][3], table[name][4]
+        rolled_out = "/" in ready and ready.split("/")[0] == ready.split("/")[1]
+        assert rolled_out or reason != "<none>", table[name]  # ready, or says why not
+    assert "Why" in proc.stdout
+    assert not workdir.exists() and not LocalCluster.alive_pids(workdir)
