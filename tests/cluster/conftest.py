@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client, config
-from tests.support.tools import unavailable
 
 from modeldeploy.localcluster import BuildError, LocalCluster, ensure_binaries
+from tests.support.tools import unavailable
 
 
 def _say(message: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.support.tiny_gguf import write_tiny_llama
 
 pytest.importorskip("xllamacpp")

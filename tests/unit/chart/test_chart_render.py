@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.chart import CHART, NAMESPACED_VALUES, REPO, by_kind, run_helm
 
 from modeldeploy.config import IMAGE_NAMES, LabelMappings, OperatorConfig, default_images, load_config
+from tests.support.chart import CHART, NAMESPACED_VALUES, REPO, by_kind, run_helm
 
 NAMESPACED = ("-f", str(NAMESPACED_VALUES))
 WATCHED = ["team-a", "team-b"]

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.support.chart import CHART, NAMESPACED_VALUES, run_helm
 from tests.support.tools import ensure_checkov
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.support.tiny_gguf import TinyLlama, write_tiny_llama
 
 from modeldeploy.engines.llamacpp import preflight
 from modeldeploy.engines.llamacpp.preflight import FIX_CONTEXT, FIX_KV, Plan, check, read_shape
+from tests.support.tiny_gguf import TinyLlama, write_tiny_llama
 
 F16 = 1
 GIB = 1 << 30
