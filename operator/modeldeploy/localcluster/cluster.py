@@ -135,6 +135,8 @@ class LocalCluster:
                     f"--tls-private-key-file={serving.key}",
                     f"--client-ca-file={ca.pair.cert}",
                     "--authorization-mode=Node,RBAC",
+                    # What hardened clusters add: setting blockOwnerDeletion needs update on the owner's finalizers.
+                    "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                     "--service-account-issuer=https://kubernetes.default.svc",
                     f"--service-account-key-file={sa.cert}",
                     f"--service-account-signing-key-file={sa.key}",

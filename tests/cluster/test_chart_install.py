@@ -1,0 +1,226 @@
+"""`helm install` of charts/modeldeploy into the local control plane, and the operator run under the
+chart's ServiceAccount token: the chart's RBAC is enough for everything the operator does, and no more.
+
+The operator runs as a local process (there is no container runtime here) with exactly the arguments,
+environment and config file of the installed Deployment, authenticated by a token the apiserver issues
+for the chart's ServiceAccount (TokenRequest), so every request is authorized by the chart's Roles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.localcluster import LocalCluster
+from modeldeploy.localcluster.cluster import free_port
+from modeldeploy.localcluster.nodes import FakeKubelet, create_node
+from tests.support.chart import CHART, run_helm
+from tests.support.tools import ensure_helm
+
+RELEASE, NS, APP_NS = "md", "modeldeploy-system", "chart-apps"
+NODE = "chart-cpu-1"
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if got := check():
+                return got
+        except (ApiException, OSError, AssertionError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+
+
+def _cpu_node() -> dict[str, Any]:
+    res = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+    return {
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+        "status": {
+            "capacity": res,
+            "allocatable": res,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake"}],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def installed(local_cluster: LocalCluster, kube_api: client.ApiClient) -> Iterator[dict[str, Any]]:
+    """The chart installed with two replicas (Kopf peering on); yields the operator Deployment."""
+    helm = ensure_helm()
+    kubeconfig = str(local_cluster.kubeconfig_path)
+    proc = run_helm(
+        helm, "install", RELEASE, str(CHART), "--namespace", NS, "--create-namespace",
+        "--kubeconfig", kubeconfig, "--set", "replicas=2", "--wait=false", timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    apps = client.AppsV1Api(kube_api)
+    deps = apps.list_namespaced_deployment(NS, label_selector="app.kubernetes.io/name=modeldeploy").items
+    assert len(deps) == 1
+    try:
+        yield kube_api.sanitize_for_serialization(deps[0])
+    finally:
+        run_helm(helm, "uninstall", RELEASE, "--namespace", NS, "--kubeconfig", kubeconfig, timeout=120)
+
+
+def _token_kubeconfig(local_cluster: LocalCluster, kube_api: client.ApiClient, sa: str, out: Path) -> Path:
+    token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
+        sa, NS, {"spec": {"expirationSeconds": 3600}}
+    )
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {
+                    "server": local_cluster.server,
+                    "certificate-authority": str(local_cluster.workdir / "pki" / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": sa, "user": {"token": token.status.token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa}}],
+        "current-context": "sa",
+    }
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+def test_operator_under_the_charts_service_account(
+    local_cluster: LocalCluster,
+    kube_api: client.ApiClient,
+    installed: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    pod = installed["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "operator")
+    args = [a for a in container["args"] if not a.startswith("--liveness=")]
+    assert any(a.startswith("--peering=") for a in args)  # replicas=2: leader election between replicas
+    core = client.CoreV1Api(kube_api)
+    # The chart's config map, where the pod would mount it.
+    cm_name = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(core.read_namespaced_config_map(cm_name, NS).data["config.yaml"])
+    kubeconfig = _token_kubeconfig(local_cluster, kube_api, pod["serviceAccountName"], tmp_path / "sa.kubeconfig")
+
+    create_node(core, _cpu_node())
+    kubelet = FakeKubelet(kube_api, [NODE], interval=0.5).start()
+    with contextlib.suppress(ApiException):
+        core.create_namespace({"metadata": {"name": APP_NS}})
+    health, metrics = free_port(), free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "MODELDEPLOY_CONFIG": str(cfg),
+        "MODELDEPLOY_METRICS_PORT": str(metrics),
+        "POD_NAME": "md-modeldeploy-0",
+        "POD_ID": "md-modeldeploy-0",
+    }
+    log = tmp_path / "operator.log"
+    cmd = [sys.executable, "-m", "modeldeploy.controller.run", *args, f"--liveness=http://127.0.0.1:{health}/healthz"]
+    with log.open("wb") as out:
+        op = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    crs = client.CustomObjectsApi(kube_api)
+    try:
+
+        def healthy() -> bool:
+            assert op.poll() is None, log.read_text()[-3000:]
+            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+
+        eventually(healthy, "the operator's liveness endpoint")
+        md = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "rbac-check", "namespace": APP_NS},
+            "spec": {
+                "model": {
+                    "name": "my-finetune",
+                    "family": "my-private-family",
+                    "format": "pytorch",
+                    "quantization": "none",
+                    "uri": "/models/my-finetune",
+                }
+            },
+        }
+        crs.create_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, md)
+        apps = client.AppsV1Api(kube_api)
+        dep = eventually(lambda: apps.read_namespaced_deployment("rbac-check", APP_NS), "the Deployment", 90)
+        owner = dep.metadata.owner_references[0]
+        assert owner.kind == "ModelDeployment" and owner.block_owner_deletion  # needs modeldeployments/finalizers
+        eventually(lambda: core.read_namespaced_service("rbac-check", APP_NS), "the Service")
+
+        def ready() -> bool:
+            status = crs.get_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, "rbac-check").get("status", {})
+            return status.get("engine") == "transformers" and status.get("ready") == "1/1"
+
+        eventually(ready, "status written through the status subresource, Ready 1/1", 90)
+        events = core.list_namespaced_event(APP_NS, field_selector="involvedObject.name=rbac-check").items
+        assert any(e.reason == "EngineSelected" for e in events)  # events: create
+        # The peering object carries this replica's keep-alive (kopf.dev peerings: patch).
+        peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
+        body = crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+        assert body.get("status"), body
+    finally:
+        op.send_signal(signal.SIGINT)
+        try:
+            op.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            op.kill()
+        kubelet.stop()
+        with contextlib.suppress(ApiException):
+            crs.delete_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, "rbac-check")
+        with contextlib.suppress(ApiException):
+            core.delete_node(NODE)
+    text = log.read_text()
+    denied = [line for line in text.splitlines() if "forbidden" in line.lower() or " 403" in line]
+    assert not denied, "\n".join(denied[:10])
+
+
+@pytest.mark.parametrize(
+    ("verb", "group", "resource", "namespace"),
+    [
+        ("get", "", "secrets", APP_NS),  # model credentials are mounted by pods, never read by the operator
+        ("create", "", "pods", APP_NS),
+        ("delete", "apps", "deployments", APP_NS),  # the garbage collector deletes children
+        ("update", "", "nodes", ""),
+        ("create", "rbac.authorization.k8s.io", "rolebindings", APP_NS),
+        ("delete", GROUP, "modeldeployments", APP_NS),
+    ],
+)
+def test_the_service_account_cannot(
+    kube_api: client.ApiClient, installed: dict[str, Any], verb: str, group: str, resource: str, namespace: str
+) -> None:
+    sa = installed["spec"]["template"]["spec"]["serviceAccountName"]
+    review = client.AuthorizationV1Api(kube_api).create_subject_access_review(
+        {
+            "spec": {
+                "user": f"system:serviceaccount:{NS}:{sa}",
+                "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NS}", "system:authenticated"],
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                    "namespace": namespace,
+                },
+            }
+        }
+    )
+    assert not review.status.allowed, f"{sa} may {verb} {resource}"
