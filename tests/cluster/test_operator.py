@@ -494,6 +494,46 @@ def test_one_modeldeployment_per_engine_on_a_mixed_cluster(world: World, operato
     assert printed["status"]["ready"] == "1/1" and printed["status"]["engine"] == "llama.cpp"
 
 
+def test_auto_ngl_decision_reaches_the_status(
+    world: World, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The real init container runs on a GGUF; its termination message, as a kubelet reports it, becomes
+    status.nGpuLayers."""
+    from tests.support.tiny_gguf import write_tiny_llama
+
+    (pod,) = pods_of(world, "gguf")
+    init = next(c for c in pod.spec.init_containers or () if c.name == "auto-ngl")
+    tmp = tmp_path_factory.mktemp("ngl")
+    model, termination = write_tiny_llama(tmp / "tiny.gguf"), tmp / "termination-log"
+    termination.touch()
+    args = list(init.command[3:] if init.command[:3] == ["python", "-m", "modeldeploy.ngl.initcontainer"] else ())
+    assert args, init.command  # the renderer runs our init container's module
+    args[args.index("--model") + 1] = str(model)
+    args[args.index("--output") + 1] = str(tmp / "ngl.json")
+    cmd = [sys.executable, "-m", "modeldeploy.ngl.initcontainer", *args]
+    cmd += ["--gpu-free-mib=8000", f"--termination-log={termination}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=60)
+    message = termination.read_text()
+    expected = json.loads(message)["n_gpu_layers"]
+    assert expected == json.loads((tmp / "ngl.json").read_text())["n_gpu_layers"] > 0
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    terminated = {"exitCode": 0, "reason": "Completed", "message": message, "startedAt": now, "finishedAt": now}
+    # What the kubelet reports when the pod restarts: init container done, the engine not ready yet. The
+    # readiness flip changes the Deployment's status, which is what wakes the operator.
+    status = {
+        "initContainerStatuses": [
+            {"name": "auto-ngl", "image": init.image, "imageID": "", "ready": True, "restartCount": 0,
+             "state": {"terminated": terminated}}
+        ],
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+    }  # fmt: skip
+    world.core.patch_namespaced_pod_status(pod.metadata.name, NS, {"status": status})
+    eventually(lambda: world.md("gguf")["status"].get("nGpuLayers") == expected, "status.nGpuLayers", timeout=60)
+    eventually(lambda: ready(world, "gguf"), "gguf Ready again")
+    assert world.md("gguf")["status"]["nGpuLayers"] == expected  # kept while the pod runs
+
+
 def metric(operator: OperatorProcess, name: str, *label_parts: str) -> int:
     """The sum of a counter's samples whose labels contain every `label_parts` string."""
     total = 0.0

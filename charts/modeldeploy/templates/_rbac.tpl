@@ -26,6 +26,10 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# status.nGpuLayers: the auto-NGL init container's decision, read from its pods' termination messages.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Events about decisions and failures: kopf.event() POSTs core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: ["events"]

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.apply import Applied, ChildConflict, Kube, KubeError, apply_children, md_path
+from modeldeploy.controller.ngl_report import has_auto_ngl, n_gpu_layers, pods_query
 from modeldeploy.controller.status import (
     ENGINE_LABEL,
     INVALID_SPEC,
@@ -110,6 +111,21 @@ class Result:
     owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
 
 
+def reported_layers(kube: Kube, deployment: Mapping[str, Any]) -> int | None:
+    """What the auto-NGL init containers reported; None when no pod has, or pods cannot be read.
+
+    A missing `list pods` permission (an older chart) must not stop the reconcile: the field just stays empty.
+    """
+    try:
+        path, query = pods_query(deployment)
+        pods = kube.request("GET", path, query=query).get("items") or []
+    except KubeError as exc:
+        if exc.transient:
+            raise
+        return None
+    return n_gpu_layers(pods)
+
+
 def reconcile(
     kube: Kube,
     namespace: str,
@@ -152,7 +168,11 @@ def reconcile(
                     raise
                 problem = ("ApplyFailed", f"the apiserver refused the rendered objects: {exc.message}")
             else:
-                deployment = DeploymentView.from_object(applied[0].obj)
+                live = applied[0].obj
+                deployment = DeploymentView.from_object(live)
+
+    auto_ngl = bool(live) and deployment is not None and deployment.engine == "llama.cpp" and has_auto_ngl(live)
+    layers = reported_layers(kube, live) if auto_ngl and live else None
 
     spec_replicas = md.spec.replicas if md is not None else (body.get("spec") or {}).get("replicas")
     observation = Observation(
@@ -162,6 +182,8 @@ def reconcile(
         endpoint=endpoint(namespace, name),
         problem=problem,
         spec_replicas=spec_replicas if isinstance(spec_replicas, int) else None,
+        auto_ngl=auto_ngl,
+        n_gpu_layers=layers,
     )
     new_status = compute_status(observation, old_status, now())
     patch = status_patch(old_status, new_status)

@@ -156,6 +156,8 @@ class Observation:
     endpoint: str | None = None
     problem: tuple[str, str] | None = None
     spec_replicas: int | None = None
+    auto_ngl: bool = False  # the running Deployment has the auto-NGL init container
+    n_gpu_layers: int | None = None  # what its newest pod's init container decided, when one has
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
@@ -297,8 +299,12 @@ def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) ->
     reason = summary_reason(conditions)
     if reason:
         status["reason"] = reason
-    if old.get("nGpuLayers") is not None and engine == "llama.cpp":
-        status["nGpuLayers"] = old["nGpuLayers"]  # reported by the auto-NGL init container, not decided here
+    if engine == "llama.cpp" and obs.auto_ngl:
+        # Reported by the auto-NGL init container (ngl_report), kept while no newer pod says otherwise;
+        # dropped when the layers are set explicitly, so it never shows a stale decision.
+        ngl = obs.n_gpu_layers if obs.n_gpu_layers is not None else old.get("nGpuLayers")
+        if ngl is not None:
+            status["nGpuLayers"] = ngl
     status["conditions"] = conditions
     return status
 
