@@ -534,6 +534,21 @@ def test_auto_ngl_decision_reaches_the_status(
     assert world.md("gguf")["status"]["nGpuLayers"] == expected  # kept while the pod runs
 
 
+def test_pods_that_cannot_be_placed_say_why(world: World, operator: OperatorProcess) -> None:
+    """More GPUs asked than the cluster has: Ready=False, reason Unschedulable, with the scheduler's words."""
+    doc = md_doc("too-big", {**QWEN, "format": "pytorch", "quantization": "none"}, engine={"name": "vllm"})
+    doc["spec"] |= {"replicas": 3, "resources": {"gpus": 8}}  # eligible (a node has 8), but not three times
+    world.create_md(doc)
+    try:
+        eventually(lambda: world.condition("too-big", "Ready") == ("False", "Unschedulable"), "Ready: Unschedulable")
+        ready = next(c for c in world.md("too-big")["status"]["conditions"] if c["type"] == "Ready")
+        assert "Insufficient nvidia.com/gpu" in ready["message"], ready
+        assert world.md("too-big")["status"]["reason"] == "Unschedulable"
+    finally:
+        world.crs.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "too-big")
+        eventually(lambda: world.deployment("too-big") is None, "too-big collected")
+
+
 def metric(operator: OperatorProcess, name: str, *label_parts: str) -> int:
     """The sum of a counter's samples whose labels contain every `label_parts` string."""
     total = 0.0

@@ -26,10 +26,12 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# status.nGpuLayers: the auto-NGL init container's decision, read from its pods' termination messages.
+# Read-only pod status, our pods only (the watch is filtered by our managed-by label): the auto-NGL init
+# container's decision (its termination message, for status.nGpuLayers) and the scheduler's reason when
+# a pod cannot be placed (in the Ready condition).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Events about decisions and failures: kopf.event() POSTs core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: ["events"]

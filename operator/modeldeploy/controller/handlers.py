@@ -34,6 +34,7 @@ from modeldeploy.config import OperatorConfig, load_config
 from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller import nodes_index
 from modeldeploy.controller.apply import Kube, KubeError
+from modeldeploy.controller.pod_report import worth_a_reconcile
 from modeldeploy.controller.reconcile import reconcile
 from modeldeploy.controller.settings import configure
 from modeldeploy.render.labels import INSTANCE, MANAGED_BY, MANAGER
@@ -301,6 +302,26 @@ async def deployment_event(
     if type is None or not owner:
         return
     await run_reconcile(memo, namespace, owner, node_facts_index, logger, trigger="deployment", coalesce=True)
+
+
+@kopf.on.event("v1", "pods", labels=OURS)
+async def pod_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    memo: kopf.Memo,
+    node_facts_index: kopf.Index,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    """A pod the scheduler cannot place, or whose auto-NGL init container decided: tell the status.
+
+    Other pod changes reach the status through the Deployment's own status, so they are ignored here.
+    """
+    owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
+    if type in (None, "DELETED") or not owner or not worth_a_reconcile(body):
+        return
+    await run_reconcile(memo, namespace, owner, node_facts_index, logger, trigger="pod", coalesce=True)
 
 
 @kopf.on.event("v1", "services", labels=OURS)

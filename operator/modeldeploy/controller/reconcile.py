@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.apply import Applied, ChildConflict, Kube, KubeError, apply_children, md_path
-from modeldeploy.controller.ngl_report import has_auto_ngl, n_gpu_layers, pods_query
+from modeldeploy.controller.pod_report import has_auto_ngl, n_gpu_layers, pods_query, unschedulable
 from modeldeploy.controller.status import (
     ENGINE_LABEL,
     INVALID_SPEC,
@@ -111,19 +111,19 @@ class Result:
     owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
 
 
-def reported_layers(kube: Kube, deployment: Mapping[str, Any]) -> int | None:
-    """What the auto-NGL init containers reported; None when no pod has, or pods cannot be read.
+def list_pods(kube: Kube, deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Deployment's pods; empty when they cannot be read.
 
-    A missing `list pods` permission (an older chart) must not stop the reconcile: the field just stays empty.
+    A missing `list pods` permission (an older chart) must not stop the reconcile: what the pods would
+    have told the status is just left out.
     """
     try:
         path, query = pods_query(deployment)
-        pods = kube.request("GET", path, query=query).get("items") or []
+        return list(kube.request("GET", path, query=query).get("items") or [])
     except KubeError as exc:
         if exc.transient:
             raise
-        return None
-    return n_gpu_layers(pods)
+        return []
 
 
 def reconcile(
@@ -172,7 +172,8 @@ def reconcile(
                 deployment = DeploymentView.from_object(live)
 
     auto_ngl = bool(live) and deployment is not None and deployment.engine == "llama.cpp" and has_auto_ngl(live)
-    layers = reported_layers(kube, live) if auto_ngl and live else None
+    waiting = deployment is not None and deployment.ready_replicas < deployment.replicas
+    pods = list_pods(kube, live) if live and (auto_ngl or waiting) else []
 
     spec_replicas = md.spec.replicas if md is not None else (body.get("spec") or {}).get("replicas")
     observation = Observation(
@@ -183,7 +184,8 @@ def reconcile(
         problem=problem,
         spec_replicas=spec_replicas if isinstance(spec_replicas, int) else None,
         auto_ngl=auto_ngl,
-        n_gpu_layers=layers,
+        n_gpu_layers=n_gpu_layers(pods) if auto_ngl else None,
+        unschedulable=unschedulable(pods) if waiting else None,
     )
     new_status = compute_status(observation, old_status, now())
     patch = status_patch(old_status, new_status)

@@ -158,6 +158,7 @@ class Observation:
     spec_replicas: int | None = None
     auto_ngl: bool = False  # the running Deployment has the auto-NGL init container
     n_gpu_layers: int | None = None  # what its newest pod's init container decided, when one has
+    unschedulable: str | None = None  # the scheduler's message for a pod it cannot place
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
@@ -199,6 +200,10 @@ def desired_conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
         ready = _condition(READY, True, "ScaledToZero" if dep.replicas == 0 else "ReplicasReady", state.message)
     elif state is not None and state.state == "failed":
         ready = _condition(READY, False, PROGRESS_DEADLINE_EXCEEDED, state.message)
+    elif obs.unschedulable:
+        ready = _condition(
+            READY, False, "Unschedulable", f"{dep.ready_replicas}/{dep.replicas} replicas ready; {obs.unschedulable}"
+        )
     elif state is not None and state.state == "progressing":
         ready = _condition(READY, False, "RollingOut", state.message)
     else:

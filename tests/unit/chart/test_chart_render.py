@@ -318,7 +318,7 @@ NAMESPACED_RULES = {
     ("modeldeploy.io", "modeldeployments/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},
-    ("", "pods"): {"list"},  # status.nGpuLayers from the auto-NGL init container's termination message
+    ("", "pods"): {"list", "watch"},  # read-only: auto-NGL's termination message, unschedulable pods
     ("", "events"): {"create"},
 }
 

@@ -232,3 +232,12 @@ def test_engine_change_event() -> None:
         obs(generation=2, decision=other, deployment=view(ready=1, engine="transformers")), first, T2
     )
     assert ("Normal", "EngineChanged") in [(e.type, e.reason) for e in events_for(first, second)]
+
+
+def test_ready_says_why_pods_cannot_be_placed() -> None:
+    why = "0/3 nodes are available: 1 Insufficient nvidia.com/gpu."
+    status = compute_status(obs(decision=decision(), deployment=view(ready=0), unschedulable=why), {}, T1)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable") and why in ready["message"]
+    assert status["reason"] == "Unschedulable"  # the printer column says it too
+    assert conds(status)["Progressing"] == ("True", "RollingOut")  # still within its deadline: kstatus InProgress

@@ -1,11 +1,18 @@
-"""status.nGpuLayers from the auto-NGL init container's termination message."""
+"""What the pods tell the status: the auto-NGL decision, and why pods cannot be placed."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from modeldeploy.controller.ngl_report import has_auto_ngl, n_gpu_layers, parse_message, pods_query
+from modeldeploy.controller.pod_report import (
+    has_auto_ngl,
+    n_gpu_layers,
+    parse_message,
+    pods_query,
+    unschedulable,
+    worth_a_reconcile,
+)
 from modeldeploy.controller.status import Observation, compute_status
 
 
@@ -68,3 +75,24 @@ def test_status_reports_keeps_and_drops_the_layers() -> None:
     assert _status(True, None, {"nGpuLayers": 33})["nGpuLayers"] == 33  # pods gone for a moment: kept
     assert _status(True, 12, {"nGpuLayers": 33})["nGpuLayers"] == 12  # a newer pod decided again
     assert "nGpuLayers" not in _status(False, None, {"nGpuLayers": 33})  # layers now set in the spec
+
+
+def pending(
+    reason: str = "Unschedulable", message: str = "0/3 nodes are available: 1 Insufficient nvidia.com/gpu."
+) -> dict[str, Any]:
+    cond = {"type": "PodScheduled", "status": "False", "reason": reason, "message": message}
+    return {"metadata": {}, "status": {"phase": "Pending", "conditions": [cond]}}
+
+
+def test_the_schedulers_sentence_is_reported() -> None:
+    assert (
+        unschedulable([pod("2026-01-01T00:00:00Z", None), pending()]) == pending()["status"]["conditions"][0]["message"]
+    )
+    assert unschedulable([pending(reason="SchedulingGated")]) is None
+    assert unschedulable([{"metadata": {"deletionTimestamp": "x"}, "status": pending()["status"]}]) is None
+
+
+def test_only_meaningful_pod_events_wake_the_operator() -> None:
+    assert worth_a_reconcile(pending())
+    assert worth_a_reconcile(pod("2026-01-01T00:00:00Z", msg(3)))
+    assert not worth_a_reconcile(pod("2026-01-01T00:00:00Z", None))  # running, nothing new to say

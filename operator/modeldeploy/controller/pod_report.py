@@ -1,9 +1,12 @@
-"""status.nGpuLayers: what the auto-NGL init container decided, read back from its pods.
+"""What only the pods know, for the ModelDeployment's status: the auto-NGL decision and why pods wait.
 
-The init container runs on the node that serves the model, so only it knows the GPUs' free memory; it
-writes its decision to the engine (ngl.json in a shared emptyDir) and, compactly, to its termination
-message, which the kubelet copies into the pod's status. The operator reads it from there: no exec, no
-log scraping, and nothing but a `list pods` in the ModelDeployment's namespace.
+- status.nGpuLayers: the auto-NGL init container runs on the node that serves the model, so only it
+  knows the GPUs' free memory; it writes its decision for the engine (ngl.json in a shared emptyDir)
+  and, compactly, to its termination message, which the kubelet copies into the pod's status.
+- Unschedulable pods: the scheduler's own sentence ("0/7 nodes are available: 1 Insufficient
+  nvidia.com/gpu, …") goes into the Ready condition, so a user sees why a rollout does not move.
+
+Read from pod status only: no exec, no log scraping; one `list pods` by the Deployment's selector.
 """
 
 from __future__ import annotations
@@ -57,3 +60,20 @@ def n_gpu_layers(pods: Sequence[Mapping[str, Any]]) -> int | None:
             if value is not None:
                 found.append((str(meta.get("creationTimestamp") or ""), value))
     return max(found)[1] if found else None
+
+
+def unschedulable(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The scheduler's message for a live pod it could not place, else None."""
+    for pod in pods:
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        for cond in (pod.get("status") or {}).get("conditions") or ():
+            not_placed = cond.get("type") == "PodScheduled" and cond.get("status") == "False"
+            if not_placed and cond.get("reason") == "Unschedulable":
+                return str(cond.get("message") or "the scheduler found no node for the pod")
+    return None
+
+
+def worth_a_reconcile(pod: Mapping[str, Any]) -> bool:
+    """Pod events that change what the status says: a placement failure, or auto-NGL having decided."""
+    return unschedulable([pod]) is not None or n_gpu_layers([pod]) is not None
