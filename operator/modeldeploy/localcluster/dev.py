@@ -182,11 +182,16 @@ def settled(obj: dict[str, Any]) -> bool:
 
 
 def why(obj: dict[str, Any]) -> str:
-    """The EngineSelected condition's message: the operator's one-line explanation of its decision."""
-    for c in (obj.get("status") or {}).get("conditions") or ():
-        if c.get("type") == "EngineSelected":
-            return str(c.get("message") or c.get("reason") or "")
-    return "(not decided yet)"
+    """The operator's explanation: EngineSelected's message, and Ready's when the pods are not ready."""
+    conditions = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or ()}
+    selected = conditions.get("EngineSelected")
+    if selected is None:
+        return "(not decided yet)"
+    text = str(selected.get("message") or selected.get("reason") or "")
+    ready = conditions.get("Ready") or {}
+    if ready.get("status") == "False" and selected.get("status") == "True":
+        text += f"\n      not ready ({ready.get('reason')}): {ready.get('message')}"
+    return text
 
 
 def rolled_out(obj: dict[str, Any]) -> bool:
@@ -228,7 +233,7 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
         _say(f"applied {len(names)} ModelDeployments from {args.examples}; waiting for the operator")
         objs = wait_settled(api, names, args.timeout)
         sys.stdout.write(format_table(objs))
-        print("\nWhy (status.conditions[EngineSelected].message; every candidate's reasons are in status.selection):")
+        print("\nWhy (the EngineSelected and Ready conditions; every candidate's reasons are in status.selection):")
         for obj in sorted(objs, key=lambda o: o["metadata"]["name"]):
             print(f"  {obj['metadata']['name']}: {why(obj)}")
         _say(f"done in {time.monotonic() - started:.0f} s")

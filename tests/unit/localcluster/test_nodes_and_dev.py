@@ -41,9 +41,14 @@ def test_settled_needs_the_current_generation_and_a_decision() -> None:
     assert not dev.settled(obj)
 
 
-def test_why_is_the_engine_selected_message() -> None:
-    obj = {"status": {"conditions": [{"type": "Ready", "message": "x"}, {"type": "EngineSelected", "message": "m"}]}}
-    assert dev.why(obj) == "m"
+def test_why_is_the_engine_selected_message_and_why_not_ready() -> None:
+    selected = {"type": "EngineSelected", "status": "True", "message": "vllm: first eligible"}
+    ready = {"type": "Ready", "status": "True", "reason": "ReplicasReady", "message": "1/1"}
+    assert dev.why({"status": {"conditions": [ready, selected]}}) == "vllm: first eligible"
+    ready = {"type": "Ready", "status": "False", "reason": "Unschedulable", "message": "0/7 nodes are available"}
+    assert dev.why({"status": {"conditions": [ready, selected]}}).endswith(
+        "not ready (Unschedulable): 0/7 nodes are available"
+    )
     assert dev.why({}) == "(not decided yet)"
 
 
