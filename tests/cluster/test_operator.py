@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -36,6 +35,7 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.apply import Kube
+from modeldeploy.localcluster.nodes import FakeKubelet
 from modeldeploy.render import render
 from modeldeploy.selection import node_facts, select_engine
 
@@ -130,8 +130,8 @@ class World:
         self.ext = client.ApiextensionsV1Api(self.api)
         self.coord = client.CoordinationV1Api(self.api)
         self.nodes: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._kubelet_loop, daemon=True)
+        self.kubelet = FakeKubelet(self.api, [])
+        self.kubelet.nodes = self.nodes  # one set: nodes added or removed here are the kubelet's too
 
     # nodes
     def add_node(self, name: str, *, gpus: int = 0, apple: bool = False) -> None:
@@ -182,7 +182,7 @@ class World:
         }
         self.core.patch_node_status(name, {"status": status})
         self.nodes.add(name)
-        self._renew_lease(name)
+        self.kubelet.renew_lease(name)
 
     def _gone(self, name: str) -> bool:
         try:
@@ -196,68 +196,11 @@ class World:
         with contextlib.suppress(ApiException):
             self.core.delete_node(name)
 
-    def _renew_lease(self, name: str) -> None:
-        now = dt.datetime.now(dt.UTC)
-        spec = {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
-        try:
-            self.coord.patch_namespaced_lease(name, "kube-node-lease", {"spec": spec})
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            self.coord.create_namespaced_lease("kube-node-lease", {"metadata": {"name": name}, "spec": spec})
-
-    # pods: what a kubelet would report for a bound pod
-    def mark_pods_ready(self, namespace: str = NS) -> int:
-        done = 0
-        for pod in self.core.list_namespaced_pod(namespace).items:
-            if pod.metadata.deletion_timestamp and pod.spec.node_name:
-                # A kubelet stops the containers and confirms the deletion; without one, pods stay Terminating.
-                with contextlib.suppress(ApiException):
-                    self.core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
-                continue
-            if not pod.spec.node_name:
-                continue
-            if pod.status.phase == "Running" and any(
-                c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ()
-            ):
-                continue
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            conditions = [
-                {"type": t, "status": "True", "lastTransitionTime": now}
-                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-            ]
-            containers = [
-                {
-                    "name": c.name,
-                    "image": c.image,
-                    "imageID": "",
-                    "ready": True,
-                    "started": True,
-                    "restartCount": 0,
-                    "state": {"running": {"startedAt": now}},
-                }
-                for c in pod.spec.containers
-            ]
-            status = {"phase": "Running", "conditions": conditions, "containerStatuses": containers, "startTime": now}
-            with contextlib.suppress(ApiException):
-                self.core.patch_namespaced_pod_status(pod.metadata.name, namespace, {"status": status})
-                done += 1
-        return done
-
-    def _kubelet_loop(self) -> None:
-        while not self._stop.wait(2.0):
-            for name in list(self.nodes):
-                with contextlib.suppress(Exception):
-                    self._renew_lease(name)
-            with contextlib.suppress(Exception):
-                self.mark_pods_ready()
-
     def start(self) -> None:
-        self._thread.start()
+        self.kubelet.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self.kubelet.stop()
 
     # ModelDeployments
     def md(self, name: str) -> dict[str, Any]:
