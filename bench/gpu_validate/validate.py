@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -40,7 +41,8 @@ MiB = 1 << 20
 BUF_RE = re.compile(
     r"(CUDA\d+|CUDA_Host|CPU(?:_Mapped|_REPACK)?) (model|KV|compute|RS|output) buffer size =\s*([\d.]+) MiB"
 )
-PROMPT = " ".join(["The quick brown fox jumps over the lazy dog."] * 70)
+SENTENCE = "The quick brown fox jumps over the lazy dog."  # 10 tokens in the llama-bpe and qwen2 vocabularies
+PROMPT = " ".join([SENTENCE] * int(os.environ.get("NGL_PROMPT_REPEAT", "70")))
 
 
 def nvml_free() -> int:
@@ -75,12 +77,14 @@ class Holder:
         time.sleep(0.5)
 
 
-def run_llama(bin_dir: Path, model: Path, ngl: int, ctx: int, fa: bool, log_dir: Path, tag: str) -> dict:
+def run_llama(
+    bin_dir: Path, model: Path, ngl: int, ctx: int, fa: bool, log_dir: Path, tag: str, extra: list[str] | None = None
+) -> dict:
     """One llama-completion run; ok = exit 0 and no allocation failure in its log."""
     cmd = [
         str(bin_dir / "llama-completion"), "-m", str(model), "-ngl", str(ngl), "-c", str(ctx),
         "-fa", "on" if fa else "off", "-n", "4", "-p", PROMPT, "-no-cnv", "--temp", "0", "-t", "16",
-        "--fit", "off", "--no-display-prompt", "-lv", "4",
+        "--fit", "off", "--no-display-prompt", "-lv", "4", *(extra or []),
     ]  # fmt: skip
     before = nvml_free()
     lowest = [before]
@@ -124,7 +128,8 @@ def run_llama(bin_dir: Path, model: Path, ngl: int, ctx: int, fa: bool, log_dir:
     }
 
 
-def fit_params(bin_dir: Path, model: Path, ctx: int, fa: bool, target_mib: int | None) -> int | None:
+def fit_params(bin_dir: Path, model: Path, ctx: int, fa: bool, target_mib: int | None) -> tuple[int, list[str]] | None:
+    """llama-fit-params' answer: (-ngl, the rest of the arguments it printed, e.g. -ot tensor overrides)."""
     cmd = [str(bin_dir / "llama-fit-params"), "-m", str(model), "-c", str(ctx), "-fa", "on" if fa else "off"]
     if target_mib is not None:
         cmd += ["-fitt", str(target_mib)]
@@ -132,8 +137,21 @@ def fit_params(bin_dir: Path, model: Path, ctx: int, fa: bool, target_mib: int |
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired:
         return None
-    m = re.search(r"-ngl (\d+)", p.stdout)
-    return int(m.group(1)) if m else None
+    line = next((ln for ln in p.stdout.splitlines() if "-ngl" in ln), "")
+    m = re.search(r"-ngl (\d+)", line)
+    if not m:
+        return None
+    extra = shlex.split(line)
+    # Keep what is not -c/-ngl (tensor overrides, tensor split): the run must use llama.cpp's whole answer.
+    rest: list[str] = []
+    i = 0
+    while i < len(extra):
+        if extra[i] in ("-c", "-ngl"):
+            i += 2
+            continue
+        rest.append(extra[i])
+        i += 1
+    return int(m.group(1)), rest
 
 
 def fit_print(bin_dir: Path, model: Path, ngl: int, ctx: int, fa: bool) -> dict | None:
@@ -214,8 +232,15 @@ def case(bin_dir: Path, models: Path, work: Path, key: str, budget_mib: float, f
                     best = k
                     break
                 k -= 1
-        fp_default = fit_params(bin_dir, model, ctx, fa, None)
-        fp_zero = fit_params(bin_dir, model, ctx, fa, 0)
+        fit_default = fit_params(bin_dir, model, ctx, fa, None)
+        fit_zero = fit_params(bin_dir, model, ctx, fa, 0)
+        fp_default = fit_default[0] if fit_default else None
+        fp_zero = fit_zero[0] if fit_zero else None
+        fit_runs = {}
+        for name, fit in (("default", fit_default), ("t0", fit_zero)):
+            if fit is not None and fit[1]:
+                fit_runs[name] = run_llama(bin_dir, model, fit[0], ctx, fa, work, f"{tag}-fit{name}", fit[1])
+                fit_runs[name]["args"] = fit[1]
         fp_runs = {}
         for fp in {fp_default, fp_zero} - {None}:
             if fp is not None and fp not in runs and fp <= total:
@@ -236,6 +261,7 @@ def case(bin_dir: Path, models: Path, work: Path, key: str, budget_mib: float, f
         and runs.get(best + 1) is None,
         "fit_params_default": fp_default,
         "fit_params_t0": fp_zero,
+        "fit_runs_with_overrides": fit_runs,
         "runs": {str(k): v for k, v in sorted(runs.items())},
     }
 
