@@ -19,19 +19,26 @@ from modeldeploy.ngl.estimate import GpuInfo
 log = logging.getLogger(__name__)
 
 
-def _visible_filter(env: dict[str, str]) -> Callable[[int, str], bool] | None:
-    """CUDA_VISIBLE_DEVICES as a predicate on (NVML index, UUID); None when unset (all visible)."""
+def _visible_rank(env: dict[str, str]) -> Callable[[int, str], int | None] | None:
+    """CUDA_VISIBLE_DEVICES as (NVML index, UUID) -> CUDA's number for it, None when hidden.
+
+    None when the variable is unset (all visible, in NVML's order).  CUDA numbers the visible GPUs in
+    the order the variable lists them, and llama.cpp's CUDA0, CUDA1... (and tensor_split) follow that.
+    """
     raw = env.get("CUDA_VISIBLE_DEVICES")
     if raw is None:
         return None
     wanted = [w.strip() for w in raw.split(",") if w.strip()]
     if not wanted or wanted == ["-1"]:
-        return lambda _i, _u: False
+        return lambda _i, _u: None
 
-    def visible(index: int, uuid: str) -> bool:
-        return any(w == str(index) or (w.startswith("GPU-") and uuid.startswith(w)) for w in wanted)
+    def rank(index: int, uuid: str) -> int | None:
+        for pos, w in enumerate(wanted):
+            if w == str(index) or (w.startswith("GPU-") and uuid.startswith(w)):
+                return pos
+        return None
 
-    return visible
+    return rank
 
 
 def _memory_info(nvml: Any, handle: Any) -> tuple[int, int]:
@@ -58,19 +65,21 @@ def discover(env: dict[str, str] | None = None, nvml: Any = None) -> list[GpuInf
         log.info("NVML unavailable (%s): no GPU", exc)
         return []
     try:
-        visible = _visible_filter(env)
-        gpus: list[GpuInfo] = []
+        rank = _visible_rank(env)
+        found: list[tuple[int, GpuInfo]] = []
         for i in range(int(nvml.nvmlDeviceGetCount())):
             handle = nvml.nvmlDeviceGetHandleByIndex(i)
             uuid = nvml.nvmlDeviceGetUUID(handle)
             uuid = uuid.decode() if isinstance(uuid, bytes) else str(uuid)
-            if visible is not None and not visible(i, uuid):
+            pos = i if rank is None else rank(i, uuid)
+            if pos is None:
                 continue
             name = nvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else str(name)
             free, total = _memory_info(nvml, handle)
-            gpus.append(GpuInfo(index=len(gpus), name=name, free_bytes=free, total_bytes=total))
-        return gpus
+            found.append((pos, GpuInfo(index=0, name=name, free_bytes=free, total_bytes=total)))
+        found.sort(key=lambda item: item[0])
+        return [g.model_copy(update={"index": n}) for n, (_, g) in enumerate(found)]
     except Exception as exc:  # noqa: BLE001 - a GPU that errors out is reported as none at all
         log.warning("NVML query failed (%s): no GPU", exc)
         return []
