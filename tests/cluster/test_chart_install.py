@@ -60,14 +60,22 @@ def _cpu_node() -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def installed(local_cluster: LocalCluster, kube_api: client.ApiClient) -> Iterator[dict[str, Any]]:
-    """The chart installed with two replicas (Kopf peering on); yields the operator Deployment."""
+@pytest.fixture(scope="module", params=["clusterwide", "namespaced"])
+def installed(
+    request: pytest.FixtureRequest, local_cluster: LocalCluster, kube_api: client.ApiClient
+) -> Iterator[dict[str, Any]]:
+    """The chart installed with two replicas (Kopf peering on), serving every namespace or only APP_NS;
+    yields the operator Deployment."""
     helm = ensure_helm()
     kubeconfig = str(local_cluster.kubeconfig_path)
+    extra = []
+    if request.param == "namespaced":
+        with contextlib.suppress(ApiException):  # the chart's Roles go into it: it must exist first
+            client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": APP_NS}})
+        extra = ["--set", f"watchNamespaces={{{APP_NS}}}"]
     proc = run_helm(
         helm, "install", RELEASE, str(CHART), "--namespace", NS, "--create-namespace",
-        "--kubeconfig", kubeconfig, "--set", "replicas=2", "--wait=false", timeout=180,
+        "--kubeconfig", kubeconfig, "--set", "replicas=2", *extra, "--wait=false", timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     apps = client.AppsV1Api(kube_api)
@@ -176,7 +184,10 @@ def test_operator_under_the_charts_service_account(
         assert any(e.reason == "EngineSelected" for e in events)  # events: create
         # The peering object carries this replica's keep-alive (kopf.dev peerings: patch).
         peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
-        body = crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+        if any(a.startswith("--namespace=") for a in args):  # namespaced: one KopfPeering per namespace
+            body = crs.get_namespaced_custom_object("kopf.dev", "v1", APP_NS, "kopfpeerings", peering)
+        else:
+            body = crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
         assert body.get("status"), body
     finally:
         op.send_signal(signal.SIGINT)
@@ -210,6 +221,22 @@ def test_operator_under_the_charts_service_account(
 def test_the_service_account_cannot(
     kube_api: client.ApiClient, installed: dict[str, Any], verb: str, group: str, resource: str, namespace: str
 ) -> None:
+    assert not _allowed(kube_api, installed, verb, group, resource, namespace)
+
+
+def test_the_install_scope_is_the_rbac_scope(kube_api: client.ApiClient, installed: dict[str, Any]) -> None:
+    """Cluster-wide: every namespace. Namespaced (watchNamespaces): only those, and nothing elsewhere."""
+    args = installed["spec"]["template"]["spec"]["containers"][0]["args"]
+    namespaced = any(a.startswith("--namespace=") for a in args)
+    assert _allowed(kube_api, installed, "list", GROUP, "modeldeployments", APP_NS)
+    assert _allowed(kube_api, installed, "list", GROUP, "modeldeployments", "default") is not namespaced
+    assert _allowed(kube_api, installed, "patch", "apps", "deployments", "default") is not namespaced
+    assert _allowed(kube_api, installed, "list", "", "nodes", "")  # node facts are cluster-wide whatever the scope
+
+
+def _allowed(
+    kube_api: client.ApiClient, installed: dict[str, Any], verb: str, group: str, resource: str, namespace: str
+) -> bool:
     sa = installed["spec"]["template"]["spec"]["serviceAccountName"]
     review = client.AuthorizationV1Api(kube_api).create_subject_access_review(
         {
@@ -225,4 +252,4 @@ def test_the_service_account_cannot(
             }
         }
     )
-    assert not review.status.allowed, f"{sa} may {verb} {resource}"
+    return bool(review.status.allowed)
