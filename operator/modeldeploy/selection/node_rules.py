@@ -211,13 +211,35 @@ def placement_for(need: NodeNeed, chosen: Sequence[NodeFacts], mappings: LabelMa
     )
 
 
+def tier_problems(
+    nodes: Sequence[NodeFacts], spec: ModelDeploymentSpec, need: NodeNeed, mappings: LabelMappings
+) -> list[NodeProblem | None]:
+    """node_problem for every node, judged once per kind of node.
+
+    Nodes of one pool share everything node_problem reads (hardware, readiness, cordon, taints); only
+    names and per-node labels differ, and those matter only to spec.nodeSelector and spec.affinity
+    (which may name a host). Without those, a 1000-node cluster of a few pools costs a few judgements.
+    """
+    by_host = bool(spec.node_selector) or spec.affinity is not None
+    seen: dict[tuple[object, ...], NodeProblem | None] = {}
+    out: list[NodeProblem | None] = []
+    for n in nodes:
+        key: tuple[object, ...] = (n.os, n.gpus, n.apple_silicon, n.ready, n.unschedulable, n.taints)
+        if by_host:
+            key += (n.name, n.labels)
+        if key not in seen:
+            seen[key] = node_problem(n, spec, need, mappings)
+        out.append(seen[key])
+    return out
+
+
 def evaluate_nodes(
     engine: Engine, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], mappings: LabelMappings
 ) -> NodeVerdict:
     """Apply the engine's node rules to every node: the first tier with a usable node wins."""
     needs = node_needs(engine, spec.resources.gpus)
     reasons: list[str] = []
-    per_tier = [[node_problem(n, spec, need, mappings) for n in nodes] for need in needs]
+    per_tier = [tier_problems(nodes, spec, need, mappings) for need in needs]
     for index, (need, problems) in enumerate(zip(needs, per_tier, strict=True)):
         ok_nodes = [n for n, p in zip(nodes, problems, strict=True) if p is None]
         if not ok_nodes:
