@@ -9,11 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from modeldeploy.localcluster import LocalCluster, ensure_binaries
+from modeldeploy.localcluster import LocalCluster, dev, ensure_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "modeldeployments"
-NODES = REPO / "examples" / "nodes" / "mixed-cluster.yaml"
+NODES = dev.DEFAULT_NODES  # what the demo fakes
 
 
 def _expected() -> dict[str, str]:
@@ -48,8 +48,7 @@ def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path)
     for name, engine in expected.items():
         assert name in table, proc.stdout
         assert table[name][2] == engine, (name, table[name])
-        ready, reason = table[name][3], table[name][4]
-        rolled_out = "/" in ready and ready.split("/")[0] == ready.split("/")[1]
-        assert rolled_out or reason != "<none>", table[name]  # ready, or says why not
+        if engine != "<none>":  # the demo's nodes have room for every example
+            assert table[name][3] == "1/1" and table[name][4] == "<none>", table[name]
     assert "Why" in proc.stdout
     assert not workdir.exists() and not LocalCluster.alive_pids(workdir)

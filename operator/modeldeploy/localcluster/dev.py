@@ -35,7 +35,7 @@ from modeldeploy.status_table import format_table
 
 PROG = "modeldeploy dev"
 REPO = Path(__file__).resolve().parents[3]
-DEFAULT_NODES = REPO / "examples" / "nodes" / "mixed-cluster.yaml"
+DEFAULT_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
 DEFAULT_EXAMPLES = REPO / "examples" / "modeldeployments"
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 HELPERS_FILE = "dev.json"  # pids of the operator and the fake kubelet

@@ -99,3 +99,16 @@ def test_wrapper_module_replaces_every_staging_module() -> None:
     replaces = [line.split() for line in gomod.splitlines() if "=>" in line]
     assert len(replaces) > 25
     assert all(r[0] == r[2] and r[3] == f"v0.{minor}" for r in replaces)
+
+
+def test_demo_nodes_are_the_mixed_cluster_with_more_l4_gpus() -> None:
+    """demo-cluster.yaml is derived from mixed-cluster.yaml; this keeps the two from drifting apart."""
+    mixed = {n["metadata"]["name"]: n for n in load_node_set(EXAMPLES / "mixed-cluster.yaml")}
+    demo = {n["metadata"]["name"]: n for n in load_node_set(dev.DEFAULT_NODES)}
+    assert demo.keys() == mixed.keys()
+    for name, node in demo.items():
+        if name == "gpu-l4-1":
+            assert node["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+            assert node["metadata"]["labels"]["nvidia.com/gpu.count"] == "8"
+            continue
+        assert node == mixed[name], name
