@@ -239,8 +239,15 @@ def ngl_command(model_path: str, mmproj_path: str | None, args: Mapping[str, Arg
         cmd += ["--ctx-size", format_value(args["n_ctx"])]
     if "n_parallel" in args:
         cmd += ["--parallel", format_value(args["n_parallel"])]
-    if "cache_type_k" in args:
-        cmd += ["--cache-type", format_value(args["cache_type_k"])]
+    # The K and V caches may differ (llama.cpp's -ctk/-ctv), and batch sizes set the compute buffers.
+    for key, flag in (
+        ("cache_type_k", "--cache-type-k"),
+        ("cache_type_v", "--cache-type-v"),
+        ("n_batch", "--batch-size"),
+        ("n_ubatch", "--ubatch-size"),
+    ):
+        if key in args:
+            cmd += [flag, format_value(args[key])]
     if _truthy(args.get("flash_attn")):
         cmd += ["--flash-attn"]
     if mmproj_path:

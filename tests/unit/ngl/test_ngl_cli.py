@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from modeldeploy.ngl import cli, gpus, initcontainer
+from modeldeploy.ngl.estimate import Options
 from modeldeploy.render.containers import ngl_command
 
 KEYS = ["n_gpu_layers", "tensor_split", "estimate", "fallback", "reason"]
@@ -117,9 +118,21 @@ def test_init_container_bad_model_exits_2(tmp_path: Path, capsys: pytest.Capture
     assert not (tmp_path / "o.json").exists()
 
 
+def _options(cmd: list[str]) -> Options:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    parser.add_argument("--output")
+    return cli.options_from_args(parser.parse_args(cmd[3:]))
+
+
 def test_rendered_init_container_flags_parse(tmp_path: Path) -> None:
     """What render/containers.py passes is what ngl/cli.py accepts, and reaches Options."""
     args = {"n_ctx": 16384, "n_parallel": 4, "cache_type_k": "q8_0", "flash_attn": True}
+    o = _options(ngl_command("/models/m.gguf", None, args))
+    assert (o.cache_type_k, o.cache_type_v) == ("q8_0", "f16")  # llama.cpp's default V type when only K is set
+    args |= {"cache_type_v": "q4_0", "n_batch": 1024, "n_ubatch": 256}
+    o = _options(ngl_command("/models/m.gguf", None, args))
+    assert (o.cache_type_v, o.n_batch, o.n_ubatch) == ("q4_0", 1024, 256)
     cmd = ngl_command("/models/m.gguf", "/models/mmproj.gguf", args)
     assert cmd[:3] == ["python", "-m", "modeldeploy.ngl.initcontainer"]
     parser = argparse.ArgumentParser()

@@ -214,7 +214,8 @@ def test_auto_ngl_only_for_minus_one_with_gpus() -> None:
     assert ngl["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
     assert ngl["command"][ngl["command"].index("--ctx-size") + 1] == "16384"
     assert ngl["command"][ngl["command"].index("--parallel") + 1] == "4"
-    assert ngl["command"][ngl["command"].index("--cache-type") + 1] == "q8_0"
+    assert ngl["command"][ngl["command"].index("--cache-type-k") + 1] == "q8_0"
+    assert "--cache-type-v" not in ngl["command"]  # llama.cpp keeps V at f16 unless told: so does the estimate
     assert "--flash-attn" in ngl["command"] and "--mmproj" in ngl["command"]
 
     # CPU placement: no init container, 0 layers, no NGL volume.
