@@ -3,19 +3,23 @@
 Why: auto-NGL is judged against llama.cpp loading real shapes (layer sizes, vocabularies, GQA, MoE,
 sliding windows), and the weights' values do not change memory use.  The data section is left as a
 hole (`truncate`), so a 20 GB model costs a few MB of disk and loads (zeros are valid in every ggml
-quantisation).  The unit tests use the same writer with tiny shapes; the GPU validation with the
+quantisation).  The table writer is shared with the unit tests (tests/support/gguf_tables.py); the GPU
+validation uses the
 shapes in SHAPES and a tokenizer copied from one of llama.cpp's vocab-only GGUFs.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.support is shared
+from tests.support.gguf_tables import layer_bytes as table_layer_bytes  # noqa: E402
+from tests.support.gguf_tables import write_tensors_sparse  # noqa: E402
 
 Q = GGMLQuantizationType
 
@@ -110,15 +114,6 @@ def tensor_table(s: Shape) -> list[tuple[str, tuple[int, ...], Q]]:
     return out
 
 
-def nbytes(shape: tuple[int, ...], qtype: Q) -> int:
-    """ggml_nbytes of a contiguous tensor."""
-    block, size = GGML_QUANT_SIZES[qtype]
-    n = shape[0] // block * size
-    for d in shape[1:]:
-        n *= d
-    return n
-
-
 def _copy_tokenizer(writer: GGUFWriter, vocab_path: Path) -> int:
     """Copy every tokenizer.* key of a vocab-only GGUF; return the token count."""
     reader = GGUFReader(vocab_path)
@@ -142,11 +137,9 @@ def _tiny_tokenizer(writer: GGUFWriter, n_vocab: int) -> None:
     writer.add_token_types([1] * n_vocab)
 
 
-def write_model(path: Path, s: Shape, *, vocab: Path | None = None, sparse: bool = True) -> Path:
-    """Write `s` to `path`.  vocab: a vocab-only GGUF whose tokenizer (and vocab size) is copied.
-
-    sparse=True leaves the data section as a hole; False writes real zero bytes (tiny models only).
-    """
+def write_model(path: Path, s: Shape, *, vocab: Path | None = None) -> Path:
+    """Write `s` to `path` with the data section as a hole.  vocab: a vocab-only GGUF whose tokenizer
+    (and vocab size) is copied."""
     path = Path(path)
     writer = GGUFWriter(path, s.arch)
     n_vocab = s.n_vocab
@@ -181,40 +174,12 @@ def write_model(path: Path, s: Shape, *, vocab: Path | None = None, sparse: bool
             writer.add_uint32(k, v)
         else:
             writer.add_string(k, str(v))
-    table = tensor_table(s)
-    for name, shape, qtype in table:
-        block, size = GGML_QUANT_SIZES[qtype]
-        byte_shape = (*reversed(shape[1:]), shape[0] // block * size)
-        writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes(shape, qtype), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.close()
-    align = 32
-    header_end = path.stat().st_size
-    data = sum(-(-nbytes(shape, q) // align) * align for _, shape, q in table)
-    end = -(-header_end // align) * align + data
-    if sparse:
-        os.truncate(path, end)
-    else:
-        with path.open("r+b") as fh:
-            fh.seek(header_end)
-            remaining = end - header_end
-            chunk = b"\0" * (1 << 20)
-            while remaining > 0:
-                n = min(remaining, len(chunk))
-                fh.write(chunk[:n])
-                remaining -= n
-    return path
+    return write_tensors_sparse(writer, path, tensor_table(s))
 
 
 def layer_bytes(s: Shape) -> list[int]:
     """Sum of ggml_nbytes per repeating layer, straight from the shape (the tests' reference)."""
-    out = [0] * s.n_layer
-    for name, shape, q in tensor_table(s):
-        if name.startswith("blk."):
-            out[int(name.split(".")[1])] += nbytes(shape, q)
-    return out
+    return table_layer_bytes(tensor_table(s), s.n_layer)
 
 
 if __name__ == "__main__":  # pragma: no cover - used by the device script

@@ -1,20 +1,21 @@
 """Write GGUF files of several architectures with the `gguf` package, for the auto-NGL tests.
 
 The tensor table is a real model's (names, shapes, ggml types as llama.cpp expects them); the data
-section is left as a hole (`truncate`) unless `sparse=False`, so even a real-sized file costs a few
+section is left as a hole (`truncate`), so even a real-sized file costs a few
 hundred kilobytes of disk and milliseconds to write.  The estimator reads only the header and the
 tensor table, which is what these files get right.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
+
+from tests.support.gguf_tables import layer_bytes as table_layer_bytes
+from tests.support.gguf_tables import write_tensors_sparse
 
 Q = GGMLQuantizationType
 Table = list[tuple[str, tuple[int, ...], Q]]
@@ -120,22 +121,9 @@ def table(s: Spec) -> Table:
     return out
 
 
-def nbytes(shape: tuple[int, ...], qtype: Q) -> int:
-    """ggml_nbytes of a contiguous tensor (the reference the tests compare against)."""
-    block, size = GGML_QUANT_SIZES[qtype]
-    n = shape[0] // block * size
-    for d in shape[1:]:
-        n *= d
-    return n
-
-
 def layer_bytes(s: Spec) -> list[int]:
     """Sum of ggml_nbytes of each layer's `blk.N.*` tensors, from the spec alone."""
-    out = [0] * s.n_layer
-    for name, shape, q in table(s):
-        if name.startswith("blk."):
-            out[int(name.split(".")[1])] += nbytes(shape, q)
-    return out
+    return table_layer_bytes(table(s), s.n_layer)
 
 
 def _kv(writer: GGUFWriter, s: Spec) -> None:
@@ -178,8 +166,8 @@ def _kv(writer: GGUFWriter, s: Spec) -> None:
     writer.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)
 
 
-def write(path: str | Path, s: Spec, *, sparse: bool = True) -> Path:
-    """Write the model; the data section is a hole when `sparse` (zeros either way)."""
+def write(path: str | Path, s: Spec) -> Path:
+    """Write the model; the data section is a hole (zeros when read)."""
     path = Path(path)
     writer = GGUFWriter(str(path), s.arch)
     writer.add_name(f"ngl-test-{s.arch}-{s.n_layer}L")
@@ -187,25 +175,7 @@ def write(path: str | Path, s: Spec, *, sparse: bool = True) -> Path:
     _kv(writer, s)
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list([f"t{i}".encode() for i in range(s.n_vocab)])
-    tensors = table(s)
-    for name, shape, qtype in tensors:
-        block, size = GGML_QUANT_SIZES[qtype]
-        byte_shape = (*reversed(shape[1:]), shape[0] // block * size)
-        writer.add_tensor_info(name, byte_shape, np.dtype(np.uint8), nbytes(shape, qtype), raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.close()
-    align = 32
-    header_end = path.stat().st_size
-    end = -(-header_end // align) * align + sum(-(-nbytes(sh, q) // align) * align for _, sh, q in tensors)
-    if sparse:
-        os.truncate(path, end)
-    else:
-        with path.open("r+b") as fh:
-            fh.seek(end - 1)
-            fh.write(b"\0")
-    return path
+    return write_tensors_sparse(writer, path, table(s))
 
 
 # The architectures the tests cover, small but with each one's peculiarities.

@@ -9,6 +9,7 @@ import pytest
 from modeldeploy.ngl.estimate import GpuInfo, Options, decide, estimate, projector_facts
 from modeldeploy.ngl.gguf_header import read_header
 from tests.support import ngl_gguf
+from tests.support.gguf_tables import nbytes
 from tests.support.ngl_gguf import Q, Spec
 
 MiB = 1 << 20
@@ -161,7 +162,7 @@ def test_embedded_projector_refused_separate_mmproj_counted(tmp_path: Path, mode
 
     clip = Spec(arch="clip", n_layer=2, n_embd=1024, n_ff=4096, n_head=16, n_head_kv=16, wtype=Q.F16)
     proj = projector_facts(read_header(ngl_gguf.write(tmp_path / "mmproj.gguf", clip)))
-    assert proj.weights_bytes >= sum(ngl_gguf.nbytes(s, q) for _, s, q in ngl_gguf.table(clip))
+    assert proj.weights_bytes >= sum(nbytes(s, q) for _, s, q in ngl_gguf.table(clip))
     big = Spec(n_layer=16, n_embd=4096, n_head=32, n_head_kv=8, n_ff=14336)
     h = read_header(ngl_gguf.write(tmp_path / "big.gguf", big))
     full = estimate(h, [gpu(1 << 20)], Options(n_ctx=4096)).estimate

@@ -12,6 +12,7 @@ from gguf import GGUFReader
 from modeldeploy.ngl.estimate import MATRIX_ROW_PADDING, model_facts
 from modeldeploy.ngl.gguf_header import GGUFHeaderError, read_header
 from tests.support import ngl_gguf
+from tests.support.gguf_tables import nbytes
 from tests.support.ngl_gguf import Q, Spec
 
 
@@ -56,12 +57,12 @@ def test_layer_bytes_exact_without_padding(tmp_path: Path, qtype: Q, n_layer: in
     m = model_facts(h)
     for il in range(n_layer):
         expected = sum(
-            -(-ngl_gguf.nbytes(shape, q) // 128) * 128
+            -(-nbytes(shape, q) // 128) * 128
             for name, shape, q in ngl_gguf.table(spec)
             if name.startswith(f"blk.{il}.")
         )
         assert m.layer_weights[il] == expected
-    assert m.model_bytes == sum(ngl_gguf.nbytes(shape, q) for _, shape, q in ngl_gguf.table(spec))
+    assert m.model_bytes == sum(nbytes(shape, q) for _, shape, q in ngl_gguf.table(spec))
 
 
 def test_reads_only_the_header_of_a_large_sparse_file(tmp_path: Path) -> None:
