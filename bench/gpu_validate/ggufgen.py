@@ -4,8 +4,7 @@ Why: auto-NGL is judged against llama.cpp loading real shapes (layer sizes, voca
 sliding windows), and the weights' values do not change memory use.  The data section is left as a
 hole (`truncate`), so a 20 GB model costs a few MB of disk and loads (zeros are valid in every ggml
 quantisation).  The table writer is shared with the unit tests (tests/support/gguf_tables.py); the GPU
-validation uses the
-shapes in SHAPES and a tokenizer copied from one of llama.cpp's vocab-only GGUFs.
+validation uses the shapes in SHAPES and a tokenizer copied from one of llama.cpp's vocab-only GGUFs.
 """
 
 from __future__ import annotations
