@@ -26,9 +26,9 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Read-only pod status, our pods only (the watch is filtered by our managed-by label): the auto-NGL init
-# container's decision (its termination message, for status.nGpuLayers) and the scheduler's reason when
-# a pod cannot be placed (in the Ready condition).
+# Read-only pod status: the auto-NGL init container's decision (its termination message, for
+# status.nGpuLayers) and the scheduler's reason when a pod cannot be placed (in the Ready condition).
+# Kopf watches all pods in scope and acts only on ours (managed-by label; filtered in the operator).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]

@@ -317,6 +317,8 @@ async def pod_event(
     """A pod the scheduler cannot place, or whose auto-NGL init container decided: tell the status.
 
     Other pod changes reach the status through the Deployment's own status, so they are ignored here.
+    Kopf applies the `labels` filter in the operator (the watch streams every pod in scope), so this
+    returns before any API call for pods that are not ours or say nothing new.
     """
     owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
     if type in (None, "DELETED") or not owner or not worth_a_reconcile(body):
