@@ -170,7 +170,11 @@ def test_operator_under_the_charts_service_account(
         }
         crs.create_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, md)
         apps = client.AppsV1Api(kube_api)
-        dep = eventually(lambda: apps.read_namespaced_deployment("rbac-check", APP_NS), "the Deployment", 90)
+        try:
+            dep = eventually(lambda: apps.read_namespaced_deployment("rbac-check", APP_NS), "the Deployment", 90)
+        except AssertionError:
+            status = crs.get_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, "rbac-check").get("status")
+            raise AssertionError(f"no Deployment; status: {status}") from None
         owner = dep.metadata.owner_references[0]
         assert owner.kind == "ModelDeployment" and owner.block_owner_deletion  # needs modeldeployments/finalizers
         eventually(lambda: core.read_namespaced_service("rbac-check", APP_NS), "the Service")

@@ -44,7 +44,15 @@ class KubeError(Exception):
 
     @property
     def transient(self) -> bool:
-        """Worth retrying: throttling, apiserver trouble, optimistic-lock conflicts."""
+        """Worth retrying: throttling, apiserver trouble, optimistic-lock conflicts, and the apiserver not
+        knowing our CRD's kind yet.
+
+        The last one is a 403 from OwnerReferencesPermissionEnforcement ("cannot find RESTMapping for …
+        ModelDeployment") when a ModelDeployment is applied right after the CRD was installed: the
+        admission's discovery cache catches up within seconds, so it is retried, not reported as a refusal.
+        """
+        if self.status == 403 and "cannot find RESTMapping" in self.message:
+            return True
         return self.status in (409, 429) or self.status >= 500 or self.status == 0
 
 

@@ -168,3 +168,16 @@ def test_stability_inputs() -> None:
     asked = {**MD, "metadata": {**MD["metadata"], "annotations": {"modeldeploy.io/reselect": "true"}}}
     assert stability_inputs(asked, dep) == (None, True)
     assert current_engine({"engine": "nonsense"}, None) is None
+
+
+def test_which_apiserver_answers_are_retried() -> None:
+    from modeldeploy.controller.apply import KubeError
+
+    lag = (
+        'deployments.apps "m" is forbidden: cannot set blockOwnerDeletion in this case because cannot find '
+        'RESTMapping for APIVersion modeldeploy.io/v1alpha1 Kind ModelDeployment: no matches for kind "ModelDeployment"'
+    )
+    assert KubeError(403, "Forbidden", lag).transient  # a CRD installed seconds ago: discovery catches up
+    assert not KubeError(403, "Forbidden", 'deployments.apps "m" is forbidden: User "x" cannot patch').transient
+    assert KubeError(409, "Conflict", "").transient and KubeError(503, "", "").transient
+    assert not KubeError(422, "Invalid", "spec.template: Invalid value").transient
