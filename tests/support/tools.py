@@ -112,23 +112,28 @@ def ensure_helm() -> Path:
         raise
 
 
-def _install_checkov(venv: Path) -> str | None:
-    """Make the venv in place (its scripts carry absolute shebangs); `.complete` marks it whole."""
+def _make_venv(venv: Path, packages: list[str], what: str) -> str | None:
+    """Make a venv in place (its scripts carry absolute shebangs) with `packages`; `.complete` marks it
+    whole. Returns an error sentence or None."""
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     try:
         proc = _run([sys.executable, "-m", "venv", str(venv)])
         if proc.returncode == 0:
             pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            proc = _run([*pip, f"checkov=={CHECKOV_VERSION}"])
+            proc = _run([*pip, *packages])
     except subprocess.TimeoutExpired:
         shutil.rmtree(venv, ignore_errors=True)
-        return f"installing checkov {CHECKOV_VERSION} took over {_BUILD_TIMEOUT_S} s"
+        return f"installing {what} took over {_BUILD_TIMEOUT_S} s"
     if proc.returncode != 0:
         shutil.rmtree(venv, ignore_errors=True)
-        return f"installing checkov {CHECKOV_VERSION} from PyPI failed: {proc.stderr.strip()[-2000:]}"
-    (venv / ".complete").write_text(CHECKOV_VERSION)
+        return f"installing {what} from PyPI failed: {proc.stderr.strip()[-2000:]}"
+    (venv / ".complete").write_text(" ".join(packages))
     return None
+
+
+def _install_checkov(venv: Path) -> str | None:
+    return _make_venv(venv, [f"checkov=={CHECKOV_VERSION}"], f"checkov {CHECKOV_VERSION}")
 
 
 def install_checkov() -> Path:
@@ -148,6 +153,31 @@ def ensure_checkov() -> Path:
     """install_checkov() for tests: fails in CI, skips elsewhere, when checkov cannot be had."""
     try:
         return install_checkov()
+    except ToolUnavailable as exc:
+        unavailable(str(exc))
+        raise
+
+
+# s3:// fetching needs boto3, whose botocore pins python-dateutil < 3 while kubernetes needs >= 3: the two
+# cannot share the project's environment (the fetch image has boto3 and no kubernetes). The S3 test runs the
+# fetcher in its own venv, against moto's S3 server (an S3 API on loopback; no S3 is reachable from here).
+S3_PACKAGES = ["boto3==1.44.5", "moto[server]==5.2.5", "httpx>=0.27", "pydantic>=2.7,<3", "pyyaml>=6"]
+
+
+def install_s3_venv() -> Path:
+    """The python of a cached venv with boto3 and moto's server; ToolUnavailable."""
+    venv = cache_dir() / "s3-boto3-1.44.5-moto-5.2.5"
+    if not (venv / ".complete").exists():
+        error = _make_venv(venv, S3_PACKAGES, "boto3 and moto")
+        if error:
+            raise ToolUnavailable(error)
+    return venv / "bin" / "python"
+
+
+def ensure_s3_venv() -> Path:
+    """install_s3_venv() for tests: fails in CI, skips elsewhere."""
+    try:
+        return install_s3_venv()
     except ToolUnavailable as exc:
         unavailable(str(exc))
         raise

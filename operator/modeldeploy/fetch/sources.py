@@ -172,14 +172,26 @@ class S3(Source):
         self.client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 5}))
 
     def list_files(self) -> list[RemoteFile]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         files: list[RemoteFile] = []
         prefix = f"{self.prefix}/" if self.prefix else ""
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if key.endswith("/"):
-                    continue
-                files.append(RemoteFile(_safe_relpath(key[len(prefix) :]), obj.get("Size")))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.endswith("/"):
+                        continue
+                    files.append(RemoteFile(_safe_relpath(key[len(prefix) :]), obj.get("Size")))
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", ""), error.get("Message", "")
+            raise FetchError(
+                f"s3://{self.bucket}/{prefix}: {code or exc}{f' ({message})' if message else ''} "
+                "(check the URI and credentialsSecret)."
+            ) from None
+        except BotoCoreError as exc:  # botocore has already retried (max_attempts 5)
+            raise FetchError(f"s3://{self.bucket}/{prefix}: {exc}.") from None
         if not files:
             raise FetchError(f"No objects under s3://{self.bucket}/{prefix}.")
         return files
