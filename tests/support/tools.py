@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 HELM_VERSION = "v3.21.4"
@@ -49,6 +50,15 @@ def unavailable(what: str) -> None:
     if in_ci():
         pytest.fail(what, pytrace=False)
     pytest.skip(what)
+
+
+def _ensure(install: Callable[[], Path]) -> Path:
+    """What tests call: the tool, or a failure in CI and a skip elsewhere, saying why."""
+    try:
+        return install()
+    except ToolUnavailable as exc:
+        unavailable(str(exc))
+        raise
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -105,11 +115,7 @@ def install_helm() -> Path:
 
 def ensure_helm() -> Path:
     """install_helm() for tests: fails in CI, skips elsewhere, when helm cannot be had."""
-    try:
-        return install_helm()
-    except ToolUnavailable as exc:
-        unavailable(str(exc))
-        raise
+    return _ensure(install_helm)
 
 
 def _make_venv(venv: Path, packages: list[str], what: str) -> str | None:
@@ -151,11 +157,7 @@ def install_checkov() -> Path:
 
 def ensure_checkov() -> Path:
     """install_checkov() for tests: fails in CI, skips elsewhere, when checkov cannot be had."""
-    try:
-        return install_checkov()
-    except ToolUnavailable as exc:
-        unavailable(str(exc))
-        raise
+    return _ensure(install_checkov)
 
 
 # s3:// fetching needs boto3, whose botocore pins python-dateutil < 3 while kubernetes needs >= 3: the two
@@ -176,8 +178,4 @@ def install_s3_venv() -> Path:
 
 def ensure_s3_venv() -> Path:
     """install_s3_venv() for tests: fails in CI, skips elsewhere."""
-    try:
-        return install_s3_venv()
-    except ToolUnavailable as exc:
-        unavailable(str(exc))
-        raise
+    return _ensure(install_s3_venv)
