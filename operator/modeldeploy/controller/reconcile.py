@@ -171,9 +171,12 @@ def reconcile(
                 live = applied[0].obj
                 deployment = DeploymentView.from_object(live)
 
-    auto_ngl = bool(live) and deployment is not None and deployment.engine == "llama.cpp" and has_auto_ngl(live)
+    auto_ngl = deployment is not None and deployment.engine == "llama.cpp" and has_auto_ngl(live or {})
     waiting = deployment is not None and deployment.ready_replicas < deployment.replicas
-    pods = list_pods(kube, live) if live and (auto_ngl or waiting) else []
+    # Pods are read only when they can say something new: while replicas wait (placement, a restarted pod's
+    # auto-NGL), or before the first auto-NGL report. A steady Deployment costs no LIST per reconcile.
+    need_pods = waiting or (auto_ngl and old_status.get("nGpuLayers") is None)
+    pods = list_pods(kube, live) if live and need_pods else []
 
     spec_replicas = md.spec.replicas if md is not None else (body.get("spec") or {}).get("replicas")
     observation = Observation(
