@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import yaml
+
 from modeldeploy import __version__
 from modeldeploy.loader import UserInputError, load_model_deployments, load_yaml_documents
 
@@ -51,13 +53,39 @@ def _live_nodes() -> list[dict[str, Any]]:
     return [api.api_client.sanitize_for_serialization(n) for n in nodes]
 
 
+def _load_config(path: str | None) -> Any:
+    """The operator config file, or one sentence naming it and what is wrong with it."""
+    from pydantic import ValidationError
+
+    from modeldeploy.config import load_config
+    from modeldeploy.loader import describe_validation_error
+
+    try:
+        return load_config(path)
+    except ValidationError as exc:
+        raise UserInputError(f"--config {path}: {describe_validation_error(exc)}") from None
+    except OSError as exc:
+        raise UserInputError(f"--config {path}: cannot read the file ({exc.strerror or exc})") from None
+    except ValueError as exc:  # malformed YAML (yaml.YAMLError is not a ValueError) and friends
+        raise UserInputError(f"--config {path}: {one_line(exc)}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise UserInputError(f"--config {path}: malformed YAML{where}: {problem}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (YAML and pydantic messages span several)."""
+    return " ".join(str(exc).split()) or exc.__class__.__name__
+
+
 def _decide(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     """(ModelDeployment, Decision) for each document of `-f`."""
-    from modeldeploy.config import load_config
     from modeldeploy.selection.engine import select_engine
     from modeldeploy.selection.nodes import node_facts
 
-    config = load_config(args.config)
+    config = _load_config(args.config)
     mds = load_model_deployments(args.filename)
     facts = [node_facts(n, config.label_mappings) for n in _read_nodes(args.nodes)]
     return [(md, select_engine(md.spec, facts, config)) for md in mds]
@@ -88,15 +116,17 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from modeldeploy.config import load_config
-    from modeldeploy.render import dump_yaml, render
+    from modeldeploy.render import RenderError, dump_yaml, render
 
-    config = load_config(args.config)
+    config = _load_config(args.config)
     objects: list[dict[str, Any]] = []
     for md, decision in _decide(args):
         if decision.engine is None:
             raise UserInputError(f"{md.metadata.name}: nothing to render: {decision.summary}")
-        objects.extend(render(md, decision, config))
+        try:
+            objects.extend(render(md, decision, config))
+        except RenderError as exc:  # what only the renderer can refuse (engine.args): the operator says the same
+            raise UserInputError(f"{args.filename}: {md.metadata.name}: {exc}") from None
     sys.stdout.write(dump_yaml(objects))
     return 0
 
@@ -188,10 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserInputError as exc:
-        print(f"modeldeploy {args.command}: {exc}", file=sys.stderr)
+        print(f"modeldeploy {args.command}: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except (ValueError, OSError) as exc:
+        # Bad input that reached a layer without its own wording (every error class of ours that a user
+        # can cause is a ValueError: RenderError, ModelUriError, ParamError, ...): still one sentence.
+        print(f"modeldeploy {args.command}: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,6 +60,21 @@ class ChildConflict(Exception):
     """A Deployment/Service of the same name belongs to another controller; we do not take it."""
 
 
+class ApplyError(Exception):
+    """The apiserver refused one child; `applied` holds the children applied before it (in render order).
+
+    The message names the child and carries the apiserver's own words, for the status condition.
+    """
+
+    def __init__(self, kind: str, name: str, error: KubeError, applied: list[Applied]) -> None:
+        super().__init__(f"{kind} {name}: {error.status} {error.reason}: {error.message}".replace(":  ", ": "))
+        self.kind, self.name, self.error, self.applied = kind, name, error, applied
+
+    @property
+    def transient(self) -> bool:
+        return self.error.transient
+
+
 class Kube:
     """Minimal JSON REST over the kubernetes client's ApiClient (auth, TLS and proxies come from it)."""
 
@@ -181,16 +196,25 @@ class Applied:
 
 
 def apply_children(kube: Kube, objects: Iterable[Mapping[str, Any]], owner_uid: str | None) -> list[Applied]:
-    """Apply each rendered child; refuse (ChildConflict) ones another controller owns; adopt orphans."""
+    """Apply each rendered child; refuse (ChildConflict) ones another controller owns; adopt orphans.
+
+    A refusal of the apiserver becomes ApplyError naming the child, with what was applied before it.
+    """
     results: list[Applied] = []
     for desired in objects:
-        live = kube.get(object_path(desired))
+        kind, name = str(desired["kind"]), str(desired["metadata"]["name"])
+        try:
+            live = kube.get(object_path(desired))
+        except KubeError as exc:
+            raise ApplyError(kind, name, exc, results) from exc
         if live is not None:
             uid = controller_uid(live)
             if uid is not None and owner_uid is not None and uid != owner_uid:
-                kind, name = desired["kind"], desired["metadata"]["name"]
                 raise ChildConflict(f"{kind} {name} already exists and is controlled by another object (uid {uid})")
-        stored = kube.apply(yield_fields(desired, live))
+        try:
+            stored = kube.apply(yield_fields(desired, live))
+        except KubeError as exc:
+            raise ApplyError(kind, name, exc, results) from exc
         version = (stored.get("metadata") or {}).get("resourceVersion")
         before = (live.get("metadata") or {}).get("resourceVersion") if live else None
         results.append(Applied(obj=stored, changed=version != before, created=live is None))

@@ -169,6 +169,7 @@ async def run_reconcile(
     *,
     trigger: str,
     coalesce: bool,
+    retry: int = 0,
 ) -> None:
     """Serialised, measured reconcile of one ModelDeployment, with its Events posted.
 
@@ -189,7 +190,7 @@ async def run_reconcile(
             except KubeError as exc:
                 state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
                 if not coalesce:
-                    raise kopf.TemporaryError(f"apiserver: {exc}", delay=5) from exc
+                    raise kopf.TemporaryError(f"apiserver: {exc}", delay=retry_delay(retry)) from exc
                 if attempt + 1 < attempts:
                     logger.warning("reconcile of %s/%s failed (%s); retrying", namespace, name, exc)
                     await asyncio.sleep(RETRIES[attempt])
@@ -201,9 +202,17 @@ async def run_reconcile(
                 raise
             state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
             state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
+            if result.failed is not None and coalesce and attempt + 1 < attempts:
+                _post_events(result)
+                logger.warning("apply for %s/%s failed (%s); retrying", namespace, name, result.failed)
+                await asyncio.sleep(RETRIES[attempt])
+                continue
             break
-        for event in result.events:
-            kopf.event(result.owner, type=event.type, reason=event.reason, message=event.message)
+        _post_events(result)
+        if result.failed is not None:
+            if not coalesce:  # the status already says what failed; Kopf retries with backoff
+                raise kopf.TemporaryError(f"apply failed: {result.failed}", delay=retry_delay(retry))
+            logger.error("apply for %s/%s failed after %d attempts: %s", namespace, name, attempts, result.failed)
         if result.status_written or result.events:
             logger.info(
                 "%s/%s (%s): %s%s",
@@ -213,6 +222,17 @@ async def run_reconcile(
                 result.outcome,
                 f", {result.decision.summary}" if result.decision else "",
             )
+
+
+def _post_events(result: Any) -> None:
+    for event in result.events:
+        kopf.event(result.owner, type=event.type, reason=event.reason, message=event.message)
+    result.events = []  # posted once, even when the reconcile is retried
+
+
+def retry_delay(retry: int) -> float:
+    """Backoff of a failed change handler: 5 s, 10 s, 20 s, ... at most 5 minutes."""
+    return float(min(300, 5 * 2 ** min(retry, 6)))
 
 
 # --- ModelDeployments ------------------------------------------------------------------------------------
@@ -225,15 +245,15 @@ async def modeldeployment_changed(
     namespace: str,
     name: str,
     reason: str,
+    retry: int,
     memo: kopf.Memo,
     node_facts_index: kopf.Index,
     logger: logging.Logger,
     **_: Any,
 ) -> None:
     """A spec or annotation change, a new object, or the operator (re)starting: reconcile now."""
-    await run_reconcile(
-        memo, namespace, name, node_facts_index, logger, trigger=str(getattr(reason, "value", reason)), coalesce=False
-    )
+    trigger = str(getattr(reason, "value", reason))
+    await run_reconcile(memo, namespace, name, node_facts_index, logger, trigger=trigger, coalesce=False, retry=retry)
 
 
 @kopf.on.event(*MD)

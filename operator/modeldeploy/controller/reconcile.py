@@ -24,7 +24,15 @@ from pydantic import ValidationError
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller.apply import Applied, ChildConflict, Kube, KubeError, apply_children, md_path
+from modeldeploy.controller.apply import (
+    Applied,
+    ApplyError,
+    ChildConflict,
+    Kube,
+    KubeError,
+    apply_children,
+    md_path,
+)
 from modeldeploy.controller.pod_report import has_auto_ngl, n_gpu_layers, pods_query, unschedulable
 from modeldeploy.controller.status import (
     ENGINE_LABEL,
@@ -43,6 +51,7 @@ from modeldeploy.selection import select_engine
 from modeldeploy.selection.types import Decision, NodeFacts
 
 RESELECT_ANNOTATION = "modeldeploy.io/reselect"
+APPLY_FAILED = "ApplyFailed"
 PORT = 8000
 
 
@@ -109,6 +118,7 @@ class Result:
     children_changed: list[str] = field(default_factory=list)  # kinds whose object the apply changed
     events: list[EventSpec] = field(default_factory=list)
     owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
+    failed: ApplyError | None = None  # an apply the apiserver refused: in status already, to be retried
 
 
 def list_pods(kube: Kube, deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -152,6 +162,7 @@ def reconcile(
     decision: Decision | None = None
     problem: tuple[str, str] | None = (INVALID_SPEC, invalid) if invalid else None
     applied: list[Applied] = []
+    failed: ApplyError | None = None
     if md is not None:
         current, reselect = stability_inputs(body, live)
         decision = select_engine(md.spec, nodes, config, current=current, reselect=reselect)
@@ -163,12 +174,13 @@ def reconcile(
                 problem = (INVALID_SPEC, str(exc))
             except ChildConflict as exc:
                 problem = ("ChildConflict", str(exc))
-            except KubeError as exc:
-                if exc.transient:
-                    raise
-                problem = ("ApplyFailed", f"the apiserver refused the rendered objects: {exc.message}")
-            else:
-                live = applied[0].obj
+            except ApplyError as exc:
+                # Said in status first, whatever the cause (quota, webhook, 5xx, timeout), then retried.
+                failed, applied = exc, exc.applied
+                problem = (APPLY_FAILED, f"the apiserver refused {exc}")
+            deployments = [a.obj for a in applied if a.obj.get("kind") == "Deployment"]
+            if deployments:
+                live = deployments[0]
                 deployment = DeploymentView.from_object(live)
 
     auto_ngl = deployment is not None and deployment.engine == "llama.cpp" and has_auto_ngl(live or {})
@@ -189,6 +201,7 @@ def reconcile(
         auto_ngl=auto_ngl,
         n_gpu_layers=n_gpu_layers(pods) if auto_ngl else None,
         unschedulable=unschedulable(pods) if waiting else None,
+        retrying=failed is not None and failed.transient,
     )
     new_status = compute_status(observation, old_status, now())
     patch = status_patch(old_status, new_status)
@@ -201,6 +214,8 @@ def reconcile(
             raise
 
     events = events_for(old_status, new_status)
+    if failed is not None and (old_status.get("reason"), _message(old_status)) != (APPLY_FAILED, problem[1]):  # type: ignore[index]
+        events.append(EventSpec("Warning", APPLY_FAILED, problem[1]))  # type: ignore[index]
     for child in applied:
         if child.changed:
             kind, child_name = child.obj.get("kind", "object"), child.obj["metadata"]["name"]
@@ -223,4 +238,13 @@ def reconcile(
         children_changed=[str(child.obj.get("kind")) for child in applied if child.changed],
         events=events,
         owner=owner,
+        failed=failed,
     )
+
+
+def _message(status: Mapping[str, Any]) -> str | None:
+    """The message of the condition that carries an apply failure (Reconciling or Stalled), if any."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") in ("Reconciling", "Stalled") and condition.get("reason") == APPLY_FAILED:
+            return str(condition.get("message", "")).removesuffix("; retrying")
+    return None

@@ -147,7 +147,9 @@ class Observation:
 
     `problem` is what stopped this generation from being applied: (reason, message) for a spec only the
     operator can refuse (InvalidSpec) or an apply the apiserver refused. The Deployment, when one exists,
-    is the one running now (just applied, or left as it was).
+    is the one running now (just applied, or left as it was). `retrying` says the apply failed for a
+    reason that may pass on its own (5xx, 429, a timeout, a webhook that is down): kstatus Reconciling,
+    not Stalled, since the operator keeps trying with backoff.
     """
 
     generation: int | None
@@ -159,6 +161,7 @@ class Observation:
     auto_ngl: bool = False  # the running Deployment has the auto-NGL init container
     n_gpu_layers: int | None = None  # what its newest pod's init container decided, when one has
     unschedulable: str | None = None  # the scheduler's message for a pod it cannot place
+    retrying: bool = False  # the problem is an apply the operator retries by itself (Reconciling)
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
@@ -230,9 +233,13 @@ def desired_conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
         degraded = _condition(DEGRADED, False, "AsExpected", "")
 
     conditions = [selected, ready, progressing, degraded]
-    if progressing[1] == "True" and not spec_not_applied:
+    if obs.problem is not None and obs.retrying:
+        conditions.append(_condition(RECONCILING, True, obs.problem[0], obs.problem[1] + "; retrying"))
+    elif progressing[1] == "True" and not spec_not_applied:
         conditions.append(_condition(RECONCILING, True, "RollingOut", progressing[3]))
-    if obs.problem is not None:
+    if obs.problem is not None and obs.retrying:
+        pass  # not Stalled: the operator is still working on it
+    elif obs.problem is not None:
         conditions.append(_condition(STALLED, True, obs.problem[0], obs.problem[1]))
     elif not engine_ok:
         conditions.append(_condition(STALLED, True, selected[2], selected[3]))
@@ -274,7 +281,13 @@ def summary_reason(conditions: Sequence[Mapping[str, Any]]) -> str | None:
         c = by_type.get(kind)
         return c["reason"] if c is not None and c["status"] != healthy else None
 
-    return bad(ENGINE_SELECTED, "True") or bad(DEGRADED, "False") or bad(STALLED, "False") or bad(READY, "True")
+    return (
+        bad(ENGINE_SELECTED, "True")
+        or bad(DEGRADED, "False")
+        or bad(STALLED, "False")
+        or bad(READY, "True")
+        or bad(RECONCILING, "False")
+    )
 
 
 def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) -> dict[str, Any]:

@@ -27,7 +27,9 @@ import yaml
 from modeldeploy.localcluster import certs
 from modeldeploy.localcluster.build import K8S_VERSION, ensure_binaries
 
-SERVICE_CIDR = "10.0.0.0/24"
+# A /16: 65,534 ClusterIPs. A /24 holds 253 Services, and the 254th ModelDeployment's Service was refused
+# with "range is full" (a scale run creates thousands); 10.0.0.1 stays the `kubernetes` Service's address.
+SERVICE_CIDR = "10.0.0.0/16"
 STATE_FILE = "cluster.json"
 
 

@@ -78,3 +78,39 @@ def test_no_traceback_from_a_real_process(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "spec.model.format" in proc.stderr
+
+
+def test_an_engine_argument_only_the_renderer_refuses(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`engine.args` keys that are not flag names pass the schema; `render` says so in one sentence."""
+    md = write(tmp_path, GOOD_MD + '  engine:\n    args: {"--trust-remote-code; rm -rf /": true}\n')
+    code, out, err = run_cli(capsys, "render", "-f", md, "--nodes", str(NODES))
+    assert code == 2 and out == ""
+    assert err.startswith(f"modeldeploy render: {md}: m: engine.args key")
+    assert "not a command-line flag name" in err and err.count("\n") == 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeldeploy", "render", "-f", md, "--nodes", str(NODES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("images: [1\n", "malformed YAML at line"),
+        ("images: 3\n", "images: input should be a valid dictionary"),
+        (None, "cannot read the file"),
+    ],
+)
+def test_a_bad_config_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, config: str | None, expected: str
+) -> None:
+    md = write(tmp_path, GOOD_MD)
+    path = write(tmp_path, config, "config.yaml") if config is not None else str(tmp_path / "missing.yaml")
+    for command in ("select", "render"):
+        code, out, err = run_cli(capsys, command, "-f", md, "--nodes", str(NODES), "--config", path)
+        assert code == 2 and out == ""
+        assert err.startswith(f"modeldeploy {command}: --config {path}") and expected in err, err
+        assert err.count("\n") == 1

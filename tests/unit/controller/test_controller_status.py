@@ -241,3 +241,17 @@ def test_ready_says_why_pods_cannot_be_placed() -> None:
     assert (ready["status"], ready["reason"]) == ("False", "Unschedulable") and why in ready["message"]
     assert status["reason"] == "Unschedulable"  # the printer column says it too
     assert conds(status)["Progressing"] == ("True", "RollingOut")  # still within its deadline: kstatus InProgress
+
+
+def test_an_apply_that_is_retried_is_reconciling_not_stalled() -> None:
+    """A 5xx (a webhook that is down, a full Service range) is said in status while the operator retries."""
+    problem = ("ApplyFailed", "the apiserver refused Service m: 500 InternalError: range is full")
+    status = compute_status(
+        obs(decision=decision(), deployment=view(ready=1), problem=problem, retrying=True), None, T1
+    )
+    c = conds(status)
+    assert c["EngineSelected"] == ("True", "EngineChosen") and status["engine"] == "vllm"
+    assert c["Ready"] == ("False", "ApplyFailed") and c["Reconciling"] == ("True", "ApplyFailed")
+    assert "Stalled" not in c and status["reason"] == "ApplyFailed"
+    message = next(x["message"] for x in status["conditions"] if x["type"] == "Reconciling")
+    assert "range is full" in message and message.endswith("; retrying")
