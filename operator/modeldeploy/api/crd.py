@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
+from modeldeploy.api import quantization as quant
 from modeldeploy.api import v1alpha1 as api
 from modeldeploy.config import IMAGE_NAMES
-from modeldeploy.engines import BIT_QUANTIZATIONS, ENGINE_FORMATS, INT_QUANTIZATIONS, Engine
+from modeldeploy.engines import ENGINE_FORMATS, Engine, ModelFormat
 
 CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 CRD_FILE = f"{api.GROUP}_{api.PLURAL}.yaml"
@@ -113,36 +114,27 @@ def _cel_list(values: frozenset[str] | set[str] | list[str]) -> str:
 
 
 def _model_rules() -> list[dict[str, str]]:
-    """CEL on `spec.model`: format/quantization pairs that can never load (mirrors quantization_problem)."""
-    never_gguf = INT_QUANTIZATIONS | BIT_QUANTIZATIONS | {"none"}
+    """CEL on `spec.model`: format/quantization pairs that can never load (the tables of api/quantization.py)."""
     q = "self.quantization.lowerAscii()"
     pre = "!has(self.quantization) || "
-    return [
+    rules = [
         {
-            "rule": f"{pre}self.format != 'ggufv2' || !({q} in {_cel_list(never_gguf)})",
-            "message": "model.quantization for ggufv2 must be a GGUF file quantisation such as Q4_K_M, Q8_0 or F16",
+            "rule": f"{pre}self.format != 'ggufv2' || !({q} in {_cel_list(quant.GGUF_REFUSED)})",
+            "message": f"model.quantization for ggufv2 must be {quant.allowed_text(ModelFormat.GGUFV2)}",
             "fieldPath": ".quantization",
             "reason": "FieldValueInvalid",
-        },
-        {
-            "rule": f"{pre}!(self.format in ['gptq', 'awq']) || {q} in {_cel_list(INT_QUANTIZATIONS)}",
-            "message": "model.quantization for gptq and awq must be one of Int2, Int3, Int4, Int8",
-            "fieldPath": ".quantization",
-            "reason": "FieldValueInvalid",
-        },
-        {
-            "rule": f"{pre}self.format != 'mlx' || {q} in {_cel_list(BIT_QUANTIZATIONS | {'none'})}",
-            "message": "model.quantization for mlx must be none, 3bit, 4bit, 6bit or 8bit",
-            "fieldPath": ".quantization",
-            "reason": "FieldValueInvalid",
-        },
-        {
-            "rule": f"{pre}!(self.format in ['pytorch', 'bnb']) || {q} in ['4bit', '8bit', 'none']",
-            "message": "model.quantization for pytorch and bnb must be none, 4bit or 8bit",
-            "fieldPath": ".quantization",
-            "reason": "FieldValueInvalid",
-        },
+        }
     ]
+    for fmt, accepted in quant.ACCEPTED.items():
+        rules.append(
+            {
+                "rule": f"{pre}self.format != '{fmt.value}' || {q} in {_cel_list(set(accepted))}",
+                "message": f"model.quantization for {fmt.value} must be {quant.allowed_text(fmt)}",
+                "fieldPath": ".quantization",
+                "reason": "FieldValueInvalid",
+            }
+        )
+    return rules
 
 
 def _engine_rules() -> list[dict[str, str]]:

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from modeldeploy.engines import BIT_QUANTIZATIONS, ENGINE_FORMATS, INT_QUANTIZATIONS, Engine, ModelFormat
+from modeldeploy.api import quantization as quant
+from modeldeploy.engines import ENGINE_FORMATS, Engine, ModelFormat
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -72,8 +73,9 @@ class ModelSource(_Model):
         default=None,
         min_length=1,
         max_length=64,  # bounds the cost of the CRD's CEL rules that read it
-        description="none for plain pytorch; Int3/Int4/Int8 for gptq/awq; the GGUF file quantisation for "
-        "ggufv2 (Q4_K_M, Q8_0, ...); 4bit/8bit for bnb or mlx. Compared case-insensitively.",
+        description="none for plain pytorch (4bit/8bit to quantize on load); Int3/Int4/Int8 for gptq/awq; the "
+        "GGUF file quantisation for ggufv2 (Q4_K_M, Q8_0, ...); 4bit/8bit for bnb or mlx. Xinference's model-spec "
+        "spellings (4-bit, 8bits, int4, q4_k_m) are accepted case-insensitively and normalised (4bit, Int4, Q4_K_M).",
     )
     uri: str = Field(
         pattern=URI_PATTERN,
@@ -125,33 +127,12 @@ class ModelSource(_Model):
 
     @model_validator(mode="after")
     def _check_quantization_fits_format(self) -> ModelSource:
-        problem = quantization_problem(self.format, self.quantization)
+        """Refuse pairs that can never load; keep the one canonical spelling (api/quantization.py)."""
+        problem = quant.problem(self.format, self.quantization)
         if problem:
             raise ValueError(problem)
+        self.quantization = quant.normalise(self.format, self.quantization)
         return self
-
-
-def quantization_problem(fmt: ModelFormat, quantization: str | None) -> str | None:
-    """Return why a format/quantization pair can never load, or None when it may.
-
-    Only pairs no engine could ever load are refused here (and by the CRD's CEL rule built from the same
-    sets); whether a pair suits a given engine is the selection engine's business.
-    """
-    if quantization is None:
-        return None
-    q = quantization.lower()
-    int_or_bit = q in INT_QUANTIZATIONS or q in BIT_QUANTIZATIONS
-    if fmt == ModelFormat.GGUFV2 and (int_or_bit or q == "none"):
-        return f"model.quantization {quantization!r} is not a GGUF file quantisation (use e.g. Q4_K_M, Q8_0, F16)"
-    if fmt in (ModelFormat.GPTQ, ModelFormat.AWQ) and q not in INT_QUANTIZATIONS:
-        return f"model.quantization for {fmt.value} must be one of Int2, Int3, Int4, Int8 (got {quantization!r})"
-    if fmt == ModelFormat.MLX and not (q in BIT_QUANTIZATIONS or q == "none"):
-        return f"model.quantization for mlx must be none, 3bit, 4bit, 6bit or 8bit (got {quantization!r})"
-    if fmt == ModelFormat.PYTORCH and q not in ("none", "4bit", "8bit"):
-        return f"model.quantization for pytorch must be none, 4bit or 8bit (got {quantization!r})"
-    if fmt == ModelFormat.BNB and q not in ("none", "4bit", "8bit"):
-        return f"model.quantization for bnb must be none, 4bit or 8bit (got {quantization!r})"
-    return None
 
 
 class EngineSpec(_Model):

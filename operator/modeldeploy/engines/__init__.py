@@ -59,8 +59,3 @@ IMAGE_KEYS: dict[Engine, str] = {
     Engine.TRANSFORMERS: "transformers",
     Engine.MLX: "mlx",
 }
-
-# Quantizations that only make sense for one family of formats. A pair outside these can never load,
-# so the CRD rejects it outright (the CEL rule is generated from these sets).
-INT_QUANTIZATIONS: frozenset[str] = frozenset({"int2", "int3", "int4", "int8"})
-BIT_QUANTIZATIONS: frozenset[str] = frozenset({"3bit", "4bit", "6bit", "8bit"})

@@ -70,7 +70,7 @@ def test_cel_rules_present_for_each_engine_and_format_family() -> None:
     for engine in ("vllm", "sglang", "llama.cpp", "transformers", "mlx"):
         assert any(f"self.engine.name != '{engine}'" in r for r in engine_rules), engine
     model_rules = spec["properties"]["model"]["x-kubernetes-validations"]
-    assert len(model_rules) == 4
+    assert len(model_rules) == 8  # ggufv2 plus one per format with a finite set of spellings
     assert all(r["fieldPath"] == ".quantization" for r in model_rules)
     assert spec["properties"]["engine"]["properties"]["nGpuLayers"]["minimum"] == -1
     assert spec["properties"]["resources"]["properties"]["gpus"]["minimum"] == 0

@@ -61,17 +61,52 @@ def test_unknown_field_is_refused() -> None:
 
 @pytest.mark.parametrize(
     ("fmt", "quant"),
-    [("ggufv2", "Int4"), ("ggufv2", "none"), ("awq", "Q4_K_M"), ("gptq", "4bit"), ("mlx", "Int4"), ("pytorch", "Int8")],
+    [
+        ("ggufv2", "Int4"),
+        ("ggufv2", "4-bit"),
+        ("awq", "Q4_K_M"),
+        ("gptq", "none"),
+        ("mlx", "Int4"),
+        ("pytorch", "Q4_K_M"),
+        ("pytorch", "Int3"),
+        ("bnb", "Int4"),
+        ("fp8", "Int8"),
+    ],
 )
 def test_impossible_format_quantization_pairs(fmt: str, quant: str) -> None:
     assert "model.quantization" in error_of(spec(format=fmt, quantization=quant))
 
 
+# Spellings Xinference's model specs use, and the one form each becomes.
 @pytest.mark.parametrize(
-    ("fmt", "quant"), [("ggufv2", "Q4_K_M"), ("awq", "int4"), ("gptq", "Int8"), ("mlx", "4bit"), ("pytorch", "none")]
+    ("fmt", "quant", "canonical"),
+    [
+        ("pytorch", "4-bit", "4bit"),
+        ("pytorch", "8-bit", "8bit"),
+        ("pytorch", "none", "none"),
+        ("pytorch", "Int4", "4bit"),
+        ("pytorch", "fp8", "fp8"),
+        ("bnb", "4-bit", "4bit"),
+        ("gptq", "8bits", "Int8"),
+        ("gptq", "int4", "Int4"),
+        ("gptq", "Int4-Int8Mix", "Int4-Int8Mix"),
+        ("awq", "4bit", "Int4"),
+        ("awq", "AWQ-Lite", "AWQ-Lite"),
+        ("mlx", "4bit", "4bit"),
+        ("mlx", "BF16", "bf16"),
+        ("mlx", "8bit-MXFP8", "8bit-mxfp8"),
+        ("fp8", "FP8", "fp8"),
+        ("fp4", "FP4", "fp4"),
+        ("ggufv2", "q4_k_m", "Q4_K_M"),
+        ("ggufv2", "i1-Q4_K_M", "i1-Q4_K_M"),
+        ("ggufv2", "UD-Q4_K_XL", "UD-Q4_K_XL"),
+        ("ggufv2", "fp16", "F16"),
+        ("ggufv2", "none", "none"),
+    ],
 )
-def test_possible_pairs_accepted(fmt: str, quant: str) -> None:
-    ModelDeploymentSpec.model_validate(spec(format=fmt, quantization=quant))
+def test_xinference_spellings_accepted_and_normalised(fmt: str, quant: str, canonical: str) -> None:
+    model = ModelDeploymentSpec.model_validate(spec(format=fmt, quantization=quant)).model
+    assert model.quantization == canonical
 
 
 def test_engine_that_cannot_load_format() -> None:

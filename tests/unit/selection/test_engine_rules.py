@@ -51,7 +51,9 @@ def test_format_reasons(engine: Engine, fmt: str, reason: str) -> None:
     [
         ("none", True, "pytorch with quantization none is one transformers loads"),
         ("4bit", True, "pytorch with quantization 4bit is one transformers loads"),
-        ("8BIT", True, "pytorch with quantization 8BIT is one transformers loads"),
+        ("8BIT", True, "pytorch with quantization 8bit is one transformers loads"),  # normalised
+        ("4-bit", True, "pytorch with quantization 4bit is one transformers loads"),  # Xinference's spelling
+        ("8-bit", True, "pytorch with quantization 8bit is one transformers loads"),
         (None, True, "pytorch with quantization none is one transformers loads"),
     ],
 )

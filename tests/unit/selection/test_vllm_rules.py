@@ -68,17 +68,19 @@ def test_formats_without_a_quantization_condition_say_so(fmt: str) -> None:
     assert f"{fmt} has no quantization condition for vLLM" in candidate(d, Engine.VLLM).reasons
 
 
-# Conditions 2-4: pytorch -> none; awq -> Int4; gptq -> Int3, Int4 or Int8 (case-insensitive).
+# Conditions 2-4: pytorch -> none; awq -> Int4; gptq -> Int3, Int4 or Int8 (any spelling, normalised).
 @pytest.mark.parametrize(
     ("fmt", "quantization", "reason"),
     [
         ("pytorch", "none", "pytorch with quantization none is one vLLM loads"),
-        ("pytorch", "NONE", "pytorch with quantization NONE is one vLLM loads"),
+        ("pytorch", "NONE", "pytorch with quantization none is one vLLM loads"),
         ("pytorch", None, "pytorch with quantization none is one vLLM loads"),  # unset = plain weights
         ("awq", "Int4", "awq with quantization Int4 is one vLLM loads"),
-        ("awq", "int4", "awq with quantization int4 is one vLLM loads"),
+        ("awq", "int4", "awq with quantization Int4 is one vLLM loads"),
+        ("awq", "4bit", "awq with quantization Int4 is one vLLM loads"),
         ("gptq", "Int3", "gptq with quantization Int3 is one vLLM loads"),
-        ("gptq", "INT4", "gptq with quantization INT4 is one vLLM loads"),
+        ("gptq", "INT4", "gptq with quantization Int4 is one vLLM loads"),
+        ("gptq", "8bits", "gptq with quantization Int8 is one vLLM loads"),
         ("gptq", "Int8", "gptq with quantization Int8 is one vLLM loads"),
     ],
 )
