@@ -389,6 +389,10 @@ def test_apiserver_rejects_invalid_objects(world: World) -> None:
         assert caught.value.status == 422, name
         message = json.loads(caught.value.body)["message"]
         assert words in message, f"{name}: {message}"
+    # Xinference's own spellings pass the CRD's CEL rules (server-side dry run: nothing is stored).
+    for i, (fmt, quant) in enumerate([("pytorch", "4-bit"), ("bnb", "8-bit"), ("gptq", "8bits"), ("mlx", "BF16")]):
+        doc = md_doc(f"xinf-spelling-{i}", {**QWEN, "format": fmt, "quantization": quant})
+        world.crs.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, doc, dry_run="All")
 
 
 def test_pending_vllm_gets_its_deployment_when_the_first_gpu_node_joins(
