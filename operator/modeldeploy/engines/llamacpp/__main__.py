@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--mmproj", help="multimodal projector GGUF")
+    parser.add_argument(
+        "--alias",
+        help="the model name /v1/models reports and requests name (the ModelDeployment's served model name); "
+        "without it llama.cpp reports the file path",
+    )
     ngl = parser.add_mutually_exclusive_group()
     ngl.add_argument("--ngl-file", help="auto-NGL JSON written by the init container")
     ngl.add_argument("--n-gpu-layers", type=int, help="exact number of layers to offload (0 = CPU only)")
@@ -105,6 +110,12 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         params.mmproj.path = args.mmproj
     params.hostnames = [args.host]
     params.port = args.port
+    if args.alias:
+        params.model_alias = {args.alias}
+    if "endpoint_metrics" not in applied:
+        # /metrics (llamacpp:requests_processing, llamacpp:requests_deferred) is what the autoscaler and
+        # the gateway's endpoint picker read; llama.cpp leaves it off unless asked (docs/autoscaling.md).
+        params.endpoint_metrics = True
 
     ngl_record: dict[str, Any]
     if args.ngl_file:
@@ -135,6 +146,8 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "mmproj": params.mmproj.path or None,
         "host": args.host,
         "port": params.port,
+        "alias": args.alias,
+        "metrics": params.endpoint_metrics,
         "n_gpu_layers": params.n_gpu_layers,
         "tensor_split": describe(params.tensor_split),
         "ngl": ngl_record,
