@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modeldeploy import __version__
+from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings
 
 DEFAULT_REGISTRY = "ghcr.io/modeldeploy"
 CONFIG_ENV = "MODELDEPLOY_CONFIG"
@@ -56,6 +57,8 @@ class OperatorConfig(_Model):
         default_factory=list, description="Model names/families to treat as vLLM-supported beyond the seed's list."
     )
     image_pull_policy: str = Field(default="IfNotPresent")
+    autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
 
     def image_for(self, key: str, overrides: dict[str, str] | None = None) -> str:
         """The image for `key`, a per-deployment override first, then this config, then the default."""

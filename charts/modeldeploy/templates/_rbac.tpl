@@ -26,6 +26,25 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Autoscaling and routing (docs/autoscaling.md, docs/gateway.md), applied only when their CRDs exist:
+# KEDA ScaledObjects or, without KEDA, HPAs; the HTTP add-on's HTTPScaledObjects for scale-to-zero;
+# an InferencePool and an HTTPRoute per model behind a Gateway. Deleted by the operator when the spec
+# stops asking for them (the garbage collector removes them with the ModelDeployment).
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["http.keda.sh"]
+  resources: ["httpscaledobjects"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "create", "patch", "delete"]
 # Read-only pod status: the auto-NGL init container's decision (its termination message, for
 # status.nGpuLayers) and the scheduler's reason when a pod cannot be placed (in the Ready condition).
 # Kopf watches all pods in scope and acts only on ours (managed-by label; filtered in the operator).

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from modeldeploy.api import quantization as quant
+from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.engines import ENGINE_FORMATS, Engine, ModelFormat
 
 GROUP = "modeldeploy.io"
@@ -215,7 +216,11 @@ class ModelDeploymentSpec(_Model):
     model: ModelSource = Field(description="The model and where its weights are.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine choice and parameters.")
     resources: ResourceSpec = Field(default_factory=ResourceSpec, description="GPUs, CPU and memory.")
-    replicas: int = Field(default=1, ge=0, description="Number of engine replicas.")
+    replicas: int = Field(default=1, ge=0, description="Number of engine replicas (ignored under autoscaling).")
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Scale replicas with the engine's load, down to zero where possible (docs/autoscaling.md).",
+    )
     images: dict[EngineNameOnly | Literal["llamacpp", "ngl", "fetch"], str] = Field(
         default_factory=dict,
         description="Per-engine image overrides for this deployment (keys vllm, sglang, llamacpp, "

@@ -320,6 +320,21 @@ NAMESPACED_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},  # read-only: auto-NGL's termination message, unschedulable pods
     ("", "events"): {"create"},
+    # autoscaling and routing (docs/autoscaling.md, docs/gateway.md): applied, and deleted when unasked
+    ("keda.sh", "scaledobjects"): {"get", "create", "patch", "delete"},
+    ("http.keda.sh", "httpscaledobjects"): {"get", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("inference.networking.k8s.io", "inferencepools"): {"get", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch", "delete"},
+}
+
+
+PRUNABLE = {
+    ("keda.sh", "scaledobjects"),
+    ("http.keda.sh", "httpscaledobjects"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("inference.networking.k8s.io", "inferencepools"),
+    ("gateway.networking.k8s.io", "httproutes"),
 }
 
 
@@ -366,7 +381,9 @@ def test_rbac_has_no_dangerous_grants(render, values: tuple[str, ...]) -> None:
         for (group, resource), verbs in _grants(role).items():
             assert "*" not in verbs and resource != "*" and group != "*"
             assert resource not in ("secrets", "pods/exec", "serviceaccounts/token", "roles", "clusterroles")
-            assert not verbs & {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+            assert not verbs & {"deletecollection", "escalate", "bind", "impersonate"}
+            # delete only for the autoscaler and routing objects the spec stopped asking for, never a workload
+            assert "delete" not in verbs or (group, resource) in PRUNABLE
 
 
 # --- the operator accepts what the chart passes ---------------------------------------------------------------

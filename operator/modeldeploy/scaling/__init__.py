@@ -1,0 +1,1 @@
+"""Autoscaling and one OpenAI endpoint: settings, the pure plan, the rendered objects, CRD discovery."""
