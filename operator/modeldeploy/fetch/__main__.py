@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.fetch.http import MARKER_DIR, FetchError, already_present, download
+from modeldeploy.fetch.http import MARKER_DIR, FetchError, already_present, download, sha256_of
+from modeldeploy.fetch.progress import DiskProgress, FileReporter, Reporter
 from modeldeploy.fetch.sources import RemoteFile, source_for
 from modeldeploy.model_paths import ModelUriError, locate
 
@@ -24,8 +27,15 @@ TERMINATION_LOG = "/dev/termination-log"
 REPO_MARKER = "complete.json"
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(record: dict[str, Any]) -> None:
-    print(json.dumps(record, sort_keys=True, default=str), flush=True)
+    """One JSON line per record, whole even when the progress thread logs at the same moment."""
+    line = json.dumps(record, sort_keys=True, default=str) + "\n"
+    with _LOG_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backoff", type=float, default=float(os.environ.get("MODELDEPLOY_FETCH_BACKOFF", "2")), help=argparse.SUPPRESS
     )
+    parser.add_argument("--report-claim", metavar="NAMESPACE/NAME", help="annotate this PVC with the progress")
+    parser.add_argument("--progress-file", type=Path, help="write the latest progress record here")
     return parser
 
 
@@ -55,13 +67,37 @@ def _repo_marker(dest: Path) -> Path:
     return dest / MARKER_DIR / REPO_MARKER
 
 
-def _repo_present(dest: Path) -> bool:
-    """A whole repository fetched before: every listed file still there with its size."""
+def _marker_record(dest: Path, wanted: list[str], sha256: str | None) -> dict[str, Any] | None:
+    """The completion marker when it covers `wanted` (all files when empty) and they are still intact."""
     try:
-        files = json.loads(_repo_marker(dest).read_text())["files"]
-    except (OSError, ValueError, KeyError):
+        marker = json.loads(_repo_marker(dest).read_text())
+        files = {f["path"]: f for f in marker["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if wanted and (any(f not in files for f in wanted) or (marker.get("subset") and set(wanted) != set(files))):
+        return None
+    if not wanted and marker.get("subset"):
+        return None
+    if not all(_intact(dest / f["path"], f["size"]) for f in files.values()):
+        return None
+    if sha256 and wanted and files[wanted[0]].get("sha256") != sha256.lower():
+        return None
+    return marker
+
+
+def _intact(path: Path, size: int) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size
+    except OSError:
         return False
-    return all(already_present(dest / f["path"], f["size"]) for f in files)
+
+
+def _write_marker(dest: Path, uri: str, revision: str | None, files: list[dict[str, Any]], subset: bool) -> None:
+    marker = _repo_marker(dest)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"uri": uri, "revision": revision, "subset": subset, "files": files}, sort_keys=True))
+    os.replace(tmp, marker)
 
 
 def _check_local(args: argparse.Namespace, directory: str) -> int:
@@ -74,60 +110,133 @@ def _check_local(args: argparse.Namespace, directory: str) -> int:
     return 0
 
 
-def fetch(args: argparse.Namespace) -> int:
+def _check_space(dest: Path, total: int | None) -> None:
+    """Refuse up front what cannot fit, instead of failing at 90% after twenty minutes."""
+    if not total:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    needed = total - _present_bytes(dest)
+    free = shutil.disk_usage(dest).free
+    if needed > free:
+        raise FetchError(
+            f"No space left on the cache volume: the model needs {needed} more bytes and {free} are free "
+            "(give the cache a larger size)."
+        )
+
+
+def _present_bytes(dest: Path) -> int:
+    from modeldeploy.fetch.progress import bytes_under
+
+    return bytes_under(dest)
+
+
+def _verify_first(dest: Path, name: str, sha256: str | None) -> str | None:
+    """model.sha256 against the downloaded file; a mismatch removes it (the clients trust their etags)."""
+    if not sha256:
+        return None
+    got = sha256_of(dest / name)
+    if got != sha256.lower():
+        (dest / name).unlink()
+        raise FetchError(
+            f"Checksum mismatch for {name}: expected sha256 {sha256.lower()}, got {got}; "
+            "the download was removed (check model.sha256 or the source)."
+        )
+    log({"event": "fetch.verified", "file": str(dest / name), "sha256": got})
+    return got
+
+
+def fetch(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
+    """Fetch and return the final record (phase Ready, bytes, total, revision)."""
     try:
         location = locate(args.uri)
     except ModelUriError as exc:
         raise UsageError(str(exc)) from None
     if not location.needs_fetch:
-        return _check_local(args, location.directory)
+        _check_local(args, location.directory)
+        return {"phase": "Ready", "downloaded": False}
     if args.sha256 and (len(args.sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in args.sha256)):
         raise UsageError(f"--sha256 {args.sha256!r} is not a 64-digit hex SHA-256.")
     dest = Path(args.dest)
-    single_file = location.scheme in ("https", "http")
-    options = dict(log=log, attempts=args.attempts, backoff=args.backoff, progress_interval=args.progress_interval)
+    if location.scheme in ("https", "http"):
+        return _fetch_url(args, dest, reporter)
 
     # First, without any network: is everything already here?
-    if single_file:
-        if already_present(dest, sha256=args.sha256):
-            log({"event": "fetch.present", "file": str(dest), "downloaded": False})
-            return 0
-    elif args.file:
-        if all(already_present(dest / f, sha256=args.sha256 if i == 0 else None) for i, f in enumerate(args.file)):
-            log({"event": "fetch.present", "files": args.file, "downloaded": False})
-            return 0
-    elif _repo_present(dest):
-        log({"event": "fetch.present", "directory": str(dest), "downloaded": False})
-        return 0
+    marker = _marker_record(dest, args.file, args.sha256)
+    if marker is not None:
+        size = sum(f["size"] for f in marker["files"])
+        log({"event": "fetch.present", "directory": str(dest), "revision": marker.get("revision"), "downloaded": False})
+        return {"phase": "Ready", "bytes": size, "total": size, "revision": marker.get("revision"), "downloaded": False}
 
     started = time.monotonic()
+    if location.scheme == "hf":
+        from modeldeploy.fetch import hub
+
+        listing = hub.resolve(args.uri, args.file or None)
+        files, revision = listing.files, listing.commit
+        log({"event": "fetch.listing", "files": len(files), "bytes": listing.total, "revision": revision})
+        _check_space(dest, listing.total)
+        with DiskProgress(dest, listing.total, **_progress(args, reporter, revision)):
+            hub.download(listing, dest)
+    else:
+        files, revision = _fetch_source(args, dest, reporter)
+    digest = _verify_first(dest, args.file[0], args.sha256) if args.file and location.scheme == "hf" else None
+    recorded = []
+    for i, f in enumerate(files):
+        entry: dict[str, Any] = {"path": f.path, "size": (dest / f.path).stat().st_size}
+        if i == 0 and args.file and args.sha256:
+            entry["sha256"] = digest or args.sha256.lower()
+        recorded.append(entry)
+    _write_marker(dest, args.uri, revision, recorded, subset=bool(args.file))
+    size = sum(f["size"] for f in recorded)
+    log({"event": "fetch.complete", "files": len(recorded), "seconds": round(time.monotonic() - started, 2)})
+    return {"phase": "Ready", "bytes": size, "total": size, "revision": revision, "downloaded": True}
+
+
+def _progress(args: argparse.Namespace, reporter: Reporter, revision: str | None) -> dict[str, Any]:
+    return {"interval": args.progress_interval, "log": log, "reporter": reporter, "revision": revision}
+
+
+def _fetch_source(args: argparse.Namespace, dest: Path, reporter: Reporter) -> tuple[list[RemoteFile], str | None]:
+    """modelscope:// and s3:// through their listings and the resumable single-file download."""
     source = source_for(args.uri)
-    fetched = 0
+    options = dict(log=log, attempts=args.attempts, backoff=args.backoff, progress_interval=args.progress_interval)
     try:
-        if single_file:
-            opener, name = source.opener("")
-            fetched += download(opener, dest, source=name, sha256=args.sha256, **options)
-        elif args.file:
-            for i, path in enumerate(args.file):
-                opener, name = source.opener(path)
-                sha = args.sha256 if i == 0 else None
-                fetched += download(opener, dest / path, source=name, sha256=sha, **options)
-        else:
-            files: list[RemoteFile] = source.list_files()
-            log({"event": "fetch.listing", "files": len(files), "bytes": sum(f.size or 0 for f in files)})
-            for remote in files:
+        listed = source.list_files()
+        if args.file:
+            by_path = {f.path: f for f in listed}
+            missing = [f for f in args.file if f not in by_path]
+            if missing:
+                raise FetchError(f"{args.uri}: no file {', '.join(missing)} in the listing (check model.file).")
+            listed = [by_path[f] for f in args.file]
+        total = sum(f.size or 0 for f in listed) or None
+        log({"event": "fetch.listing", "files": len(listed), "bytes": total})
+        _check_space(dest, total)
+        with DiskProgress(dest, total, **_progress(args, reporter, None)):
+            for i, remote in enumerate(listed):
                 opener, name = source.opener(remote.path)
-                fetched += download(
-                    opener, dest / remote.path, source=name, expected_size=remote.size, sha256=remote.sha256, **options
-                )
-            marker = _repo_marker(dest)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            listing = [{"path": f.path, "size": (dest / f.path).stat().st_size} for f in files]
-            marker.write_text(json.dumps({"uri_scheme": location.scheme, "files": listing}))
+                sha = args.sha256 if (i == 0 and args.file) else remote.sha256
+                download(opener, dest / remote.path, source=name, expected_size=remote.size, sha256=sha, **options)
     finally:
         source.close()
-    log({"event": "fetch.complete", "downloaded_files": fetched, "seconds": round(time.monotonic() - started, 2)})
-    return 0
+    return listed, None
+
+
+def _fetch_url(args: argparse.Namespace, dest: Path, reporter: Reporter) -> dict[str, Any]:
+    """https:// is one file: our resumable download, verified, with its own marker."""
+    if already_present(dest, sha256=args.sha256):
+        log({"event": "fetch.present", "file": str(dest), "downloaded": False})
+        size = dest.stat().st_size
+        return {"phase": "Ready", "bytes": size, "total": size, "downloaded": False}
+    source = source_for(args.uri)
+    options = dict(log=log, attempts=args.attempts, backoff=args.backoff, progress_interval=args.progress_interval)
+    try:
+        opener, name = source.opener("")
+        download(opener, dest, source=name, sha256=args.sha256, **options)
+    finally:
+        source.close()
+    size = dest.stat().st_size
+    log({"event": "fetch.complete", "files": 1, "bytes": size})
+    return {"phase": "Ready", "bytes": size, "total": size, "downloaded": True}
 
 
 def _termination_message(text: str) -> None:
@@ -138,16 +247,49 @@ def _termination_message(text: str) -> None:
         pass
 
 
+def _reporter(args: argparse.Namespace) -> Reporter:
+    reporters: list[Reporter] = []
+    if args.report_claim:
+        from modeldeploy.fetch.report import ClaimReporter
+
+        namespace, _, name = args.report_claim.partition("/")
+        reporters.append(ClaimReporter(namespace, name, log=log))
+    if args.progress_file:
+        reporters.append(FileReporter(args.progress_file))
+
+    class _All(Reporter):
+        def report(self, record: dict[str, Any]) -> None:
+            for r in reporters:
+                r.report(record)
+
+    return _All()
+
+
+def _quiet_clients(dest: str) -> None:
+    """huggingface_hub: no progress bars in the log, no telemetry, its own files on the cache volume."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HOME", str(Path(dest) / MARKER_DIR / "hf-home"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_clients(args.dest)
+    reporter = _reporter(args)
     try:
-        return fetch(args)
+        result = fetch(args, reporter)
     except UsageError as exc:
         code, message = 2, str(exc)
     except FetchError as exc:
         code, message = 1, str(exc)
+    else:
+        final = {k: v for k, v in result.items() if k != "downloaded"}
+        reporter.report(final)
+        _termination_message(json.dumps(final, sort_keys=True))
+        return 0
     log({"event": "fetch.failed", "error": message})
     print(message, file=sys.stderr, flush=True)
+    reporter.report({"phase": "Failed", "message": message})
     _termination_message(message)
     return code
 

@@ -127,6 +127,12 @@ def _hash_file(path: Path, digest: Any) -> None:
             digest.update(block)
 
 
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    _hash_file(path, digest)
+    return digest.hexdigest()
+
+
 def download(
     open_at: Opener,
     dest: Path,

@@ -1,6 +1,6 @@
-"""Where each `model.uri` scheme's files come from, and how they are listed.
+"""Where modelscope://, s3:// and https:// files come from, and how they are listed (hf:// is hub.py).
 
-Every scheme reduces to "a list of (relative path, size, sha256) and a way to open one from a byte
+Every scheme here reduces to "a list of (relative path, size, sha256) and a way to open one from a byte
 offset", so the resumable, verified download in `http.py` is written once. Credentials are read from the
 environment (the Secret named in `model.credentialsSecret` is mounted as env vars) and only ever go into
 request headers or the S3 client, never into argv or the log.
@@ -13,11 +13,10 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urljoin, urlparse
+from urllib.parse import quote, urlparse
 
 from modeldeploy.fetch.http import FetchError, Opener, Response, Retryable, http_opener
 
-HF_DEFAULT = "https://huggingface.co"
 MODELSCOPE_DEFAULT = "https://www.modelscope.cn"
 
 
@@ -84,35 +83,6 @@ class HttpSource(Source):
             hint = " (is credentialsSecret set with the right token?)" if response.status_code in (401, 403) else ""
             raise FetchError(f"Listing {url.split('?')[0]} answered HTTP {response.status_code}{hint}.")
         return response.json(), response
-
-
-class HuggingFace(HttpSource):
-    """hf://org/repo[@rev]: the hub's resolve URLs; the tree API lists files with sizes and LFS sha256."""
-
-    def __init__(self, uri: str) -> None:
-        super().__init__(os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN"))
-        self.base = os.environ.get("HF_ENDPOINT", HF_DEFAULT).rstrip("/")
-        self.repo, self.rev = parse_repo(uri)
-
-    def list_files(self) -> list[RemoteFile]:
-        url: str | None = f"{self.base}/api/models/{self.repo}/tree/{quote(self.rev, safe='')}?recursive=true"
-        files: list[RemoteFile] = []
-        while url:
-            data, response = self.get_json(url)
-            for entry in data:
-                if entry.get("type") != "file":
-                    continue
-                lfs = entry.get("lfs") or {}
-                files.append(
-                    RemoteFile(_safe_relpath(entry["path"]), lfs.get("size", entry.get("size")), lfs.get("oid"))
-                )
-            link = response.links.get("next", {}).get("url")  # the tree API pages with a Link header
-            url = urljoin(str(response.url), link) if link else None
-        return files
-
-    def opener(self, path: str) -> tuple[Opener, str]:
-        url = f"{self.base}/{self.repo}/resolve/{quote(self.rev, safe='')}/{quote(path)}"
-        return http_opener(self.client, url, self.headers), url
 
 
 class ModelScope(HttpSource):
@@ -235,8 +205,6 @@ class S3(Source):
 
 def source_for(uri: str) -> Source:
     scheme = urlparse(uri).scheme
-    if scheme == "hf":
-        return HuggingFace(uri)
     if scheme == "modelscope":
         return ModelScope(uri)
     if scheme in ("https", "http"):

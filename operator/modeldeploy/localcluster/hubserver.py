@@ -66,6 +66,7 @@ class HubServer:
         self.page_size = page_size
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], FileStats] = {}
+        self.requests = 0  # every request but the stats endpoint's: proves a client asked nothing at all
         for repo_id, spec in (repos or {}).items():
             self.add_repo(repo_id, spec)
         handler = type("HubHandler", (_Handler,), {"hub": self})
@@ -111,7 +112,7 @@ class HubServer:
             return FileStats(s.gets, s.bytes, s.heads)
 
     def stats(self) -> dict[str, Any]:
-        """{"bytes": N, "gets": N, "repos": {repo: {"bytes", "gets", "files": {path: {gets, bytes, heads}}}}}."""
+        """{"requests", "bytes", "gets", "repos": {repo: {"bytes", "gets", "files": {path: {gets, bytes, heads}}}}}."""
         with self._lock:
             items = [(k, FileStats(v.gets, v.bytes, v.heads)) for k, v in self._stats.items()]
         repos: dict[str, dict[str, Any]] = {}
@@ -121,6 +122,7 @@ class HubServer:
             r["bytes"] += s.bytes
             r["gets"] += s.gets
         return {
+            "requests": self.requests,
             "bytes": sum(r["bytes"] for r in repos.values()),
             "gets": sum(r["gets"] for r in repos.values()),
             "repos": repos,
@@ -129,6 +131,7 @@ class HubServer:
     def reset_stats(self) -> None:
         with self._lock:
             self._stats.clear()
+            self.requests = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -203,7 +206,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         if raw[:2] == ["_hubserver", "stats"]:
             self._json(self.hub.stats())
-        elif raw[:2] == ["api", "models"]:
+            return
+        with self.hub._lock:
+            self.hub.requests += 1
+        if raw[:2] == ["api", "models"]:
             self._api(raw[2:], query)
         elif "resolve" in raw:
             i = raw.index("resolve")

@@ -1,7 +1,7 @@
-"""A local HTTP file server for fetch tests: Range requests, cut connections, a hub-like API.
+"""A local HTTP file server for fetch tests: Range requests, cut connections, ModelScope's file API.
 
-It plays the hub (tree API with paging, resolve URLs that redirect to a separate "CDN" origin), ModelScope's
-file API and a plain HTTPS file host, on 127.0.0.1 only. Every request is recorded so tests can assert
+It plays ModelScope's file API and a plain HTTPS file host, on 127.0.0.1 only (the Hugging Face Hub is
+modeldeploy.localcluster.hubserver). Every request is recorded so tests can assert
 what was asked (Range headers, whether a token reached the CDN, that a second start asked nothing).
 """
 
@@ -30,8 +30,6 @@ class Behaviour:
     cuts_left: int = 0  # ...for this many GETs
     ignore_range: bool = False  # answer 200 with the whole file even when a Range is asked
     token: str | None = None  # when set, API and resolve URLs need "Bearer <token>"
-    page_size: int = 1000  # tree API page size (Link: rel="next")
-    redirect_to: str | None = None  # base URL of the CDN that resolve URLs redirect to
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -85,19 +83,6 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = [unquote(p) for p in url.path.split("/") if p]
-        if parts[:2] == ["api", "models"] and "tree" in parts:  # hub: /api/models/org/repo/tree/rev
-            if not self._authorized():
-                return
-            names = sorted(b.files)
-            start = int(query.get("cursor", "0"))
-            page = names[start : start + b.page_size]
-            entries = [{"type": "directory", "path": "sub", "size": 0}] if start == 0 else []
-            entries += [{"type": "file", "path": n, "size": len(b.files[n])} for n in page]
-            extra = {}
-            if start + b.page_size < len(names):
-                extra["Link"] = f'<{url.path}?recursive=true&cursor={start + b.page_size}>; rel="next"'
-            self._json(entries, extra)
-            return
         if parts[:2] == ["api", "v1"] and parts[-1] == "files":  # modelscope listing
             if not self._authorized():
                 return
@@ -108,18 +93,6 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._authorized():
                 return
             self._file(query["FilePath"])
-            return
-        if "resolve" in parts:  # hub: /org/repo/resolve/rev/path
-            if not self._authorized():
-                return
-            path = "/".join(parts[parts.index("resolve") + 2 :])
-            if b.redirect_to:
-                self.send_response(302)
-                self.send_header("Location", f"{b.redirect_to}/files/{path}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self._file(path)
             return
         if parts[:1] == ["files"]:
             if not self._authorized():

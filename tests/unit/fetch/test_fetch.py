@@ -1,4 +1,7 @@
-"""The fetch init container against a local HTTP server: resume, verification, listing, credentials."""
+"""The fetcher against a local HTTP server: https:// and modelscope:// (resume, verification, listing, credentials).
+
+hf:// goes through huggingface_hub and is tested against the local Hub server in test_fetch_hf.py.
+"""
 
 from __future__ import annotations
 
@@ -134,46 +137,6 @@ def test_giving_up_keeps_the_part_for_the_next_start(tmp_path, capsys) -> None:
         code, _, err = _run(capsys, "--uri", f"{srv.url}/files/f.bin", "--dest", str(dest), "--attempts", "3")
     assert code == 1 and "Giving up" in err and "after 3 attempts" in err
     assert dest.with_name("f.bin.part").stat().st_size == 3000
-
-
-def test_hf_repository_listing_paging_tokens_and_cdn_redirect(tmp_path, capsys, monkeypatch) -> None:
-    files = {"config.json": b"{}", "model-00001.safetensors": BLOB, "tokenizer/tok.json": b'{"a": 1}'}
-    cdn = Behaviour(files=files)
-    secret = "hf_secret_token_value"
-    with Server(cdn) as cdn_srv:
-        hub = Behaviour(files=files, token=secret, page_size=2, redirect_to=cdn_srv.url)
-        with Server(hub) as hub_srv:
-            monkeypatch.setenv("HF_ENDPOINT", hub_srv.url)
-            monkeypatch.setenv("HF_TOKEN", secret)
-            dest = tmp_path / "hf" / "org" / "repo" / "main"
-            code, records, err = _run(capsys, "--uri", "hf://org/repo", "--dest", str(dest))
-            assert code == 0, err
-            for name, content in files.items():
-                assert (dest / name).read_bytes() == content
-            listing_calls = [s for s in hub.seen if "/tree/" in s.path]
-            assert len(listing_calls) == 2  # two pages
-            assert all(s.authorization == f"Bearer {secret}" for s in hub.seen)
-            assert all(s.authorization is None for s in cdn.seen)  # the token never left the hub
-            assert secret not in json.dumps(records) and secret not in err
-            seen = len(hub.seen) + len(cdn.seen)
-            code, records, _ = _run(capsys, "--uri", "hf://org/repo", "--dest", str(dest))
-            assert code == 0 and len(hub.seen) + len(cdn.seen) == seen
-            assert records[0]["event"] == "fetch.present"
-
-
-def test_hf_single_file_and_missing_token(tmp_path, capsys, monkeypatch) -> None:
-    hub = Behaviour(files={"q4.gguf": BLOB, "other.gguf": b"x"}, token="t")
-    with Server(hub) as srv:
-        monkeypatch.setenv("HF_ENDPOINT", srv.url)
-        dest = tmp_path / "d"
-        code, _, err = _run(capsys, "--uri", "hf://org/repo@v1", "--dest", str(dest), "--file", "q4.gguf")
-        assert code == 1 and "HTTP 401" in err and "credentialsSecret" in err
-        monkeypatch.setenv("HF_TOKEN", "t")
-        code, _, _ = _run(
-            capsys, "--uri", "hf://org/repo@v1", "--dest", str(dest), "--file", "q4.gguf", "--sha256", SHA
-        )
-        assert code == 0 and (dest / "q4.gguf").read_bytes() == BLOB and not (dest / "other.gguf").exists()
-        assert any("/resolve/v1/q4.gguf" in s.path for s in hub.seen)
 
 
 def test_modelscope_repository(tmp_path, capsys, monkeypatch) -> None:

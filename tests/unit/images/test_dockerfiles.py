@@ -96,11 +96,14 @@ def test_project_images_enter_the_project_entrypoint(name: str, module: str) -> 
     [
         ("modeldeploy.engines.llamacpp.__main__", "xllamacpp, gguf, numpy"),
         ("modeldeploy.fetch.__main__", "httpx, boto3"),
+        ("modeldeploy.fetch.hub", "huggingface_hub"),
     ],
 )
 def test_no_deps_images_import_without_the_operator_stack(module: str, allowed: str) -> None:
     """The llamacpp and fetch images install the project with --no-deps plus only `allowed`."""
     blocked = ["pydantic", "kopf", "kubernetes", "cryptography", "pynvml"]  # (pyyaml comes with gguf)
     code = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked) + f"import {module}\n"
+    if "huggingface_hub" in allowed:
+        code += "from huggingface_hub import HfApi, snapshot_download\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, f"{module} needs more than {allowed}: {proc.stderr[-500:]}"

@@ -1,9 +1,8 @@
-"""The local Hub server against the real clients: `huggingface_hub` and the fetch init container."""
+"""The local Hub server against the real client, `huggingface_hub` (the fetcher's use: tests/unit/fetch)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -151,22 +150,6 @@ def test_throttle_lets_a_test_watch_progress(hub: HubServer) -> None:
     assert hub.downloads(REPO, "model.Q4_1.gguf").bytes == len(WEIGHTS)
     httpx.post(f"{hub.url}/_hubserver/throttle?bytes_per_s=0")
     assert hub.throttle is None
-
-
-def test_todays_fetch_code_against_the_hub(hub: HubServer, tmp_path: Path, monkeypatch, capsys) -> None:
-    from modeldeploy.fetch.__main__ import main
-
-    monkeypatch.setenv("HF_ENDPOINT", hub.url)
-    monkeypatch.setenv("MODELDEPLOY_TERMINATION_LOG", str(tmp_path / "termination-log"))
-    dest = tmp_path / "whole"
-    assert main(["--uri", f"hf://{REPO}", "--dest", str(dest)]) == 0
-    assert (dest / "model.Q4_1.gguf").read_bytes() == WEIGHTS and (dest / "sub" / "notes.txt").exists()
-    records = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert any(r["event"] == "fetch.verified" for r in records)  # the listing's LFS sha256 was checked
-    hub.repos[REPO].gated_token = "hf_right"
-    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
-    assert main(["--uri", f"hf://{REPO}", "--dest", str(tmp_path / "gated"), "--file", "config.json"]) == 1
-    assert "HTTP 403" in capsys.readouterr().err
 
 
 def test_cli_prints_its_url_and_serves(repo_dir: Path) -> None:
