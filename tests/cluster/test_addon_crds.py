@@ -8,15 +8,22 @@ session cluster stays without these CRDs, as a cluster without KEDA or a gateway
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import config
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
+from modeldeploy.config import LabelMappings, OperatorConfig
 from modeldeploy.controller.apply import Kube, KubeError
+from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
 from modeldeploy.scaling import objects as so
 from modeldeploy.scaling.plan import (
@@ -27,11 +34,19 @@ from modeldeploy.scaling.plan import (
     plan_scaling,
 )
 from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings, HttpAddonSettings
+from modeldeploy.selection.nodes import facts_from_document
 from tests.support.tools import unavailable
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 NS = "addons"
+REPO = Path(__file__).resolve().parents[2]
+_API = {
+    "ScaledObject": "keda.sh/v1alpha1",
+    "HTTPScaledObject": "http.keda.sh/v1alpha1",
+    "InferencePool": "inference.networking.k8s.io/v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
+}
 ALL_CRDS = frozenset({SCALED_OBJECT, HTTP_SCALED_OBJECT, HTTP_ROUTE, INFERENCE_POOL})
 METRICS = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
 
@@ -156,3 +171,127 @@ def test_the_schemas_are_really_enforced(kube: Kube) -> None:
     with pytest.raises(KubeError) as refused_scaled:
         _apply(kube, scaled)
     assert refused_scaled.value.status == 422 and "triggers" in refused_scaled.value.message
+
+
+# --- the operator's reconcile against these CRDs ------------------------------------------------------------
+
+MD_CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
+NODES = facts_from_document((REPO / "examples" / "nodes" / "cpu-cluster.yaml").read_text(), LabelMappings())
+MD_PATH = f"/apis/modeldeploy.io/v1alpha1/namespaces/{NS}/modeldeployments"
+
+
+def _md(name: str, autoscaling: dict[str, Any] | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {
+            "name": "qwen2.5-instruct",
+            "format": "ggufv2",
+            "quantization": "Q4_K_M",
+            "uri": "hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF",
+            "file": "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        }
+    }
+    if autoscaling is not None:
+        spec["autoscaling"] = autoscaling
+    return {
+        "apiVersion": "modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _install_md_crd(kube: Kube) -> None:
+    api = kube.api
+    addon_crds.install(api, [yaml.safe_load(MD_CRD.read_text())])
+
+
+def _conditions(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
+    body = kube.get(f"{MD_PATH}/{name}") or {}
+    return {c["type"]: c for c in (body.get("status") or {}).get("conditions") or ()}
+
+
+def _reconcile(kube: Kube, name: str, config: OperatorConfig) -> None:
+    for _ in range(20):  # the admission's RESTMapping of a just-installed CRD lags by a second or two
+        try:
+            result = reconcile(kube, NS, name, NODES, config)
+        except KubeError as exc:
+            if exc.transient:
+                time.sleep(0.5)
+                continue
+            raise
+        assert result.outcome == "applied", result
+        return
+    raise AssertionError("reconcile kept failing transiently")
+
+
+def test_reconcile_renders_scaling_and_routing_and_removes_them_when_unasked(kube: Kube) -> None:
+    _install_md_crd(kube)
+    scale_settings = AutoscalingSettings(http_addon=HttpAddonSettings(enabled=True))
+    config = OperatorConfig(autoscaling=scale_settings, gateway=GatewaySettings(name="inference"))
+    forget_discovery()
+    kube.request("POST", MD_PATH, body=_md("chat", {"minReplicas": 0, "maxReplicas": 3, "targetRequests": 2}))
+    _reconcile(kube, "chat", config)
+
+    md = kube.get(f"{MD_PATH}/chat")
+    uid = md["metadata"]["uid"]
+    for kind, name in [
+        ("ScaledObject", "chat"),
+        ("HTTPScaledObject", "chat-http"),
+        ("InferencePool", "chat"),
+        ("HTTPRoute", "chat"),
+    ]:
+        obj = kube.get(_path({"apiVersion": _API[kind], "kind": kind, "metadata": {"name": name}}))
+        assert obj is not None, f"{kind} {name} was not applied"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
+    scaled = kube.get(f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/chat")
+    assert scaled["spec"]["minReplicaCount"] == 0
+    assert "llamacpp:requests_deferred" in scaled["spec"]["triggers"][0]["metadata"]["query"]
+    deployment = kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/chat")
+    assert deployment["spec"]["replicas"] == 1  # the first replica; KEDA takes over from here
+    conditions = _conditions(kube, "chat")
+    assert conditions["Autoscaling"]["status"] == "True" and conditions["Autoscaling"]["reason"] == "KEDA"
+    assert "from zero through the KEDA HTTP add-on" in conditions["Autoscaling"]["message"]
+    assert conditions["Routed"]["reason"] == "InferencePool"
+
+    # The autoscaling block removed: the KEDA objects go, the route stays, replicas are ours again.
+    kube.request(
+        "PATCH", f"{MD_PATH}/chat", body={"spec": {"autoscaling": None}}, content_type="application/merge-patch+json"
+    )
+    _reconcile(kube, "chat", config)
+    assert kube.get(f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/chat") is None
+    assert kube.get(f"/apis/http.keda.sh/v1alpha1/namespaces/{NS}/httpscaledobjects/chat-http") is None
+    assert kube.get(f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/chat") is not None
+    conditions = _conditions(kube, "chat")
+    assert "Autoscaling" not in conditions and conditions["Routed"]["status"] == "True"
+
+
+def test_reconcile_falls_back_to_an_hpa_and_says_so(kube: Kube) -> None:
+    _install_md_crd(kube)
+    forget_discovery()
+    config = OperatorConfig(autoscaling=AutoscalingSettings(keda=False))
+    kube.request("POST", MD_PATH, body=_md("fallback", {"minReplicas": 0, "maxReplicas": 2}))
+    _reconcile(kube, "fallback", config)
+    hpa = kube.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/fallback")
+    assert hpa is not None and hpa["spec"]["minReplicas"] == 1 and hpa["spec"]["maxReplicas"] == 2
+    autoscaling = _conditions(kube, "fallback")["Autoscaling"]
+    assert autoscaling["reason"] == "HPAFallback"
+    assert "minReplicas 0 was raised to 1 because an HPA cannot scale to zero" in autoscaling["message"]
+
+
+def test_without_the_crds_status_names_what_is_missing(kube_api: Any) -> None:
+    """The session cluster has no KEDA, Gateway API or Inference Extension: HPA, no route, and status says why."""
+    plain = Kube(kube_api)
+    _install_md_crd(plain)
+    with contextlib.suppress(KubeError):
+        plain.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
+    forget_discovery()
+    config = OperatorConfig(gateway=GatewaySettings(name="inference"))
+    plain.request("POST", MD_PATH, body=_md("bare", {"minReplicas": 1, "maxReplicas": 2}))
+    _reconcile(plain, "bare", config)
+    conditions = _conditions(plain, "bare")
+    assert conditions["Autoscaling"]["reason"] == "HPAFallback"
+    assert "the CRD scaledobjects.keda.sh is absent (KEDA not installed)" in conditions["Autoscaling"]["message"]
+    assert conditions["Routed"]["status"] == "False" and conditions["Routed"]["reason"] == "CRDMissing"
+    assert "httproutes.gateway.networking.k8s.io" in conditions["Routed"]["message"]
+    assert plain.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/bare") is not None
+    plain.request("DELETE", f"/api/v1/namespaces/{NS}")

@@ -134,11 +134,23 @@ class Kube:
         )
 
 
+# The kinds we apply: the workload, and the autoscaling and routing objects (docs/autoscaling.md).
+PLURALS = {
+    "Deployment": "deployments",
+    "Service": "services",
+    "ScaledObject": "scaledobjects",
+    "HTTPScaledObject": "httpscaledobjects",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "InferencePool": "inferencepools",
+    "HTTPRoute": "httproutes",
+}
+
+
 def object_path(obj: Mapping[str, Any]) -> str:
-    """The REST path of a namespaced Deployment or Service (the only kinds we apply)."""
+    """The REST path of a namespaced object of one of the kinds we apply (PLURALS)."""
     meta = obj["metadata"]
     api_version, kind = obj["apiVersion"], obj["kind"]
-    plural = {"Deployment": "deployments", "Service": "services"}[kind]
+    plural = PLURALS[kind]
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     return f"{prefix}/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
 from modeldeploy.config import OperatorConfig
+from modeldeploy.controller import scaling
 from modeldeploy.controller.apply import (
     Applied,
     ApplyError,
@@ -163,13 +164,18 @@ def reconcile(
     problem: tuple[str, str] | None = (INVALID_SPEC, invalid) if invalid else None
     applied: list[Applied] = []
     failed: ApplyError | None = None
+    extra_conditions: tuple[tuple[str, str, str, str], ...] = ()
     if md is not None:
         current, reselect = stability_inputs(body, live)
         decision = select_engine(md.spec, nodes, config, current=current, reselect=reselect)
         if decision.engine is not None:
             try:
                 objects = render(md, decision, config)
+                objects, plan = scaling.add_scaling(kube, md, decision.engine, objects, config)
+                extra_conditions = scaling.conditions(plan)
                 applied = apply_children(kube, objects, meta.get("uid"))
+                if plan.notes or scaling.had_scaling(old_status):
+                    scaling.prune(kube, md, objects, meta.get("uid"))
             except RenderError as exc:
                 problem = (INVALID_SPEC, str(exc))
             except ChildConflict as exc:
@@ -202,6 +208,7 @@ def reconcile(
         n_gpu_layers=n_gpu_layers(pods) if auto_ngl else None,
         unschedulable=unschedulable(pods) if waiting else None,
         retrying=failed is not None and failed.transient,
+        extra_conditions=extra_conditions,
     )
     new_status = compute_status(observation, old_status, now())
     patch = status_patch(old_status, new_status)

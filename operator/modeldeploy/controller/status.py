@@ -31,7 +31,8 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
-CONDITION_ORDER = (ENGINE_SELECTED, READY, PROGRESSING, DEGRADED, RECONCILING, STALLED)
+# Autoscaling and Routed: what was rendered for spec.autoscaling and the gateway, and why (controller/scaling.py).
+CONDITION_ORDER = (ENGINE_SELECTED, READY, PROGRESSING, DEGRADED, "Autoscaling", "Routed", RECONCILING, STALLED)
 ABNORMAL_TRUE = frozenset({RECONCILING, STALLED})  # written only while True (kstatus convention)
 
 # Reasons users and tests match on.
@@ -162,6 +163,7 @@ class Observation:
     n_gpu_layers: int | None = None  # what its newest pod's init container decided, when one has
     unschedulable: str | None = None  # the scheduler's message for a pod it cannot place
     retrying: bool = False  # the problem is an apply the operator retries by itself (Reconciling)
+    extra_conditions: tuple[tuple[str, str, str, str], ...] = ()  # Autoscaling / Routed, when asked for
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
@@ -232,7 +234,7 @@ def desired_conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
     else:
         degraded = _condition(DEGRADED, False, "AsExpected", "")
 
-    conditions = [selected, ready, progressing, degraded]
+    conditions = [selected, ready, progressing, degraded, *obs.extra_conditions]
     if obs.problem is not None and obs.retrying:
         conditions.append(_condition(RECONCILING, True, obs.problem[0], obs.problem[1] + "; retrying"))
     elif progressing[1] == "True" and not spec_not_applied:
