@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client, config
 
 from modeldeploy.localcluster import BuildError, LocalCluster, ensure_binaries
+from modeldeploy.localcluster.provisioner import LocalPathProvisioner
 from tests.support.tools import unavailable
 
 
@@ -37,3 +38,13 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 @pytest.fixture(scope="session")
 def kube_api(local_cluster: LocalCluster) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(local_cluster.kubeconfig_path))
+
+
+@pytest.fixture(scope="session")
+def local_provisioner(kube_api: client.ApiClient, local_cluster: LocalCluster) -> Iterator[LocalPathProvisioner]:
+    """The `local-path` StorageClass (the default) and its provisioner: claims bind to directories."""
+    provisioner = LocalPathProvisioner(kube_api, local_cluster.workdir / "volumes", interval=0.5).start()
+    try:
+        yield provisioner
+    finally:
+        provisioner.stop()

@@ -3,7 +3,8 @@
 Modules: build (the binaries from the published Go modules, cached by version), certs (a CA and the
 per-run certificates and keys), cluster (etcd + kube-apiserver + kube-controller-manager +
 kube-scheduler as processes), nodes (fake Node objects and the kubelet chores nobody else does),
-dev (`modeldeploy dev up|demo|down|status`), hubserver (a local Hugging Face Hub that counts downloads,
+dev (`modeldeploy dev up|demo|down|status`), provisioner (claims of the default `local-path`
+StorageClass become directories), hubserver (a local Hugging Face Hub that counts downloads,
 repositories in hubrepos).
 """
 

@@ -104,7 +104,7 @@ def _spawn(workdir: Path, name: str, argv: list[str]) -> int:
 
 
 def up(workdir: Path, nodes_file: Path) -> LocalCluster:
-    """Cluster, nodes, CRD, fake kubelet and operator; all detached, their pids in the directory."""
+    """Cluster, nodes, CRD, fake kubelet, storage provisioner and operator; detached, pids in the directory."""
     if LocalCluster.alive_pids(workdir):
         raise ClusterError(f"a dev cluster already runs in {workdir}; `{PROG} down` first")
     nodes = load_node_set(nodes_file)
@@ -120,6 +120,10 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
     python = sys.executable
     pids = {
         "kubelet": _spawn(workdir, "kubelet", [python, "-m", "modeldeploy.localcluster.kubelet", *ready]),
+        # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
+        "provisioner": _spawn(
+            workdir, "provisioner", [python, "-m", "modeldeploy.localcluster.provisioner", str(workdir / "volumes")]
+        ),
         "operator": _spawn(
             workdir,
             "operator",
