@@ -92,12 +92,12 @@ def _decide(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
 
 def _print_table(md: Any, decision: Any) -> None:
-    chosen = decision.engine.value if decision.engine else "none"
+    chosen = decision.engine or "none"
     print(f"{md.metadata.namespace}/{md.metadata.name}: engine {chosen}")
     print(f"  {decision.summary}")
     for cand in decision.candidates:
         mark = "eligible" if cand.eligible else "not eligible"
-        print(f"  {cand.engine.value:<13} {mark:<13} nodes={len(cand.nodes)}")
+        print(f"  {cand.engine:<13} {mark:<13} nodes={len(cand.nodes)}")
         for reason in cand.reasons:
             print(f"      - {reason}")
     for warning in decision.warnings:

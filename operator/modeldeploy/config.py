@@ -15,18 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modeldeploy import __version__
+from modeldeploy.engines import registry
 from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings
 
 DEFAULT_REGISTRY = "ghcr.io/modeldeploy"
 CONFIG_ENV = "MODELDEPLOY_CONFIG"
 
-# Image keys: the five engines (by IMAGE_KEYS), the auto-NGL init container and the weights fetcher.
-IMAGE_NAMES = ("vllm", "sglang", "llamacpp", "transformers", "mlx", "ngl", "fetch")
+
+def image_names() -> tuple[str, ...]:
+    """Image keys: each registered engine's `image_key`, the auto-NGL init container and the weights fetcher."""
+    return registry.image_keys()
 
 
 def default_images() -> dict[str, str]:
     """Images built from `images/<name>/`, tagged with the package version."""
-    return {name: f"{DEFAULT_REGISTRY}/{name}:{__version__}" for name in IMAGE_NAMES}
+    return {name: f"{DEFAULT_REGISTRY}/{name}:{__version__}" for name in image_names()}
 
 
 class _Model(BaseModel):

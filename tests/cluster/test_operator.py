@@ -341,10 +341,8 @@ def expect_rendered(world: World, name: str) -> dict[str, Any]:
     md = ModelDeployment.model_validate({k: live_md[k] for k in ("apiVersion", "kind", "metadata", "spec")})
     current = live_md.get("status", {}).get("engine")
     decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=None)
-    if current and decision.engine and decision.engine.value != current:
-        from modeldeploy.engines import Engine
-
-        decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=Engine(current))
+    if current and decision.engine and decision.engine != current:
+        decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=current)
     deployment, service = render(md, decision, OperatorConfig())
     live_dep, live_svc = world.deployment(name), world.service(name)
     problems = subset(deployment, live_dep) + subset(service, live_svc)

@@ -3,8 +3,9 @@
 Pydantic emits JSON Schema; the apiserver wants a *structural* OpenAPI v3 schema: no `$ref`, no
 `anyOf` with null, a type on every node, no `additionalProperties: false`. This module converts one into
 the other and adds what only Kubernetes knows about: int-or-string, preserved unknown fields, list
-types, CEL rules and printer columns. The CEL rules are built from the same tables the Python
-validators use (engines.py), so the apiserver and the CLI refuse exactly the same pairs.
+types, CEL rules and printer columns. The CEL rules are built from the same facts the Python
+validators use (the quantization tables in api/quantization.py, each registered engine's formats), so
+the apiserver and the CLI refuse exactly the same pairs; a newly registered engine gets its rule too.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import yaml
 
 from modeldeploy.api import quantization as quant
 from modeldeploy.api import v1alpha1 as api
-from modeldeploy.config import IMAGE_NAMES
-from modeldeploy.engines import ENGINE_FORMATS, Engine, ModelFormat
+from modeldeploy.config import image_names
+from modeldeploy.engines import ModelFormat, registry
 
 CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 CRD_FILE = f"{api.GROUP}_{api.PLURAL}.yaml"
@@ -138,15 +139,15 @@ def _model_rules() -> list[dict[str, str]]:
 
 
 def _engine_rules() -> list[dict[str, str]]:
-    """CEL on `spec`: a named engine must be able to load the model's format at all."""
+    """CEL on `spec`: a named engine must be able to load the model's format at all (one rule per engine)."""
     rules = []
-    for engine in Engine:
-        formats = sorted(f.value for f in ENGINE_FORMATS[engine])
+    for engine in registry.engines():
+        formats = sorted(f.value for f in engine.formats)
         rules.append(
             {
-                "rule": f"!has(self.engine) || !has(self.engine.name) || self.engine.name != '{engine.value}' "
+                "rule": f"!has(self.engine) || !has(self.engine.name) || self.engine.name != '{engine.name}' "
                 f"|| self.model.format in {_cel_list(formats)}",
-                "messageExpression": f"'engine.name {engine.value} cannot load model.format ' + self.model.format"
+                "messageExpression": f"'engine.name {engine.name} cannot load model.format ' + self.model.format"
                 f" + ' (it loads: {', '.join(formats)})'",
                 "fieldPath": ".engine.name",
                 "reason": "FieldValueInvalid",
@@ -174,7 +175,7 @@ def spec_schema() -> dict[str, Any]:
         "description": props["images"]["description"],
         "properties": {
             key: {"type": "string", "minLength": 1, "description": f"Image for {key}, replacing the operator's."}
-            for key in IMAGE_NAMES
+            for key in image_names()
         },
     }
     return schema

@@ -8,14 +8,16 @@ field's description here is what `kubectl explain` shows, so it is written for t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from modeldeploy.api import quantization as quant
 from modeldeploy.api.autoscaling import AutoscalingSpec
-from modeldeploy.engines import ENGINE_FORMATS, Engine, ModelFormat
+from modeldeploy.engines import ModelFormat, registry
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -26,9 +28,6 @@ SINGULAR = "modeldeployment"
 SHORT_NAMES = ["mdep"]
 CATEGORIES = ["modeldeploy"]
 
-# The `engine.name` values: every engine plus `auto`.
-EngineChoice = Literal["auto", "vllm", "sglang", "llama.cpp", "transformers", "mlx"]
-EngineNameOnly = Literal["vllm", "sglang", "llama.cpp", "transformers", "mlx"]
 Ability = Literal["chat", "generate", "vision", "tools", "embed"]
 ArgValue = str | int | float | bool
 
@@ -40,6 +39,52 @@ DNS1123 = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # Schema markers the CRD generator turns into Kubernetes extensions (see api/crd.py).
 PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
 INT_OR_STRING = {"x-kubernetes-int-or-string": True}
+
+
+def _one_of(allowed: tuple[str, ...]) -> str:
+    """'a', 'b' or 'c': how pydantic words a Literal, so engine names read like every other enum error."""
+    quoted = [repr(a) for a in allowed]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
+def _allowed_checker(allowed: Callable[[], tuple[str, ...]]) -> Callable[[str], str]:
+    """A validator refusing values outside `allowed()`, read when validating (engines may be registered late)."""
+
+    def check(value: str) -> str:
+        options = allowed()
+        if value not in options:
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": _one_of(options)})
+        return value
+
+    return check
+
+
+def _enum_schema(allowed: Callable[[], tuple[str, ...]]) -> Callable[[dict[str, Any]], None]:
+    """json_schema_extra adding `enum: allowed()` before title and type (the order a Literal gives)."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        tail = {k: schema.pop(k) for k in ("title", "type") if k in schema}
+        schema["enum"] = list(allowed())
+        schema.update(tail)
+
+    return extra
+
+
+def _engine_choices() -> tuple[str, ...]:
+    return (registry.AUTO, *registry.names())
+
+
+def _image_keys() -> tuple[str, ...]:
+    names = registry.names()
+    return (*names, *(k for k in registry.image_keys() if k not in names))
+
+
+# The `engine.name` values: every registered engine plus `auto`; EngineName: a registered engine.
+EngineChoice = Annotated[str, AfterValidator(_allowed_checker(_engine_choices))]
+EngineName = Annotated[
+    str, AfterValidator(_allowed_checker(registry.names)), Field(json_schema_extra=_enum_schema(registry.names))
+]
+ImageKey = Annotated[str, AfterValidator(_allowed_checker(_image_keys))]
 
 
 class _Model(BaseModel):
@@ -141,10 +186,11 @@ class EngineSpec(_Model):
 
     name: EngineChoice = Field(
         default="auto",
+        json_schema_extra=_enum_schema(_engine_choices),
         description="auto (default) lets the operator choose by Xinference's rules; a named engine is still "
         "checked, and when it cannot run the status says why and nothing is deployed.",
     )
-    preference: list[EngineNameOnly] | None = Field(
+    preference: list[EngineName] | None = Field(
         default=None,
         description="Order to try under auto. Default: vllm, llama.cpp, mlx, transformers. sglang is tried "
         "only when listed here.",
@@ -221,7 +267,7 @@ class ModelDeploymentSpec(_Model):
         default=None,
         description="Scale replicas with the engine's load, down to zero where possible (docs/autoscaling.md).",
     )
-    images: dict[EngineNameOnly | Literal["llamacpp", "ngl", "fetch"], str] = Field(
+    images: dict[ImageKey, str] = Field(
         default_factory=dict,
         description="Per-engine image overrides for this deployment (keys vllm, sglang, llamacpp, "
         "transformers, mlx, ngl, fetch).",
@@ -261,7 +307,7 @@ def engine_format_problem(engine_name: str, fmt: ModelFormat) -> str | None:
     """Why a named engine can never load a format (the CRD carries the same rule as CEL)."""
     if engine_name == "auto":
         return None
-    formats = ENGINE_FORMATS[Engine(engine_name)]
+    formats = registry.get(engine_name).formats
     if fmt not in formats:
         allowed = ", ".join(sorted(f.value for f in formats))
         return f"engine.name {engine_name} cannot load model.format {fmt.value} (it loads: {allowed})"
@@ -271,7 +317,7 @@ def engine_format_problem(engine_name: str, fmt: ModelFormat) -> str | None:
 class Candidate(_Model):
     """One engine the selection considered."""
 
-    engine: EngineNameOnly = Field(description="The engine.")
+    engine: EngineName = Field(description="The engine.")
     eligible: bool = Field(description="Whether the model rules and at least one usable node allow it.")
     reasons: list[str] = Field(
         default_factory=list, description="Each rule that passed or failed, in words a user understands."

@@ -45,7 +45,7 @@ from modeldeploy.controller.status import (
     events_for,
     status_patch,
 )
-from modeldeploy.engines import Engine
+from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
 from modeldeploy.render import RenderError, render
 from modeldeploy.selection import select_engine
@@ -79,19 +79,19 @@ def parse(body: Mapping[str, Any]) -> tuple[ModelDeployment | None, str | None]:
         return None, describe_validation_error(exc)
 
 
-def current_engine(status: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> Engine | None:
-    """The engine running now: the Deployment's label first (the truth), else what the status says."""
+def current_engine(status: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> str | None:
+    """The engine running now: the Deployment's label first (the truth), else what the status says.
+
+    A name no registered engine answers to (an engine removed since) is skipped.
+    """
     label = ((deployment or {}).get("metadata") or {}).get("labels", {}).get(ENGINE_LABEL)
     for value in (label, status.get("engine")):
-        if value:
-            try:
-                return Engine(value)
-            except ValueError:
-                continue
+        if value and value in registry.names():
+            return str(value)
     return None
 
 
-def stability_inputs(body: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> tuple[Engine | None, bool]:
+def stability_inputs(body: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]:
     """(`current`, `reselect`) for select_engine.
 
     `current` only while the spec is the one the status last described: a spec change re-selects freely,
@@ -239,7 +239,7 @@ def reconcile(
         outcome = "pending"
     return Result(
         outcome=outcome,
-        engine=decision.engine.value if decision is not None and decision.engine else None,
+        engine=decision.engine if decision is not None else None,
         decision=decision,
         status_written=patch is not None,
         children_changed=[str(child.obj.get("kind")) for child in applied if child.changed],

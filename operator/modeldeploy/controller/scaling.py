@@ -17,7 +17,6 @@ from typing import Any
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.apply import Kube, KubeError, controller_uid, object_path
-from modeldeploy.engines import Engine
 from modeldeploy.scaling.objects import scaling_objects
 from modeldeploy.scaling.plan import (
     HTTP_ROUTE,
@@ -75,14 +74,14 @@ def forget_discovery() -> None:
 
 
 def add_scaling(
-    kube: Kube, md: ModelDeployment, engine: Engine, objects: list[dict[str, Any]], config: OperatorConfig
+    kube: Kube, md: ModelDeployment, engine: str, objects: list[dict[str, Any]], config: OperatorConfig
 ) -> tuple[list[dict[str, Any]], ScalingPlan]:
     """The rendered objects plus the autoscaler and routing objects, and the Deployment's replicas set
     the way the plan says (the autoscaler's minimum on creation; afterwards the autoscaler owns them).
     """
     crds = served_crds(kube) if (md.spec.autoscaling or config.gateway.enabled) else frozenset()
     metrics = load_metrics(engine)
-    plan = plan_scaling(md.spec.autoscaling, bool(metrics), engine.value, config.autoscaling, config.gateway, crds)
+    plan = plan_scaling(md.spec.autoscaling, bool(metrics), engine, config.autoscaling, config.gateway, crds)
     if plan.autoscaler == "none" and not plan.route:
         return objects, plan
     deployment = next(o for o in objects if o["kind"] == "Deployment")

@@ -14,19 +14,12 @@ import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.render.containers import HEALTH_PATH, RenderError
+from modeldeploy.render.containers import RenderError
 from modeldeploy.render.objects import deployment, service
-from modeldeploy.render.pod import ENGINE_READ_ONLY_ROOT, ENGINE_RUNS_AS_NON_ROOT, pod_template
+from modeldeploy.render.pod import pod_template
 from modeldeploy.selection.types import Decision
 
-__all__ = [
-    "ENGINE_READ_ONLY_ROOT",
-    "ENGINE_RUNS_AS_NON_ROOT",
-    "HEALTH_PATH",
-    "RenderError",
-    "dump_yaml",
-    "render",
-]
+__all__ = ["RenderError", "dump_yaml", "render"]
 
 
 def render(md: ModelDeployment, decision: Decision, config: OperatorConfig) -> list[dict[str, Any]]:
@@ -38,7 +31,7 @@ def render(md: ModelDeployment, decision: Decision, config: OperatorConfig) -> l
     if decision.engine is None:
         raise RenderError(f"{md.metadata.name}: no engine was selected, nothing to render: {decision.summary}")
     if decision.placement is None:
-        raise RenderError(f"{md.metadata.name}: engine {decision.engine.value} was selected without a placement")
+        raise RenderError(f"{md.metadata.name}: engine {decision.engine} was selected without a placement")
     engine, placement = decision.engine, decision.placement
     template = pod_template(md, engine, placement, config)
     return [deployment(md, engine, placement, template), service(md, engine)]

@@ -8,7 +8,6 @@ reselection) must stay out of it, or an engine switch would need the Deployment 
 from __future__ import annotations
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
-from modeldeploy.engines import Engine
 
 NAME = "app.kubernetes.io/name"
 INSTANCE = "app.kubernetes.io/instance"
@@ -23,14 +22,14 @@ COMPONENT_VALUE = "model-server"
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 
-def common_labels(md: ModelDeployment, engine: Engine) -> dict[str, str]:
-    """The labels every rendered object carries (rendering.md, "Every engine")."""
+def common_labels(md: ModelDeployment, engine: str) -> dict[str, str]:
+    """The labels every rendered object carries (rendering.md, "Every engine"); `engine` is its name."""
     return {
-        NAME: engine.value,
+        NAME: engine,
         INSTANCE: md.metadata.name,
         MANAGED_BY: MANAGER,
         COMPONENT: COMPONENT_VALUE,
-        ENGINE: engine.value,
+        ENGINE: engine,
     }
 
 
@@ -39,7 +38,7 @@ def selector_labels(md: ModelDeployment) -> dict[str, str]:
     return {INSTANCE: md.metadata.name, COMPONENT: COMPONENT_VALUE}
 
 
-def pod_labels(md: ModelDeployment, engine: Engine) -> dict[str, str]:
+def pod_labels(md: ModelDeployment, engine: str) -> dict[str, str]:
     """Ours first, then the user's `podLabels` in key order; a user label cannot override ours.
 
     Overriding ours would let a user label break the selector (pods no longer matched) or lie about the

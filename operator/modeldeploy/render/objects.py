@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
-from modeldeploy.engines import Engine
 from modeldeploy.render import containers as c
 from modeldeploy.render.labels import common_labels, selector_labels
 from modeldeploy.render.pod import PROGRESS_DEADLINE_S
@@ -32,7 +31,7 @@ def owner_references(md: ModelDeployment) -> list[dict[str, Any]]:
     ]
 
 
-def object_meta(md: ModelDeployment, engine: Engine) -> dict[str, Any]:
+def object_meta(md: ModelDeployment, engine: str) -> dict[str, Any]:
     """name, namespace, labels and (when known) ownerReferences."""
     meta: dict[str, Any] = {
         "name": md.metadata.name,
@@ -45,7 +44,7 @@ def object_meta(md: ModelDeployment, engine: Engine) -> dict[str, Any]:
     return meta
 
 
-def deployment(md: ModelDeployment, engine: Engine, placement: Placement, template: dict[str, Any]) -> dict[str, Any]:
+def deployment(md: ModelDeployment, engine: str, placement: Placement, template: dict[str, Any]) -> dict[str, Any]:
     """The Deployment.
 
     GPU pods roll with maxSurge 0 / maxUnavailable 1: a surge pod would need GPUs beyond what the
@@ -63,7 +62,7 @@ def deployment(md: ModelDeployment, engine: Engine, placement: Placement, templa
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": object_meta(md, engine), "spec": spec}
 
 
-def service(md: ModelDeployment, engine: Engine) -> dict[str, Any]:
+def service(md: ModelDeployment, engine: str) -> dict[str, Any]:
     """A ClusterIP Service on port 8000 → the container's `http` port."""
     return {
         "apiVersion": "v1",

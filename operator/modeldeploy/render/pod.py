@@ -1,16 +1,10 @@
 """The pod template: volumes, init containers, the engine container, probes and security.
 
-Security follows one table per engine (ENGINE_RUNS_AS_NON_ROOT, ENGINE_READ_ONLY_ROOT) rather than
-per-case code, so what runs as root, and why, is visible in one place:
-
-- llama.cpp: non-root (uid 1000), read-only root. Our image; it writes only /tmp and the cache.
-- transformers: non-root, read-only root. Our image from the wheel; HOME=/tmp keeps torch/triton caches
-  off the root filesystem and HF_HOME points at the cache volume.
-- vllm: root, writable root. Upstream vllm/vllm-openai runs as root and writes caches (torch.compile,
-  triton, flashinfer JIT) under $HOME.
-- sglang: root, writable root. Upstream lmsysorg/sglang, same reasons as vLLM.
-- mlx: neither set. It runs through a virtual-kubelet macOS provider: no Linux users to map, no container
-  root filesystem to make read-only.
+The engine's part comes from its module (engines/): command, image key, health path, and the facts
+that switch shared parts on or off (`runs_as_non_root`, `read_only_root`, `needs_shm`, `uses_hf_home`,
+`cuda_image`, its init command); each engine module says why it sets them as it does. What every pod
+shares is applied here, after the engine's part: the security context, volumes and mounts, resources,
+scheduling and labels. A read-only root gets HOME=/tmp, so caches stay off the root filesystem.
 
 The fetch and auto-NGL init containers are our images: always non-root, read-only root. Every container
 gets no privilege escalation, all capabilities dropped and seccomp RuntimeDefault.
@@ -23,7 +17,8 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.engines import GPU_REQUIRED_ENGINES, IMAGE_KEYS, Engine
+from modeldeploy.engines import registry
+from modeldeploy.engines.base import Engine, Launch
 from modeldeploy.model_paths import CACHE_MOUNT, NGL_DIR, PVC_MOUNT_ROOT, ModelLocation, ModelUriError, locate
 from modeldeploy.render import containers as c
 from modeldeploy.render.containers import RenderError
@@ -43,25 +38,6 @@ NGL_VOLUME = "ngl"
 
 NON_ROOT_UID = 1000  # the user our images (llamacpp, ngl, fetch, transformers) are built with
 HF_HOME = f"{CACHE_MOUNT}/hf-home"  # tokenizer/hub caches land on the cache volume, not the image
-
-ENGINE_RUNS_AS_NON_ROOT: dict[Engine, bool | None] = {
-    Engine.LLAMA_CPP: True,
-    Engine.TRANSFORMERS: True,
-    Engine.VLLM: False,
-    Engine.SGLANG: False,
-    Engine.MLX: None,  # not set at all: meaningless on the macOS provider
-}
-ENGINE_READ_ONLY_ROOT: dict[Engine, bool] = {
-    Engine.LLAMA_CPP: True,
-    Engine.TRANSFORMERS: True,
-    Engine.VLLM: False,
-    Engine.SGLANG: False,
-    Engine.MLX: False,
-}
-# Engines that need a large /dev/shm (NCCL and worker processes share tensors through it).
-SHM_ENGINES: frozenset[Engine] = frozenset({Engine.VLLM, Engine.SGLANG})
-# Engines that read the Hugging Face cache directory (tokenizers, configs) through huggingface_hub.
-HF_ENGINES: frozenset[Engine] = frozenset({Engine.VLLM, Engine.SGLANG, Engine.TRANSFORMERS, Engine.MLX})
 
 # Probes: the startup probe gives a model up to 30 minutes to load (weights are already fetched by the
 # init container, so this is load time only); after it passes, readiness drops a stuck pod from the
@@ -91,7 +67,7 @@ def _http_get(path: str) -> dict[str, Any]:
 
 def probes(engine: Engine) -> dict[str, Any]:
     """startupProbe, readinessProbe and livenessProbe on the engine's health endpoint."""
-    path = c.HEALTH_PATH[engine]
+    path = engine.health_path
     return {
         "startupProbe": {
             "httpGet": _http_get(path),
@@ -138,7 +114,7 @@ def volumes(md: ModelDeployment, engine: Engine, location: ModelLocation, with_n
             {"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": location.pvc_claim, "readOnly": True}}
         )
     vols.append({"name": TMP_VOLUME, "emptyDir": {}})
-    if engine in SHM_ENGINES:
+    if engine.needs_shm:
         vols.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}})
     if with_ngl:
         vols.append({"name": NGL_VOLUME, "emptyDir": {}})
@@ -201,11 +177,11 @@ def _engine_env(md: ModelDeployment, engine: Engine, placement: Placement) -> li
     so a duplicate name is an error, not "last one wins".
     """
     ours: list[dict[str, Any]] = []
-    if engine in HF_ENGINES:
+    if engine.uses_hf_home:
         ours.append({"name": "HF_HOME", "value": HF_HOME})
-    if ENGINE_READ_ONLY_ROOT[engine]:
+    if engine.read_only_root:
         ours.append({"name": "HOME", "value": "/tmp"})
-    if placement.gpus == 0 and engine is not Engine.MLX:
+    if placement.gpus == 0 and engine.cuda_image:
         # CUDA base images set NVIDIA_VISIBLE_DEVICES=all, which exposes every GPU of the node to a pod
         # that was given none; `void` hides them so CPU placements really run on CPU.
         ours.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
@@ -214,33 +190,35 @@ def _engine_env(md: ModelDeployment, engine: Engine, placement: Placement) -> li
     return [e for e in ours if e["name"] not in user_names] + user
 
 
-def _engine_command(md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation) -> list[str]:
+def launch_for(md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation) -> Launch:
+    """What an engine needs to build its command lines: paths in the pod, GPUs, the user's args."""
     spec = md.spec
-    path = location.model_path(spec.model.file)
-    args = spec.engine.args
-    if engine is Engine.VLLM:
-        return c.vllm_command(path, spec.model.name, placement.gpus, args)
-    if engine is Engine.SGLANG:
-        return c.sglang_command(path, spec.model.name, placement.gpus, args)
-    if engine is Engine.LLAMA_CPP:
-        mmproj = _projector_path(md, location)
-        return c.llamacpp_command(path, mmproj, spec.engine.n_gpu_layers, placement.gpus, args)
-    if engine is Engine.TRANSFORMERS:
-        return c.transformers_command(path, args)
-    if engine is Engine.MLX:
-        return c.mlx_command(path, args)
-    raise RenderError(f"no renderer for engine {engine.value}")  # pragma: no cover - Engine is closed
+    return Launch(
+        model_path=location.model_path(spec.model.file),
+        mmproj_path=_projector_path(md, location) if engine.loads_projector else None,
+        served_name=spec.model.name,
+        gpus=placement.gpus,
+        n_gpu_layers=spec.engine.n_gpu_layers,
+        args=spec.engine.args,
+    )
 
 
 def engine_container(
-    md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation, config: OperatorConfig
+    md: ModelDeployment,
+    engine: Engine,
+    placement: Placement,
+    launch: Launch,
+    location: ModelLocation,
+    config: OperatorConfig,
+    *,
+    with_ngl: bool,
 ) -> dict[str, Any]:
-    """The model server container."""
+    """The model server container: the engine's command and facts, then the shared parts."""
     container: dict[str, Any] = {
         "name": ENGINE_CONTAINER,
-        "image": config.image_for(IMAGE_KEYS[engine], md.spec.images),
+        "image": config.image_for(engine.image_key, md.spec.images),
         "imagePullPolicy": config.image_pull_policy,
-        "command": _engine_command(md, engine, placement, location),
+        "command": engine.command(launch),
     }
     env = _engine_env(md, engine, placement)
     if env:
@@ -249,10 +227,9 @@ def engine_container(
     resources = engine_resources(md, placement)
     if resources:
         container["resources"] = resources
-    with_ngl = engine is Engine.LLAMA_CPP and c.auto_ngl(md.spec.engine.n_gpu_layers, placement.gpus)
-    container["volumeMounts"] = _mounts(location, shm=engine in SHM_ENGINES, ngl="ro" if with_ngl else None)
+    container["volumeMounts"] = _mounts(location, shm=engine.needs_shm, ngl="ro" if with_ngl else None)
     container.update(probes(engine))
-    container["securityContext"] = _container_security(ENGINE_RUNS_AS_NON_ROOT[engine], ENGINE_READ_ONLY_ROOT[engine])
+    container["securityContext"] = _container_security(engine.runs_as_non_root, engine.read_only_root)
     return container
 
 
@@ -277,16 +254,14 @@ def fetch_container(md: ModelDeployment, location: ModelLocation, config: Operat
 
 
 def ngl_container(
-    md: ModelDeployment, placement: Placement, location: ModelLocation, config: OperatorConfig
+    md: ModelDeployment, placement: Placement, location: ModelLocation, config: OperatorConfig, command: list[str]
 ) -> dict[str, Any]:
     """The auto-NGL init container: same GPU limit as the engine, so it measures the GPUs it will use."""
     container: dict[str, Any] = {
         "name": NGL_CONTAINER,
         "image": config.image_for("ngl", md.spec.images),
         "imagePullPolicy": config.image_pull_policy,
-        "command": c.ngl_command(
-            location.model_path(md.spec.model.file), _projector_path(md, location), md.spec.engine.args
-        ),
+        "command": command,
         "env": [{"name": "HOME", "value": "/tmp"}],
         "resources": _gpu_resources(placement),
         "volumeMounts": _mounts(location, cache_ro=True, ngl="rw"),  # it only reads the GGUF header
@@ -295,19 +270,22 @@ def ngl_container(
     return container
 
 
-def pod_template(md: ModelDeployment, engine: Engine, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
-    """The Deployment's `spec.template`."""
-    if engine in GPU_REQUIRED_ENGINES and placement.gpus < 1:
-        raise RenderError(f"{engine.value} needs at least one GPU, but the placement gives {placement.gpus}")
+def pod_template(md: ModelDeployment, name: str, placement: Placement, config: OperatorConfig) -> dict[str, Any]:
+    """The Deployment's `spec.template` for the engine called `name`."""
+    engine = registry.get(name)
+    if engine.gpu_required and placement.gpus < 1:
+        raise RenderError(f"{engine.name} needs at least one GPU, but the placement gives {placement.gpus}")
     location = _location(md)
-    with_ngl = engine is Engine.LLAMA_CPP and c.auto_ngl(md.spec.engine.n_gpu_layers, placement.gpus)
+    launch = launch_for(md, engine, placement, location)
+    init_command = engine.init_command(launch)
+    with_ngl = init_command is not None
 
     init: list[dict[str, Any]] = []
     fetch = fetch_container(md, location, config)
     if fetch:
         init.append(fetch)
-    if with_ngl:
-        init.append(ngl_container(md, placement, location, config))
+    if init_command is not None:
+        init.append(ngl_container(md, placement, location, config, init_command))
 
     spec: dict[str, Any] = {}
     if md.spec.service_account_name:
@@ -326,10 +304,10 @@ def pod_template(md: ModelDeployment, engine: Engine, placement: Placement, conf
     spec.update(scheduling_fields(md.spec.node_selector, md.spec.tolerations, md.spec.affinity, placement))
     if init:
         spec["initContainers"] = init
-    spec["containers"] = [engine_container(md, engine, placement, location, config)]
+    spec["containers"] = [engine_container(md, engine, placement, launch, location, config, with_ngl=with_ngl)]
     spec["volumes"] = volumes(md, engine, location, with_ngl)
 
     return {
-        "metadata": {"labels": pod_labels(md, engine), "annotations": pod_annotations(md, ENGINE_CONTAINER)},
+        "metadata": {"labels": pod_labels(md, name), "annotations": pod_annotations(md, ENGINE_CONTAINER)},
         "spec": spec,
     }

@@ -5,9 +5,10 @@ Every engine is judged fully (model rules and node rules) even when it is not tr
 tells the user what else could run and what to change.
 
 Decisions taken here (see selection.md):
-- Order: `engine.name` alone when named (checked, never replaced); else `engine.preference`; else
-  DEFAULT_PREFERENCE. SGLang is judged like the others and `eligible` says whether its rules hold, but
-  under the default order it is never chosen; its reasons say to list it in engine.preference.
+- Order: `engine.name` alone when named (checked, never replaced); else `engine.preference`; else the
+  registry's default order (engines with an `auto_rank`). An engine without one (SGLang) is judged like
+  the others and `eligible` says whether its rules hold, but under the default order it is never chosen;
+  its reasons say to list it in engine.preference.
 - Stability: a `current` engine that is in the order and still eligible is kept unless `reselect`; the
   caller passes `current` only while the spec is unchanged. If it became impossible, nothing is chosen
   (`current_impossible`), so the Deployment is left as it is and the operator reports Degraded.
@@ -20,14 +21,10 @@ from dataclasses import dataclass
 
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import OperatorConfig
-from modeldeploy.engines import DEFAULT_PREFERENCE, Engine
-from modeldeploy.selection.llamacpp_checks import llamacpp_warnings
+from modeldeploy.engines import registry
 from modeldeploy.selection.node_rules import NodeVerdict, evaluate_nodes
-from modeldeploy.selection.rules import model_rules
 from modeldeploy.selection.types import Decision, EngineCandidate, NodeFacts
 
-# Every engine, in the order candidates are listed after the ones actually tried.
-ALL_ENGINES: tuple[Engine, ...] = (*DEFAULT_PREFERENCE, Engine.SGLANG)
 RESELECT_HINT = 'annotate modeldeploy.io/reselect: "true" to choose again'
 
 
@@ -35,7 +32,7 @@ RESELECT_HINT = 'annotate modeldeploy.io/reselect: "true" to choose again'
 class Judgement:
     """One engine judged: model rules and node rules, with the failures first-class for the summary."""
 
-    engine: Engine
+    engine: str
     model_reasons: tuple[str, ...]
     failures: tuple[str, ...]
     nodes: NodeVerdict
@@ -45,37 +42,37 @@ class Judgement:
         return not self.failures
 
 
-def judge(engine: Engine, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], config: OperatorConfig) -> Judgement:
-    """Apply every model rule and the node rules of `engine`."""
-    results = model_rules(engine, spec, config)
+def judge(name: str, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], config: OperatorConfig) -> Judgement:
+    """Apply every model rule and the node rules of the engine called `name`."""
+    engine = registry.get(name)
+    results = [r for r in engine.model_rules(spec, config) if r is not None]
     verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings)
     failures = [r.reason for r in results if not r.ok]
     if not verdict.ok:
         failures.extend(verdict.reasons)
-    return Judgement(engine, tuple(r.reason for r in results), tuple(failures), verdict)
+    return Judgement(name, tuple(r.reason for r in results), tuple(failures), verdict)
 
 
-def engine_order(spec: ModelDeploymentSpec) -> tuple[tuple[Engine, ...], str]:
+def engine_order(spec: ModelDeploymentSpec) -> tuple[tuple[str, ...], str]:
     """The engines tried, in order, and how the order came about (for the summary)."""
-    if spec.engine.name != "auto":
-        return (Engine(spec.engine.name),), "engine.name"
+    if spec.engine.name != registry.AUTO:
+        return (spec.engine.name,), "engine.name"
     if spec.engine.preference:
-        return tuple(Engine(e) for e in spec.engine.preference), "engine.preference"
-    return DEFAULT_PREFERENCE, "default"
+        return tuple(spec.engine.preference), "engine.preference"
+    return registry.default_preference(), "default"
 
 
-def _not_tried_note(engine: Engine, spec: ModelDeploymentSpec, how: str) -> str:
+def _not_tried_note(spec: ModelDeploymentSpec, how: str) -> str:
     if how == "engine.name":
         return f"not tried: engine.name is {spec.engine.name}"
     if how == "engine.preference":
         return "not tried: not listed in engine.preference"
-    if engine == Engine.SGLANG:
-        return "not chosen automatically: list it in engine.preference or set engine.name"
-    return "not tried: not in the default order"  # unreachable with today's table; kept honest
+    # Under the default order only engines without an auto_rank are left out.
+    return "not chosen automatically: list it in engine.preference or set engine.name"
 
 
-def _order_text(order: Sequence[Engine], how: str) -> str:
-    text = ", ".join(e.value for e in order)
+def _order_text(order: Sequence[str], how: str) -> str:
+    text = ", ".join(order)
     return f"{text} (engine.preference)" if how == "engine.preference" else text
 
 
@@ -83,7 +80,7 @@ def select_engine(
     spec: ModelDeploymentSpec,
     nodes: Sequence[NodeFacts],
     config: OperatorConfig,
-    current: Engine | None = None,
+    current: str | None = None,
     reselect: bool = False,
 ) -> Decision:
     """Choose the engine for `spec` on `nodes`, explaining every candidate.
@@ -92,12 +89,13 @@ def select_engine(
     `reselect` is the `modeldeploy.io/reselect: "true"` annotation, which lets a better engine replace it.
     """
     order, how = engine_order(spec)
-    judged = {e: judge(e, spec, nodes, config) for e in ALL_ENGINES}
+    every = registry.listing_order()  # candidates not tried are listed in this order after the tried ones
+    judged = {e: judge(e, spec, nodes, config) for e in every}
     fresh = next((e for e in order if judged[e].eligible), None)
-    notes: dict[Engine, list[str]] = {e: [] for e in ALL_ENGINES}
-    for engine in ALL_ENGINES:
+    notes: dict[str, list[str]] = {e: [] for e in every}
+    for engine in every:
         if engine not in order:
-            notes[engine].append(_not_tried_note(engine, spec, how))
+            notes[engine].append(_not_tried_note(spec, how))
 
     chosen = fresh
     kept = impossible = False
@@ -106,14 +104,14 @@ def select_engine(
         if judged[current].eligible:
             chosen, kept = current, True
             summary = (
-                f"{current.value}: kept the running engine while it can still run ({fresh.value if fresh else 'none'} "
+                f"{current}: kept the running engine while it can still run ({fresh if fresh else 'none'} "
                 f"is earlier in order {_order_text(order, how)} and could run now; {RESELECT_HINT})"
             )
         else:
             chosen, impossible = None, True
-            instead = f"{fresh.value} could run instead; {RESELECT_HINT}" if fresh else "no other engine can run"
+            instead = f"{fresh} could run instead; {RESELECT_HINT}" if fresh else "no other engine can run"
             summary = (
-                f"the running engine {current.value} can no longer run: {'; '.join(judged[current].failures)}; "
+                f"the running engine {current} can no longer run: {'; '.join(judged[current].failures)}; "
                 f"the Deployment is left as it is ({instead})"
             )
 
@@ -121,26 +119,26 @@ def select_engine(
         position = order.index(chosen)
         for engine in order[position + 1 :]:
             if judged[engine].eligible:
-                notes[engine].append(f"eligible, but {chosen.value} comes first in the order")
+                notes[engine].append(f"eligible, but {chosen} comes first in the order")
         if kept:
             notes[chosen].append("kept: it is the running engine and can still run")
             for engine in order[:position]:
                 if judged[engine].eligible:
-                    notes[engine].append(f"eligible, but the running engine {chosen.value} is kept ({RESELECT_HINT})")
+                    notes[engine].append(f"eligible, but the running engine {chosen} is kept ({RESELECT_HINT})")
         if not summary:
             if how == "engine.name":
-                summary = f"{chosen.value}: named in engine.name and its rules hold"
+                summary = f"{chosen}: named in engine.name and its rules hold"
             else:
-                summary = f"{chosen.value}: first eligible engine in order {_order_text(order, how)}"
+                summary = f"{chosen}: first eligible engine in order {_order_text(order, how)}"
     elif not summary:
         if how == "engine.name":
             named = order[0]
-            summary = f"no engine can run: engine.name is {named.value} and {'; '.join(judged[named].failures)}"
+            summary = f"no engine can run: engine.name is {named} and {'; '.join(judged[named].failures)}"
         else:
-            per_engine = "; ".join(f"{e.value}: {judged[e].failures[0]}" for e in order)
+            per_engine = "; ".join(f"{e}: {judged[e].failures[0]}" for e in order)
             summary = f"no engine can run: {per_engine}"
 
-    listed = (*order, *(e for e in ALL_ENGINES if e not in order))
+    listed = (*order, *(e for e in every if e not in order))
     candidates = tuple(
         EngineCandidate(
             engine=e,
@@ -152,8 +150,8 @@ def select_engine(
     )
     if impossible:
         warnings: tuple[str, ...] = (summary,)
-    elif chosen == Engine.LLAMA_CPP:
-        warnings = llamacpp_warnings(spec)
+    elif chosen is not None:
+        warnings = registry.get(chosen).warnings(spec)
     else:
         warnings = ()
     return Decision(

@@ -5,12 +5,13 @@ GPUs), CPU (Linux) and Apple silicon. The first tier with a usable node wins and
 to that tier by labels, so that the pods land where selection counted and a similar node joining later
 does not change the rendered Deployment.
 
-GPU rule (documented in the reasons): vLLM and SGLang need `resources.gpus` (default 1) CUDA GPUs on one
-node. llama.cpp and transformers use GPUs when they can: with `resources.gpus` unset they are pinned to
-CUDA nodes with 1 GPU per replica when at least one usable Linux node has a CUDA GPU, and run on CPU
-(0 GPUs) otherwise; `resources.gpus: 0` forces CPU, `resources.gpus: N` requires N CUDA GPUs. llama.cpp
-goes to Apple silicon only when no Linux node is usable (the Linux container is its ordinary image).
-MLX runs on Apple silicon only.
+Which tiers an engine may use, in which order, is the engine's own `node_needs` (engines/). GPU rule
+(documented in the reasons): vLLM and SGLang need `resources.gpus` (default 1) CUDA GPUs on one node.
+llama.cpp and transformers use GPUs when they can: with `resources.gpus` unset they are pinned to CUDA
+nodes with 1 GPU per replica when at least one usable Linux node has a CUDA GPU, and run on CPU (0 GPUs)
+otherwise; `resources.gpus: 0` forces CPU, `resources.gpus: N` requires N CUDA GPUs. llama.cpp goes to
+Apple silicon only when no Linux node is usable (the Linux container is its ordinary image). MLX runs
+on Apple silicon only.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import LabelMappings
-from modeldeploy.engines import GPU_REQUIRED_ENGINES, Engine
+from modeldeploy.engines.base import Engine, NodeNeed, Tier
 from modeldeploy.selection.nodes import ARCH_LABEL, OS_LABEL
 from modeldeploy.selection.scheduling import (
     format_taint,
@@ -34,40 +34,6 @@ from modeldeploy.selection.scheduling import (
 from modeldeploy.selection.types import NodeFacts, Placement
 
 MAX_NAMES = 10  # node names listed in one reason before "and N more"
-
-
-class Tier(StrEnum):
-    """A kind of node an engine can run on."""
-
-    CUDA = "cuda"
-    CPU = "cpu"
-    APPLE = "apple"
-
-
-@dataclass(frozen=True)
-class NodeNeed:
-    """One tier an engine can use, with the GPUs per replica it asks for there."""
-
-    tier: Tier
-    gpus: int = 0
-
-    def phrase(self) -> str:
-        """What a node must be, in words: 'Linux with a CUDA GPU', 'Apple silicon'."""
-        if self.tier == Tier.CUDA:
-            return "Linux with a CUDA GPU" if self.gpus <= 1 else f"Linux with at least {self.gpus} CUDA GPUs"
-        return "Linux" if self.tier == Tier.CPU else "Apple silicon"
-
-
-def node_needs(engine: Engine, gpus: int | None) -> tuple[NodeNeed, ...]:
-    """The tiers `engine` may use, in the order tried, given `resources.gpus` (None when unset)."""
-    if engine in GPU_REQUIRED_ENGINES:
-        return (NodeNeed(Tier.CUDA, gpus or 1),)
-    if engine == Engine.MLX:
-        return (NodeNeed(Tier.APPLE),)
-    if gpus:  # an explicit GPU count means CUDA, nothing else
-        return (NodeNeed(Tier.CUDA, gpus),)
-    cpu = (NodeNeed(Tier.CPU),) if gpus == 0 else (NodeNeed(Tier.CUDA, 1), NodeNeed(Tier.CPU))
-    return cpu + (NodeNeed(Tier.APPLE),) if engine == Engine.LLAMA_CPP else cpu
 
 
 def engine_phrase(needs: Sequence[NodeNeed]) -> str:
@@ -162,24 +128,6 @@ class NodeVerdict:
     placement: Placement | None
 
 
-def _gpu_rule_reason(engine: Engine, need: NodeNeed, gpus: int | None, earlier_failed: bool) -> str | None:
-    if engine in GPU_REQUIRED_ENGINES or engine == Engine.MLX:
-        return None
-    if gpus:
-        return f"GPU rule: resources.gpus is {gpus}, so it runs on a CUDA node with {gpus} GPU(s) per replica"
-    if gpus == 0:
-        where = "on Apple silicon" if need.tier == Tier.APPLE else "on CPU"
-        return f"GPU rule: resources.gpus is 0, so it runs {where} with no GPU"
-    if need.tier == Tier.CUDA:
-        return (
-            "GPU rule: a usable Linux node has a CUDA GPU, so it is pinned to GPU nodes with 1 GPU per replica "
-            "(set resources.gpus: 0 to run on CPU)"
-        )
-    if need.tier == Tier.CPU:
-        return "GPU rule: no usable Linux node has a CUDA GPU, so it runs on CPU with no GPU"
-    return "no usable Linux node, so it runs on Apple silicon" if earlier_failed else None
-
-
 def placement_for(need: NodeNeed, chosen: Sequence[NodeFacts], mappings: LabelMappings) -> Placement:
     """Label terms, tolerations and GPUs per replica that pin the pods to nodes like `chosen`."""
     if need.tier == Tier.APPLE:
@@ -237,7 +185,7 @@ def evaluate_nodes(
     engine: Engine, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], mappings: LabelMappings
 ) -> NodeVerdict:
     """Apply the engine's node rules to every node: the first tier with a usable node wins."""
-    needs = node_needs(engine, spec.resources.gpus)
+    needs = engine.node_needs(spec.resources.gpus)
     reasons: list[str] = []
     per_tier = [tier_problems(nodes, spec, need, mappings) for need in needs]
     for index, (need, problems) in enumerate(zip(needs, per_tier, strict=True)):
@@ -249,7 +197,7 @@ def evaluate_nodes(
             continue
         names = [n.name for n in ok_nodes]
         reasons.append(f"{len(names)} of {len(nodes)} nodes can host it ({need.phrase()}): {_names(names)}")
-        gpu_reason = _gpu_rule_reason(engine, need, spec.resources.gpus, earlier_failed=index > 0)
+        gpu_reason = engine.gpu_rule_reason(need, spec.resources.gpus, index > 0)
         if gpu_reason:
             reasons.append(gpu_reason)
         return NodeVerdict(True, tuple(reasons), tuple(names), placement_for(need, ok_nodes, mappings))

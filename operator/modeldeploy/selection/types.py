@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy.engines import Engine
-
 
 @dataclass(frozen=True)
 class Taint:
@@ -50,7 +48,7 @@ class NodeFacts:
 class EngineCandidate:
     """One engine as the selection judged it: the `status.selection[]` entry."""
 
-    engine: Engine
+    engine: str  # the engine's name (engines.registry)
     eligible: bool
     reasons: tuple[str, ...]
     nodes: tuple[str, ...]  # names of the usable nodes that satisfy the engine's node rules
@@ -58,7 +56,7 @@ class EngineCandidate:
     def as_status(self) -> dict[str, Any]:
         """The JSON shape documented for `status.selection[]` and `select -o json`."""
         return {
-            "engine": self.engine.value,
+            "engine": self.engine,
             "eligible": self.eligible,
             "reasons": list(self.reasons),
             "nodes": len(self.nodes),
@@ -84,7 +82,7 @@ class Placement:
 class Decision:
     """The outcome of selection for one ModelDeployment and one set of nodes."""
 
-    engine: Engine | None  # None: nothing can run
+    engine: str | None  # the chosen engine's name; None: nothing can run
     candidates: tuple[EngineCandidate, ...]
     placement: Placement | None  # None when engine is None
     summary: str  # one sentence: why this engine, or why none
@@ -99,6 +97,6 @@ class Decision:
     def as_json(self) -> dict[str, Any]:
         """The stable `modeldeploy select -o json` document."""
         return {
-            "engine": self.engine.value if self.engine else None,
+            "engine": self.engine,
             "candidates": [c.as_status() for c in self.candidates],
         }

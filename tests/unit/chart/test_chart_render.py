@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy.config import IMAGE_NAMES, LabelMappings, OperatorConfig, default_images, load_config
+from modeldeploy.config import LabelMappings, OperatorConfig, default_images, image_names, load_config
 from tests.support.chart import CHART, NAMESPACED_VALUES, REPO, by_kind, run_helm
 
 NAMESPACED = ("-f", str(NAMESPACED_VALUES))
@@ -232,7 +232,7 @@ def test_schema_and_values_name_every_operator_config_key() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     config_schema = schema["properties"]["config"]["properties"]
     label_keys = {f.alias for f in LabelMappings.model_fields.values()}
-    assert set(config_schema["images"]["properties"]) == set(IMAGE_NAMES) == set(values["config"]["images"])
+    assert set(config_schema["images"]["properties"]) == set(image_names()) == set(values["config"]["images"])
     assert set(config_schema["labelMappings"]["properties"]) == label_keys == set(values["config"]["labelMappings"])
     top_keys = {f.alias for f in OperatorConfig.model_fields.values()}
     assert set(config_schema) == top_keys == set(values["config"])

@@ -11,7 +11,6 @@ from modeldeploy.controller.handlers import Serializer, owner_name
 from modeldeploy.controller.metrics import Metrics
 from modeldeploy.controller.nodes_index import FactsMemory, index_entry, snapshot
 from modeldeploy.controller.reconcile import current_engine, parse, stability_inputs
-from modeldeploy.engines import Engine
 
 DEPLOYMENT = {
     "apiVersion": "apps/v1",
@@ -161,8 +160,8 @@ def test_parse_ignores_status_bookkeeping_and_reports_what_pydantic_refuses() ->
 
 def test_stability_inputs() -> None:
     dep = {"metadata": {"labels": {"modeldeploy.io/engine": "vllm"}}}
-    assert stability_inputs(MD, dep) == (Engine.VLLM, False)  # the Deployment's label is the truth
-    assert stability_inputs(MD, None) == (Engine.TRANSFORMERS, False)
+    assert stability_inputs(MD, dep) == ("vllm", False)  # the Deployment's label is the truth
+    assert stability_inputs(MD, None) == ("transformers", False)
     changed = {**MD, "metadata": {**MD["metadata"], "generation": 3}}
     assert stability_inputs(changed, dep) == (None, False)  # spec changed: choose freely
     asked = {**MD, "metadata": {**MD["metadata"], "annotations": {"modeldeploy.io/reselect": "true"}}}

@@ -13,19 +13,18 @@ from modeldeploy.controller.status import (
     rollout,
     status_patch,
 )
-from modeldeploy.engines import Engine
 from modeldeploy.selection.types import Decision, EngineCandidate, Placement
 
 T1, T2, T3 = "2025-01-01T00:00:00Z", "2025-01-01T00:01:00Z", "2025-01-01T00:02:00Z"
 PLACEMENT = Placement(node_selector_terms=(), tolerations=(), gpus=1)
 
 
-def decision(engine: Engine | None = Engine.VLLM, **kwargs: Any) -> Decision:
+def decision(engine: str | None = "vllm", **kwargs: Any) -> Decision:
     candidates = (
-        EngineCandidate(Engine.VLLM, engine == Engine.VLLM, ("rule",), ("gpu-1",) if engine else ()),
-        EngineCandidate(Engine.TRANSFORMERS, True, ("rule",), ("gpu-1", "cpu-1")),
+        EngineCandidate("vllm", engine == "vllm", ("rule",), ("gpu-1",) if engine else ()),
+        EngineCandidate("transformers", True, ("rule",), ("gpu-1", "cpu-1")),
     )
-    summary = kwargs.pop("summary", f"{engine.value}: first eligible engine" if engine else "no engine can run")
+    summary = kwargs.pop("summary", f"{engine}: first eligible engine" if engine else "no engine can run")
     return Decision(
         engine=engine, candidates=candidates, placement=PLACEMENT if engine else None, summary=summary, **kwargs
     )
@@ -156,7 +155,7 @@ def test_invalid_spec_leaves_the_running_deployment_and_says_so() -> None:
 
 
 def test_llamacpp_warnings_degrade_but_ready_follows_the_deployment() -> None:
-    risky = decision(Engine.LLAMA_CPP, warnings=("n_ctx / n_parallel is too small; raise n_ctx",))
+    risky = decision("llama.cpp", warnings=("n_ctx / n_parallel is too small; raise n_ctx",))
     status = compute_status(obs(decision=risky, deployment=view(ready=1, engine="llama.cpp")), None, T1)
     c = conds(status)
     assert c["Degraded"] == ("True", "LlamaCppConfigRisk")
@@ -227,7 +226,7 @@ def test_events_once_per_transition() -> None:
 
 def test_engine_change_event() -> None:
     first = compute_status(obs(decision=decision(), deployment=view(ready=1)), None, T1)
-    other = decision(Engine.TRANSFORMERS)
+    other = decision("transformers")
     second = compute_status(
         obs(generation=2, decision=other, deployment=view(ready=1, engine="transformers")), first, T2
     )

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.config import IMAGE_NAMES
+from modeldeploy.config import image_names
 
 REPO = Path(__file__).resolve().parents[3]
 IMAGES = REPO / "images"
-ALL = sorted({*IMAGE_NAMES, "operator"})
+ALL = sorted({*image_names(), "operator"})
 
 
 def _hadolint() -> str:

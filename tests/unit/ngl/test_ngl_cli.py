@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from modeldeploy.engines.llamacpp.spec import ngl_command
 from modeldeploy.ngl import cli, gpus, initcontainer
 from modeldeploy.ngl.estimate import Options
-from modeldeploy.render.containers import ngl_command
 
 KEYS = ["n_gpu_layers", "tensor_split", "estimate", "fallback", "reason"]
 
@@ -126,7 +126,7 @@ def _options(cmd: list[str]) -> Options:
 
 
 def test_rendered_init_container_flags_parse(tmp_path: Path) -> None:
-    """What render/containers.py passes is what ngl/cli.py accepts, and reaches Options."""
+    """What the llama.cpp engine (engines/llamacpp/spec.py) passes is what ngl/cli.py accepts, and reaches Options."""
     args = {"n_ctx": 16384, "n_parallel": 4, "cache_type_k": "q8_0", "flash_attn": True}
     o = _options(ngl_command("/models/m.gguf", None, args))
     assert (o.cache_type_k, o.cache_type_v) == ("q8_0", "f16")  # llama.cpp's default V type when only K is set

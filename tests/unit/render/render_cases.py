@@ -11,7 +11,6 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.engines import Engine
 from modeldeploy.selection.types import Decision, Placement
 
 CONFIG = OperatorConfig()
@@ -47,7 +46,7 @@ def apple_placement() -> Placement:
     )
 
 
-def decision(engine: Engine | None, placement: Placement | None) -> Decision:
+def decision(engine: str | None, placement: Placement | None) -> Decision:
     return Decision(engine=engine, candidates=(), placement=placement, summary="chosen by hand for a test")
 
 
@@ -190,13 +189,13 @@ MLX_SPEC: dict[str, Any] = {
 }
 
 # golden file name → (spec, engine, placement factory, uid)
-GOLDEN_CASES: dict[str, tuple[dict[str, Any], Engine, Any, str | None]] = {
-    "vllm": (VLLM_SPEC, Engine.VLLM, lambda: gpu_placement(2), "0b8a1f4e-7f1c-4d9a-9a57-1d2a3c4b5e6f"),
-    "sglang": (SGLANG_SPEC, Engine.SGLANG, lambda: gpu_placement(2), None),
-    "llamacpp": (LLAMACPP_SPEC, Engine.LLAMA_CPP, lambda: gpu_placement(1), "4f1e2d3c-0000-4000-8000-000000000001"),
-    "llamacpp-cpu": (LLAMACPP_CPU_SPEC, Engine.LLAMA_CPP, cpu_placement, None),
-    "transformers": (TRANSFORMERS_SPEC, Engine.TRANSFORMERS, cpu_placement, None),
-    "mlx": (MLX_SPEC, Engine.MLX, apple_placement, None),
+GOLDEN_CASES: dict[str, tuple[dict[str, Any], str, Any, str | None]] = {
+    "vllm": (VLLM_SPEC, "vllm", lambda: gpu_placement(2), "0b8a1f4e-7f1c-4d9a-9a57-1d2a3c4b5e6f"),
+    "sglang": (SGLANG_SPEC, "sglang", lambda: gpu_placement(2), None),
+    "llamacpp": (LLAMACPP_SPEC, "llama.cpp", lambda: gpu_placement(1), "4f1e2d3c-0000-4000-8000-000000000001"),
+    "llamacpp-cpu": (LLAMACPP_CPU_SPEC, "llama.cpp", cpu_placement, None),
+    "transformers": (TRANSFORMERS_SPEC, "transformers", cpu_placement, None),
+    "mlx": (MLX_SPEC, "mlx", apple_placement, None),
 }
 
 

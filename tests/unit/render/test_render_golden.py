@@ -39,8 +39,6 @@ def test_render_does_not_depend_on_user_key_order() -> None:
     """The same affinity/tolerations written with keys in another order give the same bytes."""
     from render_cases import LLAMACPP_CPU_SPEC, cpu_placement, decision, md, with_spec
 
-    from modeldeploy.engines import Engine
-
     def reverse(value):
         if isinstance(value, dict):
             return {k: reverse(value[k]) for k in reversed(list(value))}
@@ -50,7 +48,7 @@ def test_render_does_not_depend_on_user_key_order() -> None:
 
     spec = with_spec(LLAMACPP_CPU_SPEC, tolerations=[{"key": "a", "operator": "Exists", "effect": "NoSchedule"}])
     shuffled = with_spec(spec, affinity=reverse(spec["affinity"]), tolerations=reverse(spec["tolerations"]))
-    d = decision(Engine.LLAMA_CPP, cpu_placement())
+    d = decision("llama.cpp", cpu_placement())
     assert dump_yaml(render(md(spec), d, CONFIG)) == dump_yaml(render(md(shuffled), d, CONFIG))
 
 

@@ -22,28 +22,28 @@ from render_cases import (
     with_spec,
 )
 
-from modeldeploy.engines import Engine
+from modeldeploy.engines.args import flag_args
+from modeldeploy.engines.registry import get
 from modeldeploy.model_paths import NGL_FILE
 from modeldeploy.render import RenderError, render
-from modeldeploy.render.containers import flag_args
 
 SECRET_VALUE = "hf_supersecret"
 
 
-def objects(spec: dict, engine: Engine, placement, uid: str | None = None) -> list[dict]:
+def objects(spec: dict, engine: str, placement, uid: str | None = None) -> list[dict]:
     return render(md(spec, uid=uid), decision(engine, placement), CONFIG)
 
 
-def pod(spec: dict, engine: Engine, placement) -> dict:
+def pod(spec: dict, engine: str, placement) -> dict:
     return objects(spec, engine, placement)[0]["spec"]["template"]["spec"]
 
 
-def container(spec: dict, engine: Engine, placement, name: str = "engine") -> dict:
+def container(spec: dict, engine: str, placement, name: str = "engine") -> dict:
     p = pod(spec, engine, placement)
     return next(c for c in [*p.get("initContainers", []), *p["containers"]] if c["name"] == name)
 
 
-def init_names(spec: dict, engine: Engine, placement) -> list[str]:
+def init_names(spec: dict, engine: str, placement) -> list[str]:
     return [c["name"] for c in pod(spec, engine, placement).get("initContainers", [])]
 
 
@@ -54,11 +54,11 @@ def test_render_error_when_no_engine() -> None:
 
 def test_render_error_when_gpu_engine_has_no_gpus() -> None:
     with pytest.raises(RenderError, match="at least one GPU"):
-        objects(VLLM_SPEC, Engine.VLLM, cpu_placement())
+        objects(VLLM_SPEC, "vllm", cpu_placement())
 
 
 def test_deployment_then_service_with_stable_selector() -> None:
-    dep, svc = objects(VLLM_SPEC, Engine.VLLM, gpu_placement(2))
+    dep, svc = objects(VLLM_SPEC, "vllm", gpu_placement(2))
     assert (dep["kind"], svc["kind"]) == ("Deployment", "Service")
     selector = {"app.kubernetes.io/instance": "m", "app.kubernetes.io/component": "model-server"}
     assert dep["spec"]["selector"] == {"matchLabels": selector}
@@ -66,18 +66,18 @@ def test_deployment_then_service_with_stable_selector() -> None:
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/engine"] == "vllm"
     # Switching engine keeps the selector (Deployment selectors are immutable).
-    other = objects(TRANSFORMERS_SPEC, Engine.TRANSFORMERS, cpu_placement())[0]
+    other = objects(TRANSFORMERS_SPEC, "transformers", cpu_placement())[0]
     assert other["spec"]["selector"] == dep["spec"]["selector"]
 
 
 def test_pod_labels_cannot_override_ours() -> None:
     spec = with_spec(VLLM_SPEC, podLabels={"app.kubernetes.io/instance": "evil", "team": "ml"})
-    labels = objects(spec, Engine.VLLM, gpu_placement(2))[0]["spec"]["template"]["metadata"]["labels"]
+    labels = objects(spec, "vllm", gpu_placement(2))[0]["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/instance"] == "m" and labels["team"] == "ml"
 
 
 def test_owner_reference_only_with_uid() -> None:
-    dep, svc = objects(VLLM_SPEC, Engine.VLLM, gpu_placement(2), uid="u-1")
+    dep, svc = objects(VLLM_SPEC, "vllm", gpu_placement(2), uid="u-1")
     expected = [
         {
             "apiVersion": "modeldeploy.io/v1alpha1",
@@ -89,83 +89,83 @@ def test_owner_reference_only_with_uid() -> None:
         }
     ]
     assert dep["metadata"]["ownerReferences"] == expected == svc["metadata"]["ownerReferences"]
-    for obj in objects(VLLM_SPEC, Engine.VLLM, gpu_placement(2)):
+    for obj in objects(VLLM_SPEC, "vllm", gpu_placement(2)):
         assert "ownerReferences" not in obj["metadata"]
 
 
 def test_gpu_limit_equals_placement_and_user_cannot_remove_it() -> None:
     spec = with_spec(VLLM_SPEC, resources={"gpus": 2, "limits": {"nvidia.com/gpu": 0, "memory": "8Gi"}})
-    res = container(spec, Engine.VLLM, gpu_placement(2))["resources"]
+    res = container(spec, "vllm", gpu_placement(2))["resources"]
     assert res["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "2"}
     spec = with_spec(VLLM_SPEC, resources={"requests": {"nvidia.com/gpu": 5}})
-    res = container(spec, Engine.VLLM, gpu_placement(2))["resources"]
+    res = container(spec, "vllm", gpu_placement(2))["resources"]
     assert res == {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}}
 
 
 def test_transformers_gets_gpu_limit_only_when_placed_on_gpus() -> None:
-    assert container(TRANSFORMERS_SPEC, Engine.TRANSFORMERS, gpu_placement(1))["resources"]["limits"] == {
+    assert container(TRANSFORMERS_SPEC, "transformers", gpu_placement(1))["resources"]["limits"] == {
         "nvidia.com/gpu": "1"
     }
-    cpu = container(TRANSFORMERS_SPEC, Engine.TRANSFORMERS, cpu_placement())
+    cpu = container(TRANSFORMERS_SPEC, "transformers", cpu_placement())
     assert "limits" not in cpu["resources"]
     assert {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"} in cpu["env"]
 
 
 def test_vllm_and_sglang_tensor_parallel_equals_gpus() -> None:
-    cmd = container(VLLM_SPEC, Engine.VLLM, gpu_placement(4))["command"]
+    cmd = container(VLLM_SPEC, "vllm", gpu_placement(4))["command"]
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "4"
-    cmd = container(SGLANG_SPEC, Engine.SGLANG, gpu_placement(2))["command"]
+    cmd = container(SGLANG_SPEC, "sglang", gpu_placement(2))["command"]
     assert cmd[cmd.index("--tp-size") + 1] == "2"
     assert cmd[cmd.index("--served-model-name") + 1] == "qwen2.5-instruct"
 
 
 def test_bool_flag_rules() -> None:
     args = {"on_flag": True, "off-flag": False}
-    assert flag_args(Engine.VLLM, args) == ["--no-off-flag", "--on-flag"]
-    assert flag_args(Engine.TRANSFORMERS, args) == ["--no-off-flag", "--on-flag"]
-    assert flag_args(Engine.SGLANG, args) == ["--on-flag"]
-    assert flag_args(Engine.MLX, args) == ["--on-flag"]
+    assert flag_args(get("vllm"), args) == ["--no-off-flag", "--on-flag"]
+    assert flag_args(get("transformers"), args) == ["--no-off-flag", "--on-flag"]
+    assert flag_args(get("sglang"), args) == ["--on-flag"]
+    assert flag_args(get("mlx"), args) == ["--on-flag"]
 
 
 def test_flag_normalisation_and_reserved_flags() -> None:
-    assert flag_args(Engine.VLLM, {"--max_model_len": 10, "compilation_config.cudagraph_mode": "FULL"}) == [
+    assert flag_args(get("vllm"), {"--max_model_len": 10, "compilation_config.cudagraph_mode": "FULL"}) == [
         "--compilation-config.cudagraph_mode",
         "FULL",
         "--max-model-len",
         "10",
     ]
     with pytest.raises(RenderError, match="--port"):
-        flag_args(Engine.VLLM, {"port": 9000})
+        flag_args(get("vllm"), {"port": 9000})
     with pytest.raises(RenderError, match="twice"):
-        flag_args(Engine.VLLM, {"max_model_len": 1, "max-model-len": 2})
+        flag_args(get("vllm"), {"max_model_len": 1, "max-model-len": 2})
     with pytest.raises(RenderError, match="not a command-line flag"):
-        flag_args(Engine.VLLM, {"bad key; rm -rf /": 1})
+        flag_args(get("vllm"), {"bad key; rm -rf /": 1})
     with pytest.raises(RenderError, match="n_gpu_layers"):
         objects(
             with_spec(LLAMACPP_SPEC, engine={"name": "llama.cpp", "args": {"n_gpu_layers": 3}}),
-            Engine.LLAMA_CPP,
+            "llama.cpp",
             gpu_placement(1),
         )
 
 
 def test_credentials_only_through_secret_env() -> None:
-    dep = objects(VLLM_SPEC, Engine.VLLM, gpu_placement(2))[0]
-    fetch = container(VLLM_SPEC, Engine.VLLM, gpu_placement(2), "fetch")
+    dep = objects(VLLM_SPEC, "vllm", gpu_placement(2))[0]
+    fetch = container(VLLM_SPEC, "vllm", gpu_placement(2), "fetch")
     assert fetch["envFrom"] == [{"secretRef": {"name": "hf-token", "optional": False}}]
     for c in [*dep["spec"]["template"]["spec"]["initContainers"], *dep["spec"]["template"]["spec"]["containers"]]:
         assert "hf-token" not in json.dumps(c.get("command", [])) + json.dumps(c.get("args", []))
-    engine = container(VLLM_SPEC, Engine.VLLM, gpu_placement(2))
+    engine = container(VLLM_SPEC, "vllm", gpu_placement(2))
     assert "envFrom" not in engine  # the engine never sees the fetch credentials
 
 
 def test_user_env_replaces_ours_by_name() -> None:
     spec = with_spec(VLLM_SPEC, env=[{"name": "HF_HOME", "value": "/elsewhere"}])
-    env = container(spec, Engine.VLLM, gpu_placement(2))["env"]
+    env = container(spec, "vllm", gpu_placement(2))["env"]
     assert env == [{"name": "HF_HOME", "value": "/elsewhere"}]
 
 
 def test_pvc_uri_mounts_claim_read_only_and_skips_fetch() -> None:
-    p = pod(LLAMACPP_CPU_SPEC, Engine.LLAMA_CPP, cpu_placement())
+    p = pod(LLAMACPP_CPU_SPEC, "llama.cpp", cpu_placement())
     assert "initContainers" not in p
     assert {"name": "model-source", "persistentVolumeClaim": {"claimName": "shared-models", "readOnly": True}} in p[
         "volumes"
@@ -178,7 +178,7 @@ def test_pvc_uri_mounts_claim_read_only_and_skips_fetch() -> None:
 def test_local_path_has_no_fetch() -> None:
     spec = with_spec(MLX_SPEC)
     spec["model"]["uri"] = "/srv/models/qwen-mlx"
-    p = pod(spec, Engine.MLX, apple_placement())
+    p = pod(spec, "mlx", apple_placement())
     assert "initContainers" not in p
     assert p["containers"][0]["command"][:3] == ["mlx_lm.server", "--model", "/srv/models/qwen-mlx"]
 
@@ -186,7 +186,7 @@ def test_local_path_has_no_fetch() -> None:
 def test_fetch_gets_files_and_sha() -> None:
     spec = with_spec(LLAMACPP_SPEC)
     spec["model"]["sha256"] = "a" * 64
-    cmd = container(spec, Engine.LLAMA_CPP, gpu_placement(1), "fetch")["command"]
+    cmd = container(spec, "llama.cpp", gpu_placement(1), "fetch")["command"]
     assert cmd[-6:] == [
         "--file",
         "Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf",
@@ -198,19 +198,19 @@ def test_fetch_gets_files_and_sha() -> None:
 
 
 def test_cache_pvc_and_empty_dir() -> None:
-    p = pod(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(1))
+    p = pod(LLAMACPP_SPEC, "llama.cpp", gpu_placement(1))
     assert p["volumes"][0] == {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}}
-    p = pod(with_spec(VLLM_SPEC), Engine.VLLM, gpu_placement(1))
+    p = pod(with_spec(VLLM_SPEC), "vllm", gpu_placement(1))
     assert p["volumes"][0] == {"name": "model-cache", "emptyDir": {}}
     assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in p["volumes"]
 
 
 def test_auto_ngl_only_for_minus_one_with_gpus() -> None:
-    assert init_names(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(1)) == ["fetch", "auto-ngl"]
-    cmd = container(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(1))["command"]
+    assert init_names(LLAMACPP_SPEC, "llama.cpp", gpu_placement(1)) == ["fetch", "auto-ngl"]
+    cmd = container(LLAMACPP_SPEC, "llama.cpp", gpu_placement(1))["command"]
     assert cmd[cmd.index("--ngl-file") + 1] == NGL_FILE and "--n-gpu-layers" not in cmd
 
-    ngl = container(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(2), "auto-ngl")
+    ngl = container(LLAMACPP_SPEC, "llama.cpp", gpu_placement(2), "auto-ngl")
     assert ngl["resources"] == {"limits": {"nvidia.com/gpu": "2"}}
     assert ngl["command"][ngl["command"].index("--ctx-size") + 1] == "16384"
     assert ngl["command"][ngl["command"].index("--parallel") + 1] == "4"
@@ -219,20 +219,20 @@ def test_auto_ngl_only_for_minus_one_with_gpus() -> None:
     assert "--flash-attn" in ngl["command"] and "--mmproj" in ngl["command"]
 
     # CPU placement: no init container, 0 layers, no NGL volume.
-    assert init_names(LLAMACPP_SPEC, Engine.LLAMA_CPP, cpu_placement()) == ["fetch"]
-    cmd = container(LLAMACPP_SPEC, Engine.LLAMA_CPP, cpu_placement())["command"]
+    assert init_names(LLAMACPP_SPEC, "llama.cpp", cpu_placement()) == ["fetch"]
+    cmd = container(LLAMACPP_SPEC, "llama.cpp", cpu_placement())["command"]
     assert cmd[cmd.index("--n-gpu-layers") + 1] == "0"
-    assert all(v["name"] != "ngl" for v in pod(LLAMACPP_SPEC, Engine.LLAMA_CPP, cpu_placement())["volumes"])
+    assert all(v["name"] != "ngl" for v in pod(LLAMACPP_SPEC, "llama.cpp", cpu_placement())["volumes"])
 
     # An explicit count: no init container, that count.
     fixed = with_spec(LLAMACPP_SPEC, engine={**LLAMACPP_SPEC["engine"], "nGpuLayers": 20})
-    assert init_names(fixed, Engine.LLAMA_CPP, gpu_placement(1)) == ["fetch"]
-    cmd = container(fixed, Engine.LLAMA_CPP, gpu_placement(1))["command"]
+    assert init_names(fixed, "llama.cpp", gpu_placement(1)) == ["fetch"]
+    cmd = container(fixed, "llama.cpp", gpu_placement(1))["command"]
     assert cmd[cmd.index("--n-gpu-layers") + 1] == "20"
 
 
 def test_llamacpp_params_sorted_and_formatted() -> None:
-    cmd = container(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(1))["command"]
+    cmd = container(LLAMACPP_SPEC, "llama.cpp", gpu_placement(1))["command"]
     params = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--param"]
     assert params == ["cache_type_k=q8_0", "flash_attn=true", "n_ctx=16384", "n_parallel=4", "sampling.top_k=40"]
     assert cmd[cmd.index("--mmproj") + 1].endswith("/mmproj-F16.gguf")
@@ -242,24 +242,24 @@ def test_projector_with_single_file_url_is_refused() -> None:
     spec = with_spec(LLAMACPP_SPEC)
     spec["model"]["uri"] = "https://example.com/models/model.gguf"
     with pytest.raises(RenderError, match="multimodalProjector"):
-        objects(spec, Engine.LLAMA_CPP, gpu_placement(1))
+        objects(spec, "llama.cpp", gpu_placement(1))
 
 
 def test_security_per_engine() -> None:
-    vllm = container(VLLM_SPEC, Engine.VLLM, gpu_placement(2))["securityContext"]
+    vllm = container(VLLM_SPEC, "vllm", gpu_placement(2))["securityContext"]
     assert "runAsNonRoot" not in vllm and vllm["allowPrivilegeEscalation"] is False
     assert vllm["capabilities"] == {"drop": ["ALL"]} and vllm["seccompProfile"] == {"type": "RuntimeDefault"}
-    llama = container(LLAMACPP_SPEC, Engine.LLAMA_CPP, gpu_placement(1))["securityContext"]
+    llama = container(LLAMACPP_SPEC, "llama.cpp", gpu_placement(1))["securityContext"]
     assert llama["runAsNonRoot"] is True and llama["runAsUser"] == 1000 and llama["readOnlyRootFilesystem"] is True
-    fetch = container(VLLM_SPEC, Engine.VLLM, gpu_placement(2), "fetch")["securityContext"]
+    fetch = container(VLLM_SPEC, "vllm", gpu_placement(2), "fetch")["securityContext"]
     assert fetch["runAsNonRoot"] is True
 
 
 def test_probes_on_health_endpoint() -> None:
     for spec, engine, placement in [
-        (VLLM_SPEC, Engine.VLLM, gpu_placement(1)),
-        (MLX_SPEC, Engine.MLX, apple_placement()),
-        (TRANSFORMERS_SPEC, Engine.TRANSFORMERS, cpu_placement()),
+        (VLLM_SPEC, "vllm", gpu_placement(1)),
+        (MLX_SPEC, "mlx", apple_placement()),
+        (TRANSFORMERS_SPEC, "transformers", cpu_placement()),
     ]:
         c = container(spec, engine, placement)
         assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 1800
@@ -268,19 +268,19 @@ def test_probes_on_health_endpoint() -> None:
 
 
 def test_transformers_command_gives_model_positionally() -> None:
-    cmd = container(TRANSFORMERS_SPEC, Engine.TRANSFORMERS, cpu_placement())["command"]
+    cmd = container(TRANSFORMERS_SPEC, "transformers", cpu_placement())["command"]
     assert cmd[:3] == ["transformers", "serve", "/models/s3/models/my-finetune"]
     assert "--trust-remote-code" in cmd and "--no-continuous-batching" in cmd
 
 
 def test_image_override_from_spec() -> None:
     spec = with_spec(VLLM_SPEC, images={"vllm": "registry.local/vllm:custom", "fetch": "registry.local/fetch:1"})
-    assert container(spec, Engine.VLLM, gpu_placement(1))["image"] == "registry.local/vllm:custom"
-    assert container(spec, Engine.VLLM, gpu_placement(1), "fetch")["image"] == "registry.local/fetch:1"
+    assert container(spec, "vllm", gpu_placement(1))["image"] == "registry.local/vllm:custom"
+    assert container(spec, "vllm", gpu_placement(1), "fetch")["image"] == "registry.local/fetch:1"
 
 
 def test_service_account_passthrough() -> None:
-    p = pod(VLLM_SPEC, Engine.VLLM, gpu_placement(1))
+    p = pod(VLLM_SPEC, "vllm", gpu_placement(1))
     assert p["serviceAccountName"] == "models" and "automountServiceAccountToken" not in p
     md_, d = case("sglang")
     p = render(md_, d, CONFIG)[0]["spec"]["template"]["spec"]

@@ -14,7 +14,6 @@ from render_cases import (
     with_spec,
 )
 
-from modeldeploy.engines import Engine
 from modeldeploy.render import render
 from modeldeploy.render.scheduling import merge_node_selector_terms, merge_tolerations
 from modeldeploy.selection.types import Placement
@@ -25,7 +24,7 @@ HOST_FIELD = {"key": "metadata.name", "operator": "In", "values": ["n1"]}
 
 
 def pod_spec(spec: dict, placement: Placement | None = None) -> dict:
-    objs = render(md(spec), decision(Engine.VLLM, placement or gpu_placement(1)), CONFIG)
+    objs = render(md(spec), decision("vllm", placement or gpu_placement(1)), CONFIG)
     return objs[0]["spec"]["template"]["spec"]
 
 

@@ -5,28 +5,27 @@ from __future__ import annotations
 import pytest
 from selection_factories import CONFIG, spec
 
-from modeldeploy.engines import Engine
-from modeldeploy.selection.rules import model_rules
+from modeldeploy.engines import registry
 
 ALL_FORMATS = ["pytorch", "gptq", "awq", "fp4", "fp8", "bnb", "ggufv2", "mlx"]
 QUANT = {"pytorch": "none", "gptq": "Int4", "awq": "Int4", "bnb": "4bit", "ggufv2": "Q4_K_M", "mlx": "4bit"}
 LOADS = {
-    Engine.VLLM: {"pytorch", "gptq", "awq", "fp4", "fp8", "bnb"},
-    Engine.SGLANG: {"pytorch", "gptq", "awq", "fp8"},
-    Engine.LLAMA_CPP: {"ggufv2"},
-    Engine.TRANSFORMERS: {"pytorch", "gptq", "awq", "bnb"},
-    Engine.MLX: {"mlx"},
+    "vllm": {"pytorch", "gptq", "awq", "fp4", "fp8", "bnb"},
+    "sglang": {"pytorch", "gptq", "awq", "fp8"},
+    "llama.cpp": {"ggufv2"},
+    "transformers": {"pytorch", "gptq", "awq", "bnb"},
+    "mlx": {"mlx"},
 }
 
 
-def ok(engine: Engine, **kwargs: object) -> tuple[bool, list[str]]:
-    results = model_rules(engine, spec(**kwargs), CONFIG)  # type: ignore[arg-type]
+def ok(engine: str, **kwargs: object) -> tuple[bool, list[str]]:
+    results = [r for r in registry.get(engine).model_rules(spec(**kwargs), CONFIG) if r is not None]  # type: ignore[arg-type]
     return all(r.ok for r in results), [r.reason for r in results]
 
 
 @pytest.mark.parametrize("engine", list(LOADS))
 @pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_format_table(engine: Engine, fmt: str) -> None:
+def test_format_table(engine: str, fmt: str) -> None:
     passed, reasons = ok(engine, fmt=fmt, quantization=QUANT.get(fmt))
     assert passed is (fmt in LOADS[engine])
 
@@ -34,15 +33,15 @@ def test_format_table(engine: Engine, fmt: str) -> None:
 @pytest.mark.parametrize(
     ("engine", "fmt", "reason"),
     [
-        (Engine.LLAMA_CPP, "ggufv2", "format ggufv2 is the GGUF format llama.cpp loads"),
-        (Engine.LLAMA_CPP, "pytorch", "format pytorch is not GGUF (llama.cpp loads ggufv2 only)"),
-        (Engine.TRANSFORMERS, "fp8", "format fp8 is not one transformers loads (pytorch, gptq, awq, bnb)"),
-        (Engine.SGLANG, "bnb", "format bnb is not one SGLang loads (pytorch, gptq, awq, fp8)"),
-        (Engine.MLX, "ggufv2", "format ggufv2 is not one MLX loads (mlx)"),
-        (Engine.MLX, "mlx", "format mlx is one MLX loads"),
+        ("llama.cpp", "ggufv2", "format ggufv2 is the GGUF format llama.cpp loads"),
+        ("llama.cpp", "pytorch", "format pytorch is not GGUF (llama.cpp loads ggufv2 only)"),
+        ("transformers", "fp8", "format fp8 is not one transformers loads (pytorch, gptq, awq, bnb)"),
+        ("sglang", "bnb", "format bnb is not one SGLang loads (pytorch, gptq, awq, fp8)"),
+        ("mlx", "ggufv2", "format ggufv2 is not one MLX loads (mlx)"),
+        ("mlx", "mlx", "format mlx is one MLX loads"),
     ],
 )
-def test_format_reasons(engine: Engine, fmt: str, reason: str) -> None:
+def test_format_reasons(engine: str, fmt: str, reason: str) -> None:
     assert reason in ok(engine, fmt=fmt, quantization=QUANT.get(fmt))[1]
 
 
@@ -58,7 +57,7 @@ def test_format_reasons(engine: Engine, fmt: str, reason: str) -> None:
     ],
 )
 def test_transformers_pytorch_quantization(quantization: str | None, passed: bool, reason: str) -> None:
-    assert ok(Engine.TRANSFORMERS, quantization=quantization) == (
+    assert ok("transformers", quantization=quantization) == (
         passed,
         ["format pytorch is one transformers loads", reason],
     )
@@ -66,7 +65,7 @@ def test_transformers_pytorch_quantization(quantization: str | None, passed: boo
 
 @pytest.mark.parametrize(("fmt", "quantization"), [("gptq", "Int2"), ("awq", "Int8"), ("gptq", None), ("bnb", None)])
 def test_transformers_reads_quantized_checkpoints_whatever_the_bits(fmt: str, quantization: str | None) -> None:
-    passed, reasons = ok(Engine.TRANSFORMERS, fmt=fmt, quantization=quantization)
+    passed, reasons = ok("transformers", fmt=fmt, quantization=quantization)
     assert passed
     assert f"{fmt} has no quantization condition for transformers" in reasons
 
@@ -81,19 +80,19 @@ def test_transformers_reads_quantized_checkpoints_whatever_the_bits(fmt: str, qu
     ],
 )
 def test_sglang_quantization(fmt: str, quantization: str | None, passed: bool, reason: str) -> None:
-    got_passed, reasons = ok(Engine.SGLANG, fmt=fmt, quantization=quantization)
+    got_passed, reasons = ok("sglang", fmt=fmt, quantization=quantization)
     assert got_passed is passed
     assert reason in reasons
 
 
 def test_sglang_needs_a_gpu() -> None:
-    passed, reasons = ok(Engine.SGLANG, gpus=0)
+    passed, reasons = ok("sglang", gpus=0)
     assert not passed
     assert "SGLang needs at least 1 GPU per replica; resources.gpus is 0" in reasons
 
 
 def test_mlx_cannot_use_nvidia_gpus() -> None:
-    passed, reasons = ok(Engine.MLX, fmt="mlx", quantization="4bit", gpus=1)
+    passed, reasons = ok("mlx", fmt="mlx", quantization="4bit", gpus=1)
     assert not passed
     assert "MLX runs on Apple silicon and cannot use nvidia.com/gpu; resources.gpus is 1" in reasons
-    assert ok(Engine.MLX, fmt="mlx", quantization="4bit", gpus=0)[0]
+    assert ok("mlx", fmt="mlx", quantization="4bit", gpus=0)[0]

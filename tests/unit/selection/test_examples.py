@@ -8,7 +8,6 @@ import pytest
 from selection_factories import CONFIG, spec
 
 from modeldeploy.config import LabelMappings
-from modeldeploy.engines import Engine
 from modeldeploy.selection import facts_from_document, select_engine
 from modeldeploy.selection.types import NodeFacts
 
@@ -45,19 +44,19 @@ def test_mixed_cluster_facts(repo_root: Path) -> None:
 @pytest.mark.parametrize(
     ("cluster", "kwargs", "engine", "nodes", "gpus"),
     [
-        ("gpu-cluster", {}, Engine.VLLM, ("gpu-a100-1", "gpu-l4-1"), 1),
-        ("gpu-cluster", {"gpus": 4}, Engine.VLLM, ("gpu-a100-1",), 4),
-        ("gpu-cluster", GGUF, Engine.LLAMA_CPP, ("gpu-a100-1", "gpu-l4-1"), 1),
-        ("cpu-cluster", {}, Engine.TRANSFORMERS, ("cpu-1", "cpu-2", "cpu-arm-1"), 0),
-        ("cpu-cluster", GGUF, Engine.LLAMA_CPP, ("cpu-1", "cpu-2", "cpu-arm-1"), 0),
-        ("mixed-cluster", {}, Engine.VLLM, ("gpu-l4-1",), 1),
-        ("mixed-cluster", GGUF, Engine.LLAMA_CPP, ("gpu-l4-1",), 1),
-        ("mixed-cluster", MLX, Engine.MLX, ("mac-mini-1", "mac-studio-1"), 0),
-        ("mixed-cluster", {"name": "my-model", "gpus": 0}, Engine.TRANSFORMERS, ("cpu-1", "mac-studio-1"), 0),
+        ("gpu-cluster", {}, "vllm", ("gpu-a100-1", "gpu-l4-1"), 1),
+        ("gpu-cluster", {"gpus": 4}, "vllm", ("gpu-a100-1",), 4),
+        ("gpu-cluster", GGUF, "llama.cpp", ("gpu-a100-1", "gpu-l4-1"), 1),
+        ("cpu-cluster", {}, "transformers", ("cpu-1", "cpu-2", "cpu-arm-1"), 0),
+        ("cpu-cluster", GGUF, "llama.cpp", ("cpu-1", "cpu-2", "cpu-arm-1"), 0),
+        ("mixed-cluster", {}, "vllm", ("gpu-l4-1",), 1),
+        ("mixed-cluster", GGUF, "llama.cpp", ("gpu-l4-1",), 1),
+        ("mixed-cluster", MLX, "mlx", ("mac-mini-1", "mac-studio-1"), 0),
+        ("mixed-cluster", {"name": "my-model", "gpus": 0}, "transformers", ("cpu-1", "mac-studio-1"), 0),
     ],
 )
 def test_example_decisions(
-    repo_root: Path, cluster: str, kwargs: dict, engine: Engine, nodes: tuple[str, ...], gpus: int
+    repo_root: Path, cluster: str, kwargs: dict, engine: str, nodes: tuple[str, ...], gpus: int
 ) -> None:
     d = select_engine(spec(**kwargs), load(repo_root, cluster), CONFIG)
     assert d.engine == engine
@@ -89,7 +88,7 @@ def test_mixed_cluster_without_enough_gpus(repo_root: Path) -> None:
 
 def test_mixed_cluster_when_the_last_usable_gpu_node_is_gone(repo_root: Path) -> None:
     nodes = [n for n in load(repo_root, "mixed-cluster") if n.name != "gpu-l4-1"]
-    d = select_engine(spec(), nodes, CONFIG, current=Engine.VLLM)
+    d = select_engine(spec(), nodes, CONFIG, current="vllm")
     assert d.current_impossible
     assert d.summary == (
         "the running engine vllm can no longer run: no usable node is Linux with a CUDA GPU (6 nodes: 4 CPU-only, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from selection_factories import spec
 
-from modeldeploy.selection.llamacpp_checks import (
+from modeldeploy.engines.llamacpp.checks import (
     FIX_CONTEXT_MULTIMODAL,
     FIX_CONTEXT_TEXT,
     MIN_SLOT_CTX_MULTIMODAL,

@@ -32,12 +32,12 @@ def test_affinity_by_name_is_told_apart_too() -> None:
 
 
 def test_pool_judgement_equals_one_by_one() -> None:
-    from modeldeploy.engines import Engine
-    from modeldeploy.selection.node_rules import node_needs, node_problem
+    from modeldeploy.engines.registry import get
+    from modeldeploy.selection.node_rules import node_problem
 
     nodes = [gpu("g1", gpus=1), gpu("g2", gpus=4), gpu("g3", gpus=4, cordoned=True), gpu("g4", gpus=4, ready=False)]
     s = spec(gpus=2)
-    for need in (*node_needs(Engine.VLLM, 2), *node_needs(Engine.LLAMA_CPP, None)):
+    for need in (*get("vllm").node_needs(2), *get("llama.cpp").node_needs(None)):
         assert tier_problems(nodes, s, need, CONFIG.label_mappings) == [
             node_problem(n, s, need, CONFIG.label_mappings) for n in nodes
         ]

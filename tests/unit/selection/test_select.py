@@ -6,7 +6,6 @@ import pytest
 from selection_factories import CONFIG, cpu, facts, gpu, mac, node_dict, spec
 
 from modeldeploy.config import LabelMappings, OperatorConfig
-from modeldeploy.engines import Engine
 from modeldeploy.selection.engine import select_engine
 from modeldeploy.selection.nodes import node_facts
 from modeldeploy.selection.types import Decision, EngineCandidate, NodeFacts
@@ -19,26 +18,26 @@ MLX = {"fmt": "mlx", "quantization": "4bit"}
 MIXED = [gpu("gpu-1", gpus=2), cpu("cpu-1"), mac("mac-1")]
 
 
-def candidate(decision: Decision, engine: Engine) -> EngineCandidate:
+def candidate(decision: Decision, engine: str) -> EngineCandidate:
     return next(c for c in decision.candidates if c.engine == engine)
 
 
 def test_candidates_list_every_engine_tried_first() -> None:
     d = select_engine(spec(), MIXED, CONFIG)
     assert [c.engine for c in d.candidates] == [
-        Engine.VLLM,
-        Engine.LLAMA_CPP,
-        Engine.MLX,
-        Engine.TRANSFORMERS,
-        Engine.SGLANG,
+        "vllm",
+        "llama.cpp",
+        "mlx",
+        "transformers",
+        "sglang",
     ]
     assert d.as_json()["candidates"][0] == {
         "engine": "vllm",
         "eligible": True,
-        "reasons": list(candidate(d, Engine.VLLM).reasons),
+        "reasons": list(candidate(d, "vllm").reasons),
         "nodes": 1,
     }
-    assert "eligible, but vllm comes first in the order" in candidate(d, Engine.TRANSFORMERS).reasons
+    assert "eligible, but vllm comes first in the order" in candidate(d, "transformers").reasons
 
 
 # --- mixed cluster: each format goes where the seed's rules send it ---
@@ -47,13 +46,13 @@ def test_candidates_list_every_engine_tried_first() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "engine", "nodes", "gpus"),
     [
-        ({}, Engine.VLLM, ("gpu-1",), 1),
-        (GGUF, Engine.LLAMA_CPP, ("gpu-1",), 1),
-        (MLX, Engine.MLX, ("mac-1",), 0),
-        ({"name": "my-model"}, Engine.TRANSFORMERS, ("gpu-1",), 1),
+        ({}, "vllm", ("gpu-1",), 1),
+        (GGUF, "llama.cpp", ("gpu-1",), 1),
+        (MLX, "mlx", ("mac-1",), 0),
+        ({"name": "my-model"}, "transformers", ("gpu-1",), 1),
     ],
 )
-def test_mixed_cluster(kwargs: dict, engine: Engine, nodes: tuple, gpus: int) -> None:
+def test_mixed_cluster(kwargs: dict, engine: str, nodes: tuple, gpus: int) -> None:
     d = select_engine(spec(**kwargs), MIXED, CONFIG)
     assert d.engine == engine
     assert candidate(d, engine).nodes == nodes
@@ -75,7 +74,7 @@ def test_gpu_placement_relies_on_the_resource_when_a_node_lacks_the_label() -> N
     d = select_engine(spec(), [gpu("gpu-1"), gpu("gpu-2", gfd=False)], CONFIG)
     assert d.placement is not None
     assert d.placement.node_selector_terms == ({"matchExpressions": [LINUX]},)
-    assert candidate(d, Engine.VLLM).nodes == ("gpu-1", "gpu-2")
+    assert candidate(d, "vllm").nodes == ("gpu-1", "gpu-2")
 
 
 def test_apple_placement() -> None:
@@ -101,7 +100,7 @@ def test_custom_mappings_shape_placement() -> None:
     raw = node_dict("gpu-x", taints=[{"key": "example.com/gpu", "effect": "NoSchedule"}])
     raw["status"]["allocatable"]["example.com/gpu"] = "1"
     d = select_engine(spec(), [node_facts(raw, mappings)], config)
-    assert d.engine == Engine.VLLM
+    assert d.engine == "vllm"
     assert d.placement is not None
     assert d.placement.gpu_resource == "example.com/gpu"
     assert d.placement.tolerations == ({"key": "example.com/gpu", "operator": "Exists", "effect": "NoSchedule"},)
@@ -137,8 +136,8 @@ def test_custom_mappings_shape_placement() -> None:
 )
 def test_llamacpp_gpu_rule(nodes: list, gpus: int | None, chosen: tuple, placed_gpus: int, rule: str) -> None:
     d = select_engine(spec(gpus=gpus, **GGUF), nodes, CONFIG)
-    assert d.engine == Engine.LLAMA_CPP
-    llama = candidate(d, Engine.LLAMA_CPP)
+    assert d.engine == "llama.cpp"
+    llama = candidate(d, "llama.cpp")
     assert llama.nodes == chosen
     assert rule in llama.reasons
     assert d.placement is not None and d.placement.gpus == placed_gpus
@@ -147,7 +146,7 @@ def test_llamacpp_gpu_rule(nodes: list, gpus: int | None, chosen: tuple, placed_
 
 def test_llamacpp_cpu_fallback_explains_the_gpu_tier() -> None:
     d = select_engine(spec(**GGUF), [gpu("gpu-1", cordoned=True), cpu("cpu-1")], CONFIG)
-    assert candidate(d, Engine.LLAMA_CPP).reasons[1:] == (
+    assert candidate(d, "llama.cpp").reasons[1:] == (
         "no usable node is Linux with a CUDA GPU (2 nodes: 1 cordoned, 1 CPU-only)",
         "1 of 2 nodes can host it (Linux): cpu-1",
         "GPU rule: no usable Linux node has a CUDA GPU, so it runs on CPU with no GPU",
@@ -157,7 +156,7 @@ def test_llamacpp_cpu_fallback_explains_the_gpu_tier() -> None:
 def test_llamacpp_explicit_gpus_never_fall_back_to_cpu() -> None:
     d = select_engine(spec(gpus=1, **GGUF), [cpu("cpu-1"), mac("mac-1")], CONFIG)
     assert d.engine is None
-    assert candidate(d, Engine.LLAMA_CPP).reasons[-1] == (
+    assert candidate(d, "llama.cpp").reasons[-1] == (
         "no usable node is Linux with a CUDA GPU (2 nodes: 1 CPU-only, 1 not Linux)"
     )
 
@@ -165,7 +164,7 @@ def test_llamacpp_explicit_gpus_never_fall_back_to_cpu() -> None:
 def test_llamacpp_no_node_at_all() -> None:
     d = select_engine(spec(**GGUF), [cpu("cpu-1", ready=False), facts_windows()], CONFIG)
     assert d.engine is None
-    assert candidate(d, Engine.LLAMA_CPP).reasons[-1] == (
+    assert candidate(d, "llama.cpp").reasons[-1] == (
         "no usable node is Linux or Apple silicon (2 nodes: 1 not Ready, 1 not Linux or Apple silicon)"
     )
 
@@ -176,17 +175,17 @@ def facts_windows() -> NodeFacts:
 
 def test_transformers_on_cpu_and_gpu() -> None:
     d = select_engine(spec(name="my-model"), [cpu("cpu-1"), cpu("cpu-2")], CONFIG)
-    assert d.engine == Engine.TRANSFORMERS
-    assert candidate(d, Engine.TRANSFORMERS).nodes == ("cpu-1", "cpu-2")
+    assert d.engine == "transformers"
+    assert candidate(d, "transformers").nodes == ("cpu-1", "cpu-2")
     assert d.placement is not None
     assert (d.placement.gpus, d.placement.tolerations) == (0, ())
     assert d.placement.node_selector_terms == ({"matchExpressions": [LINUX]},)
     d = select_engine(spec(name="my-model"), [cpu("cpu-1"), gpu("gpu-1")], CONFIG)
-    assert candidate(d, Engine.TRANSFORMERS).nodes == ("gpu-1",)
+    assert candidate(d, "transformers").nodes == ("gpu-1",)
     # transformers never runs on a Mac
     d = select_engine(spec(name="my-model"), [mac("mac-1")], CONFIG)
     assert d.engine is None
-    assert candidate(d, Engine.TRANSFORMERS).reasons[-1] == "no usable node is Linux (1 node: 1 not Linux)"
+    assert candidate(d, "transformers").reasons[-1] == "no usable node is Linux (1 node: 1 not Linux)"
 
 
 # --- node usability: Ready, cordon, taints, nodeSelector, affinity ---
@@ -214,7 +213,7 @@ def test_unusable_gpu_node(node: object, category: str) -> None:
         spec(nodeSelector={"pool": "inference"}) if "nodeSelector" in category else spec(), [node], CONFIG
     )
     assert d.engine is None
-    assert candidate(d, Engine.VLLM).reasons[-1] == f"no usable node is Linux with a CUDA GPU (1 node: 1 {category})"
+    assert candidate(d, "vllm").reasons[-1] == f"no usable node is Linux with a CUDA GPU (1 node: 1 {category})"
 
 
 def test_gpu_taint_is_tolerated_by_the_engine_and_other_taints_by_the_user() -> None:
@@ -228,17 +227,17 @@ def test_gpu_taint_is_tolerated_by_the_engine_and_other_taints_by_the_user() -> 
     assert select_engine(spec(), [tainted], CONFIG).engine is None
     user = [{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}]
     d = select_engine(spec(tolerations=user), [tainted], CONFIG)
-    assert d.engine == Engine.VLLM
+    assert d.engine == "vllm"
     # the rendered tolerations are the engine's own; the renderer adds the user's
     assert d.placement is not None and d.placement.tolerations == (GPU_TOLERATION,)
-    assert select_engine(spec(tolerations=[{"operator": "Exists"}]), [tainted], CONFIG).engine == Engine.VLLM
+    assert select_engine(spec(tolerations=[{"operator": "Exists"}]), [tainted], CONFIG).engine == "vllm"
 
 
 def test_cpu_engines_do_not_tolerate_the_gpu_taint() -> None:
     # With resources.gpus: 0 transformers renders no GPU toleration, so a tainted GPU node is off limits.
     d = select_engine(spec(name="my-model", gpus=0), [gpu("gpu-1")], CONFIG)
     assert d.engine is None
-    assert candidate(d, Engine.TRANSFORMERS).reasons[-1] == (
+    assert candidate(d, "transformers").reasons[-1] == (
         "no usable node is Linux (1 node: 1 tainted nvidia.com/gpu=present:NoSchedule (not tolerated))"
     )
 
@@ -246,11 +245,11 @@ def test_cpu_engines_do_not_tolerate_the_gpu_taint() -> None:
 def test_node_selector_restricts_candidates() -> None:
     nodes = [gpu("gpu-a", labels={"pool": "a"}), gpu("gpu-b", labels={"pool": "b"}), cpu("cpu-b", labels={"pool": "b"})]
     d = select_engine(spec(nodeSelector={"pool": "b"}), nodes, CONFIG)
-    assert d.engine == Engine.VLLM
-    assert candidate(d, Engine.VLLM).nodes == ("gpu-b",)
-    assert "1 of 3 nodes can host it (Linux with a CUDA GPU): gpu-b" in candidate(d, Engine.VLLM).reasons
+    assert d.engine == "vllm"
+    assert candidate(d, "vllm").nodes == ("gpu-b",)
+    assert "1 of 3 nodes can host it (Linux with a CUDA GPU): gpu-b" in candidate(d, "vllm").reasons
     d = select_engine(spec(nodeSelector={"pool": "c"}), nodes, CONFIG)
-    assert candidate(d, Engine.VLLM).reasons[-1] == (
+    assert candidate(d, "vllm").reasons[-1] == (
         "no usable node is Linux with a CUDA GPU (3 nodes: 2 not matching spec.nodeSelector, 1 CPU-only)"
     )
     assert d.engine is None
@@ -266,12 +265,12 @@ def test_user_affinity_restricts_candidates() -> None:
     }
     nodes = [gpu("gpu-a", labels={"zone": "z1"}), gpu("gpu-b", labels={"zone": "z2"})]
     d = select_engine(spec(affinity=affinity), nodes, CONFIG)
-    assert candidate(d, Engine.VLLM).nodes == ("gpu-a",)
+    assert candidate(d, "vllm").nodes == ("gpu-a",)
 
 
 def test_long_node_lists_are_shortened() -> None:
     nodes = [gpu(f"gpu-{i:02d}") for i in range(12)]
-    reasons = candidate(select_engine(spec(), nodes, CONFIG), Engine.VLLM).reasons
+    reasons = candidate(select_engine(spec(), nodes, CONFIG), "vllm").reasons
     assert (
         "12 of 12 nodes can host it (Linux with a CUDA GPU): gpu-00, gpu-01, gpu-02, gpu-03, gpu-04, gpu-05, "
         "gpu-06, gpu-07, gpu-08, gpu-09 and 2 more" in reasons
@@ -288,21 +287,21 @@ def test_named_engine_is_checked_not_replaced() -> None:
     assert d.summary == (
         "no engine can run: engine.name is vllm and no usable node is Linux with a CUDA GPU (1 node: 1 CPU-only)"
     )
-    assert candidate(d, Engine.TRANSFORMERS).eligible  # it could, but it was not asked for
-    assert candidate(d, Engine.TRANSFORMERS).reasons[-1] == "not tried: engine.name is vllm"
-    assert d.candidates[0].engine == Engine.VLLM
+    assert candidate(d, "transformers").eligible  # it could, but it was not asked for
+    assert candidate(d, "transformers").reasons[-1] == "not tried: engine.name is vllm"
+    assert d.candidates[0].engine == "vllm"
 
 
 def test_named_engine_that_runs() -> None:
     d = select_engine(spec(engine={"name": "transformers"}), MIXED, CONFIG)
-    assert d.engine == Engine.TRANSFORMERS
+    assert d.engine == "transformers"
     assert d.summary == "transformers: named in engine.name and its rules hold"
-    assert candidate(d, Engine.VLLM).reasons[-1] == "not tried: engine.name is transformers"
+    assert candidate(d, "vllm").reasons[-1] == "not tried: engine.name is transformers"
 
 
 def test_named_sglang() -> None:
     d = select_engine(spec(engine={"name": "sglang"}, gpus=2), MIXED, CONFIG)
-    assert d.engine == Engine.SGLANG
+    assert d.engine == "sglang"
     assert d.placement is not None and d.placement.gpus == 2
     assert d.placement.tolerations == (GPU_TOLERATION,)
 
@@ -319,17 +318,17 @@ def test_named_engine_failing_model_rule_lists_every_failure() -> None:
 
 def test_preference_order() -> None:
     d = select_engine(spec(engine={"preference": ["transformers", "vllm"]}), MIXED, CONFIG)
-    assert d.engine == Engine.TRANSFORMERS
+    assert d.engine == "transformers"
     assert d.summary == "transformers: first eligible engine in order transformers, vllm (engine.preference)"
-    assert [c.engine for c in d.candidates][:2] == [Engine.TRANSFORMERS, Engine.VLLM]
-    assert candidate(d, Engine.LLAMA_CPP).reasons[-1] == "not tried: not listed in engine.preference"
+    assert [c.engine for c in d.candidates][:2] == ["transformers", "vllm"]
+    assert candidate(d, "llama.cpp").reasons[-1] == "not tried: not listed in engine.preference"
 
 
 def test_sglang_only_when_listed() -> None:
     d = select_engine(spec(name="my-model", fmt="fp8"), MIXED, CONFIG)
     assert d.engine is None
     d = select_engine(spec(name="my-model", fmt="fp8", engine={"preference": ["vllm", "sglang"]}), MIXED, CONFIG)
-    assert d.engine == Engine.SGLANG
+    assert d.engine == "sglang"
     assert d.summary == "sglang: first eligible engine in order vllm, sglang (engine.preference)"
 
 
@@ -350,35 +349,35 @@ def test_no_engine_summary_names_each_engine_in_order() -> None:
 
 def test_running_engine_is_kept_when_a_better_one_becomes_possible() -> None:
     nodes = [cpu("cpu-1"), gpu("gpu-new")]
-    d = select_engine(spec(), nodes, CONFIG, current=Engine.TRANSFORMERS)
-    assert d.engine == Engine.TRANSFORMERS
+    d = select_engine(spec(), nodes, CONFIG, current="transformers")
+    assert d.engine == "transformers"
     assert d.kept_current is True
     assert d.summary == (
         "transformers: kept the running engine while it can still run (vllm is earlier in order vllm, llama.cpp, "
         'mlx, transformers and could run now; annotate modeldeploy.io/reselect: "true" to choose again)'
     )
-    assert "kept: it is the running engine and can still run" in candidate(d, Engine.TRANSFORMERS).reasons
+    assert "kept: it is the running engine and can still run" in candidate(d, "transformers").reasons
     assert (
         'eligible, but the running engine transformers is kept (annotate modeldeploy.io/reselect: "true" to choose '
-        "again)" in candidate(d, Engine.VLLM).reasons
+        "again)" in candidate(d, "vllm").reasons
     )
     # transformers keeps its own placement rule: a GPU node is usable, so it is pinned there with 1 GPU
     assert d.placement is not None and d.placement.gpus == 1
 
 
 def test_reselect_moves_to_the_preferred_engine() -> None:
-    d = select_engine(spec(), [cpu("cpu-1"), gpu("gpu-new")], CONFIG, current=Engine.TRANSFORMERS, reselect=True)
-    assert (d.engine, d.kept_current) == (Engine.VLLM, False)
+    d = select_engine(spec(), [cpu("cpu-1"), gpu("gpu-new")], CONFIG, current="transformers", reselect=True)
+    assert (d.engine, d.kept_current) == ("vllm", False)
 
 
 def test_current_equal_to_the_fresh_choice_is_plain() -> None:
-    d = select_engine(spec(), [gpu("gpu-1")], CONFIG, current=Engine.VLLM)
-    assert (d.engine, d.kept_current, d.current_impossible) == (Engine.VLLM, False, False)
+    d = select_engine(spec(), [gpu("gpu-1")], CONFIG, current="vllm")
+    assert (d.engine, d.kept_current, d.current_impossible) == ("vllm", False, False)
     assert d.summary.startswith("vllm: first eligible engine")
 
 
 def test_current_engine_that_became_impossible_changes_nothing() -> None:
-    d = select_engine(spec(), [cpu("cpu-1"), gpu("gpu-1", ready=False)], CONFIG, current=Engine.VLLM)
+    d = select_engine(spec(), [cpu("cpu-1"), gpu("gpu-1", ready=False)], CONFIG, current="vllm")
     assert d.engine is None
     assert d.placement is None
     assert d.current_impossible is True
@@ -388,14 +387,14 @@ def test_current_engine_that_became_impossible_changes_nothing() -> None:
         'modeldeploy.io/reselect: "true" to choose again)'
     )
     assert d.warnings == (d.summary,)
-    d = select_engine(spec(), [cpu("cpu-1")], CONFIG, current=Engine.VLLM, reselect=True)
-    assert (d.engine, d.current_impossible) == (Engine.TRANSFORMERS, False)
+    d = select_engine(spec(), [cpu("cpu-1")], CONFIG, current="vllm", reselect=True)
+    assert (d.engine, d.current_impossible) == ("transformers", False)
 
 
 def test_current_not_in_the_order_is_ignored() -> None:
     # The caller passes current only for an unchanged spec; if it is not in the order, choose afresh.
-    d = select_engine(spec(), [gpu("gpu-1")], CONFIG, current=Engine.SGLANG)
-    assert (d.engine, d.kept_current, d.current_impossible) == (Engine.VLLM, False, False)
+    d = select_engine(spec(), [gpu("gpu-1")], CONFIG, current="sglang")
+    assert (d.engine, d.kept_current, d.current_impossible) == ("vllm", False, False)
 
 
 def test_llamacpp_warnings_only_for_llamacpp() -> None:

@@ -11,21 +11,20 @@ import pytest
 from selection_factories import CONFIG, cpu, gpu, mac, spec
 
 from modeldeploy.config import OperatorConfig
-from modeldeploy.engines import Engine
 from modeldeploy.selection.engine import select_engine
 from modeldeploy.selection.types import Decision, EngineCandidate
 
 GPU_CLUSTER = [gpu("gpu-1"), cpu("cpu-1")]
 
 
-def candidate(decision: Decision, engine: Engine) -> EngineCandidate:
+def candidate(decision: Decision, engine: str) -> EngineCandidate:
     return next(c for c in decision.candidates if c.engine == engine)
 
 
 def test_baseline_satisfies_every_condition() -> None:
     d = select_engine(spec(), GPU_CLUSTER, CONFIG)
-    assert d.engine == Engine.VLLM
-    vllm = candidate(d, Engine.VLLM)
+    assert d.engine == "vllm"
+    vllm = candidate(d, "vllm")
     assert vllm.eligible
     assert vllm.reasons[:3] == (
         "format pytorch is one vLLM loads",
@@ -41,21 +40,21 @@ def test_baseline_satisfies_every_condition() -> None:
 @pytest.mark.parametrize(
     ("fmt", "quantization", "expected"),
     [
-        ("pytorch", "none", Engine.VLLM),
-        ("gptq", "Int4", Engine.VLLM),
-        ("awq", "Int4", Engine.VLLM),
-        ("fp4", None, Engine.VLLM),
-        ("fp8", None, Engine.VLLM),
-        ("bnb", "4bit", Engine.VLLM),
-        ("ggufv2", "Q4_K_M", Engine.LLAMA_CPP),
+        ("pytorch", "none", "vllm"),
+        ("gptq", "Int4", "vllm"),
+        ("awq", "Int4", "vllm"),
+        ("fp4", None, "vllm"),
+        ("fp8", None, "vllm"),
+        ("bnb", "4bit", "vllm"),
+        ("ggufv2", "Q4_K_M", "llama.cpp"),
         ("mlx", "4bit", None),  # no Apple silicon node: nothing can run
     ],
 )
-def test_format_condition(fmt: str, quantization: str | None, expected: Engine | None) -> None:
+def test_format_condition(fmt: str, quantization: str | None, expected: str | None) -> None:
     d = select_engine(spec(fmt=fmt, quantization=quantization), GPU_CLUSTER, CONFIG)
     assert d.engine == expected
-    vllm = candidate(d, Engine.VLLM)
-    if expected == Engine.VLLM:
+    vllm = candidate(d, "vllm")
+    if expected == "vllm":
         assert f"format {fmt} is one vLLM loads" in vllm.reasons
     else:
         assert not vllm.eligible
@@ -65,7 +64,7 @@ def test_format_condition(fmt: str, quantization: str | None, expected: Engine |
 @pytest.mark.parametrize("fmt", ["fp4", "fp8", "bnb"])
 def test_formats_without_a_quantization_condition_say_so(fmt: str) -> None:
     d = select_engine(spec(fmt=fmt), GPU_CLUSTER, CONFIG)
-    assert f"{fmt} has no quantization condition for vLLM" in candidate(d, Engine.VLLM).reasons
+    assert f"{fmt} has no quantization condition for vLLM" in candidate(d, "vllm").reasons
 
 
 # Conditions 2-4: pytorch -> none; awq -> Int4; gptq -> Int3, Int4 or Int8 (any spelling, normalised).
@@ -86,8 +85,8 @@ def test_formats_without_a_quantization_condition_say_so(fmt: str) -> None:
 )
 def test_quantization_condition_holds(fmt: str, quantization: str | None, reason: str) -> None:
     d = select_engine(spec(fmt=fmt, quantization=quantization), GPU_CLUSTER, CONFIG)
-    assert d.engine == Engine.VLLM
-    assert reason in candidate(d, Engine.VLLM).reasons
+    assert d.engine == "vllm"
+    assert reason in candidate(d, "vllm").reasons
 
 
 @pytest.mark.parametrize(
@@ -104,12 +103,12 @@ def test_quantization_condition_holds(fmt: str, quantization: str | None, reason
 )
 def test_quantization_condition_fails_alone(fmt: str, quantization: str | None, reason: str) -> None:
     d = select_engine(spec(fmt=fmt, quantization=quantization), GPU_CLUSTER, CONFIG)
-    vllm = candidate(d, Engine.VLLM)
+    vllm = candidate(d, "vllm")
     assert not vllm.eligible
     assert reason in vllm.reasons
     assert [r for r in vllm.reasons if "needs" in r] == [reason]  # the only failing rule
     # transformers loads all of these, on the GPU node
-    assert d.engine == Engine.TRANSFORMERS
+    assert d.engine == "transformers"
     assert d.placement is not None and d.placement.gpus == 1
 
 
@@ -128,30 +127,30 @@ def test_quantization_condition_fails_alone(fmt: str, quantization: str | None, 
 )
 def test_cuda_linux_condition_fails_alone(nodes: list, reason: str) -> None:
     d = select_engine(spec(), nodes, CONFIG)
-    vllm = candidate(d, Engine.VLLM)
+    vllm = candidate(d, "vllm")
     assert not vllm.eligible
     assert vllm.reasons[-1] == reason
     assert vllm.nodes == ()
     has_linux_cpu = any(n.os == "linux" and n.ready and not n.unschedulable for n in nodes)
-    assert d.engine == (Engine.TRANSFORMERS if has_linux_cpu else None)
+    assert d.engine == ("transformers" if has_linux_cpu else None)
 
 
 def test_gpu_count_is_per_node() -> None:
     nodes = [gpu("gpu-1", gpus=1), gpu("gpu-2", gpus=1)]
     d = select_engine(spec(gpus=2), nodes, CONFIG)
-    vllm = candidate(d, Engine.VLLM)
+    vllm = candidate(d, "vllm")
     assert not vllm.eligible
     assert "no usable node is Linux with at least 2 CUDA GPUs (2 nodes: 2 with fewer than 2 CUDA GPUs)" in vllm.reasons
     d = select_engine(spec(gpus=2), [*nodes, gpu("gpu-4", gpus=4)], CONFIG)
-    assert d.engine == Engine.VLLM
-    assert candidate(d, Engine.VLLM).nodes == ("gpu-4",)
+    assert d.engine == "vllm"
+    assert candidate(d, "vllm").nodes == ("gpu-4",)
     assert d.placement is not None and d.placement.gpus == 2
 
 
 def test_zero_gpus_is_refused_for_vllm() -> None:
     d = select_engine(spec(gpus=0), GPU_CLUSTER, CONFIG)
-    assert "vLLM needs at least 1 GPU per replica; resources.gpus is 0" in candidate(d, Engine.VLLM).reasons
-    assert d.engine == Engine.TRANSFORMERS  # on CPU, as asked
+    assert "vLLM needs at least 1 GPU per replica; resources.gpus is 0" in candidate(d, "vllm").reasons
+    assert d.engine == "transformers"  # on CPU, as asked
 
 
 # Condition 6: family (custom model) or name (builtin) in vLLM's supported list.
@@ -179,19 +178,19 @@ def test_zero_gpus_is_refused_for_vllm() -> None:
 )
 def test_supported_list_condition(name: str, family: str | None, eligible: bool, reason: str) -> None:
     d = select_engine(spec(name=name, family=family), GPU_CLUSTER, CONFIG)
-    vllm = candidate(d, Engine.VLLM)
+    vllm = candidate(d, "vllm")
     assert vllm.eligible is eligible
     assert reason in vllm.reasons
-    assert d.engine == (Engine.VLLM if eligible else Engine.TRANSFORMERS)
+    assert d.engine == ("vllm" if eligible else "transformers")
 
 
 def test_extra_families_from_config() -> None:
     config = OperatorConfig(vllm_extra_families=["gemma-3-4b-it"])
     d = select_engine(spec(name="Gemma-3-4B-IT"), GPU_CLUSTER, config)
-    assert d.engine == Engine.VLLM
+    assert d.engine == "vllm"
     assert (
         "model Gemma-3-4B-IT is in vLLM's supported list (vllmExtraFamilies in the operator config)"
-        in candidate(d, Engine.VLLM).reasons
+        in candidate(d, "vllm").reasons
     )
 
 
@@ -200,7 +199,7 @@ def test_fp8_unsupported_name_has_no_automatic_engine() -> None:
     d = select_engine(spec(name="my-model", fmt="fp8"), GPU_CLUSTER, CONFIG)
     assert d.engine is None
     assert d.placement is None
-    sglang = candidate(d, Engine.SGLANG)
+    sglang = candidate(d, "sglang")
     assert sglang.eligible
     assert sglang.reasons[-1] == "not chosen automatically: list it in engine.preference or set engine.name"
     assert d.summary.startswith("no engine can run: vllm: model my-model is not in vLLM's supported list")

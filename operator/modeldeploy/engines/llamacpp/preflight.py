@@ -4,7 +4,7 @@ The seed lists three server errors users meet only after a request fails (an ima
 processed, a request that exceeds the context, a prompt too big for the KV cache). Their causes are
 visible before the model loads: the per-slot context, context shift being off with a multimodal
 projector, and a KV cache that cannot fit beside the weights. The selection colleague checks what the
-parameters alone show (selection/llamacpp_checks.py); here, in the pod, we also know the GGUF's shape and
+parameters alone show (engines/llamacpp/checks.py); here, in the pod, we also know the GGUF's shape and
 the node's memory, so the KV cache is sized for real. Each finding carries the seed's own fix.
 """
 

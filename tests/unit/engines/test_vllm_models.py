@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.selection.vllm_models import is_vllm_supported, parse_model_list, seed_supported_models
+from modeldeploy.engines.vllm_models import is_vllm_supported, parse_model_list, seed_supported_models
 
 SEED_NAME = "000_7bf0c0505e53c80d.txt"
 SEED_COUNT = 119  # names in the English seed's list (32 bullet groups)

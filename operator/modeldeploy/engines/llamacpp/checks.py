@@ -20,8 +20,12 @@ Thresholds chosen:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from modeldeploy.api.v1alpha1 import ArgValue, ModelDeploymentSpec
+from modeldeploy.engines.base import ArgValue
+
+if TYPE_CHECKING:
+    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 
 MIN_SLOT_CTX_TEXT = 1024
 MIN_SLOT_CTX_MULTIMODAL = 4096

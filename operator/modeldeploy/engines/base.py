@@ -1,0 +1,161 @@
+"""What an engine is: the protocol every engine module implements, and the values it speaks in.
+
+An engine module (engines/vllm.py, engines/llamacpp/spec.py, ...) subclasses `Engine` and states, in
+one place, everything that differs between engines: the facts the CRD's CEL rules are generated from
+(formats), its model rules (each with the reason `status.selection` shows), the kinds of node it runs
+on, its container (command, env switches, probe path, metrics endpoint, security) and its image key.
+Selection, rendering, the CRD generator and the CLI only ever iterate `engines.registry`; none of them
+branches on an engine's name. Parts every engine shares (security context, volumes, the scheduling
+merge, labels) stay in render/ and are applied after the engine's part.
+
+Nothing here imports the API models, the config or Kubernetes at run time (only for type checking), so
+an engine module stays importable anywhere and the API can validate engine names against the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from modeldeploy.engines import ModelFormat
+
+if TYPE_CHECKING:
+    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
+    from modeldeploy.config import OperatorConfig
+
+PORT = 8000  # every engine serves its OpenAI-compatible API here (the Service's target)
+HOST = "0.0.0.0"
+
+ArgValue = str | int | float | bool
+BoolStyle = Literal["negatable", "store_true"]
+
+
+class RenderError(ValueError):
+    """The ModelDeployment and Decision cannot be turned into objects; the message says why, for status."""
+
+
+class Tier(StrEnum):
+    """A kind of node an engine can run on."""
+
+    CUDA = "cuda"
+    CPU = "cpu"
+    APPLE = "apple"
+
+
+@dataclass(frozen=True)
+class NodeNeed:
+    """One tier an engine can use, with the GPUs per replica it asks for there."""
+
+    tier: Tier
+    gpus: int = 0
+
+    def phrase(self) -> str:
+        """What a node must be, in words: 'Linux with a CUDA GPU', 'Apple silicon'."""
+        if self.tier == Tier.CUDA:
+            return "Linux with a CUDA GPU" if self.gpus <= 1 else f"Linux with at least {self.gpus} CUDA GPUs"
+        return "Linux" if self.tier == Tier.CPU else "Apple silicon"
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """One rule's outcome and the sentence that explains it."""
+
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Where the engine serves Prometheus metrics and what they say about load.
+
+    `enable_arg`: the `engine.args` key that turns them on (None: always on). `load`: the gauges of
+    requests running and waiting, summed over the pods as the autoscaler's signal (empty: none).
+    """
+
+    port: int
+    path: str = "/metrics"
+    enable_arg: str | None = None
+    load: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What the renderer knows when it asks an engine for its command line.
+
+    Paths are inside the pod (model_paths.py decides them from `model.uri`); `gpus` is the placement's
+    GPUs per replica (0 on CPU and Apple silicon).
+    """
+
+    model_path: str
+    mmproj_path: str | None
+    served_name: str
+    gpus: int
+    n_gpu_layers: int
+    args: Mapping[str, ArgValue]
+
+
+class Engine:
+    """The protocol of one engine. Subclasses set the class facts and implement the methods.
+
+    Facts (class attributes):
+    - `name`: as users write it in `engine.name`; `label`: as reasons spell it ("vLLM").
+    - `image_key`: key of `images` (spec and operator config) and the folder under images/.
+    - `formats`: the model formats it loads at all (the CRD's CEL rule for a named engine).
+    - `auto_rank`: its place in the default order under `engine.name: auto`; None: only when named or listed.
+    - `gpu_required`: cannot run without CUDA GPUs (rendering refuses a GPU-less placement).
+    - `health_path`, `metrics`: probe path on PORT, and where /metrics is served.
+    - `runs_as_non_root` (None: leave unset), `read_only_root`, `needs_shm` (NCCL/worker processes),
+      `uses_hf_home` (reads Hugging Face caches), `cuda_image` (its image exposes every GPU unless hidden).
+
+    Engines are values, not classes: the registry holds one instance of each.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    image_key: ClassVar[str]
+    formats: ClassVar[frozenset[ModelFormat]]
+    auto_rank: ClassVar[int | None] = None
+    gpu_required: ClassVar[bool] = False
+    health_path: ClassVar[str] = "/health"
+    metrics: ClassVar[Metrics | None] = None
+    runs_as_non_root: ClassVar[bool | None] = True
+    read_only_root: ClassVar[bool] = True
+    needs_shm: ClassVar[bool] = False
+    uses_hf_home: ClassVar[bool] = False
+    cuda_image: ClassVar[bool] = True
+    # Gets `model.multimodalProjector` as a separate file (Launch.mmproj_path); others ignore the field.
+    loads_projector: ClassVar[bool] = False
+    # Engine args the renderer sets itself (normalised flag names, or llama.cpp common_params names): a
+    # user arg naming one is refused, since the later copy would win and silently break probes or GPUs.
+    reserved_args: ClassVar[frozenset[str]] = frozenset()
+    # How a bool in `engine.args` is spelled on its command line (see engines/args.py).
+    bool_style: ClassVar[BoolStyle] = "store_true"
+
+    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
+        """Every model rule for this spec, in order, each with its reason (None: a rule that does not apply)."""
+        raise NotImplementedError
+
+    def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
+        """The tiers it may use, in the order tried, given `resources.gpus` (None when unset)."""
+        raise NotImplementedError
+
+    def gpu_rule_reason(self, need: NodeNeed, gpus: int | None, earlier_failed: bool) -> str | None:
+        """A sentence on how the GPU count was decided for the chosen tier (None: nothing to explain)."""
+        return None
+
+    def warnings(self, spec: ModelDeploymentSpec) -> tuple[str, ...]:
+        """Problems the spec alone shows that do not stop it from running (reported as Degraded)."""
+        return ()
+
+    def command(self, launch: Launch) -> list[str]:
+        """The engine container's argv (never a shell string)."""
+        raise NotImplementedError
+
+    def init_command(self, launch: Launch) -> list[str] | None:
+        """The argv of an init container that sizes the launch on the node (auto-NGL), or None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<engine {self.name}>"

@@ -1,0 +1,71 @@
+"""SGLang: CUDA-only like vLLM, never chosen automatically (the seed gives no automatic rule for it).
+
+It runs when named in `engine.name` or listed in `engine.preference`. The image is upstream
+lmsysorg/sglang: root and a writable root filesystem, for the same reasons as vLLM. /metrics is on the
+API port once `enable-metrics` is passed in `engine.args`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from modeldeploy.engines import ModelFormat
+from modeldeploy.engines.args import flag_args
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, NodeNeed, RuleResult
+from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
+
+if TYPE_CHECKING:
+    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
+    from modeldeploy.config import OperatorConfig
+
+# Plain pytorch only (selection.md); gptq/awq/fp8 carry their own quantization.
+QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none",)}
+
+
+class SGLang(Engine):
+    name = "sglang"
+    label = "SGLang"
+    image_key = "sglang"
+    formats = frozenset({ModelFormat.PYTORCH, ModelFormat.GPTQ, ModelFormat.AWQ, ModelFormat.FP8})
+    auto_rank = None
+    gpu_required = True
+    metrics = Metrics(port=PORT, enable_arg="enable-metrics", load=("sglang:num_running_reqs", "sglang:num_queue_reqs"))
+    runs_as_non_root = False
+    read_only_root = False
+    needs_shm = True
+    uses_hf_home = True
+    reserved_args = frozenset(
+        {"model-path", "model", "host", "port", "tp", "tp-size", "tensor-parallel-size", "served-model-name"}
+    )
+    bool_style = "store_true"
+
+    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
+        fmt = spec.model.format
+        return [
+            format_rule(self, fmt),
+            quantization_rule(self, fmt, spec.model.quantization, QUANTIZATION),
+            gpu_required_rule(self, spec.resources.gpus),
+        ]
+
+    def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
+        return gpu_required_needs(gpus)
+
+    def command(self, launch: Launch) -> list[str]:
+        """`python -m sglang.launch_server`, tensor-parallel over all the pod's GPUs."""
+        return [
+            "python",
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            launch.model_path,
+            "--host",
+            HOST,
+            "--port",
+            str(PORT),
+            "--tp-size",
+            str(launch.gpus),
+            "--served-model-name",
+            launch.served_name,
+            *flag_args(self, launch.args),
+        ]

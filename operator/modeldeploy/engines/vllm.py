@@ -1,0 +1,99 @@
+"""vLLM: Xinference's first choice for plain and GPTQ/AWQ/FP8 weights on CUDA GPUs.
+
+Model rules are the seed's list, one check per bullet (format, quantization, the supported-model list,
+a GPU per replica); the node-side bullet ("Linux with at least one CUDA device") is its node needs.
+The image is upstream vllm/vllm-openai: it runs as root and writes caches (torch.compile, triton,
+flashinfer JIT) under $HOME, so the root filesystem stays writable. /metrics is on the API port; its
+load gauges are those the Gateway API Inference Extension's model-server protocol lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from modeldeploy.engines import ModelFormat
+from modeldeploy.engines.args import flag_args
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, NodeNeed, RuleResult
+from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
+from modeldeploy.engines.vllm_models import is_vllm_supported
+
+if TYPE_CHECKING:
+    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
+    from modeldeploy.config import OperatorConfig
+
+# vLLM's quantization conditions from the seed (compared case-insensitively); formats absent here have none.
+QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {
+    ModelFormat.PYTORCH: ("none",),
+    ModelFormat.AWQ: ("Int4",),
+    ModelFormat.GPTQ: ("Int3", "Int4", "Int8"),
+}
+
+
+def supported_rule(spec: ModelDeploymentSpec, config: OperatorConfig) -> RuleResult:
+    """The family (custom model) or name (builtin) is in vLLM's supported list or the config's extras."""
+    model = spec.model
+    what = f"model family {model.family}" if model.family else f"model {model.name}"
+    key = model.family or model.name
+    if is_vllm_supported(key):
+        return RuleResult(True, f"{what} is in vLLM's supported list")
+    if is_vllm_supported(key, config.vllm_extra_families):
+        return RuleResult(True, f"{what} is in vLLM's supported list (vllmExtraFamilies in the operator config)")
+    hint = "" if model.family else "; for a custom model set model.family"
+    return RuleResult(
+        False,
+        f"{what} is not in vLLM's supported list (add it to vllmExtraFamilies in the operator config "
+        f"if vLLM loads it{hint})",
+    )
+
+
+class VLLM(Engine):
+    name = "vllm"
+    label = "vLLM"
+    image_key = "vllm"
+    formats = frozenset(
+        {ModelFormat.PYTORCH, ModelFormat.GPTQ, ModelFormat.AWQ, ModelFormat.FP4, ModelFormat.FP8, ModelFormat.BNB}
+    )
+    auto_rank = 0
+    gpu_required = True
+    metrics = Metrics(port=PORT, load=("vllm:num_requests_running", "vllm:num_requests_waiting"))
+    runs_as_non_root = False
+    read_only_root = False
+    needs_shm = True
+    uses_hf_home = True
+    reserved_args = frozenset({"model", "host", "port", "tensor-parallel-size", "served-model-name"})
+    bool_style = "negatable"  # argparse.BooleanOptionalAction
+
+    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
+        fmt = spec.model.format
+        return [
+            format_rule(self, fmt),
+            quantization_rule(self, fmt, spec.model.quantization, QUANTIZATION),
+            supported_rule(spec, config),
+            gpu_required_rule(self, spec.resources.gpus),
+        ]
+
+    def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
+        return gpu_required_needs(gpus)
+
+    def command(self, launch: Launch) -> list[str]:
+        """`vllm serve`: tensor-parallel over all the pod's GPUs.
+
+        No `--quantization` is added for gptq/awq/fp8: vLLM reads the method from the checkpoint's
+        `quantization_config` and picks the fastest kernel for it (e.g. awq_marlin); forcing `awq` would
+        select the slower kernel. Users who want one can still pass `quantization` in `engine.args`.
+        """
+        return [
+            "vllm",
+            "serve",
+            launch.model_path,
+            "--host",
+            HOST,
+            "--port",
+            str(PORT),
+            "--tensor-parallel-size",
+            str(launch.gpus),
+            "--served-model-name",
+            launch.served_name,
+            *flag_args(self, launch.args),
+        ]
