@@ -189,7 +189,8 @@ def reconcile(
                 live = deployments[0]
                 deployment = DeploymentView.from_object(live)
 
-    auto_ngl = deployment is not None and deployment.engine == "llama.cpp" and has_auto_ngl(live or {})
+    # Only an engine with an init command (llama.cpp's auto-NGL) renders that init container.
+    auto_ngl = deployment is not None and has_auto_ngl(live or {})
     waiting = deployment is not None and deployment.ready_replicas < deployment.replicas
     # Pods are read only when they can say something new: while replicas wait (placement, a restarted pod's
     # auto-NGL), or before the first auto-NGL report. A steady Deployment costs no LIST per reconcile.

@@ -319,7 +319,7 @@ def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) ->
     reason = summary_reason(conditions)
     if reason:
         status["reason"] = reason
-    if engine == "llama.cpp" and obs.auto_ngl:
+    if obs.auto_ngl:
         # Reported by the auto-NGL init container (ngl_report), kept while no newer pod says otherwise;
         # dropped when the layers are set explicitly, so it never shows a stale decision.
         ngl = obs.n_gpu_layers if obs.n_gpu_layers is not None else old.get("nGpuLayers")
