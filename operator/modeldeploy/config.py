@@ -51,6 +51,13 @@ class LabelMappings(_Model):
     gpu_taint_key: str = Field(default="nvidia.com/gpu", description="Taint key GPU nodes usually carry.")
 
 
+class EnvVar(_Model):
+    """One environment variable, as in a container's `env` (a plain value)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$", description="Variable name.")
+    value: str = Field(default="", description="Its value.")
+
+
 class OperatorConfig(_Model):
     """Everything the operator reads besides the cluster itself."""
 
@@ -62,6 +69,12 @@ class OperatorConfig(_Model):
     image_pull_policy: str = Field(default="IfNotPresent")
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    fetch_env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Environment of the weights fetcher init container, for every ModelDeployment: a Hub "
+        "mirror (HF_ENDPOINT), a ModelScope endpoint (MODELSCOPE_ENDPOINT), an S3 endpoint (AWS_ENDPOINT_URL), "
+        "a proxy (HTTPS_PROXY). Secrets belong in model.credentialsSecret, not here.",
+    )
 
     def image_for(self, key: str, overrides: dict[str, str] | None = None) -> str:
         """The image for `key`, a per-deployment override first, then this config, then the default."""

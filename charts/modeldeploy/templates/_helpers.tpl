@@ -65,5 +65,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.config.vllmExtraFamilies }}{{ $_ := set $config "vllmExtraFamilies" .Values.config.vllmExtraFamilies }}{{ end }}
 {{- with .Values.config.autoscaling }}{{ $_ := set $config "autoscaling" . }}{{ end }}
 {{- if .Values.config.gateway.name }}{{ $_ := set $config "gateway" .Values.config.gateway }}{{ end }}
+{{- if .Values.config.fetchEnv }}{{ $_ := set $config "fetchEnv" .Values.config.fetchEnv }}{{ end }}
 {{- toYaml $config }}
 {{- end }}

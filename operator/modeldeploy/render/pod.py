@@ -233,6 +233,14 @@ def engine_container(
     return container
 
 
+def _fetch_env(config: OperatorConfig) -> list[dict[str, Any]]:
+    """HOME=/tmp (the root filesystem is read-only), then the operator config's `fetchEnv` (a variable of
+    the same name replaces ours; env is a list map keyed by name)."""
+    extra = [{"name": e.name, "value": e.value} for e in config.fetch_env]
+    names = {e["name"] for e in extra}
+    return [e for e in [{"name": "HOME", "value": "/tmp"}] if e["name"] not in names] + extra
+
+
 def fetch_container(md: ModelDeployment, location: ModelLocation, config: OperatorConfig) -> dict[str, Any] | None:
     """The init container that downloads the weights into the cache; None when they are already mounted."""
     if not location.needs_fetch:
@@ -244,7 +252,7 @@ def fetch_container(md: ModelDeployment, location: ModelLocation, config: Operat
         "image": config.image_for("fetch", md.spec.images),
         "imagePullPolicy": config.image_pull_policy,
         "command": c.fetch_command(model.uri, location.directory, files, model.sha256),
-        "env": [{"name": "HOME", "value": "/tmp"}],
+        "env": _fetch_env(config),
     }
     if model.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": model.credentials_secret, "optional": False}}]

@@ -218,6 +218,7 @@ def test_values_reach_the_operator_config(render, tmp_path: Path) -> None:
     assert config.label_mappings.gpu_present == LabelMappings().gpu_present
     assert config.vllm_extra_families == ["my-custom-llama"]
     assert config.image_pull_policy == "Always"
+    assert [(e.name, e.value) for e in config.fetch_env] == [("HF_ENDPOINT", "https://hub-mirror.example.com")]
 
 
 def test_config_change_rolls_the_pods(render) -> None:

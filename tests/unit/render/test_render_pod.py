@@ -22,6 +22,7 @@ from render_cases import (
     with_spec,
 )
 
+from modeldeploy.config import EnvVar, OperatorConfig
 from modeldeploy.engines.args import flag_args
 from modeldeploy.engines.registry import get
 from modeldeploy.model_paths import NGL_FILE
@@ -156,6 +157,19 @@ def test_credentials_only_through_secret_env() -> None:
         assert "hf-token" not in json.dumps(c.get("command", [])) + json.dumps(c.get("args", []))
     engine = container(VLLM_SPEC, "vllm", gpu_placement(2))
     assert "envFrom" not in engine  # the engine never sees the fetch credentials
+
+
+def test_operator_fetch_env_reaches_only_the_fetcher() -> None:
+    """A Hub mirror set once in the operator config (Helm `config.fetchEnv`) is what the fetcher reads."""
+    config = OperatorConfig(fetch_env=[EnvVar(name="HF_ENDPOINT", value="http://mirror:8080"), EnvVar(name="HOME")])
+    dep = render(md(LLAMACPP_SPEC), decision("llama.cpp", gpu_placement(1)), config)[0]
+    spec = dep["spec"]["template"]["spec"]
+    by_name = {c["name"]: c for c in [*spec["initContainers"], *spec["containers"]]}
+    assert by_name["fetch"]["env"] == [
+        {"name": "HF_ENDPOINT", "value": "http://mirror:8080"},
+        {"name": "HOME", "value": ""},
+    ]
+    assert all("HF_ENDPOINT" not in json.dumps(c.get("env", [])) for n, c in by_name.items() if n != "fetch")
 
 
 def test_user_env_replaces_ours_by_name() -> None:
