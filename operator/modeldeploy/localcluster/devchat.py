@@ -1,0 +1,109 @@
+"""`modeldeploy dev chat NAME PROMPT`, and the conversation `modeldeploy dev demo` ends with.
+
+A client on the host reaches a local pod's engine through the host port the local kubelet forwards to
+the pod's containerPort (the pod's `dev.modeldeploy.io/host-ports` annotation, docs/local-pods.md).
+This sends one OpenAI chat completion there, streamed, so the time to the first token is measured where
+a user would feel it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.localcluster.localpods import PORTS_ANNOTATION
+from modeldeploy.render.containers import PORT
+from modeldeploy.render.labels import COMPONENT, COMPONENT_VALUE, INSTANCE
+
+
+class ChatError(RuntimeError):
+    """The ModelDeployment cannot be talked to; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    first_token_s: float  # from sending the request
+    total_s: float
+
+
+def _ready(obj: dict[str, Any]) -> bool:
+    ready = str((obj.get("status") or {}).get("ready") or "")
+    done, _, want = ready.partition("/")
+    return bool(want) and done == want and want != "0"
+
+
+def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> str:
+    """The base URL (http://127.0.0.1:PORT) of a Ready pod of the ModelDeployment `name`."""
+    try:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ChatError(f"there is no ModelDeployment {namespace}/{name} in the dev cluster") from None
+        raise
+    status = obj.get("status") or {}
+    if not _ready(obj):
+        reason = status.get("reason") or "not rolled out yet"
+        raise ChatError(f"ModelDeployment {namespace}/{name} is not Ready ({status.get('ready') or '0/1'}: {reason})")
+    selector = f"{INSTANCE}={name},{COMPONENT}={COMPONENT_VALUE}"
+    for pod in client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
+        ports = json.loads((pod.metadata.annotations or {}).get(PORTS_ANNOTATION) or "{}")
+        if ready and str(PORT) in ports and not pod.metadata.deletion_timestamp:
+            return f"http://{ports[str(PORT)]}"
+    raise ChatError(
+        f"ModelDeployment {namespace}/{name} has no Ready pod this machine can reach: only pods of ModelDeploy's "
+        "own images run here for real (docs/local-pods.md)"
+    )
+
+
+# Greedy decoding makes the answer repeatable; a 135M model needs a plain system prompt to stay on task
+# (without one, SmolLM2's GGUF template adds its own, and greedy decoding then rambles in French).
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+def chat(
+    base: str, model: str, prompt: str, max_tokens: int = 96, timeout: float = 120, system: str = SYSTEM_PROMPT
+) -> Reply:
+    """One streamed chat completion at temperature 0; the reply's text and timings."""
+    messages = [{"role": "system", "content": system}] if system else []
+    body = {
+        "model": model,
+        "messages": [*messages, {"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    started = time.monotonic()
+    first: float | None = None
+    parts: list[str] = []
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            for raw in response:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:") or line == "data: [DONE]":
+                    continue
+                for choice in json.loads(line[5:]).get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content") or ""
+                    if piece and first is None:
+                        first = time.monotonic() - started
+                    parts.append(piece)
+    except urllib.error.HTTPError as exc:
+        raise ChatError(f"{base} answered HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}") from None
+    except (OSError, ValueError) as exc:
+        raise ChatError(f"{base} did not answer the chat completion: {exc}") from None
+    total = time.monotonic() - started
+    return Reply("".join(parts).strip(), first if first is not None else total, total)

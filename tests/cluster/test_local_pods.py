@@ -1,0 +1,235 @@
+"""The pods the renderer writes meet our images' entrypoints, for real, on the local kubelet.
+
+The example ModelDeployment `examples/modeldeployments/llamacpp-smollm2.yaml` is rendered exactly as the
+operator renders it (selection on the demo cluster's nodes, the operator config pointing the fetcher at
+the local Hub server through `fetchEnv`), and the Deployment is applied to the real control plane.
+The local kubelet (localpods.py) runs the fetch and auto-NGL init containers and the llama.cpp server as
+processes, with the pod's mounts, env and probes. One pod really serves SmolLM2-135M and answers; the
+others carry one deliberate renderer/image disagreement each and must fail with the pod's own error:
+a mount path, an environment variable, a port.
+
+The only change made to the rendered Deployments besides the mutation is a nodeSelector pinning them to
+this module's node (the session's cluster has other modules' fake GPU nodes, run by fake kubelets).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modeldeploy.config import EnvVar, OperatorConfig
+from modeldeploy.loader import load_model_deployments
+from modeldeploy.localcluster import devchat, sandbox, testmodel
+from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy.localcluster.localpods import PORTS_ANNOTATION, LocalPods
+from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
+from modeldeploy.ngl.initcontainer import TERMINATION_LOG
+from modeldeploy.render import render
+from modeldeploy.selection import node_facts, select_engine
+from tests.support.tools import unavailable
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
+DEMO_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
+NS = f"md-pods-{uuid.uuid4().hex[:6]}"
+NODE = f"local-l4-{uuid.uuid4().hex[:6]}"
+T = TypeVar("T")
+
+
+def eventually(fn: Callable[[], T], what: str, timeout: float = 120.0) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except (ApiException, AssertionError, KeyError, IndexError, StopIteration) as exc:
+            last = exc
+        time.sleep(0.5)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+class Pods:
+    """The module's world: the Hub server, one fake L4 node run by a local kubelet, and a namespace."""
+
+    def __init__(self, api: client.ApiClient, hub: HubServer) -> None:
+        self.api, self.hub = api, hub
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+
+    def rendered(self, name: str) -> dict[str, Any]:
+        """The example's Deployment as the operator renders it for the demo cluster, named `name`."""
+        (md,) = load_model_deployments(EXAMPLE)
+        md.metadata.name, md.metadata.namespace = name, NS
+        config = OperatorConfig(fetch_env=[EnvVar(name="HF_ENDPOINT", value=self.hub.url)])
+        facts = [node_facts(n, config.label_mappings) for n in load_node_set(DEMO_NODES)]
+        decision = select_engine(md.spec, facts, config)
+        deployment = next(o for o in render(md, decision, config) if o["kind"] == "Deployment")
+        deployment["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": NODE}
+        return deployment
+
+    def apply(self, deployment: dict[str, Any]) -> str:
+        self.apps.create_namespaced_deployment(NS, deployment)
+        return str(deployment["metadata"]["name"])
+
+    def pod(self, name: str) -> dict[str, Any]:
+        """The Deployment's live pod, as a dict (camelCase, as kubectl shows it)."""
+        pods = self.core.list_namespaced_pod(NS, label_selector=f"app.kubernetes.io/instance={name}").items
+        live = [p for p in pods if not p.metadata.deletion_timestamp]
+        assert live, f"no pod for {name} yet"
+        return dict(self.api.sanitize_for_serialization(live[0]))
+
+    def events(self, pod: dict[str, Any]) -> list[str]:
+        got = self.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={pod['metadata']['name']}")
+        return [f"{e.reason}: {e.message}" for e in got.items]
+
+
+@pytest.fixture(scope="module")
+def pods(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
+    why = sandbox.available()
+    if why:
+        unavailable(f"local pods cannot run here: {why}")
+    try:
+        repo_dir = testmodel.ensure_hub_repo() / testmodel.HUB_REPO
+    except testmodel.ModelUnavailable as exc:
+        unavailable(str(exc))
+    core = client.CoreV1Api(kube_api)
+    l4 = copy.deepcopy(next(n for n in load_node_set(DEMO_NODES) if "l4" in n["metadata"]["name"]))
+    l4["metadata"]["name"] = NODE
+    l4["metadata"].setdefault("labels", {})["kubernetes.io/hostname"] = NODE
+    create_node(core, l4)
+    core.create_namespace({"metadata": {"name": NS}})
+    with HubServer({testmodel.HUB_REPO: repo_dir}) as hub:
+        local = LocalPods(
+            kube_api, [NODE], tmp_path_factory.mktemp("kubelet"), host_ports=[int(hub.url.rsplit(":", 1)[1])]
+        )
+        kubelet = FakeKubelet(kube_api, [NODE], interval=0.5, local_pods=local).start()
+        try:
+            yield Pods(kube_api, hub)
+        finally:
+            core.delete_namespace(NS)
+            eventually(lambda: not core.list_namespaced_pod(NS).items, "the pods to go", timeout=60)
+            kubelet.stop()
+            core.delete_node(NODE)
+    assert not list((local.root).iterdir()), "the kubelet left pod directories behind"
+
+
+def _init(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in pod["status"].get("initContainerStatuses") or () if s["name"] == name)
+
+
+def _engine(pod: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in pod["status"].get("containerStatuses") or () if s["name"] == "engine")
+
+
+def _terminated(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The container's last finished run: its current state if terminated, else its lastState."""
+    return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated")
+
+
+def test_the_rendered_pod_serves_smollm2_for_real(pods: Pods) -> None:
+    deployment = pods.rendered("smollm2")
+    spec = deployment["spec"]["template"]["spec"]
+    assert [c["name"] for c in spec["initContainers"]] == ["fetch", "auto-ngl"]  # the path the issue describes
+    name = pods.apply(deployment)
+
+    def ready() -> dict[str, Any] | None:
+        pod = pods.pod(name)
+        conds = {c["type"]: c["status"] for c in pod["status"].get("conditions") or ()}
+        return pod if conds.get("Ready") == "True" else None
+
+    pod = eventually(ready, "the SmolLM2 pod to be Ready", timeout=240)
+    fetch, ngl, engine = _init(pod, "fetch"), _init(pod, "auto-ngl"), _engine(pod)
+    assert _terminated(fetch)["exitCode"] == 0 and fetch["restartCount"] == 0, fetch
+    ngl_done = _terminated(ngl)
+    assert ngl_done["exitCode"] == 0, ngl
+    # The auto-NGL decision reaches the pod's status through the termination message at TERMINATION_LOG,
+    # which is what the operator reads into status.nGpuLayers: no GPU on this machine, so 0 layers.
+    assert json.loads(ngl_done["message"])["n_gpu_layers"] == 0, (TERMINATION_LOG, ngl_done)
+    assert engine["ready"] and engine["started"] and "running" in engine["state"], engine
+    assert pods.hub.stats()["repos"][testmodel.HUB_REPO]["files"][testmodel.FILE]["gets"] == 1
+
+    base = f"http://{json.loads(pod['metadata']['annotations'][PORTS_ANNOTATION])['8000']}"
+    reply = devchat.chat(base, name, "What is the capital of France?", max_tokens=32)
+    assert "paris" in reply.text.lower(), reply
+
+
+def test_a_wrong_mount_path_fails_with_the_engines_own_error(pods: Pods) -> None:
+    """The engine's cache mounted elsewhere than the --model path the renderer wrote: the entrypoint's
+    own sentence ends up in the container's termination message."""
+    deployment = pods.rendered("bad-mount")
+    (engine,) = deployment["spec"]["template"]["spec"]["containers"]
+    for mount in engine["volumeMounts"]:
+        if mount["mountPath"] == "/models":
+            mount["mountPath"] = "/model-cache"
+    name = pods.apply(deployment)
+
+    def failed() -> dict[str, Any] | None:
+        done = _terminated(_engine(pods.pod(name)))
+        return done if done and done["exitCode"] != 0 else None
+
+    done = eventually(failed, "the engine to fail on the missing model file", timeout=180)
+    model = next(a for a in engine["command"] if a.endswith(".gguf"))
+    assert done["exitCode"] == 2 and model in done.get("message", ""), done
+    assert not _engine(pods.pod(name))["ready"]
+
+
+def test_a_wrong_env_var_fails_the_fetch_with_its_own_error(pods: Pods) -> None:
+    """The Hub endpoint under a name the fetcher does not read: it goes to the public Hub, which a pod of
+    this cluster cannot reach, and says so in its termination message; the engine never starts."""
+    deployment = pods.rendered("bad-env")
+    fetch = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    fetch["env"] = [{**e, "name": "HF_HUB_ENDPOINT"} if e["name"] == "HF_ENDPOINT" else e for e in fetch["env"]] + [
+        {"name": "MODELDEPLOY_FETCH_ATTEMPTS", "value": "1"}
+    ]
+    name = pods.apply(deployment)
+
+    def failed() -> dict[str, Any] | None:
+        done = _terminated(_init(pods.pod(name), "fetch"))
+        return done if done and done["exitCode"] != 0 else None
+
+    done = eventually(failed, "the fetch init container to fail", timeout=120)
+    assert done["exitCode"] == 1 and "huggingface.co" in done.get("message", ""), done
+    pod = pods.pod(name)
+    assert pod["status"]["phase"] == "Pending"
+    assert "waiting" in _engine(pod)["state"], _engine(pod)
+
+
+def test_a_wrong_port_never_gets_ready_and_the_probe_says_why(pods: Pods) -> None:
+    """The server told to listen on 8001 while the probes and the Service use 8000."""
+    deployment = pods.rendered("bad-port")
+    (engine,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = engine["command"]
+    command[command.index("--port") + 1] = "8001"
+    name = pods.apply(deployment)
+
+    def refused() -> list[str]:
+        return [e for e in pods.events(pods.pod(name)) if e.startswith("Unhealthy: Startup probe failed")]
+
+    events = eventually(refused, "a failed startup probe", timeout=180)
+    assert "connection refused" in events[0] and ":8000/health" in events[0], events
+    pod = pods.pod(name)
+    assert "running" in _engine(pod)["state"] and not _engine(pod)["ready"]
+    conds = {c["type"]: c for c in pod["status"]["conditions"]}
+    assert conds["Ready"]["status"] == "False" and "engine" in conds["Ready"]["message"]
+
+
+def test_pods_of_images_that_cannot_run_here_say_so(pods: Pods) -> None:
+    deployment = pods.rendered("other-image")
+    (engine,) = deployment["spec"]["template"]["spec"]["containers"]
+    engine["image"] = "vllm/vllm-openai:v0.8.5"
+    name = pods.apply(deployment)
+    pod = eventually(lambda: (p := pods.pod(name))["status"].get("message") and p, "the fake status")
+    assert pod["status"]["phase"] == "Running" and "cannot run on this machine" in pod["status"]["message"]
