@@ -35,10 +35,10 @@ def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path)
     ensure_binaries()
     workdir = tmp_path / "dev"
     proc = subprocess.run(
-        [sys.executable, "-m", "modeldeploy", "dev", "--dir", str(workdir), "demo", "--timeout", "90"],
+        [sys.executable, "-m", "modeldeploy", "dev", "--dir", str(workdir), "demo", "--timeout", "240"],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
@@ -51,4 +51,8 @@ def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path)
         if engine != "<none>":  # the demo's nodes have room for every example
             assert table[name][3] == "1/1" and table[name][4] == "<none>", table[name]
     assert "Why" in proc.stdout
+    # The example that serves the real model ran for real and answered (see docs/local-pods.md).
+    answer = next(line for line in lines if line.strip().startswith("model:"))
+    assert "paris" in answer.lower(), proc.stdout
+    assert any("apply → first token" in line for line in lines), proc.stdout
     assert not workdir.exists() and not LocalCluster.alive_pids(workdir)

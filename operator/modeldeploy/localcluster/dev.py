@@ -28,8 +28,10 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.config import CONFIG_ENV
+from modeldeploy.localcluster import devchat, sandbox, testmodel
 from modeldeploy.localcluster.build import BuildError, cache_root
-from modeldeploy.localcluster.cluster import ClusterError, LocalCluster, is_alive
+from modeldeploy.localcluster.cluster import ClusterError, LocalCluster, free_port, is_alive
 from modeldeploy.localcluster.nodes import create_node, is_ready, load_node_set
 from modeldeploy.status_table import format_table
 
@@ -38,7 +40,9 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
 DEFAULT_EXAMPLES = REPO / "examples" / "modeldeployments"
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
-HELPERS_FILE = "dev.json"  # pids of the operator and the fake kubelet
+HELPERS_FILE = "dev.json"  # pids of the operator, the kubelet and the Hub server
+OPERATOR_CONFIG = "operator-config.yaml"
+DEMO_QUESTION = "What is the capital of France?"
 
 
 def default_dir() -> Path:
@@ -62,6 +66,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=120, help="seconds to wait for the operator's decisions")
     sub.add_parser("down", help="stop what `up` or `demo --keep` left running and remove its directory")
     sub.add_parser("status", help="whether the dev cluster runs, and its ModelDeployments")
+    chat = sub.add_parser("chat", help="send one chat completion to a ModelDeployment running in the dev cluster")
+    chat.add_argument("name", help="the ModelDeployment")
+    chat.add_argument("prompt", help="what to ask")
+    chat.add_argument("-n", "--namespace", default="default")
+    chat.add_argument("--max-tokens", type=int, default=96)
+    chat.add_argument("--system", default=devchat.SYSTEM_PROMPT, help="system prompt ('' for none)")
     return p
 
 
@@ -93,9 +103,10 @@ def install_crd(api: client.ApiClient, timeout: float = 60) -> None:
     raise ClusterError("the ModelDeployment CRD was not Established in time")
 
 
-def _spawn(workdir: Path, name: str, argv: list[str]) -> int:
+def _spawn(workdir: Path, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> int:
+    (workdir / "logs").mkdir(parents=True, exist_ok=True)
     log = (workdir / "logs" / f"{name}.log").open("ab")
-    env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig")}
+    env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig"), **(extra_env or {})}
     proc = subprocess.Popen(
         argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
     )
@@ -103,23 +114,56 @@ def _spawn(workdir: Path, name: str, argv: list[str]) -> int:
     return proc.pid
 
 
+def _hub(workdir: Path) -> tuple[list[str], int]:
+    """The local Hub server's command line (serving the real test model) and its port."""
+    repo_dir = testmodel.ensure_hub_repo(log=_say) / testmodel.HUB_REPO
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "modeldeploy.localcluster.hubserver",
+        "--repo",
+        f"{testmodel.HUB_REPO}={repo_dir}",
+        "--port",
+        str(port),
+    ]
+    return argv, port
+
+
 def up(workdir: Path, nodes_file: Path) -> LocalCluster:
-    """Cluster, nodes, CRD, fake kubelet, storage provisioner and operator; detached, pids in the directory."""
+    """Cluster, nodes, CRD, Hub server, kubelet, storage provisioner and operator; all detached, their pids
+    in the directory.
+
+    The operator's config points the fetch init container at the local Hub server (`fetchEnv`, the
+    setting a cluster with a Hub mirror uses); the kubelet runs our images' pods for real when this
+    machine allows it (sandbox.available) and reaches the Hub server from inside every pod.
+    """
     if LocalCluster.alive_pids(workdir):
         raise ClusterError(f"a dev cluster already runs in {workdir}; `{PROG} down` first")
     nodes = load_node_set(nodes_file)
     if not nodes:
         raise ClusterError(f"{nodes_file}: no Node objects in it")
     shutil.rmtree(workdir, ignore_errors=True)
+    hub_argv, hub_port = _hub(workdir)
     cluster = LocalCluster(workdir, log=_say).start(detach=True)
     api = _api(workdir)
     core = client.CoreV1Api(api)
     names = [create_node(core, n) for n in nodes]
     install_crd(api)
     ready = [n["metadata"]["name"] for n in nodes if is_ready(n)]
+    config_file = workdir / OPERATOR_CONFIG
+    hub_url = f"http://127.0.0.1:{hub_port}"
+    config_file.write_text(yaml.safe_dump({"fetchEnv": [{"name": "HF_ENDPOINT", "value": hub_url}]}))
     python = sys.executable
+    kubelet = [python, "-m", "modeldeploy.localcluster.kubelet", *ready]
+    why_not = sandbox.available()
+    if why_not is None:
+        kubelet += ["--pods-dir", str(workdir / "kubelet"), "--host-port", str(hub_port)]
+    else:
+        _say(f"pods are only reported Running, nothing runs: {why_not}")
     pids = {
-        "kubelet": _spawn(workdir, "kubelet", [python, "-m", "modeldeploy.localcluster.kubelet", *ready]),
+        "hub": _spawn(workdir, "hub", hub_argv),
+        "kubelet": _spawn(workdir, "kubelet", kubelet),
         # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
         "provisioner": _spawn(
             workdir, "provisioner", [python, "-m", "modeldeploy.localcluster.provisioner", str(workdir / "volumes")]
@@ -128,21 +172,32 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
             workdir,
             "operator",
             [python, "-m", "modeldeploy.controller.run", "--standalone", "--all-namespaces", "--metrics-port=0"],
+            {CONFIG_ENV: str(config_file)},
         ),
     }
     (workdir / HELPERS_FILE).write_text(json.dumps(pids))
-    _say(f"{len(names)} fake nodes ({len(ready)} Ready), CRD installed, operator running")
+    _say(f"{len(names)} fake nodes ({len(ready)} Ready), CRD installed, operator running, Hub server at {hub_url}")
     return cluster
 
 
 def down(workdir: Path) -> bool:
-    """Stop the operator, the kubelet and the cluster; remove the directory. False when nothing ran."""
+    """Stop the operator, the kubelet (and the pods it runs), the Hub server and the cluster; remove the
+    directory. False when nothing ran."""
     ran = False
+    pids: list[int] = []
     with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
         for pid in json.loads((workdir / HELPERS_FILE).read_text()).values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGTERM)
                 ran = True
+                pids.append(int(pid))
+    deadline = time.monotonic() + 30  # the kubelet stops its pods first (their grace period)
+    while time.monotonic() < deadline and any(is_alive(p) for p in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        if is_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     ran = bool(LocalCluster.stop_detached(workdir)) or ran
     if workdir.exists() and (workdir / "kubeconfig").exists():
         shutil.rmtree(workdir, ignore_errors=True)
@@ -234,20 +289,68 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
     try:
         api = _api(workdir)
         names = apply_examples(api, args.examples)
+        applied = time.monotonic()
         _say(f"applied {len(names)} ModelDeployments from {args.examples}; waiting for the operator")
-        objs = wait_settled(api, names, args.timeout)
+        objs = wait_settled(api, names, args.timeout, rollout=args.timeout)
         sys.stdout.write(format_table(objs))
         print("\nWhy (the EngineSelected and Ready conditions; every candidate's reasons are in status.selection):")
         for obj in sorted(objs, key=lambda o: o["metadata"]["name"]):
             print(f"  {obj['metadata']['name']}: {why(obj)}")
+        decided = len(objs) == len(names) and all(settled(o) for o in objs)
+        talked = conversation(api, objs, applied)
         _say(f"done in {time.monotonic() - started:.0f} s")
         if args.keep:
             print(f"\nThe cluster keeps running. export KUBECONFIG={workdir / 'kubeconfig'}")
+            print(f"Chat with: modeldeploy dev --dir {workdir} chat NAME 'PROMPT'")
             print(f"Stop it with: modeldeploy dev --dir {workdir} down")
-        return 0 if len(objs) == len(names) and all(settled(o) for o in objs) else 1
+        return 0 if decided and talked else 1
     finally:
         if not args.keep:
             down(workdir)
+
+
+def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: float) -> bool:
+    """Ask the example that serves the real test model a question; False when it cannot answer."""
+    served = [o for o in objs if ((o.get("spec") or {}).get("model") or {}).get("uri") == testmodel.URI]
+    if not served:
+        return True  # other examples: nothing here runs a real model
+    obj = served[0]
+    name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    print(f"\nA real conversation with {name} ({testmodel.FILE}, llama.cpp on this machine's CPU, in the pod the")
+    print("operator rendered: fetched from the local Hub server, auto-NGL, then the server; see docs/local-pods.md):")
+    print(f"  you:   {DEMO_QUESTION}")
+    try:
+        reply = devchat.chat(devchat.endpoint(api, name, ns), name, DEMO_QUESTION)
+    except devchat.ChatError as exc:
+        print(f"  (no answer: {exc})")
+        return sandbox.available() is not None  # only a failure where pods can really run
+    first_token = time.monotonic() - applied - (reply.total_s - reply.first_token_s)
+    print(f"  model: {reply.text}")
+    ngl = (obj.get("status") or {}).get("nGpuLayers")
+    print(
+        f"  apply → first token {first_token:.1f} s (the reply took {reply.total_s:.2f} s; "
+        f"auto-NGL decided n_gpu_layers={ngl} here)"
+    )
+    return True
+
+
+def chat_action(args: argparse.Namespace, workdir: Path) -> int:
+    if "apiserver" not in LocalCluster.alive_pids(workdir):
+        print(f"{PROG} chat: no dev cluster runs in {workdir} (start one with `{PROG} up`)", file=sys.stderr)
+        return 1
+    try:
+        reply = devchat.chat(
+            devchat.endpoint(_api(workdir), args.name, args.namespace),
+            args.name,
+            args.prompt,
+            max_tokens=args.max_tokens,
+            system=args.system,
+        )
+    except devchat.ChatError as exc:
+        print(f"{PROG} chat: {exc}", file=sys.stderr)
+        return 1
+    print(reply.text)
+    return 0
 
 
 def status(workdir: Path) -> int:
@@ -275,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.action == "demo":
             return demo(args, workdir)
+        if args.action == "chat":
+            return chat_action(args, workdir)
         if args.action == "down":
             print("stopped" if down(workdir) else f"nothing was running in {workdir}")
             return 0
