@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit lint crd manifests golden
+.PHONY: setup demo test unit lint crd manifests golden images
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,3 +39,9 @@ manifests: crd
 
 golden: setup
 	MODELDEPLOY_UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/render -q
+
+# Every image in images/ for this machine's platform, with docker or podman (whichever is present), tagged
+# ghcr.io/modeldeploy/<image>:<version> as the chart and the operator pull them. The release workflow
+# (.github/workflows/release.yaml) builds them for linux/amd64 and linux/arm64 and pushes them on a tag.
+images:
+	scripts/build_images.sh

@@ -179,3 +179,46 @@ def install_s3_venv() -> Path:
 def ensure_s3_venv() -> Path:
     """install_s3_venv() for tests: fails in CI, skips elsewhere."""
     return _ensure(install_s3_venv)
+
+
+# actionlint checks .github/workflows/ (syntax, expressions, action inputs, runner labels). Built from its
+# Go module like helm: no wheel ships it. About a minute on 2 cores with a cold Go module cache, once.
+ACTIONLINT_VERSION = "v1.7.12"
+ACTIONLINT_PACKAGE = "github.com/rhysd/actionlint/cmd/actionlint"
+
+
+def _go_install(package: str, version: str, binary: str, dest: Path) -> str | None:
+    """`go install package@version` into `dest`; an error sentence or None."""
+    go = shutil.which("go")
+    if go is None:
+        return f"{binary} is not cached and there is no Go toolchain to build it (go install {package}@{version})"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{binary}-", dir=dest.parent))
+    env = {**os.environ, "GOBIN": str(tmp), "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    try:
+        proc = _run([go, "install", "-trimpath", "-ldflags", "-s -w", f"{package}@{version}"], env)
+    except subprocess.TimeoutExpired:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"building {binary} {version} took over {_BUILD_TIMEOUT_S} s"
+    if proc.returncode != 0 or not (tmp / binary).exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"building {binary} {version} failed: {proc.stderr.strip()[-2000:]}"
+    dest.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp / binary, dest / binary)  # atomic: a concurrent run sees the whole binary or none
+    shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+def install_actionlint() -> Path:
+    """The actionlint binary (the cached build, built on first use); ToolUnavailable."""
+    binary = cache_dir() / f"actionlint-{ACTIONLINT_VERSION}" / "actionlint"
+    if not binary.exists():
+        error = _go_install(ACTIONLINT_PACKAGE, ACTIONLINT_VERSION, "actionlint", binary.parent)
+        if error:
+            raise ToolUnavailable(error)
+    return binary
+
+
+def ensure_actionlint() -> Path:
+    """install_actionlint() for tests: fails in CI, skips elsewhere, when actionlint cannot be had."""
+    return _ensure(install_actionlint)
