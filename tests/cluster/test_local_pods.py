@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.config import EnvVar, OperatorConfig
-from modeldeploy.loader import load_model_deployments
+from modeldeploy.loader import parse_model_deployment
 from modeldeploy.localcluster import devchat, sandbox, testmodel
 from modeldeploy.localcluster.hubserver import HubServer
 from modeldeploy.localcluster.localpods import PORTS_ANNOTATION, LocalPods
@@ -69,10 +70,13 @@ class Pods:
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
 
-    def rendered(self, name: str) -> dict[str, Any]:
+    def rendered(self, name: str, cache_pvc: str | None = None) -> dict[str, Any]:
         """The example's Deployment as the operator renders it for the demo cluster, named `name`."""
-        (md,) = load_model_deployments(EXAMPLE)
-        md.metadata.name, md.metadata.namespace = name, NS
+        doc = yaml.safe_load(EXAMPLE.read_text())
+        doc["metadata"].update(name=name, namespace=NS)
+        if cache_pvc:
+            doc["spec"]["cache"] = {"pvc": cache_pvc}
+        md = parse_model_deployment(doc, str(EXAMPLE))
         config = OperatorConfig(fetch_env=[EnvVar(name="HF_ENDPOINT", value=self.hub.url)])
         facts = [node_facts(n, config.label_mappings) for n in load_node_set(DEMO_NODES)]
         decision = select_engine(md.spec, facts, config)
@@ -164,6 +168,26 @@ def test_the_rendered_pod_serves_smollm2_for_real(pods: Pods) -> None:
     base = f"http://{json.loads(pod['metadata']['annotations'][PORTS_ANNOTATION])['8000']}"
     reply = devchat.chat(base, name, "What is the capital of France?", max_tokens=32)
     assert "paris" in reply.text.lower(), reply
+
+
+def test_a_cache_claim_is_the_bound_volumes_directory(pods: Pods, local_provisioner: object) -> None:
+    """spec.cache.pvc: the claim binds to a local-path volume and the fetcher writes into its directory."""
+    claim = {
+        "metadata": {"name": "model-cache"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    pods.core.create_namespaced_persistent_volume_claim(NS, claim)
+    name = pods.apply(pods.rendered("on-a-claim", cache_pvc="model-cache"))
+
+    def fetched() -> dict[str, Any] | None:
+        done = _terminated(_init(pods.pod(name), "fetch"))
+        return done if done and done["exitCode"] == 0 else None
+
+    eventually(fetched, "the fetch into the claim", timeout=120)
+    pvc = pods.core.read_namespaced_persistent_volume_claim("model-cache", NS)
+    directory = Path(pods.core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
+    gguf = directory / "hf" / testmodel.HUB_REPO / "main" / testmodel.FILE
+    assert gguf.stat().st_size == testmodel.SIZE
 
 
 def test_a_wrong_mount_path_fails_with_the_engines_own_error(pods: Pods) -> None:
