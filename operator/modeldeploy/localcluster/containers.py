@@ -38,6 +38,17 @@ BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_S = 10, 300, 600
 # What the image would set: its PATH finds this environment's `python` first (see localpods.py).
 IMAGE_PATH = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+
+def image_paths() -> list[str]:
+    """The host directories that make up the "image": the environment, its base interpreter and the
+    package's source (an editable install points there). The sandbox keeps them visible under volumes."""
+    import modeldeploy
+
+    found = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(modeldeploy.__file__).resolve().parents[1])}
+    found |= {str(Path(p).resolve()) for p in found}
+    return sorted(p for p in found if p != "/")
+
+
 PortFor = Callable[[int], int | None]  # containerPort → a host port reaching it (None: cannot)
 EnvFor = Callable[[dict[str, Any]], dict[str, str]]
 
@@ -226,6 +237,7 @@ class ContainerRun:
             "env": env,
             "argv": argv,
             "workingDir": self.spec.get("workingDir") or "/",
+            "imagePaths": image_paths(),
         }
         spec_file = self.dir / "spec.json"
         spec_file.write_text(json.dumps(spec, indent=1))

@@ -328,8 +328,8 @@ def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: flo
     print(f"  model: {reply.text}")
     ngl = (obj.get("status") or {}).get("nGpuLayers")
     print(
-        f"  apply → first token {first_token:.1f} s (the reply took {reply.total_s:.2f} s; "
-        f"auto-NGL decided n_gpu_layers={ngl} here)"
+        f"  apply → first token {first_token:.1f} s ({devchat.timeline(api, name, ns)}; the reply took "
+        f"{reply.total_s:.1f} s); auto-NGL decided n_gpu_layers={ngl} (no GPU here)"
     )
     return True
 

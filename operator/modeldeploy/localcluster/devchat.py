@@ -8,6 +8,7 @@ a user would feel it.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.error
@@ -107,3 +108,34 @@ def chat(
         raise ChatError(f"{base} did not answer the chat completion: {exc}") from None
     total = time.monotonic() - started
     return Reply("".join(parts).strip(), first if first is not None else total, total)
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+
+
+def timeline(api: client.ApiClient, name: str, namespace: str = "default") -> str:
+    """Where the time went in the Ready pod, from its status (whole seconds, as the kubelet stamps them):
+    each init container's run, then the server's start to Ready (model load plus the probes' periods)."""
+    selector = f"{INSTANCE}={name},{COMPONENT}={COMPONENT_VALUE}"
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
+    pod = next((p for p in pods if not p.metadata.deletion_timestamp), None)
+    if pod is None or pod.status is None:
+        return ""
+    status = client.ApiClient().sanitize_for_serialization(pod.status)
+    parts = []
+    for init in status.get("initContainerStatuses") or ():
+        done = (init.get("state") or {}).get("terminated") or {}
+        took = _seconds(done.get("startedAt"), done.get("finishedAt"))
+        if took is not None:
+            parts.append(f"{init['name']} {took:.0f} s")
+    engine = next(iter(status.get("containerStatuses") or ()), {})
+    ready = next((c for c in status.get("conditions") or () if c.get("type") == "Ready"), {})
+    took = _seconds(
+        ((engine.get("state") or {}).get("running") or {}).get("startedAt"), ready.get("lastTransitionTime")
+    )
+    if took is not None:
+        parts.append(f"server start → Ready {took:.0f} s")
+    return ", ".join(parts)

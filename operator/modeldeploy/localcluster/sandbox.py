@@ -121,6 +121,7 @@ class RootBuilder:
     def __init__(self, root: str) -> None:
         self.root = root
         self.ours: set[str] = set()
+        self.volumes: list[str] = []  # real paths of the volume mounts: mount points below them are made in them
         self.root_mounts: list[str] = []  # made read-only for readOnlyRootFilesystem
 
     def inside(self, cpath: str) -> str:
@@ -201,7 +202,9 @@ class RootBuilder:
             real = self.inside(nxt)
             last = i == len(parts) - 1
             if not os.path.lexists(real):
-                if self.inside(cur) not in self.ours:
+                parent = self.inside(cur)
+                in_volume = any(parent == v or parent.startswith(v + "/") for v in self.volumes)
+                if parent not in self.ours and not in_volume:
                     self.shadow(cur)
                 if last and is_file:
                     Path(real).touch()
@@ -230,7 +233,15 @@ def run(spec: dict[str, Any]) -> int:
             is_file = os.path.isfile(m["source"])
             real = builder.mountpoint(m["target"], is_file)
             mount(m["source"], real, None, MS_BIND | MS_REC)
+            builder.volumes.append(real)
             if m.get("readOnly"):
+                mount(None, real, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        # The "image" (this machine's Python environment) must stay visible where a volume covers it, e.g.
+        # a checkout under /tmp while the pod mounts an emptyDir at /tmp: bound again, read-only, on top.
+        for path in spec.get("imagePaths") or ():
+            if any(path == t or path.startswith(t.rstrip("/") + "/") for t in (m["target"] for m in mounts)):
+                real = builder.mountpoint(path, is_file=False)
+                mount(path, real, None, MS_BIND | MS_REC)
                 mount(None, real, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
         if spec.get("readOnlyRoot"):
             for real in reversed(builder.root_mounts):

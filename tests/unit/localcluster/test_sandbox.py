@@ -25,8 +25,11 @@ def can_run() -> None:
         unavailable(f"local containers cannot run here: {why}")
 
 
-def run(tmp_path: Path, argv: list[str], mounts: list[dict], read_only: bool = True) -> subprocess.CompletedProcess:
+def run(
+    tmp_path: Path, argv: list[str], mounts: list[dict], read_only: bool = True, image: list[str] | None = None
+) -> subprocess.CompletedProcess:
     spec = {
+        "imagePaths": image or [],
         "root": str(tmp_path / "root"),
         "netns": None,
         "mounts": mounts,
@@ -76,6 +79,23 @@ def test_volumes_appear_at_their_mount_paths_and_the_root_is_read_only(can_run: 
     assert lines[3] == "/tmp ['HOME', 'PATH']"  # exactly the container's environment
     assert (ngl / "ngl.json").read_text() == "{}" and termination.read_text() == "done"
     assert not Path("/models").exists() and not Path("/run/modeldeploy").exists()  # nothing made on the host
+
+
+def test_the_image_stays_visible_under_a_volume_that_covers_it(can_run: None, tmp_path: Path) -> None:
+    """A checkout under /tmp (this test's tmp_path) while the pod mounts an emptyDir at /tmp."""
+    image = tmp_path / "image"
+    image.mkdir()
+    tool = image / "entrypoint"
+    tool.write_text("#!/bin/sh\necho from the image; touch /tmp/written\n")
+    tool.chmod(0o755)
+    pod_tmp = tmp_path / "pod-tmp"
+    pod_tmp.mkdir()
+    mounts = [{"source": str(pod_tmp), "target": "/tmp"}]
+    hidden = run(tmp_path, [str(tool)], mounts)
+    assert hidden.returncode != 0  # the emptyDir hides it, as a volume hides an image's files
+    shown = run(tmp_path, [str(tool)], mounts, image=[str(image)])
+    assert shown.returncode == 0 and shown.stdout == "from the image\n", shown.stderr
+    assert (pod_tmp / "written").exists()  # /tmp is still the pod's volume
 
 
 def test_a_missing_command_fails_to_start_like_a_runtime(can_run: None, tmp_path: Path) -> None:
