@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,6 +59,23 @@ class EnvVar(_Model):
     value: str = Field(default="", description="Its value.")
 
 
+class ModelCacheSettings(_Model):
+    """Defaults of `spec.cache.shared` (docs/model-cache.md); a ModelDeployment's own fields win."""
+
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass of model caches; empty: the cluster's default class."
+    )
+    size: str = Field(default="50Gi", description="Size of a model cache claim when spec.cache.shared.size is unset.")
+    access_mode: str = Field(default="ReadWriteMany", description="Access mode of model cache claims.")
+    retention: str = Field(default="Retain", description="Retain or Delete (with the last ModelDeployment using it).")
+    job_backoff_limit: int = Field(default=2, ge=0, description="Retries of a failed download Job's pod.")
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Environment of the download Jobs (a Hub mirror HF_ENDPOINT, HTTPS_PROXY, ...); secrets "
+        "belong in model.credentialsSecret.",
+    )
+
+
 class OperatorConfig(_Model):
     """Everything the operator reads besides the cluster itself."""
 
@@ -75,6 +93,7 @@ class OperatorConfig(_Model):
         "mirror (HF_ENDPOINT), a ModelScope endpoint (MODELSCOPE_ENDPOINT), an S3 endpoint (AWS_ENDPOINT_URL), "
         "a proxy (HTTPS_PROXY). Secrets belong in model.credentialsSecret, not here.",
     )
+    model_cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
 
     def image_for(self, key: str, overrides: dict[str, str] | None = None) -> str:
         """The image for `key`, a per-deployment override first, then this config, then the default."""

@@ -66,5 +66,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with .Values.config.autoscaling }}{{ $_ := set $config "autoscaling" . }}{{ end }}
 {{- if .Values.config.gateway.name }}{{ $_ := set $config "gateway" .Values.config.gateway }}{{ end }}
 {{- if .Values.config.fetchEnv }}{{ $_ := set $config "fetchEnv" .Values.config.fetchEnv }}{{ end }}
+{{- with .Values.config.modelCache }}
+{{- $cache := omit . "storageClassName" }}
+{{- if .storageClassName }}{{ $_ := set $cache "storageClassName" .storageClassName }}{{ end }}
+{{- $_ := set $config "modelCache" $cache }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}

@@ -51,6 +51,23 @@
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# The shared model cache (docs/model-cache.md): one claim and one download Job per model, created when
+# absent and never updated; a claim is patched only to list another ModelDeployment as its owner
+# (Delete retention). The Job's ServiceAccount, and a Role + RoleBinding letting it patch its one claim
+# (the progress annotation): granting "patch persistentvolumeclaims" needs the operator to hold it.
+# Nothing here is deleted by the operator: the garbage collector follows the ownerReferences.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create"]
 # Events about decisions and failures: kopf.event() POSTs core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: ["events"]
@@ -66,4 +83,8 @@
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# A model cache claim that stays Pending: does its StorageClass exist, is there a default one.
+- apiGroups: ["storage.k8s.io"]
+  resources: ["storageclasses"]
+  verbs: ["get", "list"]
 {{- end }}

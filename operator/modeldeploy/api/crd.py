@@ -232,6 +232,12 @@ def build_crd() -> dict[str, Any]:
         {"name": "Engine", "type": "string", "jsonPath": ".status.engine", "description": "Chosen engine."},
         {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "readyReplicas/replicas."},
         {
+            "name": "Model",
+            "type": "string",
+            "jsonPath": ".status.model.summary",
+            "description": "The shared model cache: Pending, Downloading 42%, Ready or Failed.",
+        },
+        {
             "name": "Endpoint",
             "type": "string",
             "jsonPath": ".status.endpoint",

@@ -241,18 +241,55 @@ class EmptyDirCache(_Model):
     )
 
 
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+
+
+class SharedCache(_Model):
+    """One PersistentVolumeClaim per model, filled once by a download Job, mounted read-only by every pod.
+
+    Replicas, restarts, rollouts and other ModelDeployments of the same model (same uri, file and
+    projector, in the same namespace) share it. Unset fields take the operator's defaults (Helm values
+    `modelCache`). See docs/model-cache.md.
+    """
+
+    storage_class_name: str | None = Field(
+        default=None,
+        pattern=DNS1123,
+        description="StorageClass of the claim (default: the operator's, else the cluster's).",
+    )
+    size: str | None = Field(
+        default=None,
+        pattern=QUANTITY,
+        description="Size of the claim, a Kubernetes quantity (default: the operator's modelCache.size).",
+    )
+    access_mode: Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"] | None = Field(
+        default=None,
+        description="Access mode of the claim (default ReadWriteMany, so replicas on several nodes can mount it).",
+    )
+    retention: Literal["Retain", "Delete"] | None = Field(
+        default=None,
+        description="Retain (default): the cache outlives the ModelDeployments that use it. Delete: it is "
+        "deleted with the last of them.",
+    )
+
+
 class CacheSpec(_Model):
-    """Where weights are kept between restarts. Exactly one of pvc or emptyDir."""
+    """Where weights are kept between restarts. Exactly one of pvc, emptyDir or shared."""
 
     pvc: str | None = Field(
         default=None, pattern=DNS1123, description="Name of an existing PersistentVolumeClaim to cache weights in."
     )
     empty_dir: EmptyDirCache | None = Field(default=None, description="Cache in an emptyDir volume.")
+    shared: SharedCache | None = Field(
+        default=None,
+        description="A claim per model, downloaded once by a Job and shared read-only by every pod that serves "
+        "the same model (docs/model-cache.md).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CacheSpec:
-        if (self.pvc is None) == (self.empty_dir is None):
-            raise ValueError("cache needs exactly one of pvc or emptyDir")
+        if sum(x is not None for x in (self.pvc, self.empty_dir, self.shared)) != 1:
+            raise ValueError("cache needs exactly one of pvc, emptyDir or shared")
         return self
 
 
@@ -336,6 +373,21 @@ class Condition(_Model):
     observed_generation: int | None = Field(default=None, description="The generation this condition describes.")
 
 
+class ModelStatus(_Model):
+    """The model's weights: the shared cache's download, and the quantization in its one spelling."""
+
+    phase: Literal["Pending", "Downloading", "Ready", "Failed"] | None = Field(
+        default=None, description="Pending, Downloading, Ready or Failed (shared cache only)."
+    )
+    summary: str | None = Field(default=None, description="For the printer column: Downloading 42%, Ready, ...")
+    bytes_done: int | None = Field(default=None, description="Bytes of the model on the cache so far.")
+    bytes_total: int | None = Field(default=None, description="Bytes of the whole model, from the listing.")
+    revision: str | None = Field(default=None, description="The commit the revision in model.uri resolved to.")
+    claim: str | None = Field(default=None, description="The shared cache's PersistentVolumeClaim.")
+    quantization: str | None = Field(default=None, description="model.quantization, normalised (4-bit -> 4bit).")
+    message: str | None = Field(default=None, description="What is happening or what failed, in one sentence.")
+
+
 class ModelDeploymentStatus(_Model):
     """What the operator observed and decided."""
 
@@ -349,6 +401,7 @@ class ModelDeploymentStatus(_Model):
     ready: str | None = Field(default=None, description="readyReplicas/replicas, for the printer column.")
     reason: str | None = Field(default=None, description="Reason of the last condition that is not as it should be.")
     n_gpu_layers: int | None = Field(default=None, description="llama.cpp: the layers the init container offloaded.")
+    model: ModelStatus | None = Field(default=None, description="The weights: quantization, shared-cache download.")
     conditions: list[Condition] = Field(
         default_factory=list, description="EngineSelected, Ready, Progressing, Degraded."
     )

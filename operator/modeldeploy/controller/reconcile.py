@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import scaling
+from modeldeploy.controller import model_cache, scaling
 from modeldeploy.controller.apply import (
     Applied,
     ApplyError,
@@ -164,6 +164,7 @@ def reconcile(
     problem: tuple[str, str] | None = (INVALID_SPEC, invalid) if invalid else None
     applied: list[Applied] = []
     failed: ApplyError | None = None
+    cache: model_cache.CacheState | None = None
     extra_conditions: tuple[tuple[str, str, str, str], ...] = ()
     if md is not None:
         current, reselect = stability_inputs(body, live)
@@ -171,8 +172,9 @@ def reconcile(
         if decision.engine is not None:
             try:
                 objects = render(md, decision, config)
+                cache, objects = _model_cache(kube, md, config, objects)
                 objects, plan = scaling.add_scaling(kube, md, decision.engine, objects, config)
-                extra_conditions = scaling.conditions(plan)
+                extra_conditions = scaling.conditions(plan) + ((cache.condition,) if cache else ())
                 applied = apply_children(kube, objects, meta.get("uid"))
                 if plan.notes or scaling.had_scaling(old_status):
                     scaling.prune(kube, md, objects, meta.get("uid"))
@@ -212,7 +214,9 @@ def reconcile(
         extra_conditions=extra_conditions,
     )
     new_status = compute_status(observation, old_status, now())
-    patch = status_patch(old_status, new_status)
+    if md is not None and (weights := model_cache.model_status(md, cache)):
+        new_status["model"] = weights
+    patch = model_cache.fix_model_patch(old_status, status_patch(old_status, new_status))
     if patch:
         try:
             kube.merge_patch_status(md_path(namespace, name), patch)
@@ -248,6 +252,16 @@ def reconcile(
         owner=owner,
         failed=failed,
     )
+
+
+def _model_cache(
+    kube: Kube, md: ModelDeployment, config: OperatorConfig, objects: list[dict[str, Any]]
+) -> tuple[model_cache.CacheState | None, list[dict[str, Any]]]:
+    """The shared cache's state; the Deployment is held back (a running one left as it is) until it is Ready."""
+    cache = model_cache.converge(kube, md, config)
+    if cache is None or cache.ready:
+        return cache, objects
+    return cache, [o for o in objects if o.get("kind") != "Deployment"]
 
 
 def _message(status: Mapping[str, Any]) -> str | None:

@@ -32,7 +32,17 @@ DEGRADED = "Degraded"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 # Autoscaling and Routed: what was rendered for spec.autoscaling and the gateway, and why (controller/scaling.py).
-CONDITION_ORDER = (ENGINE_SELECTED, READY, PROGRESSING, DEGRADED, "Autoscaling", "Routed", RECONCILING, STALLED)
+CONDITION_ORDER = (
+    ENGINE_SELECTED,
+    READY,
+    PROGRESSING,
+    DEGRADED,
+    "ModelReady",  # the shared model cache (modelcache/status.py), when used
+    "Autoscaling",
+    "Routed",
+    RECONCILING,
+    STALLED,
+)
 ABNORMAL_TRUE = frozenset({RECONCILING, STALLED})  # written only while True (kstatus convention)
 
 # Reasons users and tests match on.
@@ -54,6 +64,7 @@ OWNED_KEYS = (
     "ready",
     "reason",
     "nGpuLayers",
+    "model",  # written by reconcile from modelcache (the weights), not computed here
     "conditions",
 )
 
@@ -287,6 +298,7 @@ def summary_reason(conditions: Sequence[Mapping[str, Any]]) -> str | None:
         bad(ENGINE_SELECTED, "True")
         or bad(DEGRADED, "False")
         or bad(STALLED, "False")
+        or bad("ModelReady", "True")
         or bad(READY, "True")
         or bad(RECONCILING, "False")
     )

@@ -60,7 +60,8 @@ def test_crd_names_and_columns() -> None:
     version = spec["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Engine", "Ready", "Endpoint", "Reason", "Age"]
+    assert list(columns) == ["Engine", "Ready", "Model", "Endpoint", "Reason", "Age"]
+    assert columns["Model"]["jsonPath"] == ".status.model.summary"
     assert columns["Endpoint"]["priority"] == 1
 
 

@@ -119,7 +119,7 @@ def test_bad_uri_scheme() -> None:
 
 
 def test_cache_needs_exactly_one() -> None:
-    assert error_of({**spec(), "cache": {}}) == "cache needs exactly one of pvc or emptyDir"
+    assert error_of({**spec(), "cache": {}}) == "cache needs exactly one of pvc, emptyDir or shared"
 
 
 def test_preference_unique() -> None:

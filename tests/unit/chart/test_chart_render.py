@@ -312,6 +312,7 @@ def test_every_pod_template_is_restricted(render, values: tuple[str, ...]) -> No
 CLUSTER_READS = {
     ("", "nodes"): {"list", "watch"},
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("storage.k8s.io", "storageclasses"): {"get", "list"},  # a model cache claim that stays Pending
 }
 NAMESPACED_RULES = {
     ("modeldeploy.io", "modeldeployments"): {"get", "list", "watch", "patch"},
@@ -327,7 +328,16 @@ NAMESPACED_RULES = {
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
     ("inference.networking.k8s.io", "inferencepools"): {"get", "create", "patch", "delete"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch", "delete"},
+    # the shared model cache (docs/model-cache.md): created when absent, never updated or deleted
+    ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
+    ("batch", "jobs"): {"get", "list", "watch", "create"},
+    ("", "serviceaccounts"): {"get", "create"},
+    ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
 }
+# Roles the operator may create: one per model cache, letting the download Job patch its one claim. The
+# apiserver's escalation check limits any Role it creates to what it holds itself (never secrets or exec).
+ROLE_MAKING = {("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings")}
 
 
 PRUNABLE = {
@@ -381,7 +391,8 @@ def test_rbac_has_no_dangerous_grants(render, values: tuple[str, ...]) -> None:
     for role in by_kind(render(*values), "ClusterRole") + by_kind(render(*values), "Role"):
         for (group, resource), verbs in _grants(role).items():
             assert "*" not in verbs and resource != "*" and group != "*"
-            assert resource not in ("secrets", "pods/exec", "serviceaccounts/token", "roles", "clusterroles")
+            assert resource not in ("secrets", "pods/exec", "serviceaccounts/token", "clusterroles")
+            assert (group, resource) not in ROLE_MAKING or verbs == {"get", "create"}
             assert not verbs & {"deletecollection", "escalate", "bind", "impersonate"}
             # delete only for the autoscaler and routing objects the spec stopped asking for, never a workload
             assert "delete" not in verbs or (group, resource) in PRUNABLE

@@ -1,0 +1,63 @@
+"""Kopf handlers for the shared model cache's objects: a claim's progress annotation or a download Job's
+end re-reconciles the ModelDeployments of that namespace (docs/model-cache.md).
+
+Separate from handlers.py so the model cache stays one removable piece. The claim and the Job carry
+the `modeldeploy.io/model-cache` label; which ModelDeployments use a cache is not recorded anywhere
+(it is a hash of their model fields), so every ModelDeployment of the namespace is re-evaluated —
+reconciles coalesce, and a namespace holds a handful of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from modeldeploy.controller import nodes_index
+from modeldeploy.controller.handlers import run_reconcile
+from modeldeploy.modelcache.plan import CACHE_LABEL
+
+CACHE = {CACHE_LABEL: kopf.PRESENT}
+
+
+async def _namespace_reconcile(
+    namespace: str, memo: Any, node_index: Any, md_index: Any, logger: logging.Logger, trigger: str
+) -> None:
+    keys = sorted(k for k in set(md_index.get(nodes_index.ALL, ())) if k[0] == namespace)
+    await asyncio.gather(
+        *(run_reconcile(memo, ns, name, node_index, logger, trigger=trigger, coalesce=True) for ns, name in keys)
+    )
+
+
+@kopf.on.event("v1", "persistentvolumeclaims", labels=CACHE)
+async def cache_claim_event(
+    type: str | None,
+    namespace: str,
+    memo: kopf.Memo,
+    node_facts_index: kopf.Index,
+    modeldeployments_index: kopf.Index,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    """Bound, or a new progress annotation from the download Job."""
+    if type is None:
+        return
+    await _namespace_reconcile(namespace, memo, node_facts_index, modeldeployments_index, logger, "model-cache")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=CACHE)
+async def cache_job_event(
+    type: str | None,
+    namespace: str,
+    memo: kopf.Memo,
+    node_facts_index: kopf.Index,
+    modeldeployments_index: kopf.Index,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
+    """The download Job succeeded or failed (its pods' termination messages say how)."""
+    if type is None:
+        return
+    await _namespace_reconcile(namespace, memo, node_facts_index, modeldeployments_index, logger, "model-cache")

@@ -1,0 +1,125 @@
+"""The shared model cache in a reconcile: create what is missing, read what the download says.
+
+Kept out of reconcile.py on purpose: the reconcile calls `converge` once and uses two answers, the
+`status.model` + ModelReady condition to write and whether the weights are ready (the Deployment is
+applied only then; docs/model-cache.md explains why it waits rather than starting pods that wait).
+
+Creation is create-if-absent, never update: a cache another ModelDeployment already made is used as it
+is (its size, class and Job are fixed when it is created), and nothing here ever deletes a cache —
+garbage collection does, for a Delete-retention cache, once the last ModelDeployment owning it is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import ModelDeployment
+from modeldeploy.config import OperatorConfig
+from modeldeploy.controller.apply import MERGE_PATCH, Kube, KubeError
+from modeldeploy.modelcache import plan as p
+from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state
+
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+
+
+def _ns_path(namespace: str, kind: str, name: str = "") -> str:
+    group = {
+        "persistentvolumeclaims": "/api/v1",
+        "serviceaccounts": "/api/v1",
+        "pods": "/api/v1",
+        "jobs": "/apis/batch/v1",
+        "roles": "/apis/rbac.authorization.k8s.io/v1",
+        "rolebindings": "/apis/rbac.authorization.k8s.io/v1",
+    }[kind]
+    return f"{group}/namespaces/{namespace}/{kind}" + (f"/{name}" if name else "")
+
+
+def _create_if_absent(kube: Kube, namespace: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return kube.request("POST", _ns_path(namespace, kind), body=obj)
+    except KubeError as exc:
+        if exc.status != 409:
+            raise
+    found = kube.get(_ns_path(namespace, kind, obj["metadata"]["name"]))
+    return found or obj
+
+
+def _storage_facts(kube: Kube, claim: Mapping[str, Any]) -> StorageFacts:
+    """Only asked while the claim is not Bound; a missing permission leaves the facts unknown."""
+    name = (claim.get("spec") or {}).get("storageClassName")
+    try:
+        if name:
+            return StorageFacts(class_exists=kube.get(f"/apis/storage.k8s.io/v1/storageclasses/{name}") is not None)
+        classes = kube.request("GET", "/apis/storage.k8s.io/v1/storageclasses").get("items") or []
+    except KubeError as exc:
+        if exc.transient:
+            raise
+        return StorageFacts()
+    default = any(((c.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CLASS) == "true" for c in classes)
+    return StorageFacts(default_exists=default)
+
+
+def _adopt_owner(kube: Kube, claim: dict[str, Any], owner: dict[str, Any]) -> None:
+    """A Delete-retention cache lists every ModelDeployment using it as an owner (GC needs them all gone)."""
+    refs = (claim.get("metadata") or {}).get("ownerReferences") or []
+    if any(r.get("uid") == owner["uid"] for r in refs):
+        return
+    path = _ns_path(claim["metadata"]["namespace"], "persistentvolumeclaims", claim["metadata"]["name"])
+    body = {
+        "metadata": {"ownerReferences": [*refs, owner], "resourceVersion": claim["metadata"].get("resourceVersion")}
+    }
+    kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+
+def converge(kube: Kube, md: ModelDeployment, config: OperatorConfig) -> CacheState | None:
+    """Ensure the cache's objects exist and read its state; None when `md` uses no shared cache."""
+    plan = p.plan_cache(md, config)
+    if plan is None:
+        return None
+    ns = plan.namespace
+    owner = p.owner_reference(md)
+    claim = kube.get(_ns_path(ns, "persistentvolumeclaims", plan.name))
+    if claim is None:
+        claim = _create_if_absent(kube, ns, "persistentvolumeclaims", p.claim(plan, owner))
+    elif plan.retention == "Delete" and md.metadata.uid:
+        _adopt_owner(kube, claim, owner)
+    uid = claim["metadata"].get("uid", "")
+    phase = (claim.get("status") or {}).get("phase")
+    storage = _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
+    hopeless = storage.class_exists is False or storage.default_exists is False
+    job = kube.get(_ns_path(ns, "jobs", plan.name))
+    if job is None and not hopeless:
+        # Created before the claim binds: under WaitForFirstConsumer the Job's pod is what binds it.
+        _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
+        _create_if_absent(kube, ns, "roles", p.role(plan, uid))
+        _create_if_absent(kube, ns, "rolebindings", p.role_binding(plan, uid))
+        job = _create_if_absent(kube, ns, "jobs", p.job(plan, md, config, uid))
+    pods: list[dict[str, Any]] = []
+    if job is not None and phase == "Bound":
+        query = [("labelSelector", f"{p.CACHE_LABEL}={plan.name}")]
+        try:
+            pods = list(kube.request("GET", _ns_path(ns, "pods"), query=query).get("items") or [])
+        except KubeError as exc:
+            if exc.transient:
+                raise
+    return cache_state(plan, claim, job, pods, storage)
+
+
+def model_status(md: ModelDeployment, cache: CacheState | None) -> dict[str, Any]:
+    """`status.model`: the normalised quantization, and the shared cache's download when there is one."""
+    out: dict[str, Any] = {}
+    if md.spec.model.quantization:
+        out["quantization"] = md.spec.model.quantization
+    if cache is not None:
+        out.update(cache.model)
+    return out
+
+
+def fix_model_patch(old: Mapping[str, Any], patch: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A merge patch keeps keys it does not mention: null the `status.model` keys that went away."""
+    if not patch or not isinstance(patch.get("model"), dict):
+        return patch
+    before = old.get("model") or {}
+    patch["model"] = {**{k: None for k in before if k not in patch["model"]}, **patch["model"]}
+    return patch

@@ -1,0 +1,252 @@
+"""The shared model cache of one ModelDeployment, as objects: pure, deterministic, no I/O.
+
+A model is downloaded once per namespace (docs/model-cache.md): every ModelDeployment that names the
+same weights — the same `model.uri` (revision included), `model.file` and `multimodalProjector` —
+computes the same cache name, so they find and share one PersistentVolumeClaim and one download Job
+instead of each fetching its own copy. The name is a hash of exactly those fields; engine, replicas,
+resources or anything else may differ. The claim is mounted read-only by the engine pods at the
+directory `model_paths.locate(uri)` gives, so the engine reads the same paths as with a per-pod cache.
+
+Objects per cache: the claim, the download Job (the fetch image, writing into the claim's root), and
+a Role + RoleBinding that let the Job's ServiceAccount patch that one claim (its progress annotation;
+fetch/report.py). One ServiceAccount per namespace runs every download Job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SharedCache
+from modeldeploy.config import OperatorConfig
+from modeldeploy.model_paths import locate
+
+CACHE_LABEL = "modeldeploy.io/model-cache"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "modeldeploy"}
+URI_ANNOTATION = "modeldeploy.io/model-uri"
+FILES_ANNOTATION = "modeldeploy.io/model-files"
+SERVICE_ACCOUNT = "modeldeploy-model-cache"
+JOB_MOUNT = "/cache"
+FETCH_UID = 1000
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Names, settings and objects of one shared cache."""
+
+    name: str  # the claim, Job, Role and RoleBinding
+    namespace: str
+    uri: str
+    files: tuple[str, ...]
+    mount_path: str  # where engine pods mount the claim (read-only)
+    settings: dict[str, Any] = field(default_factory=dict)  # storageClassName, size, accessMode, retention
+
+    @property
+    def retention(self) -> str:
+        return str(self.settings["retention"])
+
+
+def _slug(uri: str) -> str:
+    tail = uri.split("://", 1)[-1].split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[:30].strip("-") or "model"
+
+
+def cache_key(uri: str, files: tuple[str, ...]) -> str:
+    """What makes two ModelDeployments share a cache, hashed (uri with revision, file, projector)."""
+    material = json.dumps({"uri": uri.strip(), "files": list(files)}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:10]
+
+
+def plan_cache(md: ModelDeployment, config: OperatorConfig) -> CachePlan | None:
+    """The shared cache `md` uses, or None: no `cache.shared`, or weights already on a mounted path."""
+    shared: SharedCache | None = md.spec.cache.shared if md.spec.cache else None
+    if shared is None:
+        return None
+    model = md.spec.model
+    location = locate(model.uri)
+    if not location.needs_fetch:
+        return None
+    files = tuple(f for f in (model.file, model.multimodal_projector) if f)
+    name = f"mc-{_slug(model.uri)}-{cache_key(model.uri, files)}"
+    single_file = location.scheme in ("https", "http")
+    defaults = config.model_cache
+    settings = {
+        "storageClassName": shared.storage_class_name or defaults.storage_class_name,
+        "size": shared.size or defaults.size,
+        "accessMode": shared.access_mode or defaults.access_mode,
+        "retention": shared.retention or defaults.retention,
+    }
+    mount = posixpath.dirname(location.directory) if single_file else location.directory
+    return CachePlan(name, md.metadata.namespace, model.uri, files, mount, settings)
+
+
+def owner_reference(md: ModelDeployment) -> dict[str, Any]:
+    """A ModelDeployment as a (non-controller) owner: garbage collection deletes a Delete-retention
+    cache when its last owner is gone."""
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": md.metadata.name, "uid": md.metadata.uid}
+
+
+def _labels(plan: CachePlan) -> dict[str, str]:
+    return {**MANAGED_BY, CACHE_LABEL: plan.name}
+
+
+def claim(plan: CachePlan, owner: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "accessModes": [plan.settings["accessMode"]],
+        "resources": {"requests": {"storage": plan.settings["size"]}},
+    }
+    if plan.settings["storageClassName"]:
+        spec["storageClassName"] = plan.settings["storageClassName"]
+    meta: dict[str, Any] = {
+        "name": plan.name,
+        "namespace": plan.namespace,
+        "labels": _labels(plan),
+        "annotations": {URI_ANNOTATION: plan.uri, FILES_ANNOTATION: ",".join(plan.files)},
+    }
+    if owner and plan.retention == "Delete":
+        meta["ownerReferences"] = [owner]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def _owned_by_claim(plan: CachePlan, claim_uid: str) -> list[dict[str, Any]]:
+    return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": plan.name, "uid": claim_uid}]
+
+
+def service_account(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace, "labels": dict(MANAGED_BY)},
+    }
+
+
+def role(plan: CachePlan, claim_uid: str) -> dict[str, Any]:
+    """Patch this one claim (the progress annotation), nothing else."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": plan.name,
+            "namespace": plan.namespace,
+            "labels": _labels(plan),
+            "ownerReferences": _owned_by_claim(plan, claim_uid),
+        },
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["persistentvolumeclaims"],
+                "resourceNames": [plan.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+
+
+def role_binding(plan: CachePlan, claim_uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": plan.name,
+            "namespace": plan.namespace,
+            "labels": _labels(plan),
+            "ownerReferences": _owned_by_claim(plan, claim_uid),
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": plan.name},
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": plan.namespace}],
+    }
+
+
+def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid: str) -> dict[str, Any]:
+    """The download Job: the fetcher into the claim's root, reporting on the claim, verified, resumable."""
+    model = md.spec.model
+    location = locate(plan.uri)
+    dest = (
+        posixpath.join(JOB_MOUNT, posixpath.basename(location.directory))
+        if plan.mount_path != location.directory
+        else JOB_MOUNT
+    )
+    command = ["python", "-m", "modeldeploy.fetch", "--uri", plan.uri, "--dest", dest]
+    for f in plan.files:
+        command += ["--file", f]
+    if model.sha256:
+        command += ["--sha256", model.sha256]
+    command += ["--report-claim", f"{plan.namespace}/{plan.name}", "--progress-interval", "5"]
+    container: dict[str, Any] = {
+        "name": "fetch",
+        "image": config.image_for("fetch", md.spec.images),
+        "imagePullPolicy": config.image_pull_policy,
+        "command": command,
+        "env": [{"name": "HOME", "value": "/tmp"}, *config.model_cache.env],
+        "volumeMounts": [{"name": "cache", "mountPath": JOB_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if model.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret, "optional": False}}]
+    labels = _labels(plan)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": plan.name,
+            "namespace": plan.namespace,
+            "labels": labels,
+            "annotations": {URI_ANNOTATION: plan.uri},
+            "ownerReferences": _owned_by_claim(plan, claim_uid),
+        },
+        "spec": {
+            "backoffLimit": config.model_cache.job_backoff_limit,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "securityContext": {
+                        "runAsUser": FETCH_UID,
+                        "runAsGroup": FETCH_UID,
+                        "fsGroup": FETCH_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "cache", "persistentVolumeClaim": {"claimName": plan.name}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+SHARED_VOLUME = "model-shared"
+
+
+def mount_shared(template: dict[str, Any], plan: CachePlan, cache_volume: str, fetch_container: str) -> dict[str, Any]:
+    """The engine pod template with the cache claim mounted read-only where the weights are expected.
+
+    The per-pod fetch init container goes (the download Job did its work); every container that mounts
+    the pod's cache volume also gets the claim at `plan.mount_path`, a read-only mount nested in the
+    cache volume, so engines, auto-NGL and HF_HOME keep their paths.
+    """
+    spec = template["spec"]
+    spec["initContainers"] = [c for c in spec.get("initContainers") or [] if c.get("name") != fetch_container]
+    if not spec["initContainers"]:
+        del spec["initContainers"]
+    spec.setdefault("volumes", []).append(
+        {"name": SHARED_VOLUME, "persistentVolumeClaim": {"claimName": plan.name, "readOnly": True}}
+    )
+    for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        mounts = container.get("volumeMounts") or []
+        if any(m.get("name") == cache_volume for m in mounts):
+            mounts.append({"name": SHARED_VOLUME, "mountPath": plan.mount_path, "readOnly": True})
+    return template
