@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report-claim", metavar="NAMESPACE/NAME", help="annotate this PVC with the progress")
     parser.add_argument("--progress-file", type=Path, help="write the latest progress record here")
+    parser.add_argument("--capacity", type=int, help="bytes the volume was sized for (refuse larger models)")
     return parser
 
 
@@ -110,13 +111,20 @@ def _check_local(args: argparse.Namespace, directory: str) -> int:
     return 0
 
 
-def _check_space(dest: Path, total: int | None) -> None:
-    """Refuse up front what cannot fit, instead of failing at 90% after twenty minutes."""
+def _check_space(dest: Path, total: int | None, capacity: int | None = None) -> None:
+    """Refuse up front what cannot fit, instead of failing at 90% after twenty minutes.
+
+    `capacity` is the size the volume was asked for (the shared cache's claim): a provisioner may hand
+    out more, but a model larger than the claim the user sized is refused all the same.
+    """
     if not total:
         return
     dest.mkdir(parents=True, exist_ok=True)
-    needed = total - _present_bytes(dest)
+    present = _present_bytes(dest)
+    needed = total - present
     free = shutil.disk_usage(dest).free
+    if capacity is not None:
+        free = min(free, max(capacity - present, 0))
     if needed > free:
         raise FetchError(
             f"No space left on the cache volume: the model needs {needed} more bytes and {free} are free "
@@ -174,7 +182,7 @@ def fetch(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
         listing = hub.resolve(args.uri, args.file or None)
         files, revision = listing.files, listing.commit
         log({"event": "fetch.listing", "files": len(files), "bytes": listing.total, "revision": revision})
-        _check_space(dest, listing.total)
+        _check_space(dest, listing.total, args.capacity)
         with DiskProgress(dest, listing.total, **_progress(args, reporter, revision)):
             hub.download(listing, dest)
     else:
@@ -210,7 +218,7 @@ def _fetch_source(args: argparse.Namespace, dest: Path, reporter: Reporter) -> t
             listed = [by_path[f] for f in args.file]
         total = sum(f.size or 0 for f in listed) or None
         log({"event": "fetch.listing", "files": len(listed), "bytes": total})
-        _check_space(dest, total)
+        _check_space(dest, total, args.capacity)
         with DiskProgress(dest, total, **_progress(args, reporter, None)):
             for i, remote in enumerate(listed):
                 opener, name = source.opener(remote.path)

@@ -152,6 +152,8 @@ class FakeKubelet:
                     touched += 1
                 continue
             conditions = pod.status.conditions or []
+            if pod.status.phase in ("Succeeded", "Failed"):
+                continue  # a finished pod (a Job's) stays finished, as on a kubelet
             if pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True" for c in conditions):
                 continue
             now = _now()

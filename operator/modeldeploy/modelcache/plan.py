@@ -50,6 +50,18 @@ class CachePlan:
         return str(self.settings["retention"])
 
 
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_UNITS.update({f"{u}i": 1024 ** (i + 1) for i, u in enumerate(("K", "M", "G", "T", "P", "E"))})
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes storage quantity (20Gi, 500M, 1.5Ti) in bytes."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", quantity.strip())
+    if not match or match.group(2) not in _UNITS:
+        raise ValueError(f"not a storage quantity: {quantity!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
 def _slug(uri: str) -> str:
     tail = uri.split("://", 1)[-1].split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[:30].strip("-") or "model"
@@ -176,6 +188,7 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
     if model.sha256:
         command += ["--sha256", model.sha256]
     command += ["--report-claim", f"{plan.namespace}/{plan.name}", "--progress-interval", "5"]
+    command += ["--capacity", str(quantity_bytes(plan.settings["size"]))]
     container: dict[str, Any] = {
         "name": "fetch",
         "image": config.image_for("fetch", md.spec.images),

@@ -127,6 +127,13 @@ def test_no_space_is_refused_before_downloading(hub, tmp_path, capsys, monkeypat
     assert hub.stats()["gets"] == 0
 
 
+def test_a_model_larger_than_the_claim_is_refused(hub, tmp_path, capsys) -> None:
+    args = ["--uri", f"hf://{REPO}", "--dest", str(tmp_path / "d"), "--capacity", str(1 << 20)]
+    code, _, err = _run(capsys, *args)
+    assert code == 1 and err.startswith("No space left on the cache volume: the model needs")
+    assert hub.stats()["gets"] == 0
+
+
 def test_progress_is_reported_while_the_bytes_arrive(hub, tmp_path, capsys) -> None:
     hub.throttle = 4 << 20  # about a second for the weights
     progress = tmp_path / "progress.json"

@@ -96,6 +96,8 @@ def test_the_download_job_reports_on_its_claim_and_never_sees_secrets_in_argv() 
         f"team-a/{plan.name}",
         "--progress-interval",
         "5",
+        "--capacity",
+        str(50 * 1024**3),
     ]
     assert container["envFrom"] == [{"secretRef": {"name": "hf-token", "optional": False}}]
     assert pod["volumes"][0] == {"name": "cache", "persistentVolumeClaim": {"claimName": plan.name}}
@@ -142,3 +144,7 @@ def test_the_engine_pod_mounts_the_claim_read_only_and_fetches_nothing() -> None
         "name": p.SHARED_VOLUME,
         "persistentVolumeClaim": {"claimName": plan.name, "readOnly": True},
     }
+
+
+def test_quantities() -> None:
+    assert p.quantity_bytes("1Mi") == 1 << 20 and p.quantity_bytes("1.5Gi") == 3 << 29 and p.quantity_bytes("2G") == 2e9
