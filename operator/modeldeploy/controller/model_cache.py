@@ -72,6 +72,25 @@ def _adopt_owner(kube: Kube, claim: dict[str, Any], owner: dict[str, Any]) -> No
     kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
 
+def _retry_after_edit(job: Mapping[str, Any], md: ModelDeployment) -> bool:
+    """A failed download Job is made again when the ModelDeployment it was made for has been edited since.
+
+    Only that one: two ModelDeployments that disagree (say, different credentialsSecrets) must not take
+    turns re-creating the Job. Anyone can also retry by deleting the failed Job.
+    """
+    failed = any(
+        c.get("type") == "Failed" and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or ()
+    )
+    notes = (job.get("metadata") or {}).get("annotations") or {}
+    if not failed or notes.get(p.REQUESTED_BY) != md.metadata.name:
+        return False
+    try:
+        return (md.metadata.generation or 0) > int(notes.get(p.REQUESTED_GENERATION, "0"))
+    except ValueError:
+        return False
+
+
 def converge(kube: Kube, md: ModelDeployment, config: OperatorConfig) -> CacheState | None:
     """Ensure the cache's objects exist and read its state; None when `md` uses no shared cache."""
     plan = p.plan_cache(md, config)
@@ -89,6 +108,9 @@ def converge(kube: Kube, md: ModelDeployment, config: OperatorConfig) -> CacheSt
     storage = _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
     hopeless = storage.class_exists is False or storage.default_exists is False
     job = kube.get(_ns_path(ns, "jobs", plan.name))
+    if job is not None and _retry_after_edit(job, md):
+        kube.request("DELETE", _ns_path(ns, "jobs", plan.name), query=[("propagationPolicy", "Background")])
+        job = None
     if job is None and not hopeless:
         # Created before the claim binds: under WaitForFirstConsumer the Job's pod is what binds it.
         _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))

@@ -261,7 +261,7 @@ def _reporter(args: argparse.Namespace) -> Reporter:
         from modeldeploy.fetch.report import ClaimReporter
 
         namespace, _, name = args.report_claim.partition("/")
-        reporters.append(ClaimReporter(namespace, name, log=log))
+        reporters.append(ClaimReporter(namespace, name, log=log, interval=args.progress_interval))
     if args.progress_file:
         reporters.append(FileReporter(args.progress_file))
 

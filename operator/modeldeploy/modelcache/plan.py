@@ -1,7 +1,8 @@
 """The shared model cache of one ModelDeployment, as objects: pure, deterministic, no I/O.
 
 A model is downloaded once per namespace (docs/model-cache.md): every ModelDeployment that names the
-same weights — the same `model.uri` (revision included), `model.file` and `multimodalProjector` —
+same weights — the same `model.uri` (revision included), `model.file`, `multimodalProjector` and
+`sha256` —
 computes the same cache name, so they find and share one PersistentVolumeClaim and one download Job
 instead of each fetching its own copy. The name is a hash of exactly those fields; engine, replicas,
 resources or anything else may differ. The claim is mounted read-only by the engine pods at the
@@ -30,6 +31,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "modeldeploy"}
 URI_ANNOTATION = "modeldeploy.io/model-uri"
 FILES_ANNOTATION = "modeldeploy.io/model-files"
 SERVICE_ACCOUNT = "modeldeploy-model-cache"
+# Which ModelDeployment (and generation of it) the download Job was made for: a failed Job is made
+# again when that ModelDeployment is edited (a fixed credentialsSecret, sha256 or file).
+REQUESTED_BY = "modeldeploy.io/requested-by"
+REQUESTED_GENERATION = "modeldeploy.io/requested-generation"
 JOB_MOUNT = "/cache"
 FETCH_UID = 1000
 
@@ -67,9 +72,11 @@ def _slug(uri: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[:30].strip("-") or "model"
 
 
-def cache_key(uri: str, files: tuple[str, ...]) -> str:
-    """What makes two ModelDeployments share a cache, hashed (uri with revision, file, projector)."""
-    material = json.dumps({"uri": uri.strip(), "files": list(files)}, sort_keys=True)
+def cache_key(uri: str, files: tuple[str, ...], sha256: str | None = None) -> str:
+    """What makes two ModelDeployments share a cache, hashed: uri with revision, file, projector, and the
+    declared checksum (a cache is verified against the checksum it was downloaded with, so a ModelDeployment
+    declaring another one gets its own, verified, download)."""
+    material = json.dumps({"uri": uri.strip(), "files": list(files), "sha256": (sha256 or "").lower()}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()[:10]
 
 
@@ -83,7 +90,7 @@ def plan_cache(md: ModelDeployment, config: OperatorConfig) -> CachePlan | None:
     if not location.needs_fetch:
         return None
     files = tuple(f for f in (model.file, model.multimodal_projector) if f)
-    name = f"mc-{_slug(model.uri)}-{cache_key(model.uri, files)}"
+    name = f"mc-{_slug(model.uri)}-{cache_key(model.uri, files, model.sha256)}"
     single_file = location.scheme in ("https", "http")
     defaults = config.model_cache
     settings = {
@@ -187,7 +194,8 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
         command += ["--file", f]
     if model.sha256:
         command += ["--sha256", model.sha256]
-    command += ["--report-claim", f"{plan.namespace}/{plan.name}", "--progress-interval", "5"]
+    interval = f"{config.model_cache.progress_interval_seconds:g}"
+    command += ["--report-claim", f"{plan.namespace}/{plan.name}", "--progress-interval", interval]
     command += ["--capacity", str(quantity_bytes(plan.settings["size"]))]
     container: dict[str, Any] = {
         "name": "fetch",
@@ -214,7 +222,11 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
             "name": plan.name,
             "namespace": plan.namespace,
             "labels": labels,
-            "annotations": {URI_ANNOTATION: plan.uri},
+            "annotations": {
+                URI_ANNOTATION: plan.uri,
+                REQUESTED_BY: md.metadata.name,
+                REQUESTED_GENERATION: str(md.metadata.generation or 0),
+            },
             "ownerReferences": _owned_by_claim(plan, claim_uid),
         },
         "spec": {

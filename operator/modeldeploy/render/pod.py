@@ -20,6 +20,7 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.engines import registry
 from modeldeploy.engines.base import Engine, Launch
 from modeldeploy.model_paths import CACHE_MOUNT, NGL_DIR, PVC_MOUNT_ROOT, ModelLocation, ModelUriError, locate
+from modeldeploy.modelcache.plan import mount_shared, plan_cache
 from modeldeploy.render import containers as c
 from modeldeploy.render.containers import RenderError
 from modeldeploy.render.labels import pod_annotations, pod_labels
@@ -315,7 +316,11 @@ def pod_template(md: ModelDeployment, name: str, placement: Placement, config: O
     spec["containers"] = [engine_container(md, engine, placement, launch, location, config, with_ngl=with_ngl)]
     spec["volumes"] = volumes(md, engine, location, with_ngl)
 
-    return {
+    template = {
         "metadata": {"labels": pod_labels(md, name), "annotations": pod_annotations(md, ENGINE_CONTAINER)},
         "spec": spec,
     }
+    shared = plan_cache(md, config)
+    if shared is not None:  # the shared model cache: the claim read-only, no per-pod download
+        template = mount_shared(template, shared, CACHE_VOLUME, FETCH_CONTAINER)
+    return template

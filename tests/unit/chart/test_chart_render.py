@@ -330,7 +330,7 @@ NAMESPACED_RULES = {
     ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch", "delete"},
     # the shared model cache (docs/model-cache.md): created when absent, never updated or deleted
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
-    ("batch", "jobs"): {"get", "list", "watch", "create"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},  # delete: a failed download, to retry
     ("", "serviceaccounts"): {"get", "create"},
     ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
@@ -341,6 +341,7 @@ ROLE_MAKING = {("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.
 
 
 PRUNABLE = {
+    ("batch", "jobs"),  # a failed model download Job, made again after an edit (never a workload)
     ("keda.sh", "scaledobjects"),
     ("http.keda.sh", "httpscaledobjects"),
     ("autoscaling", "horizontalpodautoscalers"),

@@ -299,3 +299,23 @@ def test_service_account_passthrough() -> None:
     md_, d = case("sglang")
     p = render(md_, d, CONFIG)[0]["spec"]["template"]["spec"]
     assert "serviceAccountName" not in p and p["automountServiceAccountToken"] is False
+
+
+def test_shared_model_cache_mounts_the_claim_read_only_and_downloads_nothing_in_the_pod() -> None:
+    from modeldeploy.model_paths import locate
+    from modeldeploy.modelcache.plan import SHARED_VOLUME, plan_cache
+
+    spec = with_spec(LLAMACPP_SPEC, cache={"shared": {}})
+    placement = gpu_placement(1)
+    p = pod(spec, "llama.cpp", placement)
+    plan = plan_cache(md(spec), CONFIG)
+    assert plan is not None
+    assert init_names(spec, "llama.cpp", placement) == ["auto-ngl"]
+    claim = next(v for v in p["volumes"] if v["name"] == SHARED_VOLUME)
+    assert claim == {"name": SHARED_VOLUME, "persistentVolumeClaim": {"claimName": plan.name, "readOnly": True}}
+    where = locate(spec["model"]["uri"]).directory
+    for name in ("engine", "auto-ngl"):  # both read the GGUF where they always do, now from the claim
+        mount = container(spec, "llama.cpp", placement, name)["volumeMounts"]
+        assert {"name": SHARED_VOLUME, "mountPath": where, "readOnly": True} in mount
+    # Without cache.shared nothing changes: the per-pod fetcher stays.
+    assert "fetch" in init_names(LLAMACPP_SPEC, "llama.cpp", placement)

