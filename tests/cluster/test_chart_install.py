@@ -218,7 +218,13 @@ def test_operator_under_the_charts_service_account(
         ("create", "", "pods", APP_NS),
         ("delete", "apps", "deployments", APP_NS),  # the garbage collector deletes children
         ("update", "", "nodes", ""),
-        ("create", "rbac.authorization.k8s.io", "rolebindings", APP_NS),
+        # It creates Roles/RoleBindings for the model cache's download Jobs (one claim each), never cluster-wide
+        # ones, and cannot bind or escalate beyond what it holds itself.
+        ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
+        ("create", "rbac.authorization.k8s.io", "clusterroles", ""),
+        ("bind", "rbac.authorization.k8s.io", "clusterroles", ""),
+        ("escalate", "rbac.authorization.k8s.io", "roles", APP_NS),
+        ("update", "rbac.authorization.k8s.io", "rolebindings", APP_NS),
         ("delete", GROUP, "modeldeployments", APP_NS),
     ],
 )
