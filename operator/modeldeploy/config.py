@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -71,11 +70,6 @@ class ModelCacheSettings(_Model):
     job_backoff_limit: int = Field(default=2, ge=0, description="Retries of a failed download Job's pod.")
     progress_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often a download Job reports its progress on its claim."
-    )
-    env: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="Environment of the download Jobs (a Hub mirror HF_ENDPOINT, HTTPS_PROXY, ...); secrets "
-        "belong in model.credentialsSecret.",
     )
 
 

@@ -99,8 +99,11 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     hub = HubServer({REPO: {FILE: WEIGHTS, "README.md": b"# SmolLM2\n"}}, throttle=THROTTLE)
     hub.add_repo(GATED, {FILE: WEIGHTS[:1000]}, gated_token="hf_right")
     config = work / "config.yaml"
-    settings = {"env": [{"name": "HF_ENDPOINT", "value": hub.url}], "progressIntervalSeconds": 0.5}
-    config.write_text(yaml.safe_dump({"modelCache": settings}))
+    settings = {
+        "fetchEnv": [{"name": "HF_ENDPOINT", "value": hub.url}],
+        "modelCache": {"progressIntervalSeconds": 0.5},
+    }
+    config.write_text(yaml.safe_dump(settings))
     operator = OperatorProcess(world.kubeconfig, work / "operator.log", "--standalone", f"--config={config}")
     with hub, JobPodRunner(world.api, NS, work) as runner:
         operator.start()

@@ -202,7 +202,7 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
         "image": config.image_for("fetch", md.spec.images),
         "imagePullPolicy": config.image_pull_policy,
         "command": command,
-        "env": [{"name": "HOME", "value": "/tmp"}, *config.model_cache.env],
+        "env": [{"name": "HOME", "value": "/tmp"}, *(e.model_dump() for e in config.fetch_env)],
         "volumeMounts": [{"name": "cache", "mountPath": JOB_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
@@ -242,6 +242,9 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
                         "fsGroup": FETCH_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    # Where the model's own pods may run (the same node pool reaches the same storage).
+                    **({"nodeSelector": dict(md.spec.node_selector)} if md.spec.node_selector else {}),
+                    **({"tolerations": list(md.spec.tolerations)} if md.spec.tolerations else {}),
                     "containers": [container],
                     "volumes": [
                         {"name": "cache", "persistentVolumeClaim": {"claimName": plan.name}},
