@@ -30,6 +30,7 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.config import EnvVar, OperatorConfig
 from modeldeploy.loader import parse_model_deployment
 from modeldeploy.localcluster import devchat, sandbox, testmodel
+from modeldeploy.localcluster.containers import http_get
 from modeldeploy.localcluster.hubserver import HubServer
 from modeldeploy.localcluster.localpods import PORTS_ANNOTATION, LocalPods
 from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
@@ -65,8 +66,8 @@ def eventually(fn: Callable[[], T], what: str, timeout: float = 120.0) -> T:
 class Pods:
     """The module's world: the Hub server, one fake L4 node run by a local kubelet, and a namespace."""
 
-    def __init__(self, api: client.ApiClient, hub: HubServer) -> None:
-        self.api, self.hub = api, hub
+    def __init__(self, api: client.ApiClient, hub: HubServer, local: LocalPods) -> None:
+        self.api, self.hub, self.local = api, hub, local
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
 
@@ -121,7 +122,7 @@ def pods(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -
         )
         kubelet = FakeKubelet(kube_api, [NODE], interval=0.5, local_pods=local).start()
         try:
-            yield Pods(kube_api, hub)
+            yield Pods(kube_api, hub, local)
         finally:
             core.delete_namespace(NS)
             eventually(lambda: not core.list_namespaced_pod(NS).items, "the pods to go", timeout=60)
@@ -245,8 +246,19 @@ def test_a_wrong_port_never_gets_ready_and_the_probe_says_why(pods: Pods) -> Non
     def refused() -> list[str]:
         return [e for e in pods.events(pods.pod(name)) if e.startswith("Unhealthy: Startup probe failed")]
 
-    events = eventually(refused, "a failed startup probe", timeout=180)
-    assert "connection refused" in events[0] and ":8000/health" in events[0], events
+    # The server does come up, on the port it was told: reached through the kubelet's forward into the pod.
+    uid = eventually(lambda: pods.pod(name)["metadata"]["uid"], "the pod")
+
+    def serving_on_8001() -> bool:
+        runner = pods.local.runners[uid]
+        port = runner.port_for(8001)
+        return port is not None and http_get(f"http://127.0.0.1:{port}/health", 2) == 200
+
+    eventually(serving_on_8001, "the server to answer on 8001", timeout=180)
+    before = len(refused())
+    # ...and still the startup probe, on the rendered port, fails: the next one (every 10 s) is refused too.
+    events = eventually(lambda: len(refused()) > before and refused(), "a startup probe after the server is up")
+    assert "connection refused" in events[-1] and ":8000/health" in events[-1], events
     pod = pods.pod(name)
     assert "running" in _engine(pod)["state"] and not _engine(pod)["ready"]
     conds = {c["type"]: c for c in pod["status"]["conditions"]}
