@@ -1,24 +1,23 @@
-"""Replicas follow load: the real HPA controller scales the operator's Deployment on the real engine's gauges.
+"""Replicas follow load: the real HPA controller scales the operator's Deployment on the engines' gauges.
 
 What is real: the kube-apiserver (with the custom.metrics.k8s.io API aggregated into it), the
 kube-controller-manager's HPA controller, the HorizontalPodAutoscaler and Deployment the operator's
-reconcile applies (the fallback when KEDA is absent, docs/autoscaling.md), and the llama.cpp server
-(our entrypoint on the xllamacpp CPU wheel) whose `llamacpp:requests_processing` and
-`llamacpp:requests_deferred` gauges carry the load of real concurrent requests.
+reconcile applies (the fallback when KEDA is absent, docs/autoscaling.md), and every pod: the local
+kubelet runs each replica for real (fetch from the local Hub server, auto-NGL, our llama.cpp entrypoint
+serving SmolLM2-135M, probes; docs/local-pods.md), and the load is real chat requests.
 
-What stands in: the pods are the local cluster's fake ones (no kubelet runs containers here), so one
-real llama.cpp server takes all requests as the first pod; and Prometheus + prometheus-adapter (not
-built here) are replaced by a loop that scrapes the server's /metrics every half second and writes the
-sum as that pod's `modeldeploy_requests_in_flight` (0 for the others) into the Kubernetes project's own
-custom-metrics test adapter (sigs.k8s.io/custom-metrics-apiserver/test-adapter). The HPA's average over
-the pods is then sum/replicas, the same signal KEDA's Prometheus query gives.
+What stands in: Prometheus + prometheus-adapter (not built here) are a loop that scrapes each Ready
+pod's /metrics every half second and writes its `llamacpp:requests_processing + requests_deferred` as
+that pod's `modeldeploy_requests_in_flight` into the Kubernetes project's own custom-metrics test
+adapter (sigs.k8s.io/custom-metrics-apiserver/test-adapter); and since local pods have no pod IP (so a
+Service has no endpoints), the load generator spreads its requests over the Ready pods itself, as the
+Service or the gateway would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
+import json
 import socket
 import subprocess
 import sys
@@ -33,16 +32,17 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from modeldeploy.config import LabelMappings, OperatorConfig
+from modeldeploy.config import EnvVar, LabelMappings, OperatorConfig
 from modeldeploy.controller.apply import Kube, KubeError
 from modeldeploy.controller.reconcile import reconcile
 from modeldeploy.controller.scaling import forget_discovery
-from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
+from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel
+from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy.localcluster.localpods import PORTS_ANNOTATION, LocalPods
 from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
 from modeldeploy.scaling.objects import HPA_METRIC
 from modeldeploy.scaling.settings import AutoscalingSettings
 from modeldeploy.selection.nodes import facts_from_document
-from tests.support.tiny_gguf import write_tiny_llama
 from tests.support.tools import ensure_metrics_adapter, unavailable
 
 pytest.importorskip("xllamacpp")
@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parents[2]
 NS = "scaling"
 NAME = "chat"
 NODES_FILE = REPO / "examples" / "nodes" / "cpu-cluster.yaml"
+EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
 MD_CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 TARGET, MAX = 2, 4
 # The test adapter takes metric values over plain HTTP on a fixed port (its main.go hard-codes :8080).
@@ -115,48 +116,36 @@ class Adapter:
             self.proc.wait()
 
 
-class Engine:
-    """Our llama.cpp entrypoint with one slot, serving a tiny GGUF."""
+def _in_flight(base: str) -> int:
+    """A pod's requests running plus waiting, from its own /metrics (what Prometheus would scrape)."""
+    total = 0.0
+    for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("llamacpp:requests_processing", "llamacpp:requests_deferred"):
+            total += float(value)
+    return int(total)
 
-    def __init__(self, workdir: Path) -> None:
-        model = write_tiny_llama(workdir / "tiny-llama-f32.gguf")
-        self.port = _free_port()
-        argv = [sys.executable, "-m", "modeldeploy.engines.llamacpp", "--model", str(model), "--alias", "chat"]
-        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--n-gpu-layers", "0", "--preflight", "warn"]
-        argv += ["--param", "n_ctx=2048", "--param", "n_parallel=1"]
-        env = dict(os.environ, MODELDEPLOY_TERMINATION_LOG=str(workdir / "termination-log"))
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        self.base = f"http://127.0.0.1:{self.port}"
 
-        def healthy() -> bool:
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.get(f"{self.base}/health", timeout=2).status_code == 200
-            return False
+class World:
+    """The module's cluster: the operator's client, the metrics adapter, the Hub server's config."""
 
-        _wait("the llama.cpp server", healthy, 60)
-
-    def in_flight(self) -> int:
-        total = 0.0
-        for line in httpx.get(f"{self.base}/metrics", timeout=5).text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in ("llamacpp:requests_processing", "llamacpp:requests_deferred"):
-                total += float(value)
-        return int(total)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    def __init__(self, kube: Kube, adapter: Adapter, config: OperatorConfig) -> None:
+        self.kube, self.adapter, self.config = kube, adapter, config
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Adapter, Engine]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    why = sandbox.available()
+    if why:
+        unavailable(f"local pods cannot run here: {why}")
     try:
         ensure_binaries(log=_say)
     except BuildError as exc:
         unavailable(f"the local control plane cannot be built: {exc}")
+    try:
+        repo_dir = testmodel.ensure_hub_repo() / testmodel.HUB_REPO
+    except testmodel.ModelUnavailable as exc:
+        unavailable(str(exc))
     binary = ensure_metrics_adapter()
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", WRITE_PORT)) == 0:
@@ -167,11 +156,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Adap
     stack = contextlib.ExitStack()
     stack.callback(cluster.stop)
     try:
+        hub = stack.enter_context(HubServer({testmodel.HUB_REPO: repo_dir}))
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
         kube = Kube(api)
         core = client.CoreV1Api(api)
         names = [create_node(core, n) for n in load_node_set(NODES_FILE)]
-        kubelet = FakeKubelet(api, names).start()
+        local = LocalPods(api, names, workdir / "kubelet", host_ports=[int(hub.url.rsplit(":", 1)[1])])
+        kubelet = FakeKubelet(api, names, interval=0.5, local_pods=local).start()
         stack.callback(kubelet.stop)
         adapter = Adapter(binary, cluster.kubeconfig_path, workdir)
         stack.callback(adapter.stop)
@@ -234,9 +225,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Kube, Adap
         )
         addon_crds.install(api, [yaml.safe_load(MD_CRD.read_text())])
         kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
-        engine = Engine(workdir)
-        stack.callback(engine.stop)
-        yield kube, adapter, engine
+        scale = AutoscalingSettings(keda=False)
+        yield World(
+            kube, adapter, OperatorConfig(autoscaling=scale, fetch_env=[EnvVar(name="HF_ENDPOINT", value=hub.url)])
+        )
+        kube.request("DELETE", f"/api/v1/namespaces/{NS}")
+        _wait("the pods to stop", lambda: not _live_pods(kube), 60)
     finally:
         stack.close()
 
@@ -246,11 +240,21 @@ def _replicas(kube: Kube) -> int:
     return int((dep.get("spec") or {}).get("replicas") or 0)
 
 
-def _pods(kube: Kube) -> list[str]:
+def _live_pods(kube: Kube) -> list[dict[str, Any]]:
     query = [("labelSelector", f"app.kubernetes.io/instance={NAME}")]
     items = kube.request("GET", f"/api/v1/namespaces/{NS}/pods", query=query).get("items") or []
-    items = [p for p in items if not p["metadata"].get("deletionTimestamp")]
-    return [p["metadata"]["name"] for p in sorted(items, key=lambda p: p["metadata"]["creationTimestamp"])]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def _ready_pods(kube: Kube) -> dict[str, str]:
+    """Ready pod name -> its engine's base URL on the host (the kubelet's port map)."""
+    out = {}
+    for pod in _live_pods(kube):
+        conds = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or ()}
+        ports = (pod["metadata"].get("annotations") or {}).get(PORTS_ANNOTATION)
+        if conds.get("Ready") == "True" and ports:
+            out[pod["metadata"]["name"]] = f"http://{json.loads(ports)['8000']}"
+    return out
 
 
 def _reconcile(kube: Kube, cfg: OperatorConfig) -> None:
@@ -266,73 +270,88 @@ def _reconcile(kube: Kube, cfg: OperatorConfig) -> None:
     raise AssertionError("reconcile kept failing transiently")
 
 
-def test_replicas_follow_the_engines_requests_in_flight(world: tuple[Kube, Adapter, Engine]) -> None:
-    kube, adapter, engine = world
+def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
+    kube, adapter, cfg = world.kube, world.adapter, world.config
     forget_discovery()
-    cfg = OperatorConfig(autoscaling=AutoscalingSettings(keda=False))
-    md = {
-        "apiVersion": "modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME},
-        "spec": {
-            "model": {"name": "chat", "format": "ggufv2", "quantization": "F32", "uri": "/models/tiny.gguf"},
-            "engine": {"args": {"n_parallel": 1}},
-            "autoscaling": {"minReplicas": 1, "maxReplicas": MAX, "targetRequests": TARGET, "scaleDownDelaySeconds": 0},
-        },
+    md = yaml.safe_load(EXAMPLE.read_text())
+    md["metadata"] = {"name": NAME}
+    md["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": MAX,
+        "targetRequests": TARGET,
+        "scaleDownDelaySeconds": 0,
     }
     kube.request("POST", f"/apis/modeldeploy.io/v1alpha1/namespaces/{NS}/modeldeployments", body=md)
     _reconcile(kube, cfg)
     assert kube.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{NAME}") is not None
-    _wait("the first pod", lambda: _pods(kube), 60)
+    _wait("the first pod to be Ready (fetch, auto-NGL, llama.cpp)", lambda: _ready_pods(kube), 240)
 
     stop_feed, stop_load = threading.Event(), threading.Event()
-    seen: list[tuple[float, int, int]] = []  # (time, in flight, replicas)
+    seen: list[tuple[float, int, int, int]] = []  # (time, in flight, replicas, ready pods)
+    errors: list[str] = []
+    ready: dict[str, str] = {}
     started = time.monotonic()
 
-    errors: list[str] = []
-
     def feed() -> None:
+        """Prometheus + adapter's part: each Ready pod's own gauges, as that pod's metric."""
         while not stop_feed.is_set():
             try:
-                total = engine.in_flight()
-                pods = _pods(kube)
-                for i, pod in enumerate(pods):
-                    adapter.write(NS, pod, total if i == 0 else 0)
-                seen.append((time.monotonic() - started, total, _replicas(kube)))
+                current = _ready_pods(kube)
+                total = 0
+                for pod, base in current.items():
+                    value = _in_flight(base)
+                    adapter.write(NS, pod, value)
+                    total += value
+                ready.clear()
+                ready.update(current)
+                seen.append((time.monotonic() - started, total, _replicas(kube), len(current)))
             except (httpx.HTTPError, KubeError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
             stop_feed.wait(0.5)
 
-    def load() -> None:
-        with httpx.Client(timeout=60) as http:
+    def load(user: int) -> None:
+        """One user asking again and again, spread over the Ready pods as a Service would."""
+        turn = user
+        with httpx.Client(timeout=120) as http:
             while not stop_load.is_set():
+                bases = sorted(ready.values())
+                if not bases:
+                    time.sleep(0.2)
+                    continue
+                turn += 1
                 with contextlib.suppress(httpx.HTTPError):
                     http.post(
-                        f"{engine.base}/v1/completions",
-                        json={"model": "chat", "prompt": "Count:", "max_tokens": 256, "ignore_eos": True},
+                        f"{bases[turn % len(bases)]}/v1/chat/completions",
+                        json={
+                            "model": md["spec"]["model"]["name"],
+                            "messages": [{"role": "user", "content": "Count from one to fifty in words."}],
+                            "max_tokens": 96,
+                            "ignore_eos": True,
+                        },
                     )
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    users = [threading.Thread(target=load, daemon=True) for _ in range(4 * TARGET)]
+    users = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(4 * TARGET)]
     try:
         for u in users:
             u.start()
         try:
-            _wait(f"{MAX} replicas under load", lambda: _replicas(kube) == MAX, 120)
+            _wait(f"{MAX} Ready replicas under load", lambda: len(ready) == MAX, 240)
         except AssertionError as exc:
             hpa = kube.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{NAME}") or {}
             raise AssertionError(
-                f"{exc}; HPA status {hpa.get('status')}; fed {seen[-5:]}; feed errors {errors[-2:]}; adapter log: "
-                f"{adapter.log.read_text()[-1500:]}"
+                f"{exc}; HPA status {hpa.get('status')}; fed {seen[-5:]}; feed errors {errors[-2:]}"
             ) from None
         up = time.monotonic() - started
-        # The operator re-applies its Deployment: the HPA's replica count stays (yielded field).
+        scaled_at = next(t for t, _, replicas, _ in seen if replicas == MAX)
+        # The operator re-applies its Deployment: the HPA's replica count stays (a field it yields).
         _reconcile(kube, cfg)
         assert _replicas(kube) == MAX
+        time.sleep(5)  # the load now spread over every replica
         stop_load.set()
         for u in users:
-            u.join(timeout=60)
+            u.join(timeout=120)
         load_ended = time.monotonic() - started
         _wait("1 replica once idle", lambda: _replicas(kube) == 1, 120)
         down = time.monotonic() - started - load_ended
@@ -340,10 +359,13 @@ def test_replicas_follow_the_engines_requests_in_flight(world: tuple[Kube, Adapt
         stop_load.set()
         stop_feed.set()
         feeder.join(timeout=10)
-    peak = max(total for _, total, _ in seen)
-    _say(f"load on: {MAX} replicas after {up:.0f} s (peak {peak} requests in flight, target {TARGET}/replica)")
-    timeline = [(round(t), n, r) for t, n, r in seen[:: max(1, len(seen) // 12)]]
-    _say(f"load off: back to 1 replica {down:.0f} s later; (s, requests in flight, replicas): {timeline}")
+    peak = max(total for _, total, _, _ in seen)
+    _say(
+        f"load on: the HPA asked for {MAX} replicas after {scaled_at:.0f} s, all {MAX} Ready after {up:.0f} s "
+        f"(peak {peak} requests in flight, target {TARGET} per replica)"
+    )
+    timeline = [(round(t), n, r, k) for t, n, r, k in seen[:: max(1, len(seen) // 15)]]
+    _say(f"load off: back to 1 replica {down:.0f} s later; (s, in flight, replicas, Ready): {timeline}")
     assert peak >= TARGET * (MAX - 1) + 1
     hpa = kube.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{NAME}") or {}
     conds = {c["type"]: c for c in (hpa.get("status") or {}).get("conditions") or []}
