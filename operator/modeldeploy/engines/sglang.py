@@ -2,7 +2,9 @@
 
 It runs when named in `engine.name` or listed in `engine.preference`. The image is upstream
 lmsysorg/sglang: root and a writable root filesystem, for the same reasons as vLLM. /metrics is on the
-API port once `enable-metrics` is passed in `engine.args`.
+API port only with `--enable-metrics`, which the command passes unless `engine.args` sets `enable-metrics`
+itself (false keeps it off): the autoscaler and the gateway's endpoint picker read its queue gauges
+(docs/autoscaling.md).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from modeldeploy.engines import ModelFormat
-from modeldeploy.engines.args import flag_args
+from modeldeploy.engines.args import flag_args, normalise_flag
 from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 
@@ -67,5 +69,12 @@ class SGLang(Engine):
             str(launch.gpus),
             "--served-model-name",
             launch.served_name,
+            *self.metrics_args(launch),
             *flag_args(self, launch.args),
         ]
+
+    def metrics_args(self, launch: Launch) -> list[str]:
+        """`--enable-metrics`, unless the user's engine.args already says whether (then theirs is used)."""
+        if any(normalise_flag(key) == "enable-metrics" for key in launch.args):
+            return []
+        return ["--enable-metrics"]

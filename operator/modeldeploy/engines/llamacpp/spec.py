@@ -50,8 +50,8 @@ class LlamaCpp(Engine):
     runs_as_non_root = True
     read_only_root = True
     loads_projector = True
-    # common_params the entrypoint derives from its own flags (--model, --port, -ngl).
-    reserved_args = frozenset({"n_gpu_layers", "port", "hostnames", "model.path", "mmproj.path"})
+    # common_params the entrypoint derives from its own flags (--model, --port, -ngl, --alias).
+    reserved_args = frozenset({"n_gpu_layers", "port", "hostnames", "model.path", "mmproj.path", "model_alias"})
 
     def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
         fmt = spec.model.format
@@ -88,6 +88,9 @@ class LlamaCpp(Engine):
         """
         cmd = ["python", "-m", "modeldeploy.engines.llamacpp", "--model", launch.model_path]
         cmd += ["--host", HOST, "--port", str(PORT)]
+        # The served model name, as vLLM and SGLang get it: /v1/models and the gateway's route by model
+        # name then agree for every engine (docs/gateway.md); without it llama.cpp reports the file path.
+        cmd += ["--alias", launch.served_name]
         if launch.mmproj_path:
             cmd += ["--mmproj", launch.mmproj_path]
         if auto_ngl(launch.n_gpu_layers, launch.gpus):
