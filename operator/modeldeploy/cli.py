@@ -117,14 +117,21 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from modeldeploy.render import RenderError, dump_yaml, render
+    from modeldeploy.scaling.attach import ADDONS, with_scaling
 
     config = _load_config(args.config)
+    crds: frozenset[str] = frozenset()
+    for addon in filter(None, (args.addons or "").split(",")):
+        if addon not in ADDONS:
+            raise UserInputError(f"--addons: unknown add-on {addon!r} (known: {', '.join(ADDONS)})")
+        crds |= ADDONS[addon]
     objects: list[dict[str, Any]] = []
     for md, decision in _decide(args):
         if decision.engine is None:
             raise UserInputError(f"{md.metadata.name}: nothing to render: {decision.summary}")
         try:
-            objects.extend(render(md, decision, config))
+            rendered, _plan = with_scaling(md, decision.engine, render(md, decision, config), config, crds)
+            objects.extend(rendered)
         except RenderError as exc:  # what only the renderer can refuse (engine.args): the operator says the same
             raise UserInputError(f"{args.filename}: {md.metadata.name}: {exc}") from None
     sys.stdout.write(dump_yaml(objects))
@@ -176,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("render", help="print the Deployment and Service the operator would apply")
     decision_args(p)
+    p.add_argument(
+        "--addons",
+        default="",
+        help="comma list of what the target cluster has installed, for spec.autoscaling and the gateway: "
+        "keda, keda-http-addon, gateway-api, inference-extension (default: none; docs/autoscaling.md)",
+    )
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API models")

@@ -17,16 +17,14 @@ from typing import Any
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.apply import Kube, KubeError, controller_uid, object_path
-from modeldeploy.scaling.objects import scaling_objects
+from modeldeploy.scaling.attach import with_scaling
 from modeldeploy.scaling.plan import (
     HTTP_ROUTE,
     HTTP_SCALED_OBJECT,
     INFERENCE_POOL,
     SCALED_OBJECT,
     ScalingPlan,
-    plan_scaling,
 )
-from modeldeploy.scaling.signals import load_metrics
 
 DISCOVERY_TTL_S = 60.0
 # CRD name -> (group/version path, resource) as served by the releases pinned in localcluster/addon_crds.py.
@@ -76,32 +74,9 @@ def forget_discovery() -> None:
 def add_scaling(
     kube: Kube, md: ModelDeployment, engine: str, objects: list[dict[str, Any]], config: OperatorConfig
 ) -> tuple[list[dict[str, Any]], ScalingPlan]:
-    """The rendered objects plus the autoscaler and routing objects, and the Deployment's replicas set
-    the way the plan says (the autoscaler's minimum on creation; afterwards the autoscaler owns them).
-    """
+    """with_scaling() on the CRDs this cluster serves (discovered only when the spec or config asks)."""
     crds = served_crds(kube) if (md.spec.autoscaling or config.gateway.enabled) else frozenset()
-    metrics = load_metrics(engine)
-    plan = plan_scaling(md.spec.autoscaling, bool(metrics), engine, config.autoscaling, config.gateway, crds)
-    if plan.autoscaler == "none" and not plan.route:
-        return objects, plan
-    deployment = next(o for o in objects if o["kind"] == "Deployment")
-    service = next(o for o in objects if o["kind"] == "Service")
-    if plan.initial_replicas is not None:
-        deployment["spec"]["replicas"] = plan.initial_replicas
-    spec = md.spec.autoscaling
-    extra = scaling_objects(
-        meta=deployment["metadata"],
-        selector=deployment["spec"]["selector"]["matchLabels"],
-        served_name=md.spec.model.name,
-        port=int(service["spec"]["ports"][0]["port"]),
-        metrics=metrics,
-        target=spec.target_requests if spec else 1,
-        delay_s=spec.scale_down_delay_seconds if spec else 0,
-        plan=plan,
-        settings=config.autoscaling,
-        gateway=config.gateway,
-    )
-    return objects + extra, plan
+    return with_scaling(md, engine, objects, config, crds)
 
 
 def prune(kube: Kube, md: ModelDeployment, rendered: Sequence[Mapping[str, Any]], owner_uid: str | None) -> list[str]:
