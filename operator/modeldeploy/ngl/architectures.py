@@ -35,9 +35,12 @@ class ArchFacts:
     # Residual-stream tensors live beside the attention scores, in units of (n_embd + q width) x T f32:
     # 2.75 measured for llama/qwen/mistral-style blocks; Gemma's extra norms keep more alive.
     graph_stream_factor: float = 2.75
-    # The CUDA pool's attention temporary without flash attention, in units of cells x T x heads x 2 bytes:
-    # 0.97-1.03 measured for llama/qwen2 at a full 8k context, 1.6 for Gemma 3 (docs/auto-ngl-validation.md).
+    # The CUDA pool's attention temporary without flash attention, in units of cells x T x heads x 2 bytes,
+    # plus a fixed part: 0.97-1.03 x measured for llama/qwen2 at 8k and 32k; Gemma 3 holds about 80 MiB
+    # more at 8k and at 32k alike (a constant, not a factor: 1.6 x at 8k, 1.05 x at 32k;
+    # docs/auto-ngl-validation.md).
     attn_pool_factor: float = 1.05
+    attn_pool_extra_mib: int = 0
     # Known to llama.cpp's standard decoder graph (validated shapes); False = default calculation.
     known: bool = True
 
@@ -49,9 +52,9 @@ ARCHITECTURES: dict[str, ArchFacts] = {
     "qwen3": ArchFacts(),
     "qwen2moe": ArchFacts(moe=True),
     "qwen3moe": ArchFacts(moe=True),
-    "gemma": ArchFacts(graph_stream_factor=4.25, attn_pool_factor=1.75),
-    "gemma2": ArchFacts(swa_layers=_even, graph_stream_factor=4.25, attn_pool_factor=1.75),
-    "gemma3": ArchFacts(swa_layers=_every(6), graph_stream_factor=4.25, attn_pool_factor=1.75),
+    "gemma": ArchFacts(graph_stream_factor=4.25, attn_pool_extra_mib=32),
+    "gemma2": ArchFacts(swa_layers=_even, graph_stream_factor=4.25, attn_pool_extra_mib=32),
+    "gemma3": ArchFacts(swa_layers=_every(6), graph_stream_factor=4.25, attn_pool_extra_mib=32),
     "cohere2": ArchFacts(swa_layers=_every(4)),
     "command-r": ArchFacts(),
     "phi3": ArchFacts(),

@@ -34,8 +34,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="free MiB per GPU, comma-separated (default: ask NVML); 0 means no GPU",
     )
-    parser.add_argument("--ctx-size", type=int, default=None, help="context per sequence (default: the model's)")
-    parser.add_argument("--parallel", type=int, default=1, help="sequences served at once (llama.cpp -np)")
+    parser.add_argument(
+        "--ctx-size",
+        type=int,
+        default=None,
+        help="llama.cpp's n_ctx (-c): the KV cache of all sequences together (default: the model's)",
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="sequences served at once (llama.cpp -np; each gets n_ctx / N)"
+    )
+    parser.add_argument(
+        "--kv-unified", action="store_true", help="llama.cpp --kv-unified: one KV stream shared by all sequences"
+    )
     parser.add_argument("--cache-type", choices=sorted(CACHE_TYPES), default="f16", help="K and V cache type")
     parser.add_argument("--cache-type-k", choices=sorted(CACHE_TYPES), default=None, help="K cache type")
     parser.add_argument("--cache-type-v", choices=sorted(CACHE_TYPES), default=None, help="V cache type")
@@ -59,6 +69,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
     kw: dict[str, object] = {
         "n_ctx": args.ctx_size or None,
         "n_parallel": args.parallel,
+        "kv_unified": bool(getattr(args, "kv_unified", False)),
         "cache_type_k": args.cache_type_k or args.cache_type,
         "cache_type_v": args.cache_type_v or args.cache_type,
         "flash_attn": bool(args.flash_attn),
@@ -105,7 +116,8 @@ def render_text(result: NglResult) -> str:
     if est is not None:
         lines.append(
             f"model: {est.architecture}, {est.block_count} blocks, {est.model_bytes / (1 << 30):.2f} GiB; "
-            f"ctx {est.n_ctx} x {est.n_parallel} ({est.kv_cells} cells), cache {est.cache_type_k}/{est.cache_type_v}, "
+            f"ctx {est.n_ctx} over {est.n_parallel} sequence(s) ({est.kv_cells} cells), "
+            f"cache {est.cache_type_k}/{est.cache_type_v}, "
             f"flash-attn {'on' if est.flash_attn else 'off'}"
         )
         for g in est.gpus:

@@ -89,8 +89,11 @@ class GpuInfo(BaseModel):
 class Options(BaseModel):
     """The llama.cpp settings that change memory use (defaults are llama-server's)."""
 
-    n_ctx: int | None = Field(default=None, ge=0, description="per-sequence context; None/0 = the model's")
-    n_parallel: int = Field(default=1, ge=1)
+    n_ctx: int | None = Field(
+        default=None, ge=0, description="llama.cpp's n_ctx: KV cells of all sequences together; None/0 = the model's"
+    )
+    n_parallel: int = Field(default=1, ge=1, description="llama.cpp's n_parallel (sequences, one KV stream each)")
+    kv_unified: bool = Field(default=False, description="llama.cpp's kv_unified: one stream shared by all sequences")
     cache_type_k: CacheType = "f16"
     cache_type_v: CacheType = "f16"
     flash_attn: bool = False
@@ -131,9 +134,10 @@ class Estimate(BaseModel):
     """The breakdown behind the decision (the `estimate` object of the JSON).
 
     Keys: architecture, known_architecture (False = default calculation), block_count, layers_total
-    (block_count + 1: llama.cpp counts the output layer), layers_offloaded, n_ctx (per sequence),
-    n_parallel, kv_cells (cells of a full-attention layer, padded), cache_type_k/v, flash_attn, n_ubatch,
-    model_bytes (all tensors), layer_weights_bytes (per repeating layer), output_bytes, input_bytes
+    (block_count + 1: llama.cpp counts the output layer), layers_offloaded, n_ctx (llama.cpp's: all
+    sequences, padded), n_parallel, kv_cells (cells of a full-attention layer over all streams),
+    cache_type_k/v, flash_attn, n_ubatch, model_bytes (all tensors), layer_weights_bytes (per repeating
+    layer), output_bytes, input_bytes
     (token embedding, stays on the CPU), kv_bytes_per_layer, gpus (one GpuEstimate per GPU: layers,
     weights/kv/graph/projector/overhead/margin bytes and total_bytes = everything but the margin),
     vram_bytes (sum of total_bytes over GPUs that hold layers: the predicted device memory use),
@@ -200,6 +204,7 @@ class ModelFacts:
     n_expert: int
     n_expert_used: int
     n_ff_shexp: int
+    mla: bool
     n_vocab: int
     n_ctx_train: int
     n_swa: int
@@ -335,6 +340,8 @@ def model_facts(header: GGUFHeader) -> ModelFacts:
         n_expert=n_expert,
         n_expert_used=n_expert_used,
         n_ff_shexp=n_ff_shexp,
+        mla=bool(_as_int(header.arch_value("attention.key_length_mla")))
+        and bool(_as_int(header.arch_value("attention.value_length_mla"))),
         n_vocab=n_vocab,
         n_ctx_train=n_ctx_train,
         n_swa=n_swa,
@@ -359,21 +366,28 @@ def _row_bytes(cache_type: str, n: int) -> int:
 
 @dataclass(frozen=True)
 class _Context:
+    """llama.cpp's context geometry.  n_ctx is llama.cpp's n_ctx: the KV cells of all sequences together
+    (`-c`, padded to 256); without a unified cache every sequence gets its own stream of n_ctx / n_parallel
+    cells, and attention runs over one stream, so the attention terms use the per-stream cells."""
+
     n_ctx: int
-    kv_cells: int
-    swa_cells: int
+    n_stream: int
+    kv_cells: int  # per stream, a full-attention layer
+    swa_cells: int  # per stream, a sliding-window layer
     n_ubatch: int
 
 
 def _context(m: ModelFacts, o: Options) -> _Context:
-    per_seq = o.n_ctx if o.n_ctx else m.n_ctx_train
-    total = per_seq * o.n_parallel
-    kv_cells = _pad(total, KV_PAD)
+    n_ctx = _pad(o.n_ctx if o.n_ctx else m.n_ctx_train, KV_PAD)
+    unified = o.kv_unified or o.n_parallel == 1
+    n_stream = 1 if unified else o.n_parallel
+    kv_cells = n_ctx if unified else _pad(n_ctx // o.n_parallel, KV_PAD)
+    n_ctx = kv_cells * n_stream
     swa_cells = kv_cells
     if m.n_swa > 0 and any(m.swa):
-        swa_cells = min(kv_cells, _pad(m.n_swa * o.n_parallel + o.n_ubatch, KV_PAD))
-    n_ubatch = min(o.n_ubatch, o.n_batch, kv_cells)
-    return _Context(per_seq, kv_cells, swa_cells, n_ubatch)
+        swa_cells = _pad(min(kv_cells, m.n_swa * (o.n_parallel if unified else 1) + o.n_ubatch), KV_PAD)
+    n_ubatch = min(o.n_ubatch, o.n_batch, n_ctx)
+    return _Context(n_ctx, n_stream, kv_cells, swa_cells, n_ubatch)
 
 
 def kv_bytes_per_layer(m: ModelFacts, o: Options) -> list[int]:
@@ -381,9 +395,10 @@ def kv_bytes_per_layer(m: ModelFacts, o: Options) -> list[int]:
     c = _context(m, o)
     out = []
     for il in range(m.n_layer):
-        cells = c.swa_cells if m.swa[il] else c.kv_cells
+        cells = (c.swa_cells if m.swa[il] else c.kv_cells) * c.n_stream
         k = _row_bytes(o.cache_type_k, m.n_head_kv[il] * m.head_dim_k) * cells
-        v = _row_bytes(o.cache_type_v, m.n_head_kv[il] * m.head_dim_v) * cells
+        # Multi-head latent attention caches only the compressed latent (K); V is a view of it.
+        v = 0 if m.mla else _row_bytes(o.cache_type_v, m.n_head_kv[il] * m.head_dim_v) * cells
         out.append(k + v)
     return out
 
@@ -432,9 +447,10 @@ def graph_bytes(
         kv_copy = max(
             (
                 _row_bytes(o.cache_type_k, m.n_head_kv[il] * m.head_dim_k)
-                + _row_bytes(o.cache_type_v, m.n_head_kv[il] * m.head_dim_v)
+                + (0 if m.mla else _row_bytes(o.cache_type_v, m.n_head_kv[il] * m.head_dim_v))
             )
             * (c.swa_cells if m.swa[il] else c.kv_cells)
+            * c.n_stream
             for il in cpu_layers
         )
     if o.flash_attn:
@@ -471,8 +487,9 @@ def overhead_bytes(m: ModelFacts, o: Options, layers: list[int], cpu_layers: lis
         if attn_layers:
             cells = _attention_cells(m, c, attn_layers)
             heads = max(m.n_head[il] for il in attn_layers)
-            factor = facts_for(m.architecture).attn_pool_factor
-            pool = max(pool, int(factor * cells * c.n_ubatch * heads * 2))
+            facts = facts_for(m.architecture)
+            term = cells * c.n_ubatch * heads * 2
+            pool = max(pool, int(facts.attn_pool_factor * term) + facts.attn_pool_extra_mib * MiB)
     return base + pool
 
 
@@ -619,7 +636,7 @@ def estimate(
         layers_offloaded=chosen,
         n_ctx=c.n_ctx,
         n_parallel=o.n_parallel,
-        kv_cells=c.kv_cells,
+        kv_cells=c.kv_cells * c.n_stream,
         cache_type_k=o.cache_type_k,
         cache_type_v=o.cache_type_v,
         flash_attn=o.flash_attn,

@@ -36,7 +36,8 @@ def test_cli_cache_type_and_parallel_reach_the_estimate(
     cli.run_cli([*argv, "--cache-type", "q8_0", "--parallel", "3", "--flash-attn"])
     est = json.loads(capsys.readouterr().out)["estimate"]
     assert est["cache_type_k"] == est["cache_type_v"] == "q8_0"
-    assert est["n_parallel"] == 3 and est["flash_attn"] is True and est["kv_cells"] == 6144
+    # --ctx-size is llama.cpp's n_ctx (all sequences): 2048 split into 3 streams of 683 -> 768 cells each.
+    assert est["n_parallel"] == 3 and est["flash_attn"] is True and est["kv_cells"] == 3 * 768
 
 
 def test_cli_text_output(models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,7 +56,16 @@ def test_monotonic_in_context_parallel_and_cache_type(models: dict[str, Path], n
         return r.n_gpu_layers, sum(r.estimate.kv_bytes_per_layer)
 
     by_ctx = [run(n_ctx=c) for c in (1024, 4096, 16384, 65536)]
-    by_par = [run(n_ctx=4096, n_parallel=p) for p in (1, 2, 4, 8)]
+    # n_ctx is llama.cpp's (all sequences): 4096 tokens per sequence means n_ctx = 4096 x n_parallel.
+    by_par = [run(n_ctx=4096 * p, n_parallel=p) for p in (1, 2, 4, 8)]
+    # The same n_ctx split into more sequences: the same cells, attention over shorter streams; a
+    # sliding-window layer keeps a window per stream, so it grows with the streams.
+    split = [run(n_ctx=16384, n_parallel=p) for p in (1, 2, 4, 8)]
+    if name == "gemma3":
+        assert [kv for _, kv in split] == sorted(kv for _, kv in split)
+    else:
+        assert len({kv for _, kv in split}) == 1
+        assert [n for n, _ in split] == sorted(n for n, _ in split)
     by_type = [run(n_ctx=16384, cache_type_k=t, cache_type_v=t) for t in ("f32", "f16", "q8_0", "q4_0")]
     for seq in (by_ctx, by_par):
         assert [n for n, _ in seq] == sorted((n for n, _ in seq), reverse=True)
@@ -77,7 +86,8 @@ def test_kv_bytes_per_layer_llama() -> None:
     with tempfile.TemporaryDirectory() as d:
         m = model_facts(read_header(ngl_gguf.write(Path(d) / "m.gguf", spec)))
     kv = kv_bytes_per_layer(m, Options(n_ctx=1000, n_parallel=3))
-    cells = 3072  # 3000 padded to 256
+    # llama.cpp: n_ctx 1000 -> 1024, three streams of 1024 // 3 = 341 -> 512 cells each.
+    cells = 3 * 512
     assert kv == [2 * cells * spec.n_head_kv * spec.dk * 2] * spec.n_layer
     q8 = kv_bytes_per_layer(m, Options(n_ctx=1000, n_parallel=3, cache_type_k="q8_0", cache_type_v="q8_0"))
     assert q8 == [2 * cells * (spec.n_head_kv * spec.dk // 32 * 34)] * spec.n_layer
