@@ -46,6 +46,12 @@ class Shape:
     weight_type: Q = Q.Q4_K
     output_type: Q = Q.Q6_K
     n_ctx_train: int = 131072
+    # deepseek2 with multi-head latent attention (the layout of current converters: k_b/v_b split)
+    kv_lora_rank: int = 0
+    rope_dim: int = 64
+    head_dim_v: int = 0
+    n_dense_lead: int = 0
+    n_shared_exp: int = 0
     extra_kv: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,7 +74,34 @@ SHAPES: dict[str, Shape] = {
         "gemma3", 48, 3840, 16, 8, 15360, 262144, head_dim=256, tied=True, qk_norm=True,
         n_swa=1024, post_norms=True,
     ),
+    # DeepSeek-V2-Lite (16B, 64 experts, MLA): K heads 192 = 128 + rope 64, V heads 128, latent 512.
+    "deepseek2-16b": Shape(
+        "deepseek2", 27, 2048, 16, 1, 10944, 102400, head_dim=192, n_expert=64, n_expert_used=6,
+        n_ff_exp=1408, kv_lora_rank=512, rope_dim=64, head_dim_v=128, n_dense_lead=1, n_shared_exp=2,
+        n_ctx_train=163840,
+    ),
 }  # fmt: skip
+
+
+def _q(shape: tuple[int, ...], want: Q) -> Q:
+    """`want` when the rows are whole blocks of it, Q8_0 otherwise (llama-quantize's fallback)."""
+    from gguf import GGML_QUANT_SIZES
+
+    return want if shape[0] % GGML_QUANT_SIZES[want][0] == 0 else Q.Q8_0
+
+
+def _mla_attention(s: Shape, b: str) -> list[tuple[str, tuple[int, ...], Q]]:
+    """deepseek2's attention with the latent cache: q, the joint KV down-projection, k_b/v_b per head."""
+    nope = s.dk - s.rope_dim
+    rows = [
+        (b + "attn_q.weight", (s.n_embd, s.n_head * s.dk)),
+        (b + "attn_kv_a_mqa.weight", (s.n_embd, s.kv_lora_rank + s.rope_dim)),
+        (b + "attn_k_b.weight", (nope, s.kv_lora_rank, s.n_head)),
+        (b + "attn_v_b.weight", (s.kv_lora_rank, s.head_dim_v, s.n_head)),
+        (b + "attn_output.weight", (s.n_head * s.head_dim_v, s.n_embd)),
+    ]
+    out = [(b + "attn_norm.weight", (s.n_embd,), Q.F32), (b + "attn_kv_a_norm.weight", (s.kv_lora_rank,), Q.F32)]
+    return out + [(n, sh, _q(sh, s.weight_type)) for n, sh in rows]
 
 
 def tensor_table(s: Shape) -> list[tuple[str, tuple[int, ...], Q]]:
@@ -78,6 +111,26 @@ def tensor_table(s: Shape) -> list[tuple[str, tuple[int, ...], Q]]:
     out: list[tuple[str, tuple[int, ...], Q]] = [("token_embd.weight", (s.n_embd, s.n_vocab), s.output_type)]
     for i in range(s.n_layer):
         b = f"blk.{i}."
+        if s.kv_lora_rank:
+            out += _mla_attention(s, b)
+            out.append((b + "ffn_norm.weight", (s.n_embd,), f32))
+            if i < s.n_dense_lead:
+                up = (s.n_embd, s.n_ff)
+                dense = [("ffn_gate", up), ("ffn_up", up), ("ffn_down", (s.n_ff, s.n_embd))]
+                out += [(b + n + ".weight", sh, _q(sh, w)) for n, sh in dense]
+                continue
+            sh_ff = s.n_ff_exp * s.n_shared_exp
+            moe = [
+                ("ffn_gate_exps", (s.n_embd, s.n_ff_exp, s.n_expert)),
+                ("ffn_up_exps", (s.n_embd, s.n_ff_exp, s.n_expert)),
+                ("ffn_down_exps", (s.n_ff_exp, s.n_embd, s.n_expert)),
+                ("ffn_gate_shexp", (s.n_embd, sh_ff)),
+                ("ffn_up_shexp", (s.n_embd, sh_ff)),
+                ("ffn_down_shexp", (sh_ff, s.n_embd)),
+            ]
+            out.append((b + "ffn_gate_inp.weight", (s.n_embd, s.n_expert), f32))
+            out += [(b + n + ".weight", sh, _q(sh, w)) for n, sh in moe]
+            continue
         out += [
             (b + "attn_norm.weight", (s.n_embd,), f32),
             (b + "attn_q.weight", (s.n_embd, q_dim), w),
@@ -158,8 +211,18 @@ def write_model(path: Path, s: Shape, *, vocab: Path | None = None) -> Path:
     writer.add_uint32(f"{a}.attention.head_count_kv", s.n_head_kv)
     writer.add_float32(f"{a}.attention.layer_norm_rms_epsilon", 1e-6)
     writer.add_float32(f"{a}.rope.freq_base", 1e6)
-    writer.add_uint32(f"{a}.rope.dimension_count", s.dk)
-    if s.head_dim:
+    writer.add_uint32(f"{a}.rope.dimension_count", s.rope_dim if s.kv_lora_rank else s.dk)
+    if s.kv_lora_rank:
+        # MLA as current converters write it: the cache holds the latent (K = latent + rope, V = latent).
+        writer.add_uint32(f"{a}.attention.key_length", s.kv_lora_rank + s.rope_dim)
+        writer.add_uint32(f"{a}.attention.value_length", s.kv_lora_rank)
+        writer.add_uint32(f"{a}.attention.key_length_mla", s.dk)
+        writer.add_uint32(f"{a}.attention.value_length_mla", s.head_dim_v)
+        writer.add_uint32(f"{a}.attention.kv_lora_rank", s.kv_lora_rank)
+        writer.add_uint32(f"{a}.leading_dense_block_count", s.n_dense_lead)
+        writer.add_uint32(f"{a}.expert_shared_count", s.n_shared_exp)
+        writer.add_float32(f"{a}.expert_weights_scale", 1.0)
+    elif s.head_dim:
         writer.add_uint32(f"{a}.attention.key_length", s.dk)
         writer.add_uint32(f"{a}.attention.value_length", s.dk)
     if s.n_expert:
@@ -174,6 +237,69 @@ def write_model(path: Path, s: Shape, *, vocab: Path | None = None) -> Path:
         else:
             writer.add_string(k, str(v))
     return write_tensors_sparse(writer, path, tensor_table(s))
+
+
+@dataclass(frozen=True)
+class Projector:
+    """A separate vision projector (mmproj) GGUF: a ViT encoder and the projection into the LLM."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_ff: int
+    image_size: int
+    patch_size: int
+    proj_dim: int  # the LLM's n_embd
+    projector_type: str = "mlp"
+
+
+# LLaVA-1.5's CLIP ViT-L/14 at 336 px (23 of 24 blocks, as its converter keeps) into a 4096-wide LLM.
+PROJECTORS: dict[str, Projector] = {"llava-clip-l-336": Projector(23, 1024, 16, 4096, 336, 14, 4096)}
+
+
+def projector_table(p: Projector) -> list[tuple[str, tuple[int, ...], Q]]:
+    """The clip tensor table llama.cpp's mtmd loads for projector type "mlp" (f16 weights, f32 norms/biases)."""
+    f16, f32 = Q.F16, Q.F32
+    n_pos = (p.image_size // p.patch_size) ** 2 + 1
+    out: list[tuple[str, tuple[int, ...], Q]] = [
+        ("v.class_embd", (p.n_embd,), f32),
+        ("v.patch_embd.weight", (p.patch_size, p.patch_size, 3, p.n_embd), f16),
+        ("v.position_embd.weight", (p.n_embd, n_pos), f16),
+        ("v.pre_ln.weight", (p.n_embd,), f32),
+        ("v.pre_ln.bias", (p.n_embd,), f32),
+    ]
+    for i in range(p.n_layer):
+        b = f"v.blk.{i}."
+        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            out += [(b + name + ".weight", (p.n_embd, p.n_embd), f16), (b + name + ".bias", (p.n_embd,), f32)]
+        for name in ("ln1", "ln2"):
+            out += [(b + name + ".weight", (p.n_embd,), f32), (b + name + ".bias", (p.n_embd,), f32)]
+        out += [(b + "ffn_up.weight", (p.n_embd, p.n_ff), f16), (b + "ffn_up.bias", (p.n_ff,), f32)]
+        out += [(b + "ffn_down.weight", (p.n_ff, p.n_embd), f16), (b + "ffn_down.bias", (p.n_embd,), f32)]
+    out += [("mm.0.weight", (p.n_embd, p.proj_dim), f16), ("mm.0.bias", (p.proj_dim,), f32)]
+    out += [("mm.2.weight", (p.proj_dim, p.proj_dim), f16), ("mm.2.bias", (p.proj_dim,), f32)]
+    return out
+
+
+def write_projector(path: Path, p: Projector) -> Path:
+    """Write an mmproj GGUF (data section a hole) with the clip keys mtmd requires."""
+    path = Path(path)
+    writer = GGUFWriter(path, "clip")
+    writer.add_name("modeldeploy-mmproj")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", p.projector_type)
+    writer.add_bool("clip.use_gelu", False)
+    v = "clip.vision."
+    for key, value in (
+        ("embedding_length", p.n_embd), ("attention.head_count", p.n_head), ("feed_forward_length", p.n_ff),
+        ("block_count", p.n_layer), ("projection_dim", 768), ("image_size", p.image_size),
+        ("patch_size", p.patch_size),
+    ):  # fmt: skip
+        writer.add_uint32(v + key, value)
+    writer.add_float32(v + "attention.layer_norm_epsilon", 1e-5)
+    writer.add_array(v + "image_mean", [0.48145466, 0.4578275, 0.40821073])
+    writer.add_array(v + "image_std", [0.26862954, 0.26130258, 0.27577711])
+    return write_tensors_sparse(writer, path, projector_table(p))
 
 
 def layer_bytes(s: Shape) -> list[int]:

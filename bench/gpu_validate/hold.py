@@ -1,5 +1,7 @@
 """Hold GPU memory so that exactly TARGET MiB stay free (as NVML reports it), until killed.
 
+Usage: hold.py TARGET_MIB READY_FILE [NVML_INDEX], with CUDA_VISIBLE_DEVICES naming that one GPU.
+
 Why a separate process: the budget must be pinned before llama.cpp starts, the way another tenant's
 allocation would be, and stay pinned while it loads.  Plain cudaMalloc (through PyTorch's allocator with
 exact-size blocks) rather than managed memory, per the device notes.
@@ -14,9 +16,11 @@ import time
 import pynvml
 import torch
 
+INDEX = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # NVML's index of the GPU (CUDA_VISIBLE_DEVICES names it)
+
 
 def nvml_free() -> int:
-    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    h = pynvml.nvmlDeviceGetHandleByIndex(INDEX)
     try:
         return int(pynvml.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2).free)
     except Exception:  # noqa: BLE001

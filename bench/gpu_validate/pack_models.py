@@ -16,11 +16,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1] / "operator"))
 
-from ggufgen import SHAPES, write_model  # noqa: E402
+from ggufgen import PROJECTORS, SHAPES, write_model, write_projector  # noqa: E402
 
 from modeldeploy.ngl.gguf_header import read_header  # noqa: E402
 
-VOCAB = {"llama": "ggml-vocab-llama-bpe.gguf", "gemma3": "ggml-vocab-llama-bpe.gguf"}
+VOCAB = {
+    "llama": "ggml-vocab-llama-bpe.gguf",
+    "gemma3": "ggml-vocab-llama-bpe.gguf",
+    "deepseek2": "ggml-vocab-deepseek-llm.gguf",
+}
 
 
 def main() -> None:
@@ -30,9 +34,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     sizes = {}
     for name in names:
-        shape = SHAPES[name]
-        vocab = vocab_dir / VOCAB.get(shape.arch, "ggml-vocab-qwen2.gguf")
-        path = write_model(work / f"{name}.gguf", shape, vocab=vocab)
+        if name in PROJECTORS:  # a separate mmproj file
+            path = write_projector(work / f"{name}.gguf", PROJECTORS[name])
+        else:
+            shape = SHAPES[name]
+            vocab = vocab_dir / VOCAB.get(shape.arch, "ggml-vocab-qwen2.gguf")
+            path = write_model(work / f"{name}.gguf", shape, vocab=vocab)
         h = read_header(path)
         sizes[name] = path.stat().st_size
         with path.open("r+b") as fh:
@@ -42,9 +49,10 @@ def main() -> None:
     subprocess.run(
         ["tar", "-C", str(work), "-cJf", str(dest / "headers.tar.xz"), *[f"{n}.gguf" for n in names]], check=True
     )
-    for name in names:
-        (work / f"{name}.gguf").unlink()
-    work.rmdir()
+    if "--keep" not in sys.argv:
+        for name in names:
+            (work / f"{name}.gguf").unlink()
+        work.rmdir()
 
 
 if __name__ == "__main__":
