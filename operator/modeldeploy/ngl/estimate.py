@@ -68,6 +68,10 @@ LOGITS_STREAM_FACTOR = 2.5
 DEFAULT_OVERHEAD_BYTES = 700 * MiB
 FLASH_ATTN_OVERHEAD_BYTES = 630 * MiB
 MOE_POOL_BYTES = 160 * MiB
+# A separate mmproj gets its own ggml CUDA backend on GPU 0 (cuBLAS handle, workspace, CUDA pool) beside
+# its weights and compute buffer: the estimate missed 52-65 MiB of an H200's peak without it (LLaVA
+# CLIP-L/336, docs/auto-ngl-validation.md).  Rounded up.
+PROJECTOR_BACKEND_BYTES = 80 * MiB
 # Kept free on every GPU on top of the estimate: covers the error of the graph model.
 DEFAULT_MARGIN_BYTES = 48 * MiB
 DEFAULT_MARGIN_FRACTION = 0.0025
@@ -712,5 +716,5 @@ def projector_facts(header: GGUFHeader) -> ProjectorFacts:
     patches = max((image // max(patch, 1)) ** 2, 1) + 1
     f32 = 4
     attn = patches * patches * heads * f32
-    graph = max(attn, 3 * ff * patches * f32) + 4 * n_embd * patches * f32
+    graph = max(attn, 3 * ff * patches * f32) + 4 * n_embd * patches * f32 + PROJECTOR_BACKEND_BYTES
     return ProjectorFacts(path=header.path, weights_bytes=weights, graph_bytes=graph)

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.ngl.estimate import GpuInfo, Options, decide, kv_bytes_per_layer, model_facts, overhead_bytes
+from modeldeploy.ngl.estimate import (
+    PROJECTOR_BACKEND_BYTES,
+    GpuInfo,
+    Options,
+    ProjectorFacts,
+    decide,
+    kv_bytes_per_layer,
+    model_facts,
+    overhead_bytes,
+)
 from modeldeploy.ngl.gguf_header import read_header
 from tests.support import ngl_gguf
 from tests.support.ngl_gguf import Spec
@@ -54,6 +63,21 @@ def test_measured_h200_cases(
     """Never more layers than loaded, at most one fewer."""
     o = Options(n_ctx=ctx, n_parallel=np_, flash_attn=fa, cache_type_k=cache, cache_type_v=cache)
     r = decide(read_header(shapes[model]), [GpuInfo(index=0, free_bytes=int(free_mib * MiB))], o)
+    assert best - 1 <= r.n_gpu_layers <= best
+
+
+# The LLaVA CLIP-L/336 mmproj of the runs: 624,412,672 bytes of weights in CUDA buffers, 36 MiB of
+# vision graph by projector_facts' formula, plus the projector's own CUDA backend.
+LLAVA_PROJECTOR = ProjectorFacts(
+    path="mmproj.gguf", weights_bytes=624_412_672, graph_bytes=37_814_272 + PROJECTOR_BACKEND_BYTES
+)
+
+
+@pytest.mark.parametrize(("fa", "best"), [(False, 26), (True, 30)])
+def test_measured_h200_mmproj_cases(shapes: dict[str, Path], fa: bool, best: int) -> None:
+    """An 8B with a separate mmproj at 6401 MiB free: the projector's backend counted, no OOM."""
+    gpus = [GpuInfo(index=0, free_bytes=int(6401.1 * MiB))]
+    r = decide(read_header(shapes["llama-8b"]), gpus, Options(n_ctx=8192, flash_attn=fa), LLAVA_PROJECTOR)
     assert best - 1 <= r.n_gpu_layers <= best
 
 
