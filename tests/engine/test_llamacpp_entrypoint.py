@@ -95,6 +95,7 @@ def test_serves_chat_completions_with_dotted_params(model: Path, tmp_path: Path)
     assert params["params"] == {"n_ctx": 256, "sampling.top_k": 5, "n_parallel": 1}
     assert params["n_gpu_layers"] == 0
     assert params["ngl"]["source"] == "auto-ngl"
+    assert "CUDA_VISIBLE_DEVICES is empty" in params["ngl"]["gpus_hidden"]  # 0 layers: the GPUs are hidden
     assert params["effective"]["sampling.top_k"] == 5
     # n_ctx 256 in one slot is below what a chat needs: the seed's fix is in the log, but it still serves.
     issues = [r for r in records if r["event"] == "llamacpp.issue"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.engines.llamacpp.ngl_file import NglFileError, read_ngl_file
+from modeldeploy.engines.llamacpp.ngl_file import NglDecision, NglFileError, hide_gpus_for_zero_layers, read_ngl_file
 
 
 def _write(tmp_path: Path, data: object) -> Path:
@@ -49,3 +49,13 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     broken.write_text("{")
     with pytest.raises(NglFileError, match="not valid JSON"):
         read_ngl_file(broken)
+
+
+@pytest.mark.parametrize(("layers", "hidden"), [(0, True), (1, False), (-1, False), (33, False)])
+def test_zero_layers_hide_the_gpus(layers: int, hidden: bool) -> None:
+    """0 layers: llama.cpp must not see the GPU (it would still take ~1.2 GiB there at -ngl 0)."""
+    env = {"CUDA_VISIBLE_DEVICES": "0", "OTHER": "x"}
+    assert hide_gpus_for_zero_layers(NglDecision(n_gpu_layers=layers), env) is hidden
+    assert env == (
+        {"CUDA_VISIBLE_DEVICES": "", "OTHER": "x"} if hidden else {"CUDA_VISIBLE_DEVICES": "0", "OTHER": "x"}
+    )

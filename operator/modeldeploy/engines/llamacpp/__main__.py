@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.engines.llamacpp import preflight
-from modeldeploy.engines.llamacpp.ngl_file import NglFileError, read_ngl_file
+from modeldeploy.engines.llamacpp.ngl_file import NglFileError, hide_gpus_for_zero_layers, read_ngl_file
 from modeldeploy.engines.llamacpp.params import ParamError, apply_params, describe, parse_assignments
 
 EXIT_USAGE = 2
@@ -96,6 +96,8 @@ def _gpu_free_bytes() -> int | None:
 
 def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """Build CommonParams from argv; return it and the record logged before the start."""
+    # Before xllamacpp (and CUDA) load: a 0-layer decision hides the GPUs.
+    hidden = hide_gpus_for_zero_layers(read_ngl_file(args.ngl_file), os.environ) if args.ngl_file else False
     import xllamacpp
 
     pairs = parse_assignments(args.param)
@@ -126,6 +128,8 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             params.tensor_split = decision.tensor_split + [0.0] * (width - len(decision.tensor_split))
         ngl_record = {"source": "auto-ngl", "file": args.ngl_file, "fallback": decision.fallback}
         ngl_record["reason"] = decision.reason
+        if hidden:
+            ngl_record["gpus_hidden"] = "0 layers: CUDA_VISIBLE_DEVICES is empty, llama.cpp uses no GPU memory"
     elif args.n_gpu_layers is not None:
         if args.n_gpu_layers < -1:
             raise UsageError(f"--n-gpu-layers {args.n_gpu_layers} must be -1 or more.")

@@ -9,6 +9,7 @@ the init container did not do its job, and starting with a guess instead would h
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,17 @@ def read_ngl_file(path: str | Path) -> NglDecision:
         reason=str(data.get("reason", "")),
         estimate=estimate,
     )
+
+
+def hide_gpus_for_zero_layers(decision: NglDecision, env: MutableMapping[str, str]) -> bool:
+    """Hide the GPUs from llama.cpp when auto-NGL put no layer on them; True when it did.
+
+    Why: with a visible GPU llama.cpp still takes about 1.2 GiB there at -ngl 0 (CUDA context, cuBLAS,
+    the compute buffer of op offload; docs/auto-ngl-validation.md), and 0 layers means not even one
+    layer with the fixed cost fitted, so that would likely fail at the first batch.  Hidden (CUDA reads
+    CUDA_VISIBLE_DEVICES once, when xllamacpp first loads it), llama.cpp runs on the CPU and takes none.
+    """
+    if decision.n_gpu_layers != 0:
+        return False
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    return True
