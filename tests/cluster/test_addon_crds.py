@@ -295,3 +295,23 @@ def test_without_the_crds_status_names_what_is_missing(kube_api: Any) -> None:
     assert "httproutes.gateway.networking.k8s.io" in conditions["Routed"]["message"]
     assert plain.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/bare") is not None
     plain.request("DELETE", f"/api/v1/namespaces/{NS}")
+
+
+def test_the_charts_podmonitors_are_accepted(kube: Kube) -> None:
+    """engineMetrics.podMonitor.enabled: the chart's PodMonitors against the Prometheus operator's CRD."""
+    from tests.support.chart import CHART, by_kind, template
+    from tests.support.tools import ensure_helm
+
+    objects = template(ensure_helm(), "-f", str(CHART / "ci" / "autoscaling-values.yaml"), namespace=NS)
+    monitors = by_kind(objects, "PodMonitor")
+    assert len(monitors) == 3
+    for monitor in monitors:
+        name = monitor["metadata"]["name"]
+        stored = kube.request(
+            "PATCH",
+            f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/{name}",
+            query=[("fieldManager", "helm"), ("force", "true")],
+            body=monitor,
+            content_type="application/apply-patch+yaml",
+        )
+        assert stored["spec"]["podMetricsEndpoints"][0]["port"] == "http"
