@@ -31,6 +31,8 @@ def settings(c: dict) -> str:
         parts.append(f"KV {c['ctk']}")
     if c.get("mmproj"):
         parts.append("+ mmproj")
+    if "-kvu" in c.get("extra", []):
+        parts.append("--kv-unified")
     return ", ".join(parts)
 
 
@@ -39,7 +41,10 @@ def now_and_xllamacpp(models: Path, r: dict) -> tuple[str, str]:
     model = models / f"{c['model']}.gguf"
     free = [int(f * MiB) for f in r["nvml_free_mib"]]
     proj_path = str(models / Path(c["mmproj"]).name) if c.get("mmproj") else None
-    o = Options(n_ctx=c["ctx"], n_parallel=c["np"], flash_attn=c["fa"], cache_type_k=c["ctk"], cache_type_v=c["ctv"])
+    o = Options(
+        n_ctx=c["ctx"], n_parallel=c["np"], flash_attn=c["fa"], cache_type_k=c["ctk"], cache_type_v=c["ctv"],
+        kv_unified="-kvu" in c.get("extra", []),
+    )  # fmt: skip
     proj = projector_facts(read_header(proj_path)) if proj_path else None
     ours = decide(read_header(model), [GpuInfo(index=i, free_bytes=f) for i, f in enumerate(free)], o, proj)
     now = str(ours.n_gpu_layers) + (f" {ours.tensor_split}" if ours.tensor_split else "")

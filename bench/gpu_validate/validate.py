@@ -190,7 +190,10 @@ def fit_params(bin_dir: Path, c: dict, model: Path, target_mib: int | None) -> t
 def ours(c: dict, model: Path) -> dict:
     """The init container's decision on this machine's NVML view of the case's GPUs."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(map(str, c["gpus"]))}
-    opts = Options(n_ctx=c["ctx"], n_parallel=c["np"], flash_attn=c["fa"], cache_type_k=c["ctk"], cache_type_v=c["ctv"])
+    opts = Options(
+        n_ctx=c["ctx"], n_parallel=c["np"], flash_attn=c["fa"], cache_type_k=c["ctk"], cache_type_v=c["ctv"],
+        kv_unified="-kvu" in c.get("extra", []),
+    )  # fmt: skip
     proj = projector_facts(read_header(c["mmproj"])) if c.get("mmproj") else None
     res = decide(read_header(model), discover(env), opts, proj)
     d = res.to_json_dict()

@@ -143,6 +143,8 @@ def test_rendered_init_container_flags_parse(tmp_path: Path) -> None:
     o = cli.options_from_args(ns)
     assert (o.n_ctx, o.n_parallel, o.cache_type_k, o.flash_attn) == (16384, 4, "q8_0", True)
     assert ns.mmproj == "/models/mmproj.gguf"
+    assert o.kv_unified is False
+    assert _options(ngl_command("/models/m.gguf", None, args | {"kv_unified": True})).kv_unified is True
 
 
 # --- NVML discovery with a fake NVML (the one mock: no GPU on the test machine) ----------------------

@@ -124,6 +124,9 @@ def ngl_command(model_path: str, mmproj_path: str | None, args: Mapping[str, Arg
             cmd += [flag, format_value(args[key])]
     if _truthy(args.get("flash_attn")):
         cmd += ["--flash-attn"]
+    # One KV stream for all sequences: attention runs over all of n_ctx, not n_ctx / n_parallel.
+    if _truthy(args.get("kv_unified")):
+        cmd += ["--kv-unified"]
     if mmproj_path:
         cmd += ["--mmproj", mmproj_path]
     return cmd
