@@ -46,7 +46,9 @@ from modeldeploy.selection.nodes import facts_from_document
 from tests.support.tools import ensure_metrics_adapter, unavailable
 
 pytest.importorskip("xllamacpp")
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
+# No pytest timeout: the first run on a fresh machine builds the control plane and the metrics adapter inside
+# the fixture (minutes); every wait below is bounded.
+pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "scaling"
