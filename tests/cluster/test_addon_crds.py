@@ -317,3 +317,14 @@ def test_the_charts_podmonitors_are_accepted(kube: Kube) -> None:
             content_type="application/apply-patch+yaml",
         )
         assert stored["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+
+
+def test_the_apiserver_refuses_min_above_max(kube: Kube) -> None:
+    _install_md_crd(kube)
+    with pytest.raises(KubeError) as refused:
+        kube.request("POST", MD_PATH, body=_md("inverted", {"minReplicas": 3, "maxReplicas": 2}))
+    assert refused.value.status == 422
+    assert "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" in refused.value.message
+    with pytest.raises(KubeError) as missing:
+        kube.request("POST", MD_PATH, body=_md("nomax", {"minReplicas": 0}))
+    assert missing.value.status == 422 and "maxReplicas" in missing.value.message
