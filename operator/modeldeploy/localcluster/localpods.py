@@ -94,7 +94,13 @@ class PodRunner:
         if self.volumes is not None:
             return True
         try:
-            volumes = prepare_volumes(self.core, self.namespace, self.spec.get("volumes") or [], self.dir / "volumes")
+            volumes = prepare_volumes(
+                self.core,
+                self.namespace,
+                self.spec.get("volumes") or [],
+                self.dir / "volumes",
+                self.spec.get("serviceAccountName") or "default",
+            )
         except VolumeError as exc:
             self.reason, self.message = "FailedMount", str(exc)
             return False

@@ -6,6 +6,9 @@
   kubelet does, with the reason in the pod's status.
 - hostPath: the path itself (DirectoryOrCreate / empty type create it).
 - configMap and secret: their keys written as files in a directory of the pod's own.
+- projected (what the ServiceAccount admission adds to every pod that mounts a token): a
+  serviceAccountToken from the TokenRequest API for the pod's ServiceAccount, configMap keys and the
+  pod's namespace from the downward API, as files in a directory of the pod's own.
 
 Anything else is refused with one sentence naming the volume, and the pod waits.
 """
@@ -71,8 +74,33 @@ def _keys(core: client.CoreV1Api, namespace: str, volume: dict[str, Any], kind: 
     return dest
 
 
+def _projected(
+    core: client.CoreV1Api, namespace: str, volume: dict[str, Any], dest: Path, service_account: str
+) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for source in volume["projected"].get("sources") or ():
+        if "serviceAccountToken" in source:
+            spec = source["serviceAccountToken"]
+            body = {"spec": {"expirationSeconds": int(spec.get("expirationSeconds") or 3607)}}
+            if spec.get("audience"):
+                body["spec"]["audiences"] = [spec["audience"]]
+            token = core.create_namespaced_service_account_token(service_account, namespace, body).status.token
+            (dest / spec["path"]).write_text(token)
+        elif "configMap" in source:
+            _keys(core, namespace, {"name": volume["name"], "configMap": source["configMap"]}, "configMap", dest)
+        elif "downwardAPI" in source:
+            for item in source["downwardAPI"].get("items") or ():
+                if (item.get("fieldRef") or {}).get("fieldPath") == "metadata.namespace":
+                    (dest / item["path"]).write_text(namespace)
+    return dest
+
+
 def prepare_volumes(
-    core: client.CoreV1Api, namespace: str, volumes: list[dict[str, Any]], root: Path
+    core: client.CoreV1Api,
+    namespace: str,
+    volumes: list[dict[str, Any]],
+    root: Path,
+    service_account: str = "default",
 ) -> dict[str, Path]:
     """Volume name → the directory (or file) that backs it."""
     out: dict[str, Path] = {}
@@ -90,6 +118,8 @@ def prepare_volumes(
             elif not path.exists():
                 raise VolumeError(f'hostPath volume "{name}": {path} does not exist')
             out[name] = path
+        elif "projected" in volume:
+            out[name] = _projected(core, namespace, volume, root / name, service_account)
         elif "configMap" in volume or "secret" in volume:
             kind = "configMap" if "configMap" in volume else "secret"
             out[name] = _keys(core, namespace, volume, kind, root / name)

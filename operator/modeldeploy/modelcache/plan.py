@@ -275,6 +275,11 @@ def mount_shared(template: dict[str, Any], plan: CachePlan, cache_volume: str, f
     )
     for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
         mounts = container.get("volumeMounts") or []
+        for m in mounts:
+            if m.get("name") == cache_volume:
+                # The claim's mount point is made inside the cache volume, which a container runtime cannot
+                # do in a read-only mount (auto-NGL's): the emptyDir is writable, the weights are not.
+                m.pop("readOnly", None)
         if any(m.get("name") == cache_volume for m in mounts):
             mounts.append({"name": SHARED_VOLUME, "mountPath": plan.mount_path, "readOnly": True})
     return template
