@@ -207,7 +207,7 @@ def _progress(args: argparse.Namespace, reporter: Reporter, revision: str | None
 def _fetch_source(args: argparse.Namespace, dest: Path, reporter: Reporter) -> tuple[list[RemoteFile], str | None]:
     """modelscope:// and s3:// through their listings and the resumable single-file download."""
     source = source_for(args.uri)
-    options = dict(log=log, attempts=args.attempts, backoff=args.backoff, progress_interval=args.progress_interval)
+    options = dict(log=log, attempts=args.attempts, backoff=args.backoff)
     try:
         listed = source.list_files()
         if args.file:
@@ -236,10 +236,18 @@ def _fetch_url(args: argparse.Namespace, dest: Path, reporter: Reporter) -> dict
         size = dest.stat().st_size
         return {"phase": "Ready", "bytes": size, "total": size, "downloaded": False}
     source = source_for(args.uri)
-    options = dict(log=log, attempts=args.attempts, backoff=args.backoff, progress_interval=args.progress_interval)
+    part = dest.with_name(dest.name + ".part")
+
+    def on_disk() -> int:
+        return sum(p.stat().st_size for p in (dest, part) if p.is_file())
+
+    progress = DiskProgress(dest, None, measure=on_disk, **_progress(args, reporter, None))
     try:
         opener, name = source.opener("")
-        download(opener, dest, source=name, sha256=args.sha256, **options)
+        with progress:
+            download(
+                opener, dest, source=name, sha256=args.sha256, log=log, attempts=args.attempts, backoff=args.backoff
+            )
     finally:
         source.close()
     size = dest.stat().st_size

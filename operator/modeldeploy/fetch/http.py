@@ -92,35 +92,6 @@ class Opener(Protocol):
     def __call__(self, offset: int) -> Response: ...
 
 
-class Progress:
-    """Progress lines at most every `interval` seconds, plus the last one: readable, never a flood."""
-
-    def __init__(self, log: Log, name: str, total: int | None, interval: float) -> None:
-        self.log, self.name, self.total, self.interval = log, name, total, interval
-        self.started = time.monotonic()
-        self.last = 0.0
-        self.session_start_bytes: int | None = None
-
-    def update(self, done: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.session_start_bytes is None:
-            self.session_start_bytes = done
-        if not final and now - self.last < self.interval:
-            return
-        self.last = now
-        elapsed = max(now - self.started, 1e-6)
-        record: dict[str, Any] = {
-            "event": "fetch.done" if final else "fetch.progress",
-            "file": self.name,
-            "bytes": done,
-            "total": self.total,
-            "rate_mib_s": round((done - self.session_start_bytes) / elapsed / (1 << 20), 2),
-        }
-        if self.total:
-            record["percent"] = round(100 * done / self.total, 1)
-        self.log(record)
-
-
 def _hash_file(path: Path, digest: Any) -> None:
     with path.open("rb") as fh:
         while block := fh.read(CHUNK):
@@ -143,7 +114,6 @@ def download(
     sha256: str | None = None,
     attempts: int = 5,
     backoff: float = 1.0,
-    progress_interval: float = 10.0,
 ) -> bool:
     """Fetch into `dest`; return False when a verified copy was already there (nothing downloaded)."""
     if already_present(dest, expected_size, sha256):
@@ -151,7 +121,7 @@ def download(
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    progress: Progress | None = None
+    started = False
     total = expected_size
     for attempt in range(1, attempts + 1):
         offset = part.stat().st_size if part.exists() else 0
@@ -176,8 +146,8 @@ def download(
                     )
                 total = response.total
                 _check_space(dest, total - offset)
-            if progress is None:
-                progress = Progress(log, str(dest), total, progress_interval)
+            if not started:
+                started = True
                 log(
                     {
                         "event": "fetch.start",
@@ -189,14 +159,11 @@ def download(
                 )
             elif offset:
                 log({"event": "fetch.resume", "file": str(dest), "resume_from": offset})
-            done = offset
             with part.open("r+b" if offset else "wb") as fh:
                 fh.seek(offset)
                 fh.truncate()
                 for chunk in response.chunks:
                     fh.write(chunk)
-                    done += len(chunk)
-                    progress.update(done)
         except Retryable as exc:
             _wait(log, dest, attempt, attempts, backoff, exc)
             continue
@@ -225,8 +192,6 @@ def download(
             )
     os.replace(part, dest)
     write_marker(dest, size, digest_hex, redact(source))
-    assert progress is not None
-    progress.update(size, final=True)
     if digest_hex:
         log({"event": "fetch.verified", "file": str(dest), "sha256": digest_hex})
     return True

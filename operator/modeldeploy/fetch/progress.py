@@ -42,17 +42,26 @@ class DiskProgress:
     """A thread that measures `dest` every `interval` seconds while a download runs."""
 
     def __init__(
-        self, dest: Path, total: int | None, *, interval: float, log: Log, reporter: Reporter, revision: str | None
+        self,
+        dest: Path,
+        total: int | None,
+        *,
+        interval: float,
+        log: Log,
+        reporter: Reporter,
+        revision: str | None,
+        measure: Callable[[], int] | None = None,
     ) -> None:
         self.dest, self.total, self.interval = dest, total, max(interval, 0.05)  # 0 would spin
         self.log, self.reporter, self.revision = log, reporter, revision
-        self.baseline = bytes_under(dest) if dest.exists() else 0
+        self.measure = measure or (lambda: bytes_under(dest) if dest.exists() else 0)
+        self.baseline = self.measure()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fetch-progress", daemon=True)
         self.started = time.monotonic()
 
     def record(self) -> dict[str, Any]:
-        done = bytes_under(self.dest) if self.dest.exists() else 0
+        done = self.measure()
         if self.total:
             done = min(done, self.total)
         rate = (done - self.baseline) / max(time.monotonic() - self.started, 1e-6) / (1 << 20)
@@ -83,9 +92,11 @@ class DiskProgress:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if exc_type is None:
+            self.emit()  # the last line: where the download ended
 
 
 class FileReporter(Reporter):

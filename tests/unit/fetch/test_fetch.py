@@ -40,9 +40,9 @@ def test_https_download_verifies_and_a_second_start_downloads_nothing(tmp_path, 
         assert code == 0 and dest.read_bytes() == BLOB
         assert not dest.with_name("model.gguf.part").exists()
         events = [r["event"] for r in records]
-        assert events[0] == "fetch.start" and "fetch.progress" in events and "fetch.verified" in events
-        done = next(r for r in records if r["event"] == "fetch.done")
-        assert done["percent"] == 100.0 and done["bytes"] == len(BLOB)
+        assert "fetch.start" in events and "fetch.verified" in events
+        progress = [r for r in records if r["event"] == "fetch.progress"]
+        assert progress[0]["bytes"] == 0 and progress[-1]["bytes"] == len(BLOB)  # measured on disk
         requests_before = len(b.seen)
         code, records, _ = _run(capsys, *args)
         assert code == 0 and len(b.seen) == requests_before  # nothing asked, nothing downloaded
@@ -54,7 +54,7 @@ def test_progress_lines_are_rate_limited(tmp_path, capsys) -> None:
     with Server(b) as srv:
         code, records, _ = _run(capsys, "--uri", f"{srv.url}/files/f.bin", "--dest", str(tmp_path / "f.bin"))
     assert code == 0
-    assert [r["event"] for r in records].count("fetch.progress") <= 1  # default 10 s interval, fast download
+    assert [r["event"] for r in records].count("fetch.progress") <= 2  # default 10 s interval: first and last
 
 
 def test_interrupted_transfer_resumes_with_a_range_request(tmp_path, capsys) -> None:
@@ -77,7 +77,7 @@ def test_a_part_file_left_by_a_killed_pod_is_resumed(tmp_path, capsys) -> None:
         code, records, _ = _run(capsys, "--uri", f"{srv.url}/files/f.bin", "--dest", str(dest), "--sha256", SHA)
     assert code == 0 and dest.read_bytes() == BLOB
     assert _gets(b) == ["bytes=777-"]
-    assert records[0]["resume_from"] == 777
+    assert next(r for r in records if r["event"] == "fetch.start")["resume_from"] == 777
 
 
 def test_a_complete_part_file_is_finished_without_a_body(tmp_path, capsys) -> None:
