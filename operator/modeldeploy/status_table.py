@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-COLUMNS = ("NAMESPACE", "NAME", "ENGINE", "READY", "REASON", "ENDPOINT")
+COLUMNS = ("NAMESPACE", "NAME", "ENGINE", "READY", "MODEL", "REASON", "ENDPOINT")
 
 
 def row(obj: Mapping[str, Any]) -> tuple[str, ...]:
@@ -24,6 +24,7 @@ def row(obj: Mapping[str, Any]) -> tuple[str, ...]:
         cell(meta.get("name")),
         cell(status.get("engine")),
         cell(status.get("ready")),
+        cell((status.get("model") or {}).get("summary")),  # the shared model cache: Downloading 42%
         cell(status.get("reason")),
         cell(status.get("endpoint")),
     )

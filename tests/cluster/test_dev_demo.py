@@ -42,14 +42,14 @@ def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split()[:5] == ["NAMESPACE", "NAME", "ENGINE", "READY", "REASON"]
+    assert lines[0].split()[:6] == ["NAMESPACE", "NAME", "ENGINE", "READY", "MODEL", "REASON"]
     table = {row.split()[1]: row.split() for row in lines[1:] if row and not row.startswith(" ") and row.split()}
     expected = _expected()
     for name, engine in expected.items():
         assert name in table, proc.stdout
         assert table[name][2] == engine, (name, table[name])
         if engine != "<none>":  # the demo's nodes have room for every example
-            assert table[name][3] == "1/1" and table[name][4] == "<none>", table[name]
+            assert table[name][3] == "1/1" and table[name][5] == "<none>", table[name]
     assert "Why" in proc.stdout
     # The example that serves the real model ran for real and answered (see docs/local-pods.md).
     answer = next(line for line in lines if line.strip().startswith("model:"))
