@@ -6,8 +6,8 @@ provisioner binds the claim; the local Hub server serves the model and counts ev
 replicas of one ModelDeployment and a second ModelDeployment of the same model must cost exactly one
 download, and every pod must read the weights from the one claim.
 
-(The progress annotation needs the API from inside the Job's pod, which local pods do not get: the
-progress column is checked in test_model_cache.py, where the Job's pod runs with a ServiceAccount token.)
+The local kubelet gives pods their ServiceAccount token and the apiserver (forwarded into the pod, as the
+`kubernetes` Service), so the Job's progress reaches the claim and the `Model` column moves meanwhile.
 """
 
 from __future__ import annotations
@@ -114,10 +114,16 @@ def world(
     create_node(core, l4)
     core.create_namespace({"metadata": {"name": NS}})
     work = tmp_path_factory.mktemp("cache-pods")
-    with HubServer({testmodel.HUB_REPO: repo_dir}) as hub:
+    # ~5 s for the 98 MB: long enough to see the progress column move (huggingface_hub writes 10 MB chunks)
+    with HubServer({testmodel.HUB_REPO: repo_dir}, throttle=20 << 20) as hub:
         config = work / "config.yaml"
-        config.write_text(yaml.safe_dump({"fetchEnv": [{"name": "HF_ENDPOINT", "value": hub.url}]}))
-        local = LocalPods(kube_api, [NODE], work / "kubelet", host_ports=[int(hub.url.rsplit(":", 1)[1])])
+        settings = {
+            "fetchEnv": [{"name": "HF_ENDPOINT", "value": hub.url}],
+            "modelCache": {"progressIntervalSeconds": 0.5},
+        }
+        config.write_text(yaml.safe_dump(settings))
+        api_port = int(kube_api.configuration.host.rsplit(":", 1)[1])
+        local = LocalPods(kube_api, [NODE], work / "kubelet", [int(hub.url.rsplit(":", 1)[1])], api_port=api_port)
         kubelet = FakeKubelet(kube_api, [NODE], interval=0.5, local_pods=local).start()
         operator = OperatorProcess(
             str(local_cluster.kubeconfig_path), work / "operator.log", "--standalone", f"--config={config}"
@@ -137,6 +143,14 @@ def world(
 def test_two_replicas_and_a_second_modeldeployment_cost_one_download(world: World) -> None:
     started = time.monotonic()
     world.create("smol-a", replicas=2)
+    seen: list[str] = []
+    while time.monotonic() - started < 120 and (not seen or seen[-1] != "Ready"):
+        summary = (world.status("smol-a").get("model") or {}).get("summary")
+        if summary and (not seen or seen[-1] != summary):
+            seen.append(summary)
+        time.sleep(0.1)
+    percents = [int(s.split()[1].rstrip("%")) for s in seen if s.startswith("Downloading ") and s.endswith("%")]
+    assert any(0 < p < 100 for p in percents), f"the column showed no progress: {seen}"
     world.wait_ready("smol-a")  # two replicas served for real
     first = time.monotonic() - started
     started = time.monotonic()

@@ -4,7 +4,8 @@ kubelet as a process (for `dev up`).
 Without `--pods-dir` it only fakes: leases, and bound pods reported Running. With it, pods of
 ModelDeploy's own images run for real under DIR (localpods.py), and each `--host-port` (a service on
 the host's loopback, such as the dev cluster's Hub server) is reachable inside every pod at the same
-127.0.0.1 port. Uses $KUBECONFIG; runs until SIGTERM/SIGINT.
+127.0.0.1 port, as is the apiserver (KUBERNETES_SERVICE_HOST/PORT, with the pod's ServiceAccount token
+from its projected volume). Uses $KUBECONFIG; runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     api = config.new_client_from_config()
-    local = LocalPods(api, args.nodes, args.pods_dir, args.host_port) if args.pods_dir else None
+    # Pods reach the apiserver as a kubelet arranges it (the `kubernetes` Service's env, forwarded in).
+    api_port = int(str(api.configuration.host).rsplit(":", 1)[1])
+    local = LocalPods(api, args.nodes, args.pods_dir, args.host_port, api_port=api_port) if args.pods_dir else None
     kubelet = FakeKubelet(api, args.nodes, local_pods=local).start()
     stop.wait()
     kubelet.stop()

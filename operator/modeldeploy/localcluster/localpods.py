@@ -63,14 +63,22 @@ def pod_images(pod: dict[str, Any]) -> list[str]:
 class PodRunner:
     """One pod: its directory, its network namespace, its containers' processes, and its status."""
 
-    def __init__(self, core: client.CoreV1Api, pod: dict[str, Any], root: Path, host_ports: Sequence[int]) -> None:
+    def __init__(
+        self,
+        core: client.CoreV1Api,
+        pod: dict[str, Any],
+        root: Path,
+        host_ports: Sequence[int],
+        api_port: int | None = None,
+    ) -> None:
         meta, spec = pod["metadata"], pod["spec"]
         self.core = core
         self.pod = pod
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.spec = spec
         self.dir = root / f"{self.namespace}_{self.name}_{self.uid[:8]}"
-        self.host_services = list(host_ports)
+        self.host_services = list(host_ports) + ([api_port] if api_port else [])
+        self.api_port = api_port
         policy = spec.get("restartPolicy") or "Always"
         self.init = [ContainerRun(c, self.dir, policy, init=True) for c in spec.get("initContainers") or []]
         self.main = [ContainerRun(c, self.dir, policy, init=False) for c in spec["containers"]]
@@ -131,7 +139,11 @@ class PodRunner:
         return True
 
     def _env(self, container: dict[str, Any]) -> dict[str, str]:
-        return resolve_env(self.core, self.pod, container)
+        env = resolve_env(self.core, self.pod, container)
+        if self.api_port:  # what a kubelet injects for the `kubernetes` Service: the API, forwarded in
+            env.setdefault("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+            env.setdefault("KUBERNETES_SERVICE_PORT", str(self.api_port))
+        return env
 
     def port_for(self, container_port: int) -> int | None:
         """The host port forwarding to `container_port` in the pod (made on first use, as probes may name
@@ -229,6 +241,7 @@ class LocalPods:
         nodes: Iterable[str],
         state_dir: Path,
         host_ports: Sequence[int] = (),
+        api_port: int | None = None,
         interval: float = 0.5,
     ) -> None:
         self.api = api
@@ -236,6 +249,7 @@ class LocalPods:
         self.nodes = set(nodes)
         self.root = Path(state_dir) / "pods"
         self.host_ports = list(host_ports)
+        self.api_port = api_port  # the apiserver's port on 127.0.0.1: pods get it as the `kubernetes` Service
         self.interval = interval
         self.runners: dict[str, PodRunner] = {}
         self._stop = threading.Event()
@@ -284,7 +298,7 @@ class LocalPods:
             seen.add(uid)
             runner = self.runners.get(uid)
             if runner is None:
-                runner = self.runners[uid] = PodRunner(self.core, pod, self.root, self.host_ports)
+                runner = self.runners[uid] = PodRunner(self.core, pod, self.root, self.host_ports, self.api_port)
             runner.step()
             self._events(runner)
             status = runner.status()
