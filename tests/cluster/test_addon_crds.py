@@ -22,7 +22,7 @@ from kubernetes import config
 from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.config import LabelMappings, OperatorConfig
 from modeldeploy.controller.apply import Kube, KubeError
-from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
 from modeldeploy.scaling import objects as so
@@ -213,14 +213,18 @@ def _conditions(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
 
 
 def _reconcile(kube: Kube, name: str, config: OperatorConfig) -> None:
+    """One reconcile as the operator runs it, with the world read from the apiserver (no watches here)."""
     for _ in range(20):  # the admission's RESTMapping of a just-installed CRD lags by a second or two
         try:
-            result = reconcile(kube, NS, name, NODES, config)
+            result = reconcile_once(kube.api.configuration, NS, name, NODES, config)
         except KubeError as exc:
             if exc.transient:
                 time.sleep(0.5)
                 continue
             raise
+        if result.failed is not None and result.failed.transient:
+            time.sleep(0.5)
+            continue
         assert result.outcome == "applied", result
         return
     raise AssertionError("reconcile kept failing transiently")

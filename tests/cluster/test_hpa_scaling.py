@@ -34,7 +34,7 @@ from kubernetes import client, config
 
 from modeldeploy.config import EnvVar, LabelMappings, OperatorConfig
 from modeldeploy.controller.apply import Kube, KubeError
-from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel
 from modeldeploy.localcluster.hubserver import HubServer
@@ -263,7 +263,11 @@ def _reconcile(kube: Kube, cfg: OperatorConfig) -> None:
     nodes = facts_from_document(NODES_FILE.read_text(), LabelMappings())
     for _ in range(20):
         try:
-            assert reconcile(kube, NS, NAME, nodes, cfg).outcome == "applied"
+            result = reconcile_once(kube.api.configuration, NS, NAME, nodes, cfg)
+            if result.failed is not None and result.failed.transient:
+                time.sleep(0.5)
+                continue
+            assert result.outcome == "applied", result
             return
         except KubeError as exc:
             if not exc.transient:

@@ -1,16 +1,19 @@
-"""Talking to the apiserver: server-side apply of the children, reads, and status merge patches.
-
-A thin JSON layer over `kubernetes.client.ApiClient` rather than the typed API classes: the renderer
-produces plain camelCase dicts, the apiserver answers them, and nothing in between should round-trip
-through generated models (which drop unknown fields and rename keys).
+"""Applying the children: server-side apply under our field manager, skipped when nothing would change.
 
 Server-side apply (SSA) under one field manager, `modeldeploy`:
-- Applying the same content twice is a no-op on the apiserver (no new resourceVersion, no watch event),
-  so the operator can re-apply on every reconcile and correct drift without churn.
 - `force=True` takes back the fields we render when someone edited them (they are our intent), but the
   fields that others legitimately own are dropped from our apply first (`yield_fields`): today
   `spec.replicas` once an HPA or `kubectl scale` owns it, so we never fight an autoscaler.
-- Children controlled by another object are not adopted (`ChildConflict`).
+- Children controlled by another object are not adopted (`ChildConflict`): the apiserver itself refuses
+  a second controller ownerReference, so no GET is needed to find out.
+
+Skipping (`needs_apply`): every applied child carries the hash of what we rendered
+(`modeldeploy.io/applied-hash`). When the watch shows the child with the hash of what we would apply
+now, with its labels, and unedited since our last apply (its drift marker: a Deployment's generation,
+a Service's spec digest), the apply would be a no-op and is not sent. The marker is remembered per
+child in memory (`AppliedMemory`); after a restart the first reconcile applies once, then skips.
+
+`Kube` (blocking) stays for scripts and tests; the operator uses `kube.AsyncKube`.
 """
 
 from __future__ import annotations
@@ -18,46 +21,62 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client as k8s
 
-FIELD_MANAGER = "modeldeploy"
-APPLY_PATCH = "application/apply-patch+yaml"
-MERGE_PATCH = "application/merge-patch+json"
-TIMEOUT_S = 30
+from modeldeploy.controller.kube import (
+    FIELD_MANAGER,
+    MERGE_PATCH,
+    TIMEOUT_S,
+    AsyncKube,
+    KubeError,
+)
+from modeldeploy.controller.views import (
+    HASH_ANNOTATION,
+    YIELDABLE,
+    ChildView,
+    controller_uid,
+    digest,
+    drift_marker,
+    owned_by_others,
+)
 
-# Fields of our children we stop applying once another manager owns them (managedFields paths).
-YIELDABLE: dict[str, tuple[str, ...]] = {"Deployment": ("spec", "replicas")}
+__all__ = [
+    "FIELD_MANAGER",
+    "YIELDABLE",
+    "AppliedMemory",
+    "Applied",
+    "ApplyError",
+    "ChildConflict",
+    "Kube",
+    "KubeError",
+    "apply_children",
+    "controller_uid",
+    "md_path",
+    "needs_apply",
+    "object_path",
+    "owned_by_others",
+    "yield_fields",
+]
 
-
-class KubeError(Exception):
-    """An apiserver answer that is not 2xx, with the apiserver's own message (what users should read)."""
-
-    def __init__(self, status: int, reason: str, message: str, body: Mapping[str, Any] | None = None) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.body = body or {}
-
-    @property
-    def transient(self) -> bool:
-        """Worth retrying: throttling, apiserver trouble, optimistic-lock conflicts, and the apiserver not
-        knowing our CRD's kind yet.
-
-        The last one is a 403 from OwnerReferencesPermissionEnforcement ("cannot find RESTMapping for …
-        ModelDeployment") when a ModelDeployment is applied right after the CRD was installed: the
-        admission's discovery cache catches up within seconds, so it is retried, not reported as a refusal.
-        """
-        if self.status == 403 and "cannot find RESTMapping" in self.message:
-            return True
-        return self.status in (409, 429) or self.status >= 500 or self.status == 0
+SECOND_CONTROLLER = "Only one reference can have Controller set to true"
 
 
 class ChildConflict(Exception):
     """A Deployment/Service of the same name belongs to another controller; we do not take it."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One child after apply (or a skipped apply): the object as stored, whether the apiserver changed it."""
+
+    kind: str
+    name: str
+    obj: dict[str, Any] | None  # the apiserver's answer; None when the apply was skipped
+    changed: bool
+    created: bool
 
 
 class ApplyError(Exception):
@@ -67,7 +86,8 @@ class ApplyError(Exception):
     """
 
     def __init__(self, kind: str, name: str, error: KubeError, applied: list[Applied]) -> None:
-        super().__init__(f"{kind} {name}: {error.status} {error.reason}: {error.message}".replace(":  ", ": "))
+        reason = f" {error.reason}" if error.reason else ""
+        super().__init__(f"{kind} {name}: {error.status}{reason}: {error.message}")
         self.kind, self.name, self.error, self.applied = kind, name, error, applied
 
     @property
@@ -76,7 +96,7 @@ class ApplyError(Exception):
 
 
 class Kube:
-    """Minimal JSON REST over the kubernetes client's ApiClient (auth, TLS and proxies come from it)."""
+    """Blocking JSON REST over the kubernetes client's ApiClient (for scripts and tests)."""
 
     def __init__(self, api_client: k8s.ApiClient | None = None) -> None:
         self.api = api_client or k8s.ApiClient()
@@ -110,7 +130,7 @@ class Kube:
             raise KubeError(
                 response.status, str(payload.get("reason", "")), str(payload.get("message", payload)), payload
             )
-        return payload
+        return payload  # type: ignore[no-any-return]
 
     def get(self, path: str) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""
@@ -121,13 +141,7 @@ class Kube:
                 return None
             raise
 
-    def apply(self, obj: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
-        """Server-side apply `obj` under our field manager; returns the object as stored."""
-        query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")]
-        return self.request("PATCH", object_path(obj), query=query, body=dict(obj), content_type=APPLY_PATCH)
-
     def merge_patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        """JSON merge patch of `.status` through the status subresource (never touches spec or metadata)."""
         query = [("fieldManager", FIELD_MANAGER)]
         return self.request(
             "PATCH", path + "/status", query=query, body={"status": dict(status)}, content_type=MERGE_PATCH
@@ -161,73 +175,94 @@ def md_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
 
 
-def owned_by_others(live: Mapping[str, Any], path: Sequence[str]) -> bool:
-    """Whether a manager other than ours owns the field at `path` (e.g. an HPA owning spec.replicas)."""
-    for entry in (live.get("metadata") or {}).get("managedFields") or ():
-        if entry.get("manager") == FIELD_MANAGER and not entry.get("subresource"):
-            continue
-        fields = entry.get("fieldsV1") or {}
-        for part in path:
-            fields = fields.get(f"f:{part}") if isinstance(fields, dict) else None
-            if fields is None:
-                break
-        else:
-            return True
-    return False
-
-
-def yield_fields(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> dict[str, Any]:
-    """`desired` without the fields another manager owns on `live` (pure; the apply then never takes them)."""
+def with_hash(desired: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """The object with the hash of its rendered content as an annotation, and the hash."""
     out = copy.deepcopy(dict(desired))
-    if not live:
-        return out
-    for path in (YIELDABLE.get(str(desired.get("kind"))),):
-        if path and owned_by_others(live, path):
-            parent: Any = out
-            for part in path[:-1]:
-                parent = parent.get(part, {})
-            parent.pop(path[-1], None)
+    value = digest(desired)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[HASH_ANNOTATION] = value
+    return out, value
+
+
+def yield_fields(desired: Mapping[str, Any], yielded: Iterable[str]) -> dict[str, Any]:
+    """`desired` without the fields another manager owns (dotted paths); the input is not changed."""
+    out = copy.deepcopy(dict(desired))
+    for dotted in yielded:
+        *parents, leaf = dotted.split(".")
+        parent: Any = out
+        for part in parents:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        if isinstance(parent, dict):
+            parent.pop(leaf, None)
     return out
 
 
-def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    """The uid of the object's controlling owner, if any."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return ref.get("uid")
-    return None
+@dataclass
+class AppliedMemory:
+    """Per child, right after our last apply: (hash applied, drift marker of the stored object).
+
+    Keyed by (kind, namespace, name). A child the watch has not shown yet but that we applied with the
+    same hash is not applied again; a DELETED event forgets the child (`drop`), so a deleted child is
+    re-created.
+    """
+
+    entries: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def get(self, kind: str, namespace: str, name: str) -> tuple[str, str] | None:
+        return self.entries.get((kind, namespace, name))
+
+    def drop(self, kind: str, namespace: str, name: str) -> None:
+        self.entries.pop((kind, namespace, name), None)
+
+    def forget(self, namespace: str, name: str) -> None:
+        for key in [k for k in self.entries if k[1:] == (namespace, name)]:
+            del self.entries[key]
 
 
-@dataclass(frozen=True)
-class Applied:
-    """One child after apply: the stored object and whether the apiserver actually changed it."""
+def needs_apply(
+    desired: Mapping[str, Any], desired_hash: str, live: ChildView | None, remembered: tuple[str, str] | None
+) -> bool:
+    """Whether applying `desired` could change anything, judged from the watch's view. Pure.
 
-    obj: dict[str, Any]
-    changed: bool
-    created: bool
+    `remembered`: (hash, marker) of our last apply of this child, if this process made one.
+    """
+    if live is None:
+        return remembered is None or remembered[0] != desired_hash  # applied; the watch has not shown it yet
+    if live.deleting:
+        return False  # going away: re-created once the watch says it is gone
+    if live.applied_hash != desired_hash or remembered is None or live.marker != remembered[1]:
+        return True
+    labels = dict(live.labels)
+    wanted = (desired.get("metadata") or {}).get("labels") or {}
+    return any(labels.get(k) != v for k, v in wanted.items())
 
 
-def apply_children(kube: Kube, objects: Iterable[Mapping[str, Any]], owner_uid: str | None) -> list[Applied]:
-    """Apply each rendered child; refuse (ChildConflict) ones another controller owns; adopt orphans.
+async def apply_children(
+    kube: AsyncKube,
+    objects: Iterable[tuple[Mapping[str, Any], str]],
+    live: Mapping[str, ChildView | None],
+    memory: AppliedMemory,
+) -> list[Applied]:
+    """Apply each rendered child (with_hash's pairs) that needs it (`live`: the watch's view by kind).
 
-    A refusal of the apiserver becomes ApplyError naming the child, with what was applied before it.
+    Raises ChildConflict for a child another controller owns, ApplyError for any other refusal.
     """
     results: list[Applied] = []
-    for desired in objects:
-        kind, name = str(desired["kind"]), str(desired["metadata"]["name"])
+    for body, value in objects:
+        kind, meta = str(body["kind"]), body["metadata"]
+        key = (kind, str(meta["namespace"]), str(meta["name"]))
+        view = live.get(kind)
+        if not needs_apply(body, value, view, memory.get(*key)):
+            results.append(Applied(kind, key[2], None, changed=False, created=False))
+            continue
         try:
-            live = kube.get(object_path(desired))
+            stored = await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
         except KubeError as exc:
-            raise ApplyError(kind, name, exc, results) from exc
-        if live is not None:
-            uid = controller_uid(live)
-            if uid is not None and owner_uid is not None and uid != owner_uid:
-                raise ChildConflict(f"{kind} {name} already exists and is controlled by another object (uid {uid})")
-        try:
-            stored = kube.apply(yield_fields(desired, live))
-        except KubeError as exc:
-            raise ApplyError(kind, name, exc, results) from exc
+            if exc.status == 422 and SECOND_CONTROLLER in exc.message:
+                raise ChildConflict(f"{kind} {key[2]} already exists and is controlled by another object") from exc
+            raise ApplyError(kind, key[2], exc, results) from exc
+        memory.entries[key] = (value, drift_marker(stored))
         version = (stored.get("metadata") or {}).get("resourceVersion")
-        before = (live.get("metadata") or {}).get("resourceVersion") if live else None
-        results.append(Applied(obj=stored, changed=version != before, created=live is None))
+        before = view.resource_version if view is not None else None
+        created = view is None and (stored.get("metadata") or {}).get("generation") in (None, 1)
+        results.append(Applied(kind, key[2], stored, changed=version != before, created=created))
     return results

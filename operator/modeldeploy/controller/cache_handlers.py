@@ -15,7 +15,6 @@ from typing import Any
 
 import kopf
 
-from modeldeploy.controller import nodes_index
 from modeldeploy.controller.handlers import run_reconcile
 from modeldeploy.modelcache.plan import CACHE_LABEL
 
@@ -23,11 +22,11 @@ CACHE = {CACHE_LABEL: kopf.PRESENT}
 
 
 async def _namespace_reconcile(
-    namespace: str, memo: Any, node_index: Any, md_index: Any, logger: logging.Logger, trigger: str
+    namespace: str, memo: Any, indexes: dict[str, Any], logger: logging.Logger, trigger: str
 ) -> None:
-    keys = sorted(k for k in set(md_index.get(nodes_index.ALL, ())) if k[0] == namespace)
+    keys = sorted(k for k in (indexes.get("modeldeployments_index") or {}) if k[0] == namespace)
     await asyncio.gather(
-        *(run_reconcile(memo, ns, name, node_index, logger, trigger=trigger, coalesce=True) for ns, name in keys)
+        *(run_reconcile(memo, ns, name, indexes, logger, trigger=trigger, coalesce=True) for ns, name in keys)
     )
 
 
@@ -36,15 +35,13 @@ async def cache_claim_event(
     type: str | None,
     namespace: str,
     memo: kopf.Memo,
-    node_facts_index: kopf.Index,
-    modeldeployments_index: kopf.Index,
     logger: logging.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Bound, or a new progress annotation from the download Job."""
     if type is None:
         return
-    await _namespace_reconcile(namespace, memo, node_facts_index, modeldeployments_index, logger, "model-cache")
+    await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CACHE)
@@ -52,12 +49,10 @@ async def cache_job_event(
     type: str | None,
     namespace: str,
     memo: kopf.Memo,
-    node_facts_index: kopf.Index,
-    modeldeployments_index: kopf.Index,
     logger: logging.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """The download Job succeeded or failed (its pods' termination messages say how)."""
     if type is None:
         return
-    await _namespace_reconcile(namespace, memo, node_facts_index, modeldeployments_index, logger, "model-cache")
+    await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")

@@ -1,29 +1,30 @@
-"""The Kopf handlers: thin. They read the world (indexes), call the reconcile, post Events, count.
+"""The Kopf handlers: thin. They keep the watch views (indexes), call the reconcile, post Events, count.
 
 What wakes a ModelDeployment's reconcile (all converge through the same level-triggered `reconcile`):
 - its own create/update/resume (Kopf's change detection; a spec or annotation change, or a restart);
 - a node whose *facts* changed (joined, left, NotReady, cordoned, relabelled): every ModelDeployment is
   re-evaluated, since any decision may depend on any node (status.selection counts nodes per engine);
   decisions are cheap and pure, and writes only happen where something differs;
-- its Deployment's events (status flowing back into Ready/Progressing; a deleted child is re-created).
+- its Deployment's events, only when what the status is computed from changed (replicas, rollout,
+  generation, engine); a deleted Deployment or Service is re-created; pods that say something new
+  (a placement failure, an auto-NGL decision).
 
-Design: node changes reach ModelDeployments through in-process calls, not through writes. Patching an
-annotation on each affected ModelDeployment would be a write to a user's object (a new resourceVersion
-and a watch event for every GitOps controller), and Kopf daemons/timers would put a finalizer on every
-object. Reconciles of one object are serialised, and a request that finds one already queued (not yet
-started) is dropped, since the queued one will read the newer world anyway; bursts of node events thus
-cost one reconcile per ModelDeployment, not one per event.
+Reads come from Kopf's watches (indexes of compact views, views.py), never from GET or LIST; the
+watches of our children and pods are filtered by label on the apiserver (settings.py). Writes go
+through an async client with a bounded number of requests in flight (kube.py).
+
+Node changes reach ModelDeployments through in-process calls, not writes (an annotation per object
+would be churn for GitOps tools; Kopf daemons and timers would put a finalizer on every object);
+reconciles of one object are serialised and coalesced (serializer.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,55 +32,18 @@ import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import OperatorConfig, load_config
+from modeldeploy.controller import liveness, nodes_index
 from modeldeploy.controller import metrics as metrics_mod
-from modeldeploy.controller import nodes_index
-from modeldeploy.controller.apply import Kube, KubeError
+from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.pod_report import worth_a_reconcile
-from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.controller.reconcile import Memory, World, reconcile
+from modeldeploy.controller.serializer import Serializer
 from modeldeploy.controller.settings import configure
+from modeldeploy.controller.views import ChildView, PodView, md_view, rv_int
 from modeldeploy.render.labels import INSTANCE, MANAGED_BY, MANAGER
-from modeldeploy.selection.nodes import node_facts
 
 MD = (GROUP, VERSION, PLURAL)
 OURS = {MANAGED_BY: MANAGER}
-RETRIES = (1.0, 2.0, 5.0)  # event-triggered reconciles: Kopf does not retry on.event handlers, we do
-
-
-class Serializer:
-    """One reconcile at a time per object, and coalescing of requests that would only repeat one queued."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, asyncio.Lock] = {}
-        self._queued: Counter[Hashable] = Counter()
-
-    @contextlib.asynccontextmanager
-    async def turn(self, key: Hashable, *, coalesce: bool) -> AsyncIterator[bool]:
-        """Yield True when this caller should run now (holding the object's lock), False when redundant."""
-        if coalesce and self._queued[key] > 0:
-            yield False
-            return
-        self._queued[key] += 1
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        acquired = False
-        try:
-            async with lock:
-                acquired = True
-                self._dequeue(key)
-                yield True
-        finally:
-            if not acquired:  # cancelled while waiting: do not leave a phantom "queued" behind
-                self._dequeue(key)
-
-    def _dequeue(self, key: Hashable) -> None:
-        self._queued[key] -= 1
-        if self._queued[key] <= 0:
-            del self._queued[key]
-
-    def forget(self, key: Hashable) -> None:
-        """Drop the lock of a deleted object (unless a reconcile still holds or waits for it)."""
-        lock = self._locks.get(key)
-        if lock is not None and not lock.locked() and not self._queued.get(key):
-            del self._locks[key]
 
 
 @dataclass
@@ -87,25 +51,21 @@ class State:
     """What the handlers share, kept in Kopf's memo (so tests and `run.main` can inject it)."""
 
     config: OperatorConfig
-    kube: Kube
+    kube: AsyncKube | None = None
     metrics: metrics_mod.Metrics = field(default_factory=metrics_mod.Metrics)
     serializer: Serializer = field(default_factory=Serializer)
     facts: nodes_index.FactsMemory = field(default_factory=nodes_index.FactsMemory)
+    memory: Memory = field(default_factory=Memory)
+    watch: liveness.WatchClock = field(default_factory=liveness.WatchClock)
+    node_changes: set[str] = field(default_factory=set)  # nodes whose facts the index saw change
+    sweep: asyncio.Task[None] | None = None  # re-evaluation after a re-list of nodes (node_event)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)  # consecutive failed reconciles
+    retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)  # pending retries
     metrics_runner: Any = None
 
 
 def state_of(memo: Any) -> State:
     return memo["modeldeploy"]
-
-
-def _load_kube_client_config() -> None:
-    """In-cluster service account when there is one, else the kubeconfig ($KUBECONFIG), like Kopf's login."""
-    from kubernetes import config as kube_config
-
-    try:
-        kube_config.load_incluster_config()
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()
 
 
 @kopf.on.startup()
@@ -119,9 +79,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         instance=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"),
     )
     if "modeldeploy" not in memo:
-        _load_kube_client_config()
-        memo["modeldeploy"] = State(config=load_config(options.get("config")), kube=Kube())
+        memo["modeldeploy"] = State(config=load_config(options.get("config")))
     state = state_of(memo)
+    if state.kube is None:
+        state.kube = AsyncKube.from_environment()
+    state.watch.silence_s = float(options.get("watch_silence_s") or liveness.SILENCE_S)
     port = options.get("metrics_port", 9090)
     if port:
         state.metrics_runner = await metrics_mod.serve(state.metrics, int(port))
@@ -131,30 +93,95 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     state = memo.get("modeldeploy")
-    if state is not None and state.metrics_runner is not None:
+    if state is None:
+        return
+    if state.metrics_runner is not None:
         await state.metrics_runner.cleanup()
         state.metrics_runner = None
+    if state.kube is not None:
+        await state.kube.close()
+        state.kube = None
 
 
-@kopf.on.probe(id="nodes")
-def probe_nodes(memo: kopf.Memo, **_: Any) -> int:
-    """Liveness payload: how many nodes the operator knows (0 on a cluster without nodes is fine)."""
-    return len(state_of(memo).facts)
+@kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)  # one failure fails the probe
+async def probe_watches(memo: kopf.Memo, modeldeployments_index: kopf.Index, **_: Any) -> dict[str, Any]:
+    """Liveness: fails when the ModelDeployment watch went silent while objects changed (liveness.py)."""
+    state = state_of(memo)
+    assert state.kube is not None
+    seen = {key: body["metadata"].get("resourceVersion") for key, store in modeldeployments_index.items()
+            for body in store}  # fmt: skip
+    return await state.watch.check(state.kube, seen, nodes=len(state.facts))
 
 
-# --- indexes ---------------------------------------------------------------------------------------------
+# --- indexes: what the watches keep -------------------------------------------------------------------------
 
 
 @kopf.index("v1", "nodes")  # core nodes, not metrics.k8s.io's NodeMetrics
-def node_facts_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+async def node_facts_index(body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> dict[str, Any]:
     """{ALL: NodeFacts} per Node; see nodes_index.py for why facts, not bodies."""
-    return nodes_index.index_entry(body, state_of(memo).config.label_mappings)
+    state = state_of(memo)
+    entry = nodes_index.index_entry(body, state.config.label_mappings)
+    if state.facts.observe(name, entry[nodes_index.ALL]):
+        state.node_changes.add(name)
+    state.watch.saw("nodes")
+    return entry
 
 
 @kopf.index(*MD)
-def modeldeployments_index(namespace: str, name: str, **_: Any) -> dict[str, tuple[str, str]]:
-    """{ALL: (namespace, name)}: who to re-evaluate when nodes change, without a LIST."""
-    return {nodes_index.ALL: (namespace, name)}
+async def modeldeployments_index(
+    body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any
+) -> dict[Any, Any]:
+    """{(namespace, name): the ModelDeployment as the reconcile reads it}."""
+    state = state_of(memo)
+    view = md_view(body)
+    key = (namespace, name)
+    written = state.memory.written.get(key)
+    if written is not None:  # the watch caught up with our own status write: forget our copy
+        seen, ours = rv_int(view["metadata"].get("resourceVersion")), rv_int(written[0])
+        if seen is None or ours is None or seen >= ours:
+            state.memory.written.pop(key, None)
+    state.watch.saw("modeldeployments", key, view["metadata"].get("resourceVersion"))
+    return {key: view}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OURS)
+async def deployments_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, ChildView]:
+    owner = owner_name(body)
+    return {(namespace, owner): ChildView.from_object(body)} if owner else {}
+
+
+@kopf.index("v1", "services", labels=OURS)
+async def services_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, ChildView]:
+    owner = owner_name(body)
+    return {(namespace, owner): ChildView.from_object(body)} if owner else {}
+
+
+@kopf.index("v1", "pods", labels=OURS)
+async def pods_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, PodView]:
+    owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
+    return {(namespace, owner): PodView.from_object(body)} if owner else {}
+
+
+def _one(index: Mapping[Any, Any] | None, key: Any) -> Any:
+    """The single value an index holds under `key` (None when there is none)."""
+    if not index:
+        return None
+    store = index.get(key)
+    return next(iter(store), None) if store is not None else None
+
+
+def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]) -> World:
+    """The ModelDeployment's world as the watches show it now (read on the loop: consistent)."""
+    key = (namespace, name)
+    pods = indexes.get("pods_index") or {}
+    return World(
+        body=_one(indexes.get("modeldeployments_index"), key),
+        deployment=_one(indexes.get("deployments_index"), key),
+        service=_one(indexes.get("services_index"), key),
+        pods=tuple(pods.get(key) or ()) if pods else (),
+        nodes=state.facts.snapshot(),
+        facts_version=state.facts.version,
+    )
 
 
 # --- the reconcile, as every handler runs it -------------------------------------------------------------
@@ -164,7 +191,7 @@ async def run_reconcile(
     memo: Any,
     namespace: str,
     name: str,
-    node_index: Mapping[str, Any] | None,
+    indexes: Mapping[str, Any],
     logger: logging.Logger,
     *,
     trigger: str,
@@ -173,55 +200,66 @@ async def run_reconcile(
 ) -> None:
     """Serialised, measured reconcile of one ModelDeployment, with its Events posted.
 
-    Change handlers (coalesce=False) raise kopf.TemporaryError on transient apiserver trouble so Kopf
-    retries them; event-triggered ones retry here a few times, since Kopf never retries on.event.
+    On apiserver trouble (a status that cannot be written, an apply refused: the status says so when it
+    can), change handlers (coalesce=False) raise kopf.TemporaryError so Kopf retries them with backoff;
+    event-triggered ones schedule their own retry with the same backoff (Kopf never retries on.event),
+    so no failure is left to the next event that may never come.
     """
     state = state_of(memo)
-    async with state.serializer.turn((namespace, name), coalesce=coalesce) as go:
+    assert state.kube is not None
+    key = (namespace, name)
+    async with state.serializer.turn(key, coalesce=coalesce) as go:
         if not go:
             state.metrics.reconciled(trigger, "skipped", 0.0, None)
             return
-        attempts = 1 if not coalesce else len(RETRIES) + 1
-        for attempt in range(attempts):
-            nodes = nodes_index.snapshot(node_index)  # copied on the loop, inside the lock: the newest facts
-            started = time.monotonic()
-            try:
-                result = await asyncio.to_thread(reconcile, state.kube, namespace, name, nodes, state.config)
-            except KubeError as exc:
-                state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
-                if not coalesce:
-                    raise kopf.TemporaryError(f"apiserver: {exc}", delay=retry_delay(retry)) from exc
-                if attempt + 1 < attempts:
-                    logger.warning("reconcile of %s/%s failed (%s); retrying", namespace, name, exc)
-                    await asyncio.sleep(RETRIES[attempt])
-                    continue
-                logger.error("reconcile of %s/%s failed after %d attempts: %s", namespace, name, attempts, exc)
-                return
-            except Exception:
-                state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
-                raise
+        world = world_of(state, namespace, name, indexes)  # inside the lock: the newest views
+        started = time.monotonic()
+        failure: str | None = None
+        try:
+            result = await reconcile(state.kube, namespace, name, world, state.config, state.memory)
+        except KubeError as exc:
+            state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
+            failure = f"apiserver: {exc}"
+        except Exception:
+            state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
+            raise
+        else:
             state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
             state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
-            if result.failed is not None and coalesce and attempt + 1 < attempts:
-                _post_events(result)
-                logger.warning("apply for %s/%s failed (%s); retrying", namespace, name, result.failed)
-                await asyncio.sleep(RETRIES[attempt])
-                continue
-            break
-        _post_events(result)
-        if result.failed is not None:
-            if not coalesce:  # the status already says what failed; Kopf retries with backoff
-                raise kopf.TemporaryError(f"apply failed: {result.failed}", delay=retry_delay(retry))
-            logger.error("apply for %s/%s failed after %d attempts: %s", namespace, name, attempts, result.failed)
-        if result.status_written or result.events:
-            logger.info(
-                "%s/%s (%s): %s%s",
-                namespace,
-                name,
-                trigger,
-                result.outcome,
-                f", {result.decision.summary}" if result.decision else "",
-            )
+            state.metrics.requested(result.requests)
+            _post_events(result)
+            if result.failed is not None:
+                failure = f"apply failed: {result.failed}"
+            elif result.status_written or result.events:
+                summary = f", {result.decision.summary}" if result.decision else ""
+                logger.info("%s/%s (%s): %s%s", namespace, name, trigger, result.outcome, summary)
+    if failure is None:
+        state.failures.pop(key, None)
+        return
+    attempt = retry if not coalesce else state.failures.get(key, 0)
+    state.failures[key] = attempt + 1
+    delay = retry_delay(attempt)
+    if not coalesce:  # Kopf retries the change handler
+        raise kopf.TemporaryError(failure, delay=delay)
+    logger.warning("%s/%s (%s): %s; retrying in %.0f s", namespace, name, trigger, failure, delay)
+    schedule_retry(memo, key, indexes, logger, delay)
+
+
+def schedule_retry(
+    memo: Any, key: tuple[str, str], indexes: Mapping[str, Any], logger: logging.Logger, delay: float
+) -> None:
+    """Reconcile `key` again after `delay` (one pending retry per object)."""
+    state = state_of(memo)
+    pending = state.retries.get(key)
+    if pending is not None and not pending.done():
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        state.retries.pop(key, None)
+        await run_reconcile(memo, key[0], key[1], indexes, logger, trigger="retry", coalesce=True)
+
+    state.retries[key] = asyncio.create_task(later())
 
 
 def _post_events(result: Any) -> None:
@@ -231,36 +269,36 @@ def _post_events(result: Any) -> None:
 
 
 def retry_delay(retry: int) -> float:
-    """Backoff of a failed change handler: 5 s, 10 s, 20 s, ... at most 5 minutes."""
-    return float(min(300, 5 * 2 ** min(retry, 6)))
+    """Backoff of a failed reconcile: 2 s, 4 s, 8 s, ... at most 5 minutes."""
+    return float(min(300, 2 * 2 ** min(retry, 8)))
 
 
 # --- ModelDeployments ------------------------------------------------------------------------------------
 
 
-@kopf.on.resume(*MD)
-@kopf.on.create(*MD)
-@kopf.on.update(*MD)
+@kopf.on.resume(*MD, backoff=5)
+@kopf.on.create(*MD, backoff=5)
+@kopf.on.update(*MD, backoff=5)
 async def modeldeployment_changed(
-    namespace: str,
-    name: str,
-    reason: str,
-    retry: int,
-    memo: kopf.Memo,
-    node_facts_index: kopf.Index,
-    logger: logging.Logger,
-    **_: Any,
+    namespace: str, name: str, reason: str, retry: int, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any
 ) -> None:
     """A spec or annotation change, a new object, or the operator (re)starting: reconcile now."""
     trigger = str(getattr(reason, "value", reason))
-    await run_reconcile(memo, namespace, name, node_facts_index, logger, trigger=trigger, coalesce=False, retry=retry)
+    await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=False, retry=retry)
 
 
 @kopf.on.event(*MD)
 async def modeldeployment_event(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """Forget per-object bookkeeping once a ModelDeployment is gone."""
     if type == "DELETED":
-        state_of(memo).serializer.forget((namespace, name))
+        state = state_of(memo)
+        state.serializer.forget((namespace, name))
+        state.memory.forget((namespace, name))
+        state.watch.forget((namespace, name))
+        state.failures.pop((namespace, name), None)
+        pending = state.retries.pop((namespace, name), None)
+        if pending is not None:
+            pending.cancel()
 
 
 # --- Nodes ------------------------------------------------------------------------------------------------
@@ -270,29 +308,56 @@ async def modeldeployment_event(type: str | None, namespace: str, name: str, mem
 async def node_event(
     type: str | None,
     name: str,
-    body: kopf.Body,
     memo: kopf.Memo,
-    node_facts_index: kopf.Index,
     modeldeployments_index: kopf.Index,
     logger: logging.Logger,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    """Re-evaluate every ModelDeployment when a node's facts changed (not on heartbeats)."""
+    """Re-evaluate every ModelDeployment when a node's facts changed (not on heartbeats).
+
+    A listing (type None) is the start-up's, or a re-list after the watch lost its place (an apiserver
+    restart): facts that changed in it re-evaluate only the ModelDeployments whose decision was made
+    on older facts, once the listing is over (`sweep`); at start-up that is none, the resume handlers
+    decide on the full index.
+    """
     state = state_of(memo)
-    facts = None if type == "DELETED" else node_facts(body, state.config.label_mappings)
-    changed = state.facts.observe(name, facts)
-    if type is None or not changed:
-        return  # the initial listing (resume handlers see the full index) or a heartbeat
-    keys = sorted(set(modeldeployments_index.get(nodes_index.ALL, ())))
+    changed = state.facts.observe(name, None) if type == "DELETED" else name in state.node_changes
+    state.node_changes.discard(name)
+    if not changed:
+        return  # a heartbeat
+    indexes = {**kwargs, "modeldeployments_index": modeldeployments_index}
+    if type is None:
+        schedule_sweep(memo, indexes, logger)
+        return
+    keys = sorted(modeldeployments_index.keys())
     if not keys:
         return
     logger.info("node %s %s: re-evaluating %d ModelDeployments", name, (type or "").lower(), len(keys))
     await asyncio.gather(
-        *(
-            run_reconcile(memo, ns, md_name, node_facts_index, logger, trigger="node", coalesce=True)
-            for ns, md_name in keys
-        )
+        *(run_reconcile(memo, ns, md_name, indexes, logger, trigger="node", coalesce=True) for ns, md_name in keys)
     )
+
+
+SWEEP_DELAY_S = 1.0
+
+
+def schedule_sweep(memo: Any, indexes: Mapping[str, Any], logger: logging.Logger) -> None:
+    """Once a burst of listed node changes is over, reconcile the ModelDeployments decided on older facts."""
+    state = state_of(memo)
+    if state.sweep is not None and not state.sweep.done():
+        return
+
+    async def sweep() -> None:
+        await asyncio.sleep(SWEEP_DELAY_S)
+        version = state.facts.version
+        stale = sorted(k for k, plan in state.memory.plans.items() if plan.facts_version != version)
+        if stale:
+            logger.info("nodes re-listed: re-evaluating %d ModelDeployments", len(stale))
+        await asyncio.gather(
+            *(run_reconcile(memo, ns, name, indexes, logger, trigger="node", coalesce=True) for ns, name in stale)
+        )
+
+    state.sweep = asyncio.create_task(sweep())
 
 
 # --- Children ---------------------------------------------------------------------------------------------
@@ -309,55 +374,61 @@ def owner_name(body: Mapping[str, Any]) -> str | None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
 async def deployment_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str,
-    memo: kopf.Memo,
-    node_facts_index: kopf.Index,
-    logger: logging.Logger,
-    **_: Any,
+    type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any
 ) -> None:
-    """The Deployment's status flows back into Ready/Progressing; a deleted one is re-created."""
+    """The Deployment's status flows back into Ready/Progressing; a deleted one is re-created.
+
+    Events that do not change what the status is computed from (the last reconcile saw this very view)
+    are dropped here, before any work.
+    """
     owner = owner_name(body)
-    if type is None or not owner:
+    if not owner:
         return
-    await run_reconcile(memo, namespace, owner, node_facts_index, logger, trigger="deployment", coalesce=True)
+    state = state_of(memo)
+    state.watch.saw("deployments")
+    key = (namespace, owner)
+    if type == "DELETED":
+        state.memory.applied.drop("Deployment", namespace, name)
+    else:
+        if type is None and key not in state.memory.seen:
+            return  # listed at start-up: the resume handler reconciles it; after a re-list, only news count
+        child = _one(kwargs.get("deployments_index"), key)  # this event's view, indexed
+        view = (child or ChildView.from_object(body)).deployment
+        if key in state.memory.seen and state.memory.seen[key] == view:
+            return
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="deployment", coalesce=True)
 
 
 @kopf.on.event("v1", "pods", labels=OURS)
 async def pod_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str,
-    memo: kopf.Memo,
-    node_facts_index: kopf.Index,
-    logger: logging.Logger,
-    **_: Any,
+    type: str | None, body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any
 ) -> None:
     """A pod the scheduler cannot place, or whose auto-NGL init container decided: tell the status.
 
     Other pod changes reach the status through the Deployment's own status, so they are ignored here.
-    Kopf applies the `labels` filter in the operator (the watch streams every pod in scope), so this
-    returns before any API call for pods that are not ours or say nothing new.
     """
     owner = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
-    if type in (None, "DELETED") or not owner or not worth_a_reconcile(body):
+    if type == "DELETED" or not owner or not worth_a_reconcile(body):
         return
-    await run_reconcile(memo, namespace, owner, node_facts_index, logger, trigger="pod", coalesce=True)
+    if type is None and (namespace, owner) not in state_of(memo).memory.seen:
+        return  # listed at start-up: the resume handler reads the pod index
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="pod", coalesce=True)
 
 
 @kopf.on.event("v1", "services", labels=OURS)
 async def service_event(
-    type: str | None,
-    body: kopf.Body,
-    namespace: str,
-    memo: kopf.Memo,
-    node_facts_index: kopf.Index,
-    logger: logging.Logger,
-    **_: Any,
+    type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any
 ) -> None:
-    """A deleted Service is re-created (other Service changes are corrected on the next reconcile)."""
+    """A deleted Service is re-created; one edited since our last apply (its spec digest moved) is corrected."""
     owner = owner_name(body)
-    if type != "DELETED" or not owner:
+    if not owner:
         return
-    await run_reconcile(memo, namespace, owner, node_facts_index, logger, trigger="service", coalesce=True)
+    memory = state_of(memo).memory.applied
+    if type == "DELETED":
+        memory.drop("Service", namespace, name)
+    else:
+        remembered = memory.get("Service", namespace, name)
+        view = ChildView.from_object(body)
+        if remembered is None or (view.applied_hash, view.marker) == remembered:
+            return  # ours as applied (or not applied by this process: the next reconcile looks at it)
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="service", coalesce=True)

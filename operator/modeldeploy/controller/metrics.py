@@ -9,6 +9,8 @@ https://prometheus.io/docs/instrumenting/exposition_formats/.
 - `modeldeploy_reconcile_duration_seconds`         histogram
 - `modeldeploy_writes_total{kind}`                 counter: writes that changed something (status, Deployment,
   Service); flat while the cluster is quiet, which is how "no churn" is checked and watched
+- `modeldeploy_api_requests_total`                 counter: API requests the reconciles made (reads come from
+  the watches, so this counts writes, skipped ones excluded); flat while the cluster is quiet
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Metrics:
         self.reconciles: Counter[tuple[str, str]] = Counter()
         self.decisions: Counter[str] = Counter()
         self.writes: Counter[str] = Counter()
+        self.requests = 0
         self._bucket_counts = [0] * len(self.buckets)
         self._sum = 0.0
         self._count = 0
@@ -64,6 +67,11 @@ class Metrics:
         """Record writes that changed an object (`status`, `Deployment`, `Service`)."""
         with self._lock:
             self.writes.update(kinds)
+
+    def requested(self, n: int) -> None:
+        """Record API requests made by a reconcile."""
+        with self._lock:
+            self.requests += n
 
     def exposition(self) -> str:
         """The text format Prometheus scrapes."""
@@ -86,6 +94,11 @@ class Metrics:
             ]
             for kind, n in sorted(self.writes.items()):
                 lines.append(f"modeldeploy_writes_total{_labels([('kind', kind)])} {n}")
+            lines += [
+                "# HELP modeldeploy_api_requests_total API requests made by reconciles.",
+                "# TYPE modeldeploy_api_requests_total counter",
+                f"modeldeploy_api_requests_total {self.requests}",
+            ]
             lines += [
                 "# HELP modeldeploy_reconcile_duration_seconds Time to reconcile one ModelDeployment.",
                 "# TYPE modeldeploy_reconcile_duration_seconds histogram",

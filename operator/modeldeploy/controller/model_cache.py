@@ -16,7 +16,7 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller.apply import MERGE_PATCH, Kube, KubeError
+from modeldeploy.controller.kube import MERGE_PATCH, AsyncKube, KubeError
 from modeldeploy.modelcache import plan as p
 from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state
 
@@ -35,23 +35,24 @@ def _ns_path(namespace: str, kind: str, name: str = "") -> str:
     return f"{group}/namespaces/{namespace}/{kind}" + (f"/{name}" if name else "")
 
 
-def _create_if_absent(kube: Kube, namespace: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+async def _create_if_absent(kube: AsyncKube, namespace: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     try:
-        return kube.request("POST", _ns_path(namespace, kind), body=obj)
+        return await kube.request("POST", _ns_path(namespace, kind), body=obj)
     except KubeError as exc:
         if exc.status != 409:
             raise
-    found = kube.get(_ns_path(namespace, kind, obj["metadata"]["name"]))
+    found = await kube.get(_ns_path(namespace, kind, obj["metadata"]["name"]))
     return found or obj
 
 
-def _storage_facts(kube: Kube, claim: Mapping[str, Any]) -> StorageFacts:
+async def _storage_facts(kube: AsyncKube, claim: Mapping[str, Any]) -> StorageFacts:
     """Only asked while the claim is not Bound; a missing permission leaves the facts unknown."""
     name = (claim.get("spec") or {}).get("storageClassName")
     try:
         if name:
-            return StorageFacts(class_exists=kube.get(f"/apis/storage.k8s.io/v1/storageclasses/{name}") is not None)
-        classes = kube.request("GET", "/apis/storage.k8s.io/v1/storageclasses").get("items") or []
+            found = await kube.get(f"/apis/storage.k8s.io/v1/storageclasses/{name}")
+            return StorageFacts(class_exists=found is not None)
+        classes = (await kube.request("GET", "/apis/storage.k8s.io/v1/storageclasses")).get("items") or []
     except KubeError as exc:
         if exc.transient:
             raise
@@ -60,7 +61,7 @@ def _storage_facts(kube: Kube, claim: Mapping[str, Any]) -> StorageFacts:
     return StorageFacts(default_exists=default)
 
 
-def _adopt_owner(kube: Kube, claim: dict[str, Any], owner: dict[str, Any]) -> None:
+async def _adopt_owner(kube: AsyncKube, claim: dict[str, Any], owner: dict[str, Any]) -> None:
     """A Delete-retention cache lists every ModelDeployment using it as an owner (GC needs them all gone)."""
     refs = (claim.get("metadata") or {}).get("ownerReferences") or []
     if any(r.get("uid") == owner["uid"] for r in refs):
@@ -69,7 +70,7 @@ def _adopt_owner(kube: Kube, claim: dict[str, Any], owner: dict[str, Any]) -> No
     body = {
         "metadata": {"ownerReferences": [*refs, owner], "resourceVersion": claim["metadata"].get("resourceVersion")}
     }
-    kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+    await kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
 
 
 def _retry_after_edit(job: Mapping[str, Any], md: ModelDeployment) -> bool:
@@ -91,37 +92,37 @@ def _retry_after_edit(job: Mapping[str, Any], md: ModelDeployment) -> bool:
         return False
 
 
-def converge(kube: Kube, md: ModelDeployment, config: OperatorConfig) -> CacheState | None:
+async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig) -> CacheState | None:
     """Ensure the cache's objects exist and read its state; None when `md` uses no shared cache."""
     plan = p.plan_cache(md, config)
     if plan is None:
         return None
     ns = plan.namespace
     owner = p.owner_reference(md)
-    claim = kube.get(_ns_path(ns, "persistentvolumeclaims", plan.name))
+    claim = await kube.get(_ns_path(ns, "persistentvolumeclaims", plan.name))
     if claim is None:
-        claim = _create_if_absent(kube, ns, "persistentvolumeclaims", p.claim(plan, owner))
+        claim = await _create_if_absent(kube, ns, "persistentvolumeclaims", p.claim(plan, owner))
     elif plan.retention == "Delete" and md.metadata.uid:
-        _adopt_owner(kube, claim, owner)
+        await _adopt_owner(kube, claim, owner)
     uid = claim["metadata"].get("uid", "")
     phase = (claim.get("status") or {}).get("phase")
-    storage = _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
+    storage = await _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
     hopeless = storage.class_exists is False or storage.default_exists is False
-    job = kube.get(_ns_path(ns, "jobs", plan.name))
+    job = await kube.get(_ns_path(ns, "jobs", plan.name))
     if job is not None and _retry_after_edit(job, md):
-        kube.request("DELETE", _ns_path(ns, "jobs", plan.name), query=[("propagationPolicy", "Background")])
+        await kube.request("DELETE", _ns_path(ns, "jobs", plan.name), query=[("propagationPolicy", "Background")])
         job = None
     if job is None and not hopeless:
         # Created before the claim binds: under WaitForFirstConsumer the Job's pod is what binds it.
-        _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
-        _create_if_absent(kube, ns, "roles", p.role(plan, uid))
-        _create_if_absent(kube, ns, "rolebindings", p.role_binding(plan, uid))
-        job = _create_if_absent(kube, ns, "jobs", p.job(plan, md, config, uid))
+        await _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
+        await _create_if_absent(kube, ns, "roles", p.role(plan, uid))
+        await _create_if_absent(kube, ns, "rolebindings", p.role_binding(plan, uid))
+        job = await _create_if_absent(kube, ns, "jobs", p.job(plan, md, config, uid))
     pods: list[dict[str, Any]] = []
     if job is not None and phase == "Bound":
         query = [("labelSelector", f"{p.CACHE_LABEL}={plan.name}")]
         try:
-            pods = list(kube.request("GET", _ns_path(ns, "pods"), query=query).get("items") or [])
+            pods = list((await kube.request("GET", _ns_path(ns, "pods"), query=query)).get("items") or [])
         except KubeError as exc:
             if exc.transient:
                 raise

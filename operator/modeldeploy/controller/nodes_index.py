@@ -34,18 +34,35 @@ def snapshot(index: Mapping[str, Iterable[NodeFacts]] | None) -> tuple[NodeFacts
 
 
 class FactsMemory:
-    """The last facts seen per node, to tell real changes from heartbeats."""
+    """The last facts seen per node, to tell real changes from heartbeats, and a version of them all.
+
+    `version` moves on every real change, so a decision made at one version is reused until the nodes
+    change (reconciles that only follow a Deployment's status do not run the selection again), and the
+    sorted snapshot is built once per version, not once per reconcile.
+    """
 
     def __init__(self) -> None:
         self._facts: dict[str, NodeFacts] = {}
+        self.version = 0
+        self._snapshot: tuple[int, tuple[NodeFacts, ...]] = (0, ())
 
     def observe(self, name: str, facts: NodeFacts | None) -> bool:
         """Record a node's facts (None: deleted); True when they differ from what was known."""
         before = self._facts.get(name)
         if facts is None:
-            return self._facts.pop(name, None) is not None
-        self._facts[name] = facts
-        return before != facts
+            changed = self._facts.pop(name, None) is not None
+        else:
+            self._facts[name] = facts
+            changed = before != facts
+        if changed:
+            self.version += 1
+        return changed
+
+    def snapshot(self) -> tuple[NodeFacts, ...]:
+        """All known facts, sorted by node name (built once per version)."""
+        if self._snapshot[0] != self.version:
+            self._snapshot = (self.version, tuple(sorted(self._facts.values(), key=lambda f: f.name)))
+        return self._snapshot[1]
 
     def __len__(self) -> int:
         return len(self._facts)

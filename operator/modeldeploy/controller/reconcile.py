@@ -1,16 +1,25 @@
-"""One reconcile of one ModelDeployment: read, decide, apply, write status. Blocking I/O, no Kopf.
+"""One reconcile of one ModelDeployment: decide, apply what differs, write status when it differs.
 
 Level-triggered: whatever woke it (a spec change, a node change, a Deployment's status), it reads the
-ModelDeployment fresh (one GET, so status and generation are never stale), reads the Deployment, takes
-the node facts the caller copied from the index, and converges. Idempotent by construction: re-applying
-identical content is a no-op on the apiserver and the status is written only when it differs.
+world from the watches (`World`: the ModelDeployment, its Deployment and Service, its pods, the node
+facts) and converges. Reads cost no API call; writes are server-side applies of children whose watch
+view differs from what would be applied (apply.needs_apply) and one status merge patch when the status
+differs. A steady reconcile (nothing changed) makes no request at all.
 
-The rules that protect running workloads (issue 3, selection.md):
+`Memory` is what one operator process remembers between reconciles: the decision per object (a pure
+function of spec, node facts and stability inputs, so it is reused until one of them changes), the
+last status written (the watch may not have delivered it yet), the drift markers of applied children,
+and the Deployment view each status was computed from (so Deployment events that would not change the
+status are dropped before any work).
+
+The rules that protect running workloads (selection.md):
 - a spec only the operator can refuse, or no eligible engine: nothing is applied; the Deployment, when
   there is one, is left exactly as it is (never deleted or replaced);
 - the running engine is kept while it stays possible (`current`), unless the spec changed (generation
   moved since the status was written) or `modeldeploy.io/reselect: "true"` asks for a fresh choice;
-- the running engine became impossible: the Deployment is kept and the status turns Degraded.
+- the running engine became impossible: the Deployment is kept and the status turns Degraded;
+- an apply the apiserver refuses (quota, webhook, 5xx, timeout): the decision and the refusal are
+  written to status first (ApplyFailed), then the caller retries with backoff.
 """
 
 from __future__ import annotations
@@ -27,14 +36,14 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import model_cache, scaling
 from modeldeploy.controller.apply import (
     Applied,
+    AppliedMemory,
     ApplyError,
     ChildConflict,
-    Kube,
-    KubeError,
     apply_children,
     md_path,
+    with_hash,
 )
-from modeldeploy.controller.pod_report import has_auto_ngl, n_gpu_layers, pods_query, unschedulable
+from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.status import (
     ENGINE_LABEL,
     INVALID_SPEC,
@@ -44,6 +53,15 @@ from modeldeploy.controller.status import (
     compute_status,
     events_for,
     status_patch,
+)
+from modeldeploy.controller.views import (
+    ChildView,
+    PodView,
+    digest,
+    md_view,
+    newer_status,
+    pods_n_gpu_layers,
+    pods_unschedulable,
 )
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
@@ -55,14 +73,12 @@ RESELECT_ANNOTATION = "modeldeploy.io/reselect"
 APPLY_FAILED = "ApplyFailed"
 PORT = 8000
 
+Key = tuple[str, str]  # (namespace, name)
+
 
 def utc_now() -> str:
     """RFC 3339, second precision (what metav1.Time serialises to)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def deployment_path(namespace: str, name: str) -> str:
-    return f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
 
 
 def endpoint(namespace: str, name: str) -> str:
@@ -79,19 +95,20 @@ def parse(body: Mapping[str, Any]) -> tuple[ModelDeployment | None, str | None]:
         return None, describe_validation_error(exc)
 
 
-def current_engine(status: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> str | None:
+def current_engine(status: Mapping[str, Any], deployment_engine: str | None) -> str | None:
     """The engine running now: the Deployment's label first (the truth), else what the status says.
 
     A name no registered engine answers to (an engine removed since) is skipped.
     """
-    label = ((deployment or {}).get("metadata") or {}).get("labels", {}).get(ENGINE_LABEL)
-    for value in (label, status.get("engine")):
+    for value in (deployment_engine, status.get("engine")):
         if value and value in registry.names():
             return str(value)
     return None
 
 
-def stability_inputs(body: Mapping[str, Any], deployment: Mapping[str, Any] | None) -> tuple[str | None, bool]:
+def stability_inputs(
+    body: Mapping[str, Any], status: Mapping[str, Any], deployment_engine: str | None
+) -> tuple[str | None, bool]:
     """(`current`, `reselect`) for select_engine.
 
     `current` only while the spec is the one the status last described: a spec change re-selects freely,
@@ -99,13 +116,53 @@ def stability_inputs(body: Mapping[str, Any], deployment: Mapping[str, Any] | No
     the user's object that GitOps tools report as drift; while it is set, every decision is fresh.
     """
     meta = body.get("metadata") or {}
-    status = body.get("status") or {}
     reselect = str((meta.get("annotations") or {}).get(RESELECT_ANNOTATION, "")).lower() == "true"
     same_spec = status.get("observedGeneration") is not None and status.get("observedGeneration") == meta.get(
         "generation"
     )
-    current = current_engine(status, deployment) if same_spec and not reselect else None
+    current = current_engine(status, deployment_engine) if same_spec and not reselect else None
     return current, reselect
+
+
+@dataclass(frozen=True)
+class World:
+    """What the watches show for one ModelDeployment, plus the node facts (and their version)."""
+
+    body: Mapping[str, Any] | None
+    deployment: ChildView | None
+    service: ChildView | None
+    pods: tuple[PodView, ...]
+    nodes: tuple[NodeFacts, ...]
+    facts_version: int
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A decision and what it renders to (each child with its hash annotation), or why nothing renders."""
+
+    key: tuple[Any, ...]
+    facts_version: int
+    md: ModelDeployment | None
+    decision: Decision | None
+    objects: tuple[tuple[dict[str, Any], str], ...]  # each child with its hash annotation, and the hash
+    problem: tuple[str, str] | None
+    extra_conditions: tuple[tuple[str, str, str, str], ...] = ()  # Autoscaling / Routed (scaling.py)
+
+
+@dataclass
+class Memory:
+    """What one operator process remembers between reconciles (see the module docstring)."""
+
+    applied: AppliedMemory = field(default_factory=AppliedMemory)
+    written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # (resourceVersion, status)
+    plans: dict[Key, Planned] = field(default_factory=dict)
+    seen: dict[Key, DeploymentView | None] = field(default_factory=dict)
+
+    def forget(self, key: Key) -> None:
+        self.written.pop(key, None)
+        self.plans.pop(key, None)
+        self.seen.pop(key, None)
+        self.applied.forget(*key)
 
 
 @dataclass
@@ -120,86 +177,118 @@ class Result:
     events: list[EventSpec] = field(default_factory=list)
     owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
     failed: ApplyError | None = None  # an apply the apiserver refused: in status already, to be retried
+    requests: int = 0  # API requests this reconcile made
 
 
-def list_pods(kube: Kube, deployment: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The Deployment's pods; empty when they cannot be read.
-
-    A missing `list pods` permission (an older chart) must not stop the reconcile: what the pods would
-    have told the status is just left out.
-    """
-    try:
-        path, query = pods_query(deployment)
-        return list(kube.request("GET", path, query=query).get("items") or [])
-    except KubeError as exc:
-        if exc.transient:
-            raise
-        return []
-
-
-def reconcile(
-    kube: Kube,
-    namespace: str,
-    name: str,
-    nodes: Sequence[NodeFacts],
+def plan(
+    body: Mapping[str, Any],
+    status: Mapping[str, Any],
+    world: World,
     config: OperatorConfig,
-    now: Callable[[], str] = utc_now,
-) -> Result:
-    """Converge one ModelDeployment. Raises KubeError for transient apiserver trouble (the caller retries)."""
-    body = kube.get(md_path(namespace, name))
-    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        return Result("gone")  # garbage collection takes the children; nothing to do
-    meta = body["metadata"]
-    owner = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid")},
-    }
-    old_status = body.get("status") or {}
-    live = kube.get(deployment_path(namespace, name))
-    deployment = DeploymentView.from_object(live) if live else None
-
+    memory: Memory,
+    key: Key,
+    crds: frozenset[str] = frozenset(),
+) -> tuple[Planned, bool]:
+    """The decision and rendered children, reused while spec, metadata, nodes, stability inputs and the
+    served add-on CRDs hold; and whether it was made now (False: reused)."""
+    meta = body.get("metadata") or {}
+    dep_engine = world.deployment.deployment.engine if world.deployment and world.deployment.deployment else None
+    current, reselect = stability_inputs(body, status, dep_engine)
+    cache_key = (
+        meta.get("uid"),
+        meta.get("generation"),
+        digest([meta.get("labels"), meta.get("annotations")]),
+        current,
+        reselect,
+        world.facts_version,
+        id(config),
+        crds,
+    )
+    cached = memory.plans.get(key)
+    if cached is not None and cached.key == cache_key:
+        return cached, False
     md, invalid = parse(body)
     decision: Decision | None = None
+    objects: tuple[tuple[dict[str, Any], str], ...] = ()
+    extra: tuple[tuple[str, str, str, str], ...] = ()
     problem: tuple[str, str] | None = (INVALID_SPEC, invalid) if invalid else None
-    applied: list[Applied] = []
-    failed: ApplyError | None = None
-    cache: model_cache.CacheState | None = None
-    extra_conditions: tuple[tuple[str, str, str, str], ...] = ()
     if md is not None:
-        current, reselect = stability_inputs(body, live)
-        decision = select_engine(md.spec, nodes, config, current=current, reselect=reselect)
+        decision = select_engine(md.spec, world.nodes, config, current=current, reselect=reselect)
         if decision.engine is not None:
             try:
-                objects = render(md, decision, config)
-                cache, objects = _model_cache(kube, md, config, objects)
-                objects, plan = scaling.add_scaling(kube, md, decision.engine, objects, config)
-                extra_conditions = scaling.conditions(plan) + ((cache.condition,) if cache else ())
-                applied = apply_children(kube, objects, meta.get("uid"))
-                if plan.notes or scaling.had_scaling(old_status):
-                    scaling.prune(kube, md, objects, meta.get("uid"))
+                rendered, scaling_plan = scaling.add_scaling(
+                    md, decision.engine, render(md, decision, config), config, crds
+                )
+                objects = tuple(with_hash(obj) for obj in rendered)
+                extra = scaling.conditions(scaling_plan)
             except RenderError as exc:
                 problem = (INVALID_SPEC, str(exc))
-            except ChildConflict as exc:
-                problem = ("ChildConflict", str(exc))
-            except ApplyError as exc:
-                # Said in status first, whatever the cause (quota, webhook, 5xx, timeout), then retried.
-                failed, applied = exc, exc.applied
-                problem = (APPLY_FAILED, f"the apiserver refused {exc}")
-            deployments = [a.obj for a in applied if a.obj.get("kind") == "Deployment"]
-            if deployments:
-                live = deployments[0]
-                deployment = DeploymentView.from_object(live)
+    planned = Planned(cache_key, world.facts_version, md, decision, objects, problem, extra)
+    memory.plans[key] = planned
+    return planned, True
 
-    # Only an engine with an init command (llama.cpp's auto-NGL) renders that init container.
-    auto_ngl = deployment is not None and has_auto_ngl(live or {})
+
+async def reconcile(
+    kube: AsyncKube,
+    namespace: str,
+    name: str,
+    world: World,
+    config: OperatorConfig,
+    memory: Memory,
+    now: Callable[[], str] = utc_now,
+) -> Result:
+    """Converge one ModelDeployment. Raises KubeError when the status cannot be written (the caller retries)."""
+    key = (namespace, name)
+    body = world.body
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        memory.forget(key)
+        return Result("gone")  # garbage collection takes the children; nothing to do
+    meta = body["metadata"]
+    ref = {k: meta.get(k) for k in ("name", "namespace", "uid")}
+    owner = {"apiVersion": API_VERSION, "kind": KIND, "metadata": ref}
+    old_status = newer_status(body, memory.written.get(key))
+    crds = await scaling.served_crds(kube) if scaling.wanted(body.get("spec"), config) else frozenset()
+    planned, fresh = plan(body, old_status, world, config, memory, key, crds)
+    decision, problem = planned.decision, planned.problem
+    deployment = world.deployment.deployment if world.deployment and not world.deployment.deleting else None
+    auto_ngl = bool(world.deployment and world.deployment.auto_ngl)
+
+    applied: list[Applied] = []
+    failed: ApplyError | None = None
+    requests = 0
+    cache: model_cache.CacheState | None = None
+    extra = planned.extra_conditions
+    if planned.objects and problem is None:
+        live = {"Deployment": world.deployment, "Service": world.service}
+        objects = planned.objects
+        if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:
+            # The shared model cache (docs/model-cache.md): its state is read on every reconcile, and the
+            # Deployment is held back (a running one left as it is) until the weights are Ready.
+            cache = await model_cache.converge(kube, planned.md, config)
+            if cache is not None:
+                extra = (*extra, cache.condition)
+                if not cache.ready:
+                    objects = tuple(pair for pair in objects if pair[0].get("kind") != "Deployment")
+        try:
+            applied = await apply_children(kube, objects, live, memory.applied)
+        except ChildConflict as exc:
+            problem = ("ChildConflict", str(exc))
+        except ApplyError as exc:
+            # Said in status first, whatever the cause (quota, webhook, 5xx, timeout), then retried.
+            failed, applied = exc, exc.applied
+            problem = (APPLY_FAILED, f"the apiserver refused {exc}")
+        requests += sum(1 for a in applied if a.obj is not None) + (1 if failed else 0)
+        scaled = planned.extra_conditions or scaling.had_scaling(old_status)
+        if fresh and failed is None and planned.md is not None and scaled:
+            # A new plan may render fewer autoscaling/routing objects: remove ours it no longer asks for.
+            await scaling.prune(kube, planned.md, [obj for obj, _ in planned.objects], meta.get("uid"))
+        for child in applied:
+            if child.kind == "Deployment" and child.obj is not None:
+                deployment = DeploymentView.from_object(child.obj)
+                auto_ngl = ChildView.from_object(child.obj).auto_ngl
+
     waiting = deployment is not None and deployment.ready_replicas < deployment.replicas
-    # Pods are read only when they can say something new: while replicas wait (placement, a restarted pod's
-    # auto-NGL), or before the first auto-NGL report. A steady Deployment costs no LIST per reconcile.
-    need_pods = waiting or (auto_ngl and old_status.get("nGpuLayers") is None)
-    pods = list_pods(kube, live) if live and need_pods else []
-
-    spec_replicas = md.spec.replicas if md is not None else (body.get("spec") or {}).get("replicas")
+    spec_replicas = planned.md.spec.replicas if planned.md is not None else (body.get("spec") or {}).get("replicas")
     observation = Observation(
         generation=meta.get("generation"),
         decision=decision,
@@ -207,35 +296,42 @@ def reconcile(
         endpoint=endpoint(namespace, name),
         problem=problem,
         spec_replicas=spec_replicas if isinstance(spec_replicas, int) else None,
-        auto_ngl=auto_ngl,
-        n_gpu_layers=n_gpu_layers(pods) if auto_ngl else None,
-        unschedulable=unschedulable(pods) if waiting else None,
+        auto_ngl=auto_ngl and deployment is not None and deployment.engine == "llama.cpp",
+        n_gpu_layers=pods_n_gpu_layers(world.pods) if auto_ngl else None,
+        unschedulable=pods_unschedulable(world.pods) if waiting else None,
         retrying=failed is not None and failed.transient,
-        extra_conditions=extra_conditions,
+        extra_conditions=extra,
     )
     new_status = compute_status(observation, old_status, now())
-    if md is not None and (weights := model_cache.model_status(md, cache)):
+    if planned.md is not None and (weights := model_cache.model_status(planned.md, cache)):
         new_status["model"] = weights
     patch = model_cache.fix_model_patch(old_status, status_patch(old_status, new_status))
     if patch:
+        requests += 1
         try:
-            kube.merge_patch_status(md_path(namespace, name), patch)
+            stored = await kube.merge_patch_status(md_path(namespace, name), patch)
         except KubeError as exc:
             if exc.status == 404:
-                return Result("gone")  # deleted while we worked: its children go with it
+                memory.forget(key)
+                return Result("gone", requests=requests)  # deleted while we worked: its children go with it
             raise
+        version = (stored.get("metadata") or {}).get("resourceVersion")
+        if version:
+            written = {k: v for k, v in (stored.get("status") or {}).items() if k != "kopf"}
+            memory.written[key] = (str(version), written)
+    memory.seen[key] = deployment
 
     events = events_for(old_status, new_status)
-    if failed is not None and (old_status.get("reason"), _message(old_status)) != (APPLY_FAILED, problem[1]):  # type: ignore[index]
+    if failed is not None and (old_status.get("reason"), failure_message(old_status)) != (APPLY_FAILED, problem[1]):  # type: ignore[index]
         events.append(EventSpec("Warning", APPLY_FAILED, problem[1]))  # type: ignore[index]
     for child in applied:
         if child.changed:
-            kind, child_name = child.obj.get("kind", "object"), child.obj["metadata"]["name"]
             verb = "Created" if child.created else "Updated"
-            events.append(EventSpec("Normal", verb, f"{verb.lower()} {kind} {child_name} ({new_status.get('engine')})"))
+            engine = new_status.get("engine") or (decision.engine if decision and decision.engine else "")
+            events.append(EventSpec("Normal", verb, f"{verb.lower()} {child.kind} {child.name} ({engine})"))
 
     if problem is not None:
-        outcome = "invalid"
+        outcome = "invalid" if failed is None else "failed"
     elif decision is not None and decision.engine is not None:
         outcome = "applied"
     elif deployment is not None:
@@ -247,26 +343,64 @@ def reconcile(
         engine=decision.engine if decision is not None else None,
         decision=decision,
         status_written=patch is not None,
-        children_changed=[str(child.obj.get("kind")) for child in applied if child.changed],
+        children_changed=[child.kind for child in applied if child.changed],
         events=events,
         owner=owner,
         failed=failed,
+        requests=requests,
     )
 
 
-def _model_cache(
-    kube: Kube, md: ModelDeployment, config: OperatorConfig, objects: list[dict[str, Any]]
-) -> tuple[model_cache.CacheState | None, list[dict[str, Any]]]:
-    """The shared cache's state; the Deployment is held back (a running one left as it is) until it is Ready."""
-    cache = model_cache.converge(kube, md, config)
-    if cache is None or cache.ready:
-        return cache, objects
-    return cache, [o for o in objects if o.get("kind") != "Deployment"]
-
-
-def _message(status: Mapping[str, Any]) -> str | None:
+def failure_message(status: Mapping[str, Any]) -> str | None:
     """The message of the condition that carries an apply failure (Reconciling or Stalled), if any."""
     for condition in status.get("conditions") or ():
         if condition.get("type") in ("Reconciling", "Stalled") and condition.get("reason") == APPLY_FAILED:
             return str(condition.get("message", "")).removesuffix("; retrying")
     return None
+
+
+def deployment_engine_label(deployment: Mapping[str, Any] | None) -> str | None:
+    """The engine label of a Deployment body (for callers holding a whole object)."""
+    return ((deployment or {}).get("metadata") or {}).get("labels", {}).get(ENGINE_LABEL)
+
+
+async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[NodeFacts, ...]) -> World:
+    """The World read from the apiserver (GETs and a LIST) rather than the watches: for tools and tests
+    that reconcile one object outside the operator."""
+    from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+
+    body = await kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
+    deployment = await kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    service = await kube.get(f"/api/v1/namespaces/{namespace}/services/{name}")
+    pods = await kube.request(
+        "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", f"app.kubernetes.io/instance={name}")]
+    )
+    return World(
+        body=md_view(body) if body else None,
+        deployment=ChildView.from_object(deployment) if deployment else None,
+        service=ChildView.from_object(service) if service else None,
+        pods=tuple(PodView.from_object(p) for p in pods.get("items") or ()),
+        nodes=nodes,
+        facts_version=hash(nodes),
+    )
+
+
+def reconcile_once(
+    configuration: Any, namespace: str, name: str, nodes: Sequence[NodeFacts], config: OperatorConfig
+) -> Result:
+    """One reconcile outside the operator (blocking): the world read fresh, nothing remembered.
+
+    `configuration` is the `kubernetes` package's client configuration (credentials, TLS). For tools
+    and tests that drive one reconcile by hand; the operator itself runs `reconcile` on its watches.
+    """
+    import asyncio
+
+    async def once() -> Result:
+        client = AsyncKube(configuration)
+        try:
+            world = await read_world(client, namespace, name, tuple(nodes))
+            return await reconcile(client, namespace, name, world, config, Memory())
+        finally:
+            await client.close()
+
+    return asyncio.run(once())

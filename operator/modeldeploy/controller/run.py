@@ -50,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
         "--liveness", metavar="URL", default=None, help="Kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
     p.add_argument(
+        "--watch-silence",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="after this long without any watch event, the liveness probe checks the watch against the "
+        "apiserver (fails when it missed changes); default 300",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int,
         default=int(os.environ.get(METRICS_PORT_ENV) or 9090),
@@ -98,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metrics_port": args.metrics_port,
             "peering_name": args.peering,
             "priority": args.priority,
+            "watch_silence_s": args.watch_silence,
         }
     )
     namespaces = args.namespace

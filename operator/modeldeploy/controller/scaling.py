@@ -2,21 +2,22 @@
 
 Kept apart from reconcile.py so the decision stays in modeldeploy.scaling (pure) and this module only
 does the I/O around it: API discovery (cached for a minute: a CRD installed later is picked up without
-a restart, and a reconcile does not pay four GETs), and deleting the objects a spec stopped asking for
+a restart, and a reconcile does not pay four GETs; the discovered set is part of the reconcile's plan
+key, so a CRD appearing re-plans), and deleting the objects a spec stopped asking for
 (an autoscaling block removed must not leave a ScaledObject fighting `replicas`). Deletion is limited
 to our own objects: same name, controlled by this ModelDeployment (docs/autoscaling.md).
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller.apply import Kube, KubeError, controller_uid, object_path
+from modeldeploy.controller.apply import controller_uid, object_path
+from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.scaling.attach import with_scaling
 from modeldeploy.scaling.plan import (
     HTTP_ROUTE,
@@ -43,48 +44,53 @@ MANAGED: tuple[tuple[str, str, str, str | None], ...] = (
     ("gateway.networking.k8s.io/v1", "HTTPRoute", "", HTTP_ROUTE),
 )
 
-_lock = threading.Lock()
-_cache: dict[int, tuple[float, frozenset[str]]] = {}
+_cache: dict[str, tuple[float, frozenset[str]]] = {}  # per apiserver; used on the event loop only
 
 
-def served_crds(kube: Kube, now: float | None = None) -> frozenset[str]:
+async def served_crds(kube: AsyncKube, now: float | None = None) -> frozenset[str]:
     """The CRDs of DISCOVERED the apiserver serves (API discovery; no RBAC on CRDs needed)."""
     now = time.monotonic() if now is None else now
-    with _lock:
-        hit = _cache.get(id(kube))
-        if hit and now - hit[0] < DISCOVERY_TTL_S:
-            return hit[1]
+    hit = _cache.get(kube.host)
+    if hit and now - hit[0] < DISCOVERY_TTL_S:
+        return hit[1]
     found = set()
     for crd, (path, resource) in DISCOVERED.items():
-        doc = kube.get(path)
+        doc = await kube.get(path)
         if doc and any(r.get("name") == resource for r in doc.get("resources") or ()):
             found.add(crd)
     result = frozenset(found)
-    with _lock:
-        _cache[id(kube)] = (now, result)
+    _cache[kube.host] = (now, result)
     return result
 
 
 def forget_discovery() -> None:
     """Drop the cached discovery (tests that install CRDs mid-run)."""
-    with _lock:
-        _cache.clear()
+    _cache.clear()
+
+
+def wanted(spec: Mapping[str, Any] | None, config: OperatorConfig) -> bool:
+    """Whether the spec (or the operator's gateway setting) asks for autoscaling or routing objects."""
+    return bool((spec or {}).get("autoscaling")) or config.gateway.enabled
 
 
 def add_scaling(
-    kube: Kube, md: ModelDeployment, engine: str, objects: list[dict[str, Any]], config: OperatorConfig
+    md: ModelDeployment, engine: str, objects: list[dict[str, Any]], config: OperatorConfig, crds: frozenset[str]
 ) -> tuple[list[dict[str, Any]], ScalingPlan]:
-    """with_scaling() on the CRDs this cluster serves (discovered only when the spec or config asks)."""
-    crds = served_crds(kube) if (md.spec.autoscaling or config.gateway.enabled) else frozenset()
+    """The rendered objects plus the autoscaler and routing objects, and the Deployment's replicas set
+    the way the plan says (the autoscaler's minimum on creation; afterwards the autoscaler owns them).
+    `crds`: what served_crds found (empty when nothing is asked for).
+    """
     return with_scaling(md, engine, objects, config, crds)
 
 
-def prune(kube: Kube, md: ModelDeployment, rendered: Sequence[Mapping[str, Any]], owner_uid: str | None) -> list[str]:
+async def prune(
+    kube: AsyncKube, md: ModelDeployment, rendered: Sequence[Mapping[str, Any]], owner_uid: str | None
+) -> list[str]:
     """Delete our autoscaling/routing objects the current plan no longer renders; return 'Kind/name's."""
     if not owner_uid:
         return []
     keep = {(o["kind"], o["metadata"]["name"]) for o in rendered}
-    crds = served_crds(kube)
+    crds = await served_crds(kube)
     removed: list[str] = []
     for api_version, kind, suffix, crd in MANAGED:
         name = md.metadata.name + suffix
@@ -92,11 +98,11 @@ def prune(kube: Kube, md: ModelDeployment, rendered: Sequence[Mapping[str, Any]]
             continue
         ref = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": md.metadata.namespace}}
         path = object_path(ref)
-        live = kube.get(path)
+        live = await kube.get(path)
         if live is None or controller_uid(live) != owner_uid:
             continue
         try:
-            kube.request("DELETE", path)
+            await kube.request("DELETE", path)
         except KubeError as exc:
             if exc.status != 404:
                 raise

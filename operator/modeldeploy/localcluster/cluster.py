@@ -71,6 +71,9 @@ class LocalCluster:
     log: Callable[[str], None] = lambda _m: None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    apiserver_args: list[str] = field(default_factory=list)  # extra flags (the scale bench's audit log)
+    argvs: dict[str, list[str]] = field(default_factory=dict)  # how each component was started
+    detached: bool = False
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -148,6 +151,7 @@ class LocalCluster:
                     "--profiling=false",
                     "--enable-priority-and-fairness=false",
                     "--v=1",
+                    *self.apiserver_args,
                 ],
                 detach,
             )
@@ -265,7 +269,31 @@ class LocalCluster:
 
     # --- helpers -----------------------------------------------------------------------------------------
 
+    # --- one component down and up again (the fault tests) -------------------------------------------
+
+    def stop_component(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop one component (etcd, apiserver, ...) and wait for it; the others keep running."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def start_component(self, name: str, timeout: float = 60) -> None:
+        """Start a stopped component again with the same flags; wait until etcd or the apiserver answers."""
+        self._spawn(name, self.argvs[name], self.detached)
+        if name == "etcd":
+            url = f"http://127.0.0.1:{self.ports['etcd']}/health"
+            self._wait(name, lambda: self._http_ok(url), timeout)
+        elif name == "apiserver":
+            self._wait(name, lambda: self._api_ok("/readyz"), timeout)
+        self._save_state()
+
     def _spawn(self, name: str, argv: list[str], detach: bool) -> None:
+        self.argvs[name], self.detached = argv, detach
         log = (self.workdir / "logs" / f"{name}.log").open("ab")
         self.log(f"starting {name}")
         self.procs[name] = subprocess.Popen(

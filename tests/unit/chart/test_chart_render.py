@@ -85,7 +85,12 @@ def test_default_render_is_cluster_wide_single_replica(render) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two unpeered operators at once
     container = _container(objects)
     assert container["command"] == ["modeldeploy", "run"]
-    assert container["args"] == ["--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert container["args"] == [
+        "--all-namespaces",
+        "--standalone",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--watch-silence=300",
+    ]
     assert container["image"] == "ghcr.io/modeldeploy/operator:0.1.0"
     env = {e["name"]: e for e in container["env"]}
     assert env["MODELDEPLOY_CONFIG"]["value"] == "/etc/modeldeploy/config.yaml"
@@ -112,6 +117,7 @@ def test_namespaced_render_watches_only_its_namespaces(render) -> None:
         "--namespace=team-b",
         "--peering=modeldeploy",
         "--liveness=http://0.0.0.0:8080/healthz",
+        "--watch-silence=300",
         "--verbose",
     ]
     assert container["image"].startswith("ghcr.io/modeldeploy/operator@sha256:")
@@ -409,7 +415,7 @@ def test_modeldeploy_run_accepts_the_chart_arguments(render, values: tuple[str, 
     container = _container(render(*values))
     assert container["command"] == ["modeldeploy", "run"]
     args = parser().parse_args(container["args"])
-    assert args.liveness == "http://0.0.0.0:8080/healthz"
+    assert args.liveness == "http://0.0.0.0:8080/healthz" and args.watch_silence == 300
     if values:
         assert args.namespace == WATCHED and args.peering == "modeldeploy"
     else:

@@ -11,6 +11,7 @@ from modeldeploy.controller.handlers import Serializer, owner_name
 from modeldeploy.controller.metrics import Metrics
 from modeldeploy.controller.nodes_index import FactsMemory, index_entry, snapshot
 from modeldeploy.controller.reconcile import current_engine, parse, stability_inputs
+from modeldeploy.controller.views import ChildView
 
 DEPLOYMENT = {
     "apiVersion": "apps/v1",
@@ -28,11 +29,13 @@ def live_with_manager(manager: str, subresource: str | None = None) -> dict[str,
 
 
 def test_replicas_yielded_only_when_someone_else_owns_them() -> None:
-    assert yield_fields(DEPLOYMENT, None)["spec"]["replicas"] == 2
-    assert yield_fields(DEPLOYMENT, live_with_manager("modeldeploy"))["spec"]["replicas"] == 2
+    ours = ChildView.from_object({**DEPLOYMENT, **live_with_manager("modeldeploy")})
+    assert ours.yielded == () and yield_fields(DEPLOYMENT, ours.yielded)["spec"]["replicas"] == 2
     hpa = live_with_manager("kube-controller-manager", subresource="scale")
     assert owned_by_others(hpa, ("spec", "replicas"))
-    assert "replicas" not in yield_fields(DEPLOYMENT, hpa)["spec"]
+    view = ChildView.from_object({**DEPLOYMENT, **hpa})
+    assert view.yielded == ("spec.replicas",)
+    assert "replicas" not in yield_fields(DEPLOYMENT, view.yielded)["spec"]
     assert DEPLOYMENT["spec"]["replicas"] == 2  # the input is not mutated
 
 
@@ -159,13 +162,13 @@ def test_parse_ignores_status_bookkeeping_and_reports_what_pydantic_refuses() ->
 
 
 def test_stability_inputs() -> None:
-    dep = {"metadata": {"labels": {"modeldeploy.io/engine": "vllm"}}}
-    assert stability_inputs(MD, dep) == ("vllm", False)  # the Deployment's label is the truth
-    assert stability_inputs(MD, None) == ("transformers", False)
+    status = MD["status"]
+    assert stability_inputs(MD, status, "vllm") == ("vllm", False)  # the Deployment's label is the truth
+    assert stability_inputs(MD, status, None) == ("transformers", False)
     changed = {**MD, "metadata": {**MD["metadata"], "generation": 3}}
-    assert stability_inputs(changed, dep) == (None, False)  # spec changed: choose freely
+    assert stability_inputs(changed, status, "vllm") == (None, False)  # spec changed: choose freely
     asked = {**MD, "metadata": {**MD["metadata"], "annotations": {"modeldeploy.io/reselect": "true"}}}
-    assert stability_inputs(asked, dep) == (None, True)
+    assert stability_inputs(asked, status, "vllm") == (None, True)
     assert current_engine({"engine": "nonsense"}, None) is None
 
 

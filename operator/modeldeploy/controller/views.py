@@ -1,0 +1,184 @@
+"""What the operator keeps from its watches: compact views of ModelDeployments, children and pods. Pure.
+
+Kopf already watches ModelDeployments, our Deployments, Services and pods; its indexes keep what the
+index functions return. Keeping views (a few fields each) instead of whole bodies is what makes a
+reconcile free of GETs and LISTs without holding every Deployment's pod template and managedFields in
+memory: the reconcile reads the views, and only writes go to the apiserver.
+
+- `ChildView`: a Deployment or Service of ours: the hash of what we last applied (an annotation on the
+  child), a drift marker (the Deployment's generation, or a digest of the Service's spec), the
+  controller's uid, whether another manager owns `spec.replicas`, and the Deployment's status view;
+- `PodView`: what pod_report reads of one pod (the auto-NGL decision, the scheduler's message);
+- `md_view`: the ModelDeployment minus managedFields and Kopf's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modeldeploy.controller.pod_report import has_auto_ngl, n_gpu_layers, unschedulable
+from modeldeploy.controller.status import DeploymentView
+
+HASH_ANNOTATION = "modeldeploy.io/applied-hash"
+INSTANCE = "app.kubernetes.io/instance"
+# Fields of our children we stop applying once another manager owns them (managedFields paths).
+YIELDABLE: dict[str, tuple[str, ...]] = {"Deployment": ("spec", "replicas")}
+FIELD_MANAGER = "modeldeploy"
+
+
+def digest(obj: Any) -> str:
+    """A short, stable hash of a JSON-able value (sorted keys: the same content, the same digest)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def owned_by_others(live: Mapping[str, Any], path: Iterable[str]) -> bool:
+    """Whether a manager other than ours owns the field at `path` (e.g. an HPA owning spec.replicas)."""
+    parts = tuple(path)
+    for entry in (live.get("metadata") or {}).get("managedFields") or ():
+        if entry.get("manager") == FIELD_MANAGER and not entry.get("subresource"):
+            continue
+        fields = entry.get("fieldsV1") or {}
+        for part in parts:
+            fields = fields.get(f"f:{part}") if isinstance(fields, dict) else None
+            if fields is None:
+                break
+        else:
+            return True
+    return False
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    """The uid of the object's controlling owner, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def drift_marker(obj: Mapping[str, Any]) -> str:
+    """What changes when anyone edits the child's spec: a Deployment's generation, else a spec digest."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "Deployment" and meta.get("generation") is not None:
+        return f"g{meta['generation']}"
+    return digest(obj.get("spec"))
+
+
+@dataclass(frozen=True)
+class ChildView:
+    """One child as the watch last showed it."""
+
+    kind: str
+    name: str
+    uid: str | None
+    resource_version: str | None
+    applied_hash: str | None
+    marker: str
+    controller_uid: str | None
+    yielded: tuple[str, ...]  # dotted paths another manager owns (we stop applying them)
+    labels: tuple[tuple[str, str], ...]
+    deleting: bool
+    deployment: DeploymentView | None = None
+    auto_ngl: bool = False
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ChildView:
+        meta = obj.get("metadata") or {}
+        kind = str(obj.get("kind") or "")
+        path = YIELDABLE.get(kind)
+        yielded = (".".join(path),) if path and owned_by_others(obj, path) else ()
+        is_deployment = kind == "Deployment"
+        return cls(
+            kind=kind,
+            name=str(meta.get("name")),
+            uid=meta.get("uid"),
+            resource_version=meta.get("resourceVersion"),
+            applied_hash=(meta.get("annotations") or {}).get(HASH_ANNOTATION),
+            marker=drift_marker(obj),
+            controller_uid=controller_uid(obj),
+            yielded=yielded,
+            labels=tuple(sorted((meta.get("labels") or {}).items())),
+            deleting=bool(meta.get("deletionTimestamp")),
+            deployment=DeploymentView.from_object(obj) if is_deployment else None,
+            auto_ngl=is_deployment and has_auto_ngl(obj),
+        )
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One pod of ours: what the status reads of it."""
+
+    name: str
+    created: str
+    deleting: bool
+    n_gpu_layers: int | None
+    unschedulable: str | None
+
+    @classmethod
+    def from_object(cls, pod: Mapping[str, Any]) -> PodView:
+        meta = pod.get("metadata") or {}
+        return cls(
+            name=str(meta.get("name")),
+            created=str(meta.get("creationTimestamp") or ""),
+            deleting=bool(meta.get("deletionTimestamp")),
+            n_gpu_layers=n_gpu_layers([pod]),
+            unschedulable=unschedulable([pod]),
+        )
+
+
+def pods_n_gpu_layers(pods: Iterable[PodView]) -> int | None:
+    """The auto-NGL decision of the newest live pod that reported one."""
+    found = [(p.created, p.n_gpu_layers) for p in pods if not p.deleting and p.n_gpu_layers is not None]
+    return max(found)[1] if found else None
+
+
+def pods_unschedulable(pods: Iterable[PodView]) -> str | None:
+    """The scheduler's message for a live pod it could not place."""
+    for pod in sorted(pods, key=lambda p: p.name):
+        if not pod.deleting and pod.unschedulable:
+            return pod.unschedulable
+    return None
+
+
+def md_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ModelDeployment as the reconcile reads it: no managedFields, no Kopf bookkeeping (status.kopf).
+
+    Status keys other modules own (they are merged into the status patch by their own code) are kept.
+    """
+    meta = dict(body.get("metadata") or {})
+    meta.pop("managedFields", None)
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": meta,
+        "spec": body.get("spec"),
+        "status": status,
+    }
+
+
+def rv_int(value: str | None) -> int | None:
+    """A resourceVersion as a number, when it is one (etcd's are; the API calls them opaque)."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def newer_status(body: Mapping[str, Any], written: tuple[str, Mapping[str, Any]] | None) -> Mapping[str, Any]:
+    """The status to compare against: the one we wrote last, when the watch has not delivered it yet.
+
+    A reconcile reads the ModelDeployment from the watch, which may lag behind our own status write by
+    a few milliseconds; comparing against that older status would write again (and move timestamps).
+    """
+    status = body.get("status") or {}
+    if written is None:
+        return status
+    seen, ours = rv_int((body.get("metadata") or {}).get("resourceVersion")), rv_int(written[0])
+    if seen is not None and ours is not None and ours > seen:
+        return written[1]
+    return status
