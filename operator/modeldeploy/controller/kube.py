@@ -113,6 +113,8 @@ class AsyncKube:
     ) -> dict[str, Any]:
         self.requests += 1
         data = None if body is None else json.dumps(body).encode()
+        if data is not None and content_type is None:
+            content_type = "application/json"
         sent = {**self._headers(content_type), **(headers or {})}
         try:
             async with self.session.request(
