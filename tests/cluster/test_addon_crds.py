@@ -21,7 +21,7 @@ from kubernetes import config
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.config import LabelMappings, OperatorConfig
-from modeldeploy.controller.apply import Kube, KubeError
+from modeldeploy.controller.apply import Kube, KubeError, object_path
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
@@ -33,7 +33,12 @@ from modeldeploy.scaling.plan import (
     SCALED_OBJECT,
     plan_scaling,
 )
-from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings, HttpAddonSettings
+from modeldeploy.scaling.settings import (
+    AutoscalingSettings,
+    EndpointPickerSettings,
+    GatewaySettings,
+    HttpAddonSettings,
+)
 from modeldeploy.selection.nodes import facts_from_document
 from tests.support.tools import unavailable
 
@@ -51,6 +56,7 @@ _API = {
 }
 ALL_CRDS = frozenset({SCALED_OBJECT, HTTP_SCALED_OBJECT, HTTP_ROUTE, INFERENCE_POOL})
 METRICS = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
+RBAC = "rbac.authorization.k8s.io/v1"
 
 
 def _say(message: str) -> None:
@@ -98,10 +104,16 @@ def _objects(name: str, spec: AutoscalingSpec, addon: bool, gateway: GatewaySett
         plan,
         settings,
         gateway,
+        engine="llama.cpp",
     )
 
 
+EPP_KINDS = ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"]
+
+
 def _path(obj: dict[str, Any]) -> str:
+    if obj["kind"] in EPP_KINDS:
+        return object_path({**obj, "metadata": {**obj["metadata"], "namespace": NS}})
     plural = {
         "ScaledObject": "scaledobjects",
         "HTTPScaledObject": "httpscaledobjects",
@@ -125,7 +137,8 @@ def _apply(kube: Kube, obj: dict[str, Any]) -> dict[str, Any]:
 def test_keda_scale_from_zero_with_gateway_is_accepted(kube: Kube) -> None:
     gateway = GatewaySettings(name="inference", namespace="gateways", section_name="http")
     objs = _objects("zero", AutoscalingSpec(min_replicas=0, max_replicas=4), True, gateway)
-    assert [o["kind"] for o in objs] == ["ScaledObject", "HTTPScaledObject", "InferencePool", "HTTPRoute"]
+    kinds = ["ScaledObject", "HTTPScaledObject", "InferencePool", "HTTPRoute", *EPP_KINDS]
+    assert [o["kind"] for o in objs] == kinds
     for obj in objs:
         stored = _apply(kube, obj)
         assert stored["metadata"]["uid"] and stored["kind"] == obj["kind"]
@@ -135,8 +148,10 @@ def test_keda_scale_from_zero_with_gateway_is_accepted(kube: Kube) -> None:
 
 
 def test_keda_and_pool_without_addon_are_accepted(kube: Kube) -> None:
-    objs = _objects("warm", AutoscalingSpec(min_replicas=0, max_replicas=3), False, GatewaySettings(name="gw"))
+    own_picker = GatewaySettings(name="gw", endpoint_picker=EndpointPickerSettings(deploy=False))  # e.g. GKE's
+    objs = _objects("warm", AutoscalingSpec(min_replicas=0, max_replicas=3), False, own_picker)
     assert [o["kind"] for o in objs] == ["ScaledObject", "InferencePool", "HTTPRoute"]
+    assert objs[1]["spec"]["endpointPickerRef"]["name"] == "warm-epp"
     for obj in objs:
         _apply(kube, obj)
     assert objs[0]["spec"]["minReplicaCount"] == 1  # raised: nothing would hold the first request
@@ -258,6 +273,24 @@ def test_reconcile_renders_scaling_and_routing_and_removes_them_when_unasked(kub
     assert conditions["Autoscaling"]["status"] == "True" and conditions["Autoscaling"]["reason"] == "KEDA"
     assert "from zero through the KEDA HTTP add-on" in conditions["Autoscaling"]["message"]
     assert conditions["Routed"]["reason"] == "InferencePool"
+    # The pool's endpoint picker, as the pool's endpointPickerRef names it, owned like the rest. (Its pod
+    # would run an image this machine cannot pull; nothing here runs it, only the objects are checked.)
+    pool = kube.get(f"/apis/inference.networking.k8s.io/v1/namespaces/{NS}/inferencepools/chat")
+    assert pool["spec"]["endpointPickerRef"]["name"] == "chat-epp"
+    for kind in EPP_KINDS:
+        api_version = {"Deployment": "apps/v1", "Role": RBAC, "RoleBinding": RBAC}.get(kind, "v1")
+        obj = kube.get(_path({"apiVersion": api_version, "kind": kind, "metadata": {"name": "chat-epp"}}))
+        assert obj is not None, f"{kind} chat-epp was not applied"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
+    epp_deployment = kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/chat-epp")
+    args = epp_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--pool-name") + 1] == "chat"
+    assert args[args.index("--total-queued-requests-metric") + 1] == "llamacpp:requests_deferred"
+    # the model's Service does not select the picker's pod
+    model_selector = kube.get(f"/api/v1/namespaces/{NS}/services/chat")["spec"]["selector"]
+    epp_labels = epp_deployment["spec"]["template"]["metadata"]["labels"]
+    assert any(epp_labels.get(k) != v for k, v in model_selector.items())
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/chat")["spec"]["template"]["spec"]["containers"]
 
     # The autoscaling block removed: the KEDA objects go, the route stays, replicas are ours again.
     kube.request(
@@ -269,6 +302,18 @@ def test_reconcile_renders_scaling_and_routing_and_removes_them_when_unasked(kub
     assert kube.get(f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/chat") is not None
     conditions = _conditions(kube, "chat")
     assert "Autoscaling" not in conditions and conditions["Routed"]["status"] == "True"
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/chat-epp") is not None
+
+    # The gateway switched off: the route, the pool and its picker go; the model's Deployment stays.
+    _reconcile(kube, "chat", OperatorConfig(autoscaling=scale_settings))
+    assert kube.get(f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/chat") is None
+    assert kube.get(f"/apis/inference.networking.k8s.io/v1/namespaces/{NS}/inferencepools/chat") is None
+    for kind in EPP_KINDS:
+        api_version = {"Deployment": "apps/v1", "Role": RBAC, "RoleBinding": RBAC}.get(kind, "v1")
+        path = _path({"apiVersion": api_version, "kind": kind, "metadata": {"name": "chat-epp"}})
+        assert kube.get(path) is None, f"{kind} chat-epp was not removed"
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/chat") is not None
+    assert kube.get(f"/api/v1/namespaces/{NS}/services/chat") is not None
 
 
 def test_reconcile_falls_back_to_an_hpa_and_says_so(kube: Kube) -> None:

@@ -69,6 +69,39 @@
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create"]
+{{- with .Values.config.gateway }}
+{{- if and .name .endpointPicker.deploy }}
+# The endpoint picker `<name>-epp` of each InferencePool (docs/gateway.md), only with a gateway configured
+# and gateway.endpointPicker.deploy on: its Deployment, Service, ServiceAccount, Role and RoleBinding are
+# applied (server-side apply: create + patch) and deleted when the spec stops asking for a route. The
+# operator deletes only these `<name>-epp` objects it controls (same name, its ownerReference), never the
+# model's workload. The picker's Role grants read on pods, InferencePools, InferenceObjectives and
+# InferenceModelRewrites (as the Inference Extension's chart does); the apiserver lets the operator create
+# a Role only with rights it holds itself (RBAC escalation prevention), hence the reads below, which the
+# operator itself never uses.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["delete"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["delete"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["list", "watch"]
+- apiGroups: ["inference.networking.x-k8s.io"]
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
+{{- end }}
 # Events about decisions and failures: kopf.event() POSTs core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: ["events"]

@@ -157,6 +157,9 @@ PLURALS = {
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "InferencePool": "inferencepools",
     "HTTPRoute": "httproutes",
+    "ServiceAccount": "serviceaccounts",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
 }
 
 
@@ -251,6 +254,8 @@ async def apply_children(
         kind, meta = str(body["kind"]), body["metadata"]
         key = (kind, str(meta["namespace"]), str(meta["name"]))
         view = live.get(kind)
+        if view is not None and view.name != key[2]:
+            view = None  # another child of that kind (the pool's endpoint picker): judged by memory alone
         if not needs_apply(body, value, view, memory.get(*key)):
             results.append(Applied(kind, key[2], None, changed=False, created=False))
             continue

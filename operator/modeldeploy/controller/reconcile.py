@@ -228,6 +228,11 @@ def plan(
     return planned, True
 
 
+def _is_workload(obj: dict[str, Any], name: str) -> bool:
+    """The model's own Deployment (not the endpoint picker's `<name>-epp` beside it)."""
+    return obj.get("kind") == "Deployment" and (obj.get("metadata") or {}).get("name") == name
+
+
 async def reconcile(
     kube: AsyncKube,
     namespace: str,
@@ -268,7 +273,7 @@ async def reconcile(
             if cache is not None:
                 extra = (*extra, cache.condition)
                 if not cache.ready:
-                    objects = tuple(pair for pair in objects if pair[0].get("kind") != "Deployment")
+                    objects = tuple(pair for pair in objects if not _is_workload(pair[0], name))
         try:
             applied = await apply_children(kube, objects, live, memory.applied)
         except ChildConflict as exc:
@@ -283,7 +288,7 @@ async def reconcile(
             # A new plan may render fewer autoscaling/routing objects: remove ours it no longer asks for.
             await scaling.prune(kube, planned.md, [obj for obj, _ in planned.objects], meta.get("uid"))
         for child in applied:
-            if child.kind == "Deployment" and child.obj is not None:
+            if child.kind == "Deployment" and child.name == name and child.obj is not None:
                 deployment = DeploymentView.from_object(child.obj)
                 auto_ngl = ChildView.from_object(child.obj).auto_ngl
 

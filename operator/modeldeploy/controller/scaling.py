@@ -19,6 +19,7 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.apply import controller_uid, object_path
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.scaling.attach import with_scaling
+from modeldeploy.scaling.epp import EPP_SUFFIX
 from modeldeploy.scaling.plan import (
     HTTP_ROUTE,
     HTTP_SCALED_OBJECT,
@@ -42,6 +43,12 @@ MANAGED: tuple[tuple[str, str, str, str | None], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler", "", None),
     ("inference.networking.k8s.io/v1", "InferencePool", "", INFERENCE_POOL),
     ("gateway.networking.k8s.io/v1", "HTTPRoute", "", HTTP_ROUTE),
+    # The pool's endpoint picker (scaling/epp.py); built-in kinds, looked up only while routing was on.
+    ("apps/v1", "Deployment", EPP_SUFFIX, None),
+    ("v1", "Service", EPP_SUFFIX, None),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", EPP_SUFFIX, None),
+    ("rbac.authorization.k8s.io/v1", "Role", EPP_SUFFIX, None),
+    ("v1", "ServiceAccount", EPP_SUFFIX, None),
 )
 
 _cache: dict[str, tuple[float, frozenset[str]]] = {}  # per apiserver; used on the event loop only

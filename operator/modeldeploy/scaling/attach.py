@@ -56,5 +56,6 @@ def with_scaling(
         plan=plan,
         settings=config.autoscaling,
         gateway=config.gateway,
+        engine=engine,
     )
     return objects + extra, plan

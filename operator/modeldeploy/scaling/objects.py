@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modeldeploy.scaling.epp import epp_objects
 from modeldeploy.scaling.plan import ScalingPlan
 from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings
 
@@ -222,8 +223,9 @@ def scaling_objects(
     plan: ScalingPlan,
     settings: AutoscalingSettings,
     gateway: GatewaySettings,
+    engine: str = "",
 ) -> list[dict[str, Any]]:
-    """Every object the plan asks for, in a fixed order."""
+    """Every object the plan asks for, in a fixed order (the pool's endpoint picker after the route)."""
     out: list[dict[str, Any]] = []
     if plan.autoscaler == "keda":
         out.append(scaled_object(meta, plan, metrics, target, delay_s, settings))
@@ -234,4 +236,5 @@ def scaling_objects(
     if plan.route:
         out.append(inference_pool(meta, selector, port, gateway))
         out.append(http_route(meta, served_name, plan, gateway, settings))
+        out.extend(epp_objects(meta, engine, gateway))
     return out

@@ -47,6 +47,21 @@ class AutoscalingSettings(_Model):
     http_addon: HttpAddonSettings = Field(default_factory=HttpAddonSettings)
 
 
+class EndpointPickerSettings(_Model):
+    """The per-pool endpoint picker the operator deploys (docs/gateway.md)."""
+
+    deploy: bool = Field(
+        default=True,
+        description="Deploy an endpoint picker `<name>-epp` per InferencePool; false when the gateway brings "
+        "its own (GKE).",
+    )
+    image: str = Field(
+        default="registry.k8s.io/gateway-api-inference-extension/epp:v1.6.0",
+        min_length=1,
+        description="The picker's image, the Inference Extension release whose CRDs the pool uses.",
+    )
+
+
 class GatewaySettings(_Model):
     """The Gateway (API) that serves one OpenAI endpoint for every model; empty name = no gateway."""
 
@@ -60,6 +75,7 @@ class GatewaySettings(_Model):
         description="gRPC port of each InferencePool's endpoint picker Service `<name>-epp`; 0 renders "
         "the pool without an endpointPickerRef.",
     )
+    endpoint_picker: EndpointPickerSettings = Field(default_factory=EndpointPickerSettings)
 
     @property
     def enabled(self) -> bool:

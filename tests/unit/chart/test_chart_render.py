@@ -405,6 +405,42 @@ def test_rbac_has_no_dangerous_grants(render, values: tuple[str, ...]) -> None:
             assert "delete" not in verbs or (group, resource) in PRUNABLE
 
 
+GATEWAY = ("--set", "config.gateway.name=inference")
+# With a gateway, the per-pool endpoint picker (docs/gateway.md): applied, pruned, and the picker Role's
+# reads, which the operator must hold to grant them (RBAC escalation prevention).
+EPP_EXTRA = {
+    ("apps", "deployments"): {"delete"},
+    ("", "services"): {"delete"},
+    ("", "serviceaccounts"): {"patch", "delete"},
+    ("rbac.authorization.k8s.io", "roles"): {"patch", "delete"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"patch", "delete"},
+    ("", "pods"): {"get"},
+    ("inference.networking.k8s.io", "inferencepools"): {"list", "watch"},
+    ("inference.networking.x-k8s.io", "inferenceobjectives"): {"get", "list", "watch"},
+    ("inference.networking.x-k8s.io", "inferencemodelrewrites"): {"get", "list", "watch"},
+}
+
+
+def test_a_gateway_adds_exactly_what_the_endpoint_picker_needs(render) -> None:
+    from modeldeploy.scaling.epp import EPP_RULES
+
+    (role,) = by_kind(render(*GATEWAY), "ClusterRole")
+    grants = _grants(role)
+    expected = {**CLUSTER_READS, **NAMESPACED_RULES}
+    for key, verbs in EPP_EXTRA.items():
+        expected[key] = expected.get(key, set()) | verbs
+    assert grants == expected
+    # the operator holds every right the picker's Role grants, so the apiserver lets it create that Role
+    for rule in EPP_RULES:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                assert set(rule["verbs"]) <= grants[(group, resource)], (group, resource)
+    (off,) = by_kind(render(*GATEWAY, "--set", "config.gateway.endpointPicker.deploy=false"), "ClusterRole")
+    assert _grants(off) == {**CLUSTER_READS, **NAMESPACED_RULES}
+    for namespaced in by_kind(render(*GATEWAY, *NAMESPACED), "Role"):
+        assert set(EPP_RULES[0]["verbs"]) <= _grants(namespaced)[("", "pods")]
+
+
 # --- the operator accepts what the chart passes ---------------------------------------------------------------
 
 

@@ -33,7 +33,14 @@ def _render(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> 
 def test_with_every_addon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     objects = _render(tmp_path, capsys, "--addons", EVERYTHING)
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["Deployment", "Service", "ScaledObject", "HTTPScaledObject", "InferencePool", "HTTPRoute"]
+    assert kinds == ["Deployment", "Service", "ScaledObject", "HTTPScaledObject", "InferencePool", "HTTPRoute"] + [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ]
+    assert all(o["metadata"]["name"] == objects[0]["metadata"]["name"] + "-epp" for o in objects[6:])
     assert objects[0]["spec"]["replicas"] == 1 and objects[2]["spec"]["minReplicaCount"] == 0
     assert "--alias" in objects[0]["spec"]["template"]["spec"]["containers"][0]["command"]
 

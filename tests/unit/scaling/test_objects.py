@@ -31,7 +31,8 @@ def test_query_sums_the_engine_gauges_of_this_deployments_pods_only() -> None:
 
 
 def test_keda_scaled_object_and_route_to_the_pool() -> None:
-    scaled, pool, route = _render(AutoscalingSpec(min_replicas=1, max_replicas=3))
+    scaled, pool, route, *epp = _render(AutoscalingSpec(min_replicas=1, max_replicas=3))
+    assert [o["kind"] for o in epp] == ["ServiceAccount", "Role", "RoleBinding", "Deployment", "Service"]
     assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "qwen"}
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["metadata"]["threshold"] == "4" and "vllm:num_requests_waiting" in trigger["metadata"]["query"]
@@ -49,7 +50,7 @@ def test_keda_scaled_object_and_route_to_the_pool() -> None:
 
 def test_from_zero_the_route_goes_through_the_interceptor() -> None:
     settings = AutoscalingSettings(http_addon=HttpAddonSettings(enabled=True))
-    scaled, http, _pool, route = _render(AutoscalingSpec(min_replicas=0, max_replicas=3), settings)
+    scaled, http, _pool, route, *_epp = _render(AutoscalingSpec(min_replicas=0, max_replicas=3), settings)
     assert scaled["spec"]["minReplicaCount"] == 0
     push = scaled["spec"]["triggers"][1]
     assert push["type"] == "external-push" and push["metadata"]["httpScaledObject"] == "qwen-http"
