@@ -9,6 +9,7 @@ session cluster stays without these CRDs, as a cluster without KEDA or a gateway
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import config
+from kubernetes.client import ApiClient
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.config import LabelMappings, OperatorConfig
@@ -26,6 +28,7 @@ from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
 from modeldeploy.scaling import objects as so
+from modeldeploy.scaling.epp import EPP_RULES
 from modeldeploy.scaling.plan import (
     HTTP_ROUTE,
     HTTP_SCALED_OBJECT,
@@ -40,7 +43,8 @@ from modeldeploy.scaling.settings import (
     HttpAddonSettings,
 )
 from modeldeploy.selection.nodes import facts_from_document
-from tests.support.tools import unavailable
+from tests.support.chart import by_kind, template
+from tests.support.tools import ensure_helm, unavailable
 
 # No pytest timeout: the first run on a fresh machine builds the control plane inside the fixture (minutes);
 # every wait below is bounded.
@@ -377,3 +381,39 @@ def test_the_apiserver_refuses_min_above_max(kube: Kube) -> None:
     with pytest.raises(KubeError) as missing:
         kube.request("POST", MD_PATH, body=_md("nomax", {"minReplicas": 0}))
     assert missing.value.status == 422 and "maxReplicas" in missing.value.message
+
+
+def test_the_charts_rbac_lets_the_operator_create_the_pickers_role(kube: Kube) -> None:
+    """Under the chart's own ClusterRole (gateway on), the operator creates `<name>-epp`'s Role: the
+    apiserver's escalation check passes only because the chart grants it every right that Role grants."""
+    _install_md_crd(kube)
+    (chart_role,) = by_kind(template(ensure_helm(), "--set", "config.gateway.name=inference"), "ClusterRole")
+    account = "chart-operator"
+    kube.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts", body={"metadata": {"name": account}})
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    kube.request("POST", f"{rbac}/clusterroles", body={"metadata": {"name": account}, "rules": chart_role["rules"]})
+    binding = {
+        "metadata": {"name": account},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": NS}],
+    }
+    kube.request("POST", f"{rbac}/clusterrolebindings", body=binding)
+    token = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{NS}/serviceaccounts/{account}/token",
+        body={"spec": {"expirationSeconds": 3600}},
+    )["status"]["token"]
+    as_operator = copy.deepcopy(kube.api.configuration)
+    as_operator.cert_file = as_operator.key_file = None
+    as_operator.api_key = {"authorization": f"Bearer {token}"}
+    operator = Kube(ApiClient(as_operator))
+    config = OperatorConfig(gateway=GatewaySettings(name="inference"))
+    forget_discovery()
+    kube.request("POST", MD_PATH, body=_md("sa-chat", None))
+    _reconcile(operator, "sa-chat", config)
+    role = kube.get(f"{rbac}/namespaces/{NS}/roles/sa-chat-epp")
+    assert role is not None and role["rules"] == [dict(r) for r in EPP_RULES]
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/sa-chat-epp") is not None
+    # and the route switched off, it may delete what it made
+    _reconcile(operator, "sa-chat", OperatorConfig())
+    assert kube.get(f"{rbac}/namespaces/{NS}/roles/sa-chat-epp") is None
