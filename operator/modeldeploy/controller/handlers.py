@@ -146,13 +146,13 @@ async def modeldeployments_index(
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)
 async def deployments_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, ChildView]:
-    owner = owner_name(body)
+    owner = workload_owner(body)
     return {(namespace, owner): ChildView.from_object(body)} if owner else {}
 
 
 @kopf.index("v1", "services", labels=OURS)
 async def services_index(body: kopf.Body, namespace: str, **_: Any) -> dict[Any, ChildView]:
-    owner = owner_name(body)
+    owner = workload_owner(body)
     return {(namespace, owner): ChildView.from_object(body)} if owner else {}
 
 
@@ -370,6 +370,14 @@ def owner_name(body: Mapping[str, Any]) -> str | None:
         if ref.get("controller") and ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(GROUP):
             return ref.get("name")
     return (meta.get("labels") or {}).get(INSTANCE)
+
+
+def workload_owner(body: Mapping[str, Any]) -> str | None:
+    """The owner of the model's own Deployment/Service (named as the ModelDeployment); None for the other
+    children of those kinds (the endpoint picker `<name>-epp`, docs/gateway.md), which the world's single
+    Deployment/Service view must never pick up."""
+    owner = owner_name(body)
+    return owner if owner and (body.get("metadata") or {}).get("name") == owner else None
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)

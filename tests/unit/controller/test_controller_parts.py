@@ -7,7 +7,7 @@ from typing import Any
 
 from modeldeploy.config import LabelMappings
 from modeldeploy.controller.apply import controller_uid, object_path, owned_by_others, yield_fields
-from modeldeploy.controller.handlers import Serializer, owner_name
+from modeldeploy.controller.handlers import Serializer, owner_name, workload_owner
 from modeldeploy.controller.metrics import Metrics
 from modeldeploy.controller.nodes_index import FactsMemory, index_entry, snapshot
 from modeldeploy.controller.reconcile import current_engine, parse, stability_inputs
@@ -48,6 +48,9 @@ def test_paths_and_owners() -> None:
     ref = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "md", "controller": True}
     assert owner_name({"metadata": {"ownerReferences": [ref]}}) == "md"
     assert owner_name({"metadata": {"labels": {"app.kubernetes.io/instance": "x"}}}) == "x"
+    # the world's one Deployment/Service view is the model's own, never the endpoint picker's beside it
+    assert workload_owner({"metadata": {"name": "md", "ownerReferences": [ref]}}) == "md"
+    assert workload_owner({"metadata": {"name": "md-epp", "ownerReferences": [ref]}}) is None
 
 
 def node(name: str, gpus: int = 0, ready: str = "True", heartbeat: str = "t1") -> dict[str, Any]:
