@@ -64,7 +64,10 @@ def epp_args(pool: str, namespace: str, engine: str, gateway: GatewaySettings) -
     """The picker's command line: its pool, its ports, and the engine's gauge names."""
     args = ["--pool-name", pool, "--pool-namespace", namespace]
     args += ["--grpc-port", str(gateway.endpoint_picker_port), "--grpc-health-port", str(GRPC_HEALTH_PORT)]
-    args += ["--metrics-port", str(METRICS_PORT)]
+    args += ["--metrics-port", str(METRICS_PORT), "--zap-encoder", "json", "--tracing=false"]
+    # As the chart does without its Prometheus monitoring: an authenticated metrics endpoint needs
+    # cluster-wide TokenReview/SubjectAccessReview rights, which a per-pool Role cannot hold.
+    args += ["--metrics-endpoint-auth=false"]
     for flag, value in ENGINE_METRIC_FLAGS.get(engine, ()):
         args += [flag, value]
     return args
@@ -93,8 +96,11 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
             {"name": "metrics", "containerPort": METRICS_PORT},
         ],
         "livenessProbe": {"grpc": dict(health), "initialDelaySeconds": 5, "periodSeconds": 10},
-        "readinessProbe": {"grpc": dict(health), "initialDelaySeconds": 5, "periodSeconds": 10},
-        "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+        "readinessProbe": {"grpc": dict(health), "periodSeconds": 2},
+        "env": [
+            {"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "EPP_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
     }
     pod_meta = {"labels": {**_meta(meta, name)["labels"], **selector}}
     deployment = {
@@ -103,6 +109,8 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
         "metadata": _meta(meta, name),
         "spec": {
             "replicas": 1,
+            # One active picker (its prefix-cache scoring is stateful): the old one goes before the new starts.
+            "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": dict(selector)},
             "template": {
                 "metadata": pod_meta,

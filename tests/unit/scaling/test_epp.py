@@ -60,6 +60,8 @@ def test_deployment_runs_the_pinned_image_for_this_pool() -> None:
     assert container["readinessProbe"]["grpc"]["port"] == epp.GRPC_HEALTH_PORT
     assert spec["serviceAccountName"] == "qwen-epp"
     assert "--total-queued-requests-metric" not in args  # vLLM: the picker's own defaults
+    assert "--metrics-endpoint-auth=false" in args  # no cluster-wide TokenReview rights for a per-pool picker
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}  # one active picker at a time
 
 
 @pytest.mark.parametrize(
