@@ -64,7 +64,11 @@ class ModelCacheSettings(_Model):
     storage_class_name: str | None = Field(
         default=None, description="StorageClass of model caches; empty: the cluster's default class."
     )
-    size: str = Field(default="50Gi", description="Size of a model cache claim when spec.cache.shared.size is unset.")
+    size: str = Field(
+        default="50Gi",
+        description="Size of a model cache claim when spec.cache.shared.size is unset and the model's listing "
+        "gives no size.",
+    )
     access_mode: str = Field(default="ReadWriteMany", description="Access mode of model cache claims.")
     retention: str = Field(default="Retain", description="Retain or Delete (with the last ModelDeployment using it).")
     job_backoff_limit: int = Field(default=2, ge=0, description="Retries of a failed download Job's pod.")

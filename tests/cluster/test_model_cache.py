@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy.modelcache.listing import LISTING_LABEL, size_from_listing
 from modeldeploy.modelcache.plan import CACHE_LABEL, SHARED_VOLUME
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, World, eventually
 from tests.support.job_runner import JobPodRunner
@@ -160,6 +161,12 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
     assert env.runner.runs == 1
     batch = client.BatchV1Api(env.world.api)
     assert len(batch.list_namespaced_job(NS, label_selector=CACHE_LABEL).items) == 1
+    # No size in spec.cache.shared: one listing Job sized the claim (listed bytes + 10 %, rounded up to a
+    # GiB) before it existed, instead of the operator's default (50Gi), and went once the claim was made.
+    pvc = env.core.read_namespaced_persistent_volume_claim(claim, NS)
+    assert pvc.spec.resources.requests["storage"] == size_from_listing(len(WEIGHTS)) == "1Gi"
+    assert env.runner.listings == 1
+    eventually(lambda: not batch.list_namespaced_job(NS, label_selector=LISTING_LABEL).items, "the listing Job to go")
     print(
         f"\nmodel cache: {len(WEIGHTS)} bytes downloaded once for 3 replicas of 2 ModelDeployments; "
         f"time to ModelReady: first {seconds_a:.1f} s, second {seconds_b:.1f} s"
@@ -179,7 +186,7 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
         (
             "no-class",
             {"uri": f"hf://{REPO}@no-class"},
-            {"storageClassName": "fast-ssd"},
+            {"storageClassName": "fast-ssd", "size": "1Gi"},  # a size: no listing of a revision that is not there
             None,
             "StorageClass fast-ssd does not exist",
         ),
@@ -199,6 +206,16 @@ def test_each_failure_is_one_sentence_in_status(env: Env, name, model, shared, s
     assert env.deployment(name) is None  # nothing started on weights that are not there
 
 
+def test_a_size_in_the_spec_skips_the_listing(env: Env) -> None:
+    listings = env.runner.listings
+    env.create("sized", {"uri": f"hf://{REPO}@sized"}, {"size": "2Gi"})  # a revision nobody has: only a listing
+    seen, _ = _watch_model(env, "sized")  # would fail, the download fails the same way
+    pvc = env.core.read_namespaced_persistent_volume_claim(env.model("sized")["claim"], NS)
+    assert pvc.spec.resources.requests["storage"] == "2Gi"
+    assert seen[-1] == "Failed" and "The download of" in env.model("sized")["message"], env.model("sized")
+    assert env.runner.listings == listings
+
+
 def test_a_claim_that_no_provisioner_binds_stays_pending(env: Env) -> None:
     storage = client.StorageV1Api(env.world.api)
     with contextlib.suppress(ApiException):
@@ -209,7 +226,7 @@ def test_a_claim_that_no_provisioner_binds_stays_pending(env: Env) -> None:
                 "volumeBindingMode": "Immediate",
             }
         )
-    env.create("stuck", {"uri": f"hf://{REPO}@stuck"}, {"storageClassName": "nobody-provisions"})
+    env.create("stuck", {"uri": f"hf://{REPO}@stuck"}, {"storageClassName": "nobody-provisions", "size": "1Gi"})
     status = eventually(lambda: env.model("stuck").get("message") and env.model("stuck"), "stuck's status.model")
     assert status["phase"] == "Pending" and status["summary"] == "Pending"
     assert status["message"].endswith("is Pending: waiting for StorageClass nobody-provisions to provision a volume.")

@@ -24,6 +24,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from modeldeploy.modelcache.listing import LISTING_LABEL
 from modeldeploy.modelcache.plan import CACHE_LABEL, JOB_MOUNT
 
 
@@ -36,7 +37,8 @@ class JobPodRunner:
         self.api, self.core = api, client.CoreV1Api(api)
         self.namespace, self.workdir, self.interval = namespace, workdir, interval
         self.started: set[str] = set()
-        self.runs = 0
+        self.runs = 0  # download Job pods run
+        self.listings = 0  # listing Job pods run (they size a claim; no volume, no token)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loop_thread = threading.Thread(target=self._loop, name="job-pod-runner", daemon=True)
@@ -54,7 +56,11 @@ class JobPodRunner:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             with contextlib.suppress(ApiException):
-                for pod in self.core.list_namespaced_pod(self.namespace, label_selector=CACHE_LABEL).items:
+                pods = [
+                    *self.core.list_namespaced_pod(self.namespace, label_selector=CACHE_LABEL).items,
+                    *self.core.list_namespaced_pod(self.namespace, label_selector=LISTING_LABEL).items,
+                ]
+                for pod in pods:
                     if pod.metadata.uid in self.started or not pod.spec.node_name:
                         continue
                     if pod.status.phase in ("Succeeded", "Failed") or pod.metadata.deletion_timestamp:
@@ -65,7 +71,11 @@ class JobPodRunner:
                     thread.start()
 
     def _claim_dir(self, pod: Any) -> Path:
-        claim = next(v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim)
+        claim = next(
+            (v.persistent_volume_claim.claim_name for v in pod.spec.volumes if v.persistent_volume_claim), None
+        )
+        if claim is None:  # the listing Job: nothing mounted but its /tmp
+            return self.workdir / f"{pod.metadata.name}.tmp"
         pvc = self.core.read_namespaced_persistent_volume_claim(claim, self.namespace)
         return Path(self.core.read_persistent_volume(pvc.spec.volume_name).spec.host_path.path)
 
@@ -77,16 +87,19 @@ class JobPodRunner:
                 env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
         for item in container.env or ():
             env[item.name] = item.value or ""
-        token = self.core.create_namespaced_service_account_token(
-            pod.spec.service_account_name, self.namespace, {"spec": {"expirationSeconds": 3600}}
-        ).status.token
-        token_file = self.workdir / f"{pod.metadata.name}.token"
-        token_file.write_text(token)
-        cfg = self.api.configuration
+        if pod.spec.automount_service_account_token is not False:
+            token = self.core.create_namespaced_service_account_token(
+                pod.spec.service_account_name, self.namespace, {"spec": {"expirationSeconds": 3600}}
+            ).status.token
+            token_file = self.workdir / f"{pod.metadata.name}.token"
+            token_file.write_text(token)
+            cfg = self.api.configuration
+            env.update(
+                MODELDEPLOY_KUBE_API=cfg.host,
+                MODELDEPLOY_KUBE_TOKEN_FILE=str(token_file),
+                MODELDEPLOY_KUBE_CA=str(cfg.ssl_ca_cert),
+            )
         env.update(
-            MODELDEPLOY_KUBE_API=cfg.host,
-            MODELDEPLOY_KUBE_TOKEN_FILE=str(token_file),
-            MODELDEPLOY_KUBE_CA=str(cfg.ssl_ca_cert),
             MODELDEPLOY_TERMINATION_LOG=str(self.workdir / f"{pod.metadata.name}.termination"),
             PATH=os.environ.get("PATH", ""),
             PYTHONPATH=os.pathsep.join(sys.path),
@@ -94,7 +107,10 @@ class JobPodRunner:
         return env
 
     def _run(self, pod: Any) -> None:
-        self.runs += 1
+        if LISTING_LABEL in (pod.metadata.labels or {}):
+            self.listings += 1
+        else:
+            self.runs += 1
         container = pod.spec.containers[0]
         started = _now()
         try:

@@ -260,7 +260,8 @@ class SharedCache(_Model):
     size: str | None = Field(
         default=None,
         pattern=QUANTITY,
-        description="Size of the claim, a Kubernetes quantity (default: the operator's modelCache.size).",
+        description="Size of the claim, a Kubernetes quantity (default: the model's listed size plus 10 %, rounded up "
+        "to a GiB; the operator's modelCache.size when the source lists no sizes).",
     )
     access_mode: Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce", "ReadWriteOncePod"] | None = Field(
         default=None,

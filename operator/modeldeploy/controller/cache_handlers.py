@@ -1,5 +1,6 @@
 """Kopf handlers for the shared model cache's objects: a claim's progress annotation or a download Job's
-end re-reconciles the ModelDeployments of that namespace (docs/model-cache.md).
+end (or the end of the listing Job that sizes a claim) re-reconciles the ModelDeployments of that
+namespace (docs/model-cache.md).
 
 Separate from handlers.py so the model cache stays one removable piece. The claim and the Job carry
 the `modeldeploy.io/model-cache` label; which ModelDeployments use a cache is not recorded anywhere
@@ -16,6 +17,7 @@ from typing import Any
 import kopf
 
 from modeldeploy.controller.handlers import run_reconcile
+from modeldeploy.modelcache.listing import LISTING_LABEL
 from modeldeploy.modelcache.plan import CACHE_LABEL
 
 CACHE = {CACHE_LABEL: kopf.PRESENT}
@@ -53,6 +55,20 @@ async def cache_job_event(
     **kwargs: Any,
 ) -> None:
     """The download Job succeeded or failed (its pods' termination messages say how)."""
+    if type is None:
+        return
+    await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LISTING_LABEL: kopf.PRESENT})
+async def cache_listing_job_event(
+    type: str | None,
+    namespace: str,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    **kwargs: Any,
+) -> None:
+    """The listing Job that sizes a cache claim ended (modelcache/listing.py): make the claim, or say why not."""
     if type is None:
         return
     await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")

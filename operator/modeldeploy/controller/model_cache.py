@@ -17,6 +17,7 @@ from typing import Any
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.kube import MERGE_PATCH, AsyncKube, KubeError
+from modeldeploy.modelcache import listing as lst
 from modeldeploy.modelcache import plan as p
 from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state
 
@@ -92,6 +93,46 @@ def _retry_after_edit(job: Mapping[str, Any], md: ModelDeployment) -> bool:
         return False
 
 
+async def _pods(kube: AsyncKube, namespace: str, selector: str) -> list[dict[str, Any]]:
+    try:
+        found = await kube.request("GET", _ns_path(namespace, "pods"), query=[("labelSelector", selector)])
+    except KubeError as exc:
+        if exc.transient:
+            raise
+        return []
+    return list(found.get("items") or [])
+
+
+async def _size_from_listing(
+    kube: AsyncKube, md: ModelDeployment, config: OperatorConfig, plan: p.CachePlan
+) -> str | CacheState:
+    """Before the claim exists: run the listing Job, and once it completed, the size to make the claim with
+    (modelcache/listing.py); until then, or when it failed, the state to report instead."""
+    ns, name = plan.namespace, lst.listing_name(plan)
+    job = await kube.get(_ns_path(ns, "jobs", name))
+    if job is not None and _retry_after_edit(job, md):
+        await kube.request("DELETE", _ns_path(ns, "jobs", name), query=[("propagationPolicy", "Background")])
+        job = None
+    if job is None:
+        await _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
+        job = await _create_if_absent(kube, ns, "jobs", lst.listing_job(plan, md, config))
+    pods = await _pods(kube, ns, f"{lst.LISTING_LABEL}={plan.name}")
+    total = lst.listed_total(job, pods)
+    if total is None:
+        return lst.listing_state(plan, job, pods)
+    return lst.claim_size(plan, total, config)
+
+
+async def _delete_listing(kube: AsyncKube, plan: p.CachePlan) -> None:
+    """The listing Job has done its part once the claim exists; a missing one is fine."""
+    try:
+        path = _ns_path(plan.namespace, "jobs", lst.listing_name(plan))
+        await kube.request("DELETE", path, query=[("propagationPolicy", "Background")])
+    except KubeError as exc:
+        if exc.transient:
+            raise
+
+
 async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig) -> CacheState | None:
     """Ensure the cache's objects exist and read its state; None when `md` uses no shared cache."""
     plan = p.plan_cache(md, config)
@@ -101,9 +142,19 @@ async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig)
     owner = p.owner_reference(md)
     claim = await kube.get(_ns_path(ns, "persistentvolumeclaims", plan.name))
     if claim is None:
+        listed = not plan.size_given
+        if listed:  # no size in the spec: the listing Job sizes the claim first
+            sized = await _size_from_listing(kube, md, config, plan)
+            if isinstance(sized, CacheState):
+                return sized
+            plan = p.with_size(plan, sized)
         claim = await _create_if_absent(kube, ns, "persistentvolumeclaims", p.claim(plan, owner))
+        if listed:
+            await _delete_listing(kube, plan)
     elif plan.retention == "Delete" and md.metadata.uid:
         await _adopt_owner(kube, claim, owner)
+    size = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+    plan = p.with_size(plan, size) if size else plan  # the Job refuses a model larger than the claim as it is
     uid = claim["metadata"].get("uid", "")
     phase = (claim.get("status") or {}).get("phase")
     storage = await _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
@@ -120,12 +171,7 @@ async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig)
         job = await _create_if_absent(kube, ns, "jobs", p.job(plan, md, config, uid))
     pods: list[dict[str, Any]] = []
     if job is not None and phase == "Bound":
-        query = [("labelSelector", f"{p.CACHE_LABEL}={plan.name}")]
-        try:
-            pods = list((await kube.request("GET", _ns_path(ns, "pods"), query=query)).get("items") or [])
-        except KubeError as exc:
-            if exc.transient:
-                raise
+        pods = await _pods(kube, ns, f"{p.CACHE_LABEL}={plan.name}")
     return cache_state(plan, claim, job, pods, storage)
 
 

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-claim", metavar="NAMESPACE/NAME", help="annotate this PVC with the progress")
     parser.add_argument("--progress-file", type=Path, help="write the latest progress record here")
     parser.add_argument("--capacity", type=int, help="bytes the volume was sized for (refuse larger models)")
+    parser.add_argument(
+        "--list-only",
+        action="store_true",
+        help="download nothing: end with the total bytes of what would be downloaded (sizes the shared cache)",
+    )
     return parser
 
 
@@ -151,6 +156,40 @@ def _verify_first(dest: Path, name: str, sha256: str | None) -> str | None:
         )
     log({"event": "fetch.verified", "file": str(dest / name), "sha256": got})
     return got
+
+
+def list_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The total bytes of exactly what `fetch` would download (same revision, same files), nothing written.
+
+    The shared cache's listing Job (docs/model-cache.md) sizes the claim from it. A single https:// file
+    lists no size here (total 0): the operator then uses its default size.
+    """
+    try:
+        location = locate(args.uri)
+    except ModelUriError as exc:
+        raise UsageError(str(exc)) from None
+    if not location.needs_fetch or location.scheme in ("https", "http"):
+        record: dict[str, Any] = {"phase": "Listed", "files": 0, "total": 0}
+    elif location.scheme == "hf":
+        from modeldeploy.fetch import hub
+
+        listing = hub.resolve(args.uri, args.file or None)
+        record = {"phase": "Listed", "files": len(listing.files), "total": listing.total, "revision": listing.commit}
+    else:
+        source = source_for(args.uri)
+        try:
+            listed = source.list_files()
+        finally:
+            source.close()
+        if args.file:
+            by_path = {f.path: f for f in listed}
+            missing = [f for f in args.file if f not in by_path]
+            if missing:
+                raise FetchError(f"{args.uri}: no file {', '.join(missing)} in the listing (check model.file).")
+            listed = [by_path[f] for f in args.file]
+        record = {"phase": "Listed", "files": len(listed), "total": sum(f.size or 0 for f in listed)}
+    log({"event": "fetch.listed", **record})
+    return record
 
 
 def fetch(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
@@ -293,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_clients(args.dest)
     reporter = _reporter(args)
     try:
+        if args.list_only:
+            result = list_only(args)
+            _termination_message(json.dumps(result, sort_keys=True))
+            print(json.dumps(result, sort_keys=True), flush=True)
+            return 0
         result = fetch(args, reporter)
     except UsageError as exc:
         code, message = 2, str(exc)

@@ -19,7 +19,7 @@ import hashlib
 import json
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SharedCache
@@ -49,6 +49,9 @@ class CachePlan:
     files: tuple[str, ...]
     mount_path: str  # where engine pods mount the claim (read-only)
     settings: dict[str, Any] = field(default_factory=dict)  # storageClassName, size, accessMode, retention
+    # False: spec.cache.shared.size was not given, so the claim is sized from the model's listing
+    # (modelcache/listing.py); settings["size"] is then only the fallback for a source that lists no sizes.
+    size_given: bool = True
 
     @property
     def retention(self) -> str:
@@ -100,7 +103,12 @@ def plan_cache(md: ModelDeployment, config: OperatorConfig) -> CachePlan | None:
         "retention": shared.retention or defaults.retention,
     }
     mount = posixpath.dirname(location.directory) if single_file else location.directory
-    return CachePlan(name, md.metadata.namespace, model.uri, files, mount, settings)
+    return CachePlan(name, md.metadata.namespace, model.uri, files, mount, settings, size_given=bool(shared.size))
+
+
+def with_size(plan: CachePlan, size: str) -> CachePlan:
+    """The plan with the claim's actual size (the listed one, or the size of a claim that already exists)."""
+    return replace(plan, settings={**plan.settings, "size": size}, size_given=True)
 
 
 def owner_reference(md: ModelDeployment) -> dict[str, Any]:
@@ -197,13 +205,35 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
     interval = f"{config.model_cache.progress_interval_seconds:g}"
     command += ["--report-claim", f"{plan.namespace}/{plan.name}", "--progress-interval", interval]
     command += ["--capacity", str(quantity_bytes(plan.settings["size"]))]
+    volumes = [{"name": "cache", "persistentVolumeClaim": {"claimName": plan.name}}]
+    return fetch_job(
+        plan.name, _labels(plan), plan, md, config, command, volumes, _owned_by_claim(plan, claim_uid), token=True
+    )
+
+
+def fetch_job(
+    name: str,
+    labels: dict[str, str],
+    plan: CachePlan,
+    md: ModelDeployment,
+    config: OperatorConfig,
+    command: list[str],
+    volumes: list[dict[str, Any]],
+    owners: list[dict[str, Any]],
+    *,
+    token: bool,
+) -> dict[str, Any]:
+    """A Job running the fetch image with `command`: the download Job and the listing Job share everything
+    else (the operator's fetchEnv, the credentialsSecret, nodeSelector, tolerations, security settings)."""
+    model = md.spec.model
+    mounts = [{"name": v["name"], "mountPath": JOB_MOUNT} for v in volumes]
     container: dict[str, Any] = {
         "name": "fetch",
         "image": config.image_for("fetch", md.spec.images),
         "imagePullPolicy": config.image_pull_policy,
         "command": command,
         "env": [{"name": "HOME", "value": "/tmp"}, *(e.model_dump() for e in config.fetch_env)],
-        "volumeMounts": [{"name": "cache", "mountPath": JOB_MOUNT}, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -214,21 +244,22 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
     }
     if model.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": model.credentials_secret, "optional": False}}]
-    labels = _labels(plan)
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": plan.namespace,
+        "labels": labels,
+        "annotations": {
+            URI_ANNOTATION: plan.uri,
+            REQUESTED_BY: md.metadata.name,
+            REQUESTED_GENERATION: str(md.metadata.generation or 0),
+        },
+    }
+    if owners:
+        meta["ownerReferences"] = owners
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": plan.name,
-            "namespace": plan.namespace,
-            "labels": labels,
-            "annotations": {
-                URI_ANNOTATION: plan.uri,
-                REQUESTED_BY: md.metadata.name,
-                REQUESTED_GENERATION: str(md.metadata.generation or 0),
-            },
-            "ownerReferences": _owned_by_claim(plan, claim_uid),
-        },
+        "metadata": meta,
         "spec": {
             "backoffLimit": config.model_cache.job_backoff_limit,
             "template": {
@@ -236,6 +267,7 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
                 "spec": {
                     "restartPolicy": "Never",
                     "serviceAccountName": SERVICE_ACCOUNT,
+                    **({} if token else {"automountServiceAccountToken": False}),
                     "securityContext": {
                         "runAsUser": FETCH_UID,
                         "runAsGroup": FETCH_UID,
@@ -246,10 +278,7 @@ def job(plan: CachePlan, md: ModelDeployment, config: OperatorConfig, claim_uid:
                     **({"nodeSelector": dict(md.spec.node_selector)} if md.spec.node_selector else {}),
                     **({"tolerations": list(md.spec.tolerations)} if md.spec.tolerations else {}),
                     "containers": [container],
-                    "volumes": [
-                        {"name": "cache", "persistentVolumeClaim": {"claimName": plan.name}},
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
+                    "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
                 },
             },
         },

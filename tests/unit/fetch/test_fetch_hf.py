@@ -215,3 +215,27 @@ def test_the_claim_is_annotated_with_progress_and_outcome(hub, tmp_path, capsys,
     ]
     failed = values[-1]
     assert failed["phase"] == "Failed" and "repository not found" in failed["message"]
+
+
+def test_list_only_totals_exactly_what_would_be_downloaded(hub, tmp_path, capsys) -> None:
+    dest = tmp_path / "d"
+    code, records, err = _run(capsys, "--uri", f"hf://{REPO}", "--dest", str(dest), "--list-only")
+    assert code == 0, err
+    whole = json.loads(_termination(tmp_path))
+    assert whole == {
+        "files": 3,
+        "phase": "Listed",
+        "revision": hub.commit(REPO),
+        "total": sum(map(len, FILES.values())),
+    }
+    args = ["--uri", f"hf://{REPO}", "--dest", str(dest), "--list-only", "--file", "model.Q4_1.gguf"]
+    code, _, err = _run(capsys, *args)
+    assert code == 0 and json.loads(_termination(tmp_path))["total"] == len(BLOB)
+    assert hub.stats()["gets"] == 0 and not (dest / "model.Q4_1.gguf").exists()  # listed, nothing downloaded
+
+
+def test_list_only_fails_like_a_download(hub, tmp_path, capsys) -> None:
+    args = ["--uri", f"hf://{REPO}", "--dest", str(tmp_path / "d"), "--list-only", "--file", "missing.gguf"]
+    code, _, err = _run(capsys, *args)
+    assert code == 1 and "HTTP 404, no file missing.gguf in the repository" in err
+    assert _termination(tmp_path) == err.strip()
