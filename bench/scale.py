@@ -284,9 +284,13 @@ class Recorder:
                         status.get("engine") or status.get("reason")
                     )
                     if decided:
+                        conditions = {c.get("type"): c for c in status.get("conditions") or ()}
+                        chosen = (conditions.get("EngineSelected") or {}).get("status") == "True"
                         with self.lock:
                             self.decided_at.setdefault(name, time.time())
-                            self.engine[name] = status.get("engine")
+                            # An engine was chosen: converged only once its Deployment exists (an apply
+                            # the apiserver refused for now is decided, not converged).
+                            self.engine[name] = status.get("engine") or ("chosen" if chosen else None)
                     if self._stop.is_set():
                         break
 
