@@ -269,8 +269,13 @@ def _post_events(result: Any) -> None:
 
 
 def retry_delay(retry: int) -> float:
-    """Backoff of a failed reconcile: 2 s, 4 s, 8 s, ... at most 5 minutes."""
-    return float(min(300, 2 * 2 ** min(retry, 8)))
+    """Backoff of a failed reconcile: 2 s, 4 s, 8 s, ... at most a minute.
+
+    Capped at a minute, not more: under a storm of transient refusals (a loaded apiserver, a CRD's
+    RESTMapping not yet known) a five-minute cap left objects waiting minutes after the cause had passed
+    (measured: p99 create -> Deployment 545 s at 500 x 1,000 on the loaded machine).
+    """
+    return float(min(60, 2 * 2 ** min(retry, 5)))
 
 
 # --- ModelDeployments ------------------------------------------------------------------------------------
