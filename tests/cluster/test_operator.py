@@ -575,10 +575,13 @@ def test_spec_changes_are_followed(world: World, operator: OperatorProcess) -> N
     generation = md["metadata"]["generation"]
     eventually(lambda: world.md("vllm-only")["status"].get("observedGeneration") == generation, "observedGeneration")
     expect_rendered(world, "vllm-only")
-    reasons = {
-        e.reason for e in world.core.list_namespaced_event(NS, field_selector="involvedObject.name=sglang").items
-    }
-    assert {"EngineSelected", "EngineChanged"} <= reasons
+    # Events are posted by Kopf's posting queue after the status write: wait for them, do not race them.
+    eventually(lambda: {"EngineSelected", "EngineChanged"} <= event_reasons(world, "sglang"), "EngineChanged event")
+
+
+def event_reasons(world: World, name: str) -> set[str]:
+    """The reasons of the Events posted about the ModelDeployment `name`."""
+    return {e.reason for e in world.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={name}").items}
 
 
 def untouched_view(deployment: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -598,10 +601,7 @@ def test_what_only_the_operator_refuses_keeps_the_workload(world: World, operato
     assert world.condition("custom", "Ready") == ("False", "NoEligibleEngine")
     assert untouched_view(world.deployment("custom")) == before
     assert status["engine"] == "transformers"
-    reasons = {
-        e.reason for e in world.core.list_namespaced_event(NS, field_selector="involvedObject.name=custom").items
-    }
-    assert "NoEligibleEngine" in reasons
+    eventually(lambda: "NoEligibleEngine" in event_reasons(world, "custom"), "NoEligibleEngine event")
     # Back to auto: transformers again, Ready again.
     world.patch_md("custom", {"spec": {"engine": {"name": "auto"}}})
     eventually(lambda: ready(world, "custom"), "custom Ready again")
