@@ -32,43 +32,19 @@ async def _namespace_reconcile(
     )
 
 
-@kopf.on.event("v1", "persistentvolumeclaims", labels=CACHE)
-async def cache_claim_event(
+@kopf.on.event("v1", "persistentvolumeclaims", labels=CACHE, id="cache_claim_event")
+@kopf.on.event("batch", "v1", "jobs", labels=CACHE, id="cache_job_event")
+@kopf.on.event("batch", "v1", "jobs", labels={LISTING_LABEL: kopf.PRESENT}, id="cache_listing_job_event")
+async def cache_object_event(
     type: str | None,
     namespace: str,
     memo: kopf.Memo,
     logger: logging.Logger,
     **kwargs: Any,
 ) -> None:
-    """Bound, or a new progress annotation from the download Job."""
-    if type is None:
-        return
-    await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=CACHE)
-async def cache_job_event(
-    type: str | None,
-    namespace: str,
-    memo: kopf.Memo,
-    logger: logging.Logger,
-    **kwargs: Any,
-) -> None:
-    """The download Job succeeded or failed (its pods' termination messages say how)."""
-    if type is None:
-        return
-    await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={LISTING_LABEL: kopf.PRESENT})
-async def cache_listing_job_event(
-    type: str | None,
-    namespace: str,
-    memo: kopf.Memo,
-    logger: logging.Logger,
-    **kwargs: Any,
-) -> None:
-    """The listing Job that sizes a cache claim ended (modelcache/listing.py): make the claim, or say why not."""
+    """A claim bound or its progress annotation moved; a download Job ended (its pods' termination messages
+    say how); or the listing Job that sizes a claim ended (modelcache/listing.py). Each changes what the
+    namespace's ModelDeployments report, so they are reconciled again."""
     if type is None:
         return
     await _namespace_reconcile(namespace, memo, kwargs, logger, "model-cache")
