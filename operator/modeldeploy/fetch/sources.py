@@ -1,4 +1,4 @@
-"""Where modelscope://, s3:// and https:// files come from, and how they are listed (hf:// is hub.py).
+"""Where s3:// and https:// files come from, and how they are listed (hf:// is hub.py, modelscope:// modelscope.py).
 
 Every scheme here reduces to "a list of (relative path, size, sha256) and a way to open one from a byte
 offset", so the resumable, verified download in `http.py` is written once. Credentials are read from the
@@ -13,11 +13,9 @@ import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 from modeldeploy.fetch.http import FetchError, Opener, Response, Retryable, http_opener
-
-MODELSCOPE_DEFAULT = "https://www.modelscope.cn"
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,7 @@ class RemoteFile:
     sha256: str | None = None
 
 
-def _safe_relpath(path: str) -> str:
+def safe_relpath(path: str) -> str:
     """A listed path must stay inside the destination directory."""
     norm = posixpath.normpath(path.lstrip("/"))
     if norm.startswith("..") or norm in (".", ""):
@@ -71,42 +69,6 @@ class HttpSource(Source):
 
     def close(self) -> None:
         self.client.close()
-
-    def get_json(self, url: str) -> tuple[Any, Any]:
-        import httpx
-
-        try:
-            response = self.client.get(url, headers=self.headers, follow_redirects=True)
-        except httpx.TransportError as exc:
-            raise FetchError(f"Cannot list files at {url.split('?')[0]}: {type(exc).__name__}.") from None
-        if response.status_code != 200:
-            hint = " (is credentialsSecret set with the right token?)" if response.status_code in (401, 403) else ""
-            raise FetchError(f"Listing {url.split('?')[0]} answered HTTP {response.status_code}{hint}.")
-        return response.json(), response
-
-
-class ModelScope(HttpSource):
-    """modelscope://org/repo[@rev]: the ModelScope file API (same shape as the hub, different paths)."""
-
-    def __init__(self, uri: str) -> None:
-        super().__init__(os.environ.get("MODELSCOPE_API_TOKEN"))
-        self.base = os.environ.get("MODELSCOPE_ENDPOINT", MODELSCOPE_DEFAULT).rstrip("/")
-        self.repo, rev = parse_repo(uri)
-        self.rev = "master" if rev == "main" else rev  # ModelScope's default branch
-
-    def list_files(self) -> list[RemoteFile]:
-        url = f"{self.base}/api/v1/models/{self.repo}/repo/files?Revision={quote(self.rev)}&Recursive=true"
-        data, _ = self.get_json(url)
-        entries = ((data or {}).get("Data") or {}).get("Files") or []
-        return [
-            RemoteFile(_safe_relpath(e["Path"]), e.get("Size"), (e.get("Sha256") or None))
-            for e in entries
-            if e.get("Type") == "blob"
-        ]
-
-    def opener(self, path: str) -> tuple[Opener, str]:
-        url = f"{self.base}/api/v1/models/{self.repo}/repo?Revision={quote(self.rev)}&FilePath={quote(path)}"
-        return http_opener(self.client, url, self.headers), url
 
 
 class DirectUrl(HttpSource):
@@ -152,7 +114,7 @@ class S3(Source):
                     key = obj["Key"]
                     if key.endswith("/"):
                         continue
-                    files.append(RemoteFile(_safe_relpath(key[len(prefix) :]), obj.get("Size")))
+                    files.append(RemoteFile(safe_relpath(key[len(prefix) :]), obj.get("Size")))
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code, message = error.get("Code", ""), error.get("Message", "")
@@ -205,8 +167,6 @@ class S3(Source):
 
 def source_for(uri: str) -> Source:
     scheme = urlparse(uri).scheme
-    if scheme == "modelscope":
-        return ModelScope(uri)
     if scheme in ("https", "http"):
         return DirectUrl(uri)
     if scheme == "s3":

@@ -1,18 +1,18 @@
-"""A local HTTP file server for fetch tests: Range requests, cut connections, ModelScope's file API.
+"""A local HTTP file server for fetch tests: Range requests, cut connections.
 
-It plays ModelScope's file API and a plain HTTPS file host, on 127.0.0.1 only (the Hugging Face Hub is
-modeldeploy.localcluster.hubserver). Every request is recorded so tests can assert
-what was asked (Range headers, whether a token reached the CDN, that a second start asked nothing).
+It plays a plain HTTPS file host, on 127.0.0.1 only (the Hugging Face Hub is
+modeldeploy.localcluster.hubserver, ModelScope modeldeploy.localcluster.modelscope_server). Every request
+is recorded so tests can assert what was asked (Range headers, whether a token reached the CDN, that a
+second start asked nothing).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Behaviour:
     cut_after: int | None = None  # send only this many body bytes, then drop the connection...
     cuts_left: int = 0  # ...for this many GETs
     ignore_range: bool = False  # answer 200 with the whole file even when a Range is asked
-    token: str | None = None  # when set, API and resolve URLs need "Bearer <token>"
+    token: str | None = None  # when set, files need "Bearer <token>"
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -67,33 +67,11 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _json(self, data: Any, extra: dict[str, str] | None = None) -> None:
-        body = json.dumps(data).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (extra or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         b = self.behaviour
         b.seen.append(Seen("GET", self.path, self.headers.get("Range"), self.headers.get("Authorization")))
         url = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
         parts = [unquote(p) for p in url.path.split("/") if p]
-        if parts[:2] == ["api", "v1"] and parts[-1] == "files":  # modelscope listing
-            if not self._authorized():
-                return
-            files = [{"Path": n, "Type": "blob", "Size": len(c)} for n, c in sorted(b.files.items())]
-            self._json({"Code": 200, "Data": {"Files": [{"Path": "sub", "Type": "tree"}, *files]}})
-            return
-        if parts[:2] == ["api", "v1"] and parts[-1] == "repo":  # modelscope file
-            if not self._authorized():
-                return
-            self._file(query["FilePath"])
-            return
         if parts[:1] == ["files"]:
             if not self._authorized():
                 return

@@ -1,6 +1,7 @@
-"""The fetcher against a local HTTP server: https:// and modelscope:// (resume, verification, listing, credentials).
+"""The fetcher against a local HTTP server: https:// (resume, verification, credentials).
 
-hf:// goes through huggingface_hub and is tested against the local Hub server in test_fetch_hf.py.
+hf:// goes through huggingface_hub and is tested against the local Hub server in test_fetch_hf.py, modelscope://
+through the modelscope library against the local ModelScope server in test_fetch_modelscope.py.
 """
 
 from __future__ import annotations
@@ -137,19 +138,6 @@ def test_giving_up_keeps_the_part_for_the_next_start(tmp_path, capsys) -> None:
         code, _, err = _run(capsys, "--uri", f"{srv.url}/files/f.bin", "--dest", str(dest), "--attempts", "3")
     assert code == 1 and "Giving up" in err and "after 3 attempts" in err
     assert dest.with_name("f.bin.part").stat().st_size == 3000
-
-
-def test_modelscope_repository(tmp_path, capsys, monkeypatch) -> None:
-    files = {"config.json": b"{}", "weights.bin": BLOB[:5000]}
-    b = Behaviour(files=files, token="ms")
-    with Server(b) as srv:
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", srv.url)
-        monkeypatch.setenv("MODELSCOPE_API_TOKEN", "ms")
-        dest = tmp_path / "ms"
-        code, _, err = _run(capsys, "--uri", "modelscope://qwen/Qwen2.5-0.5B", "--dest", str(dest))
-    assert code == 0, err
-    assert (dest / "weights.bin").read_bytes() == BLOB[:5000]
-    assert any("Revision=master" in s.path for s in b.seen)
 
 
 def test_https_bearer_token(tmp_path, capsys, monkeypatch) -> None:
