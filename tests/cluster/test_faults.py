@@ -14,8 +14,10 @@ stays fast: every object still gets its Deployment, Service and full status). Wh
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
+import json
 import os
 import signal
 import threading
@@ -338,6 +340,44 @@ def test_an_admission_webhook_that_is_down_is_said_in_status(fleet: Fleet, opera
         fleet.adm.delete_validating_webhook_configuration(webhook["metadata"]["name"])
     converged(fleet, ns, count, timeout=180)
     assert fleet.uids(ns) == before
+
+
+def etcd_delete(local_cluster: LocalCluster, key: str) -> int:
+    """Delete one key straight from etcd (its JSON gateway), behind the apiserver's back; how many went."""
+    url = f"http://127.0.0.1:{local_cluster.ports['etcd']}/v3/kv/deleterange"
+    body = json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return int(json.loads(reply.read()).get("deleted", 0))
+
+
+def test_children_deleted_while_the_operator_cannot_watch_are_re_created(
+    fleet: Fleet, operator: OperatorProcess, local_cluster: LocalCluster
+) -> None:
+    """No DELETED event ever reaches the operator: the children go from etcd while the apiserver is down, so
+    the restarted apiserver answers the operator's watch with 410 Gone and Kopf lists again (relist.py)."""
+    ns = fleet.namespace("relist")
+    count = 3
+    fleet.burst(fleet.docs(ns, count))
+    converged(fleet, ns, count)
+    deps, svcs = fleet.children(ns)
+    name = sorted(deps)[0]
+    before = (deps[name]["metadata"]["uid"], svcs[name]["metadata"]["uid"])
+    local_cluster.stop_component("apiserver")
+    try:
+        assert etcd_delete(local_cluster, f"/registry/deployments/{ns}/{name}") == 1
+        assert etcd_delete(local_cluster, f"/registry/services/specs/{ns}/{name}") == 1
+    finally:
+        local_cluster.start_component("apiserver")
+
+    def recreated() -> bool:
+        deps, svcs = fleet.children(ns)
+        assert name in deps and name in svcs, f"Deployment {name in deps}, Service {name in svcs}"
+        return (deps[name]["metadata"]["uid"], svcs[name]["metadata"]["uid"]) != before
+
+    eventually(recreated, f"the Deployment and Service of {name} to be re-created", timeout=120, interval=1.0)
+    converged(fleet, ns, count)
+    assert operator.proc is not None and operator.proc.poll() is None
 
 
 def answered(op: OperatorProcess) -> bool:

@@ -32,7 +32,7 @@ import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import OperatorConfig, load_config
-from modeldeploy.controller import liveness, nodes_index
+from modeldeploy.controller import liveness, nodes_index, relist
 from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.pod_report import worth_a_reconcile
@@ -71,6 +71,7 @@ def state_of(memo: Any) -> State:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """Settings, the API client, the config file, the metrics endpoint."""
+    relist.install()  # objects deleted while a watch could not see them (relist.py)
     options = memo.get("options") or {}
     configure(
         settings,
