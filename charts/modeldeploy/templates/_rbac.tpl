@@ -29,22 +29,23 @@
 # Autoscaling and routing (docs/autoscaling.md, docs/gateway.md), applied only when their CRDs exist:
 # KEDA ScaledObjects or, without KEDA, HPAs; the HTTP add-on's HTTPScaledObjects for scale-to-zero;
 # an InferencePool and an HTTPRoute per model behind a Gateway. Deleted by the operator when the spec
-# stops asking for them (the garbage collector removes them with the ModelDeployment).
+# stops asking for them (the garbage collector removes them with the ModelDeployment). Watched (list,
+# watch, our label only) so that one deleted or edited by someone else is applied again.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["http.keda.sh"]
   resources: ["httpscaledobjects"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["inference.networking.k8s.io"]
   resources: ["inferencepools"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Read-only pod status: the auto-NGL init container's decision (its termination message, for
 # status.nGpuLayers) and the scheduler's reason when a pod cannot be placed (in the Ready condition).
 # Kopf watches all pods in scope and acts only on ours (managed-by label; filtered in the operator).
@@ -65,10 +66,10 @@
   verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts"]
-  verbs: ["get", "create"]
+  verbs: ["get", "list", "watch", "create"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "create"]
+  verbs: ["get", "list", "watch", "create"]
 {{- with .Values.config.gateway }}
 {{- if and .name .endpointPicker.deploy }}
 # The endpoint picker `<name>-epp` of each InferencePool (docs/gateway.md), only with a gateway configured

@@ -242,10 +242,11 @@ def needs_apply(
 async def apply_children(
     kube: AsyncKube,
     objects: Iterable[tuple[Mapping[str, Any], str]],
-    live: Mapping[str, ChildView | None],
+    live: Mapping[Any, ChildView | None],
     memory: AppliedMemory,
 ) -> list[Applied]:
-    """Apply each rendered child (with_hash's pairs) that needs it (`live`: the watch's view by kind).
+    """Apply each rendered child (with_hash's pairs) that needs it (`live`: the watch's view by (kind, name),
+    or by kind for the model's own Deployment and Service).
 
     Raises ChildConflict for a child another controller owns, ApplyError for any other refusal.
     """
@@ -253,7 +254,7 @@ async def apply_children(
     for body, value in objects:
         kind, meta = str(body["kind"]), body["metadata"]
         key = (kind, str(meta["namespace"]), str(meta["name"]))
-        view = live.get(kind)
+        view = live.get((kind, key[2]), live.get(kind))
         if view is not None and view.name != key[2]:
             view = None  # another child of that kind (the pool's endpoint picker): judged by memory alone
         if not needs_apply(body, value, view, memory.get(*key)):

@@ -34,6 +34,7 @@ from modeldeploy.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import OperatorConfig, load_config
 from modeldeploy.controller import liveness, nodes_index, relist
 from modeldeploy.controller import metrics as metrics_mod
+from modeldeploy.controller.children import Children
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.pod_report import worth_a_reconcile
 from modeldeploy.controller.reconcile import Memory, World, reconcile
@@ -56,6 +57,7 @@ class State:
     serializer: Serializer = field(default_factory=Serializer)
     facts: nodes_index.FactsMemory = field(default_factory=nodes_index.FactsMemory)
     memory: Memory = field(default_factory=Memory)
+    children: Children = field(default_factory=Children)  # autoscaling/routing children (child_handlers.py)
     watch: liveness.WatchClock = field(default_factory=liveness.WatchClock)
     node_changes: set[str] = field(default_factory=set)  # nodes whose facts the index saw change
     sweep: asyncio.Task[None] | None = None  # re-evaluation after a re-list of nodes (node_event)
@@ -182,6 +184,7 @@ def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]
         pods=tuple(pods.get(key) or ()) if pods else (),
         nodes=state.facts.snapshot(),
         facts_version=state.facts.version,
+        others=state.children.for_owner(namespace, name),
     )
 
 

@@ -43,6 +43,7 @@ from modeldeploy.controller.apply import (
     md_path,
     with_hash,
 )
+from modeldeploy.controller.children import Child
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.status import (
     ENGINE_LABEL,
@@ -66,6 +67,7 @@ from modeldeploy.controller.views import (
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
 from modeldeploy.render import RenderError, render
+from modeldeploy.scaling.keda_status import with_keda_status
 from modeldeploy.selection import select_engine
 from modeldeploy.selection.types import Decision, NodeFacts
 
@@ -134,6 +136,7 @@ class World:
     pods: tuple[PodView, ...]
     nodes: tuple[NodeFacts, ...]
     facts_version: int
+    others: Mapping[tuple[str, str], Child] = field(default_factory=dict)  # autoscaling/routing, by (kind, name)
 
 
 @dataclass(frozen=True)
@@ -262,9 +265,11 @@ async def reconcile(
     failed: ApplyError | None = None
     requests = 0
     cache: model_cache.CacheState | None = None
-    extra = planned.extra_conditions
+    reported = [c.reported for (kind, _), c in world.others.items() if kind == "ScaledObject" and c.view.name == name]
+    extra = with_keda_status(planned.extra_conditions, reported[0] if reported else ())
     if planned.objects and problem is None:
-        live = {"Deployment": world.deployment, "Service": world.service}
+        live: dict[Any, ChildView | None] = {"Deployment": world.deployment, "Service": world.service}
+        live.update({key: child.view for key, child in world.others.items()})  # by (kind, name)
         objects = planned.objects
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:
             # The shared model cache (docs/model-cache.md): its state is read on every reconcile, and the

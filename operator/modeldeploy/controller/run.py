@@ -97,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.peering and args.priority is None:
         args.priority = default_priority(os.environ.get("POD_NAME"))
     import modeldeploy.controller.cache_handlers  # noqa: F401 - the model cache's handlers
+    import modeldeploy.controller.child_handlers  # noqa: F401 - the autoscaling/routing children's handlers
     import modeldeploy.controller.handlers  # noqa: F401 - registers the handlers with Kopf
 
     kopf.configure(verbose=args.verbose, debug=args.debug, quiet=args.quiet)

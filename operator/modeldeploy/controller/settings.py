@@ -40,7 +40,20 @@ KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-c
 POSTING_WORKERS = 8  # Events posted at once
 OURS_SELECTOR = f"{MANAGED_BY}={MANAGER}"
 # Resources whose watch streams only our objects (the handlers' `labels=` filter, applied server-side).
-LABELLED = (("apps", "v1", "deployments"), ("v1", "services"), ("v1", "pods"))
+LABELLED = (
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "pods"),
+    # the autoscaling and routing children (child_handlers.py)
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("http.keda.sh", "v1alpha1", "httpscaledobjects"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("inference.networking.k8s.io", "v1", "inferencepools"),
+    ("gateway.networking.k8s.io", "v1", "httproutes"),
+    ("v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+)
 
 
 def configure(

@@ -61,11 +61,12 @@ def controller_uid(obj: Mapping[str, Any]) -> str | None:
 
 
 def drift_marker(obj: Mapping[str, Any]) -> str:
-    """What changes when anyone edits the child's spec: a Deployment's generation, else a spec digest."""
+    """What changes when anyone edits the child's spec: a Deployment's generation, else a digest of what
+    the object says besides metadata and status (its spec; a Role's rules, a RoleBinding's subjects)."""
     meta = obj.get("metadata") or {}
     if obj.get("kind") == "Deployment" and meta.get("generation") is not None:
         return f"g{meta['generation']}"
-    return digest(obj.get("spec"))
+    return digest({k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")})
 
 
 @dataclass(frozen=True)

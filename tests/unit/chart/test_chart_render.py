@@ -328,18 +328,18 @@ NAMESPACED_RULES = {
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},  # read-only: auto-NGL's termination message, unschedulable pods
     ("", "events"): {"create"},
-    # autoscaling and routing (docs/autoscaling.md, docs/gateway.md): applied, and deleted when unasked
-    ("keda.sh", "scaledobjects"): {"get", "create", "patch", "delete"},
-    ("http.keda.sh", "httpscaledobjects"): {"get", "create", "patch", "delete"},
-    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
-    ("inference.networking.k8s.io", "inferencepools"): {"get", "create", "patch", "delete"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch", "delete"},
+    # autoscaling and routing (docs/autoscaling.md, docs/gateway.md): watched, applied, deleted when unasked
+    ("keda.sh", "scaledobjects"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("http.keda.sh", "httpscaledobjects"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("inference.networking.k8s.io", "inferencepools"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch", "delete"},
     # the shared model cache (docs/model-cache.md): created when absent, never updated or deleted
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},  # delete: a failed download, to retry
-    ("", "serviceaccounts"): {"get", "create"},
-    ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
-    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
+    ("", "serviceaccounts"): {"get", "list", "watch", "create"},  # watched: the endpoint picker's
+    ("rbac.authorization.k8s.io", "roles"): {"get", "list", "watch", "create"},
+    ("rbac.authorization.k8s.io", "rolebindings"): {"get", "list", "watch", "create"},
 }
 # Roles the operator may create: one per model cache, letting the download Job patch its one claim. The
 # apiserver's escalation check limits any Role it creates to what it holds itself (never secrets or exec).
@@ -399,7 +399,7 @@ def test_rbac_has_no_dangerous_grants(render, values: tuple[str, ...]) -> None:
         for (group, resource), verbs in _grants(role).items():
             assert "*" not in verbs and resource != "*" and group != "*"
             assert resource not in ("secrets", "pods/exec", "serviceaccounts/token", "clusterroles")
-            assert (group, resource) not in ROLE_MAKING or verbs == {"get", "create"}
+            assert (group, resource) not in ROLE_MAKING or verbs == {"get", "list", "watch", "create"}  # + watched
             assert not verbs & {"deletecollection", "escalate", "bind", "impersonate"}
             # delete only for the autoscaler and routing objects the spec stopped asking for, never a workload
             assert "delete" not in verbs or (group, resource) in PRUNABLE

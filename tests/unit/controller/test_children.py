@@ -1,0 +1,105 @@
+"""The autoscaling/routing children as watched: views by owner, KEDA's conditions, edits seen, applies by name."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from modeldeploy.controller.apply import AppliedMemory, apply_children, needs_apply, with_hash
+from modeldeploy.controller.children import Child, Children, keda_conditions
+from modeldeploy.controller.views import ChildView, drift_marker
+
+OWNER_REF = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "m", "controller": True}
+
+
+def _hpa(max_replicas: int = 3, name: str = "m") -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": "ns", "ownerReferences": [OWNER_REF], "labels": {"a": "b"}},
+        "spec": {"minReplicas": 1, "maxReplicas": max_replicas},
+    }
+
+
+def _role(verbs: list[str]) -> dict[str, Any]:
+    rules = [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs}]
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "m-epp"}, "rules": rules}
+
+
+def test_an_edit_of_a_role_moves_its_drift_marker() -> None:
+    """Roles have no spec: their rules are what someone edits."""
+    assert drift_marker(_role(["get"])) != drift_marker(_role(["get", "list"]))
+    role = _role(["get"])
+    assert drift_marker(role) == drift_marker({**role, "metadata": {"name": "m-epp", "resourceVersion": "9"}})
+
+
+def test_an_hpa_edited_by_someone_needs_our_apply_again() -> None:
+    body, value = with_hash(_hpa())
+    stored = {**body, "metadata": {**body["metadata"], "resourceVersion": "5"}}
+    remembered = (value, drift_marker(stored))
+    assert not needs_apply(body, value, ChildView.from_object(stored), remembered)
+    edited = {**stored, "spec": {"minReplicas": 1, "maxReplicas": 10}}
+    assert needs_apply(body, value, ChildView.from_object(edited), remembered)
+
+
+def test_children_are_found_by_owner() -> None:
+    store = Children()
+    assert store.put("ns", Child.from_object("m", _hpa())) is None
+    store.put("ns", Child.from_object("m", _role(["get"])))
+    store.put("other", Child.from_object("m", _hpa()))
+    assert set(store.for_owner("ns", "m")) == {("HorizontalPodAutoscaler", "m"), ("Role", "m-epp")}
+    before = store.put("ns", Child.from_object("m", _hpa(5)))
+    assert (
+        before is not None
+        and before.view.marker != store.for_owner("ns", "m")[("HorizontalPodAutoscaler", "m")].view.marker
+    )
+    store.drop("HorizontalPodAutoscaler", "ns", "m")
+    assert set(store.for_owner("ns", "m")) == {("Role", "m-epp")}
+
+
+def test_keda_conditions_are_read_from_a_scaled_object_only() -> None:
+    so = {
+        "kind": "ScaledObject",
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "ScaledObjectCheckFailed", "message": "bad query"},
+                {"type": "Active", "status": "False"},
+                {"type": "Fallback", "status": "False"},
+            ]
+        },
+    }
+    assert keda_conditions(so) == (
+        ("Ready", "False", "ScaledObjectCheckFailed", "bad query"),
+        ("Active", "False", "", ""),
+    )
+    assert keda_conditions({"kind": "ScaledObject"}) == ()
+    assert keda_conditions(_hpa()) == ()
+
+
+class _Recorder:
+    """Stands in for the API client: records applies, answers with the object as stored."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+
+    async def apply(self, obj: dict[str, Any], path: str) -> dict[str, Any]:
+        self.applied.append(path)
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(len(self.applied))}}
+
+
+def test_children_are_judged_by_their_own_view_not_the_workloads() -> None:
+    hpa, hpa_hash = with_hash(_hpa())
+    hpa["metadata"]["namespace"] = "ns"
+    memory = AppliedMemory()
+    kube = _Recorder()
+    live: dict[Any, Any] = {"Deployment": None}
+    asyncio.run(apply_children(kube, [(hpa, hpa_hash)], live, memory))  # type: ignore[arg-type]
+    assert len(kube.applied) == 1
+    stored = {**hpa, "metadata": {**hpa["metadata"], "resourceVersion": "1"}}
+    live[("HorizontalPodAutoscaler", "m")] = ChildView.from_object(stored)
+    asyncio.run(apply_children(kube, [(hpa, hpa_hash)], live, memory))  # type: ignore[arg-type]
+    assert len(kube.applied) == 1  # unchanged: skipped
+    edited = {**stored, "spec": {"minReplicas": 1, "maxReplicas": 10}}
+    live[("HorizontalPodAutoscaler", "m")] = ChildView.from_object(edited)
+    asyncio.run(apply_children(kube, [(hpa, hpa_hash)], live, memory))  # type: ignore[arg-type]
+    assert len(kube.applied) == 2  # edited by someone: applied again
