@@ -233,20 +233,23 @@ def _conditions(kube: Kube, name: str) -> dict[str, dict[str, Any]]:
 
 def _reconcile(kube: Kube, name: str, config: OperatorConfig) -> None:
     """One reconcile as the operator runs it, with the world read from the apiserver (no watches here)."""
-    for _ in range(20):  # the admission's RESTMapping of a just-installed CRD lags by a second or two
+    last: Any = None
+    for _ in range(60):  # the admission's RESTMapping of a just-installed CRD lags by seconds on a loaded machine
         try:
             result = reconcile_once(kube.api.configuration, NS, name, NODES, config)
         except KubeError as exc:
             if exc.transient:
+                last = exc
                 time.sleep(0.5)
                 continue
             raise
         if result.failed is not None and result.failed.transient:
+            last = result.failed
             time.sleep(0.5)
             continue
         assert result.outcome == "applied", result
         return
-    raise AssertionError("reconcile kept failing transiently")
+    raise AssertionError(f"reconcile kept failing transiently: {last}")
 
 
 def test_reconcile_renders_scaling_and_routing_and_removes_them_when_unasked(kube: Kube) -> None:

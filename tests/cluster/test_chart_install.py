@@ -184,8 +184,12 @@ def test_operator_under_the_charts_service_account(
             return status.get("engine") == "transformers" and status.get("ready") == "1/1"
 
         eventually(ready, "status written through the status subresource, Ready 1/1", 90)
-        events = core.list_namespaced_event(APP_NS, field_selector="involvedObject.name=rbac-check").items
-        assert any(e.reason == "EngineSelected" for e in events)  # events: create
+
+        def selected_event() -> bool:  # events: create (Kopf posts them from its queue, after the status write)
+            events = core.list_namespaced_event(APP_NS, field_selector="involvedObject.name=rbac-check").items
+            return any(e.reason == "EngineSelected" for e in events)
+
+        eventually(selected_event, "the EngineSelected Event", 30)
         # The peering object carries this replica's keep-alive (kopf.dev peerings: patch).
         peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
         if any(a.startswith("--namespace=") for a in args):  # namespaced: one KopfPeering per namespace
