@@ -1,6 +1,7 @@
 """The shared model cache on a real control plane: one download per model, progress and failures in status.
 
-The operator runs as a process, the local Hub server serves the model and counts what it sends, the local
+The operator runs as a process, the local Hub server (and, for modelscope://, the local ModelScope server)
+serves the model and counts what it sends, the local
 provisioner binds the claims, and the download Job's pod is run for real by tests/support/job_runner.py
 (the fetcher as a process, reporting on its claim with the ServiceAccount token the operator's RBAC
 allows). The engine pods are only marked Ready by the fake kubelet: this tier is about the weights.
@@ -23,6 +24,7 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy.localcluster.modelscope_server import ModelScopeServer
 from modeldeploy.modelcache.listing import LISTING_LABEL, size_from_listing
 from modeldeploy.modelcache.plan import CACHE_LABEL, SHARED_VOLUME
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, World, eventually
@@ -38,11 +40,16 @@ FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # so the bytes on disk (what the Job reports) move in steps of 10 MB: 32 MiB shows three of them.
 WEIGHTS = os.urandom(32 << 20)
 THROTTLE = 8 << 20  # ~4 s per download: long enough to watch the progress column
+MS_REPO = "qwen/SmolLM2-135M-Instruct-GGUF"
+MS_PRIVATE = "qwen/private-GGUF"
+MS_WEIGHTS = WEIGHTS[: 12 << 20]
 
 
 class Env:
-    def __init__(self, world: World, hub: HubServer, runner: JobPodRunner, operator: OperatorProcess) -> None:
-        self.world, self.hub, self.runner, self.operator = world, hub, runner, operator
+    def __init__(
+        self, world: World, hub: HubServer, ms: ModelScopeServer, runner: JobPodRunner, operator: OperatorProcess
+    ) -> None:
+        self.world, self.hub, self.ms, self.runner, self.operator = world, hub, ms, runner, operator
         self.crs, self.core, self.apps = world.crs, world.core, world.apps
 
     def create(self, name: str, model: dict[str, Any] | None = None, shared: dict[str, Any] | None = None, **spec):
@@ -99,17 +106,19 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     work = tmp_path_factory.mktemp("model-cache")
     hub = HubServer({REPO: {FILE: WEIGHTS, "README.md": b"# SmolLM2\n"}}, throttle=THROTTLE)
     hub.add_repo(GATED, {FILE: WEIGHTS[:1000]}, gated_token="hf_right")
+    ms = ModelScopeServer({MS_REPO: {FILE: MS_WEIGHTS, "configuration.json": b"{}"}}, throttle=THROTTLE)
+    ms.add_repo(MS_PRIVATE, {FILE: WEIGHTS[:1000]}, token="ms-right")
     config = work / "config.yaml"
     settings = {
-        "fetchEnv": [{"name": "HF_ENDPOINT", "value": hub.url}],
+        "fetchEnv": [{"name": "HF_ENDPOINT", "value": hub.url}, {"name": "MODELSCOPE_ENDPOINT", "value": ms.url}],
         "modelCache": {"progressIntervalSeconds": 0.5},
     }
     config.write_text(yaml.safe_dump(settings))
     operator = OperatorProcess(world.kubeconfig, work / "operator.log", "--standalone", f"--config={config}")
-    with hub, JobPodRunner(world.api, NS, work) as runner:
+    with hub, ms, JobPodRunner(world.api, NS, work) as runner:
         operator.start()
         try:
-            yield Env(world, hub, runner, operator)
+            yield Env(world, hub, ms, runner, operator)
         finally:
             operator.stop()
             world.stop()
@@ -179,6 +188,8 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
         ("no-token", {"uri": f"hf://{GATED}"}, None, None, "HTTP 401, the repository is gated"),
         ("wrong-token", {"uri": f"hf://{GATED}@main"}, None, "hf_wrong", "HTTP 403, the token in credentialsSecret"),
         ("no-repo", {"uri": "hf://nobody/nothing"}, None, None, "HTTP 404, repository not found"),
+        ("ms-private", {"uri": f"modelscope://{MS_PRIVATE}"}, None, None, "HTTP 401, the repository is private"),
+        ("ms-no-repo", {"uri": "modelscope://nobody/nothing"}, None, None, "HTTP 404, repository not found"),
         ("no-file", {"file": "missing.gguf"}, None, None, "HTTP 404, no file missing.gguf"),
         ("bad-sha", {"sha256": "0" * 64}, None, None, "Checksum mismatch for"),
         ("too-small", {"uri": f"hf://{REPO}@main"}, {"size": "1Mi"}, None, "No space left on the cache volume"),
@@ -253,3 +264,21 @@ def test_fixing_the_credentials_runs_the_download_again(env: Env) -> None:
     )
     eventually(lambda: env.model("no-token").get("phase") == "Ready", "no-token's model after the fix", timeout=90)
     eventually(lambda: env.deployment("no-token"), "no-token's Deployment")
+
+
+def test_a_modelscope_model_is_fetched_once_by_its_own_client(env: Env) -> None:
+    """modelscope:// through the modelscope library in the download Job: one download for two models."""
+    uri = f"modelscope://{MS_REPO}"
+    env.create("ms-a", {"uri": uri}, replicas=2)
+    seen, _ = _watch_model(env, "ms-a")
+    assert seen[-1] == "Ready", seen
+    model = env.model("ms-a")
+    assert model["revision"] == env.ms.commit(MS_REPO)  # master, as ModelScope's revisions list names it
+    assert model["bytesDone"] == len(MS_WEIGHTS) == model["bytesTotal"]
+    env.create("ms-b", {"uri": uri})
+    seen, _ = _watch_model(env, "ms-b")
+    assert seen[-1] == "Ready" and env.model("ms-b")["claim"] == model["claim"], seen
+    eventually(lambda: env.deployment("ms-b"), "ms-b's Deployment")
+    stats = env.ms.downloads(MS_REPO, FILE)
+    assert (stats.gets, stats.bytes) == (1, len(MS_WEIGHTS)), stats
+    assert env.ms.downloads(MS_REPO, "configuration.json").gets == 0  # model.file only
