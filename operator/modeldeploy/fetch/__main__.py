@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modeldeploy.fetch.clients import REPO_CLIENTS, driver, drop_unresumable_partials, prepare_environment
 from modeldeploy.fetch.http import MARKER_DIR, FetchError, already_present, download, sha256_of
 from modeldeploy.fetch.progress import DiskProgress, FileReporter, Reporter
 from modeldeploy.fetch.sources import RemoteFile, source_for
@@ -25,7 +26,6 @@ from modeldeploy.model_paths import ModelUriError, locate
 
 TERMINATION_LOG = "/dev/termination-log"
 REPO_MARKER = "complete.json"
-REPO_CLIENTS = ("hf", "modelscope")  # schemes whose own client library downloads (hub.py, modelscope.py)
 
 
 _LOG_LOCK = threading.Lock()
@@ -138,24 +138,6 @@ def _check_space(dest: Path, total: int | None, capacity: int | None = None) -> 
         )
 
 
-def _drop_unresumable_partials(dest: Path) -> None:
-    """Remove what a killed huggingface_hub run left half-written; the library can never resume it.
-
-    huggingface_hub 2.x downloads each file into a process-unique `<name>.<random>.incomplete` and removes
-    it only when its own process sees the failure, so a Job pod killed mid-file leaves one behind for good:
-    space the claim was not sized for, and bytes the progress would count. The next run starts that file
-    from byte 0 anyway (docs/model-cache.md "Resume"). One fetcher writes a destination at a time (one
-    download Job per cache, an init container per pod), so whatever is there is dead.
-    """
-    partials = dest / ".cache" / "huggingface" / "download"
-    if not partials.is_dir():
-        return
-    for stale in partials.rglob("*.incomplete"):
-        size = stale.stat().st_size
-        stale.unlink(missing_ok=True)
-        log({"event": "fetch.partial_removed", "file": str(stale), "bytes": size})
-
-
 def _present_bytes(dest: Path) -> int:
     from modeldeploy.fetch.progress import bytes_under
 
@@ -190,7 +172,7 @@ def list_only(args: argparse.Namespace) -> dict[str, Any]:
     if not location.needs_fetch or location.scheme in ("https", "http"):
         record: dict[str, Any] = {"phase": "Listed", "files": 0, "total": 0}
     elif location.scheme in REPO_CLIENTS:
-        listing = _client(location.scheme).resolve(args.uri, args.file or None)
+        listing = driver(location.scheme).resolve(args.uri, args.file or None)
         record = {"phase": "Listed", "files": len(listing.files), "total": listing.total, "revision": listing.commit}
     else:
         source = source_for(args.uri)
@@ -233,12 +215,12 @@ def fetch(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
 
     started = time.monotonic()
     if location.scheme in REPO_CLIENTS:
-        client = _client(location.scheme)
+        client = driver(location.scheme)
         listing = client.resolve(args.uri, args.file or None)
         files, revision = listing.files, listing.commit
         log({"event": "fetch.listing", "files": len(files), "bytes": listing.total, "revision": revision})
         if location.scheme == "hf":
-            _drop_unresumable_partials(dest)
+            drop_unresumable_partials(dest, log)
         _check_space(dest, listing.total, args.capacity)
         with DiskProgress(dest, listing.total, **_progress(args, reporter, revision)):
             if location.scheme == "hf":
@@ -258,17 +240,6 @@ def fetch(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     size = sum(f["size"] for f in recorded)
     log({"event": "fetch.complete", "files": len(recorded), "seconds": round(time.monotonic() - started, 2)})
     return {"phase": "Ready", "bytes": size, "total": size, "revision": revision, "downloaded": True}
-
-
-def _client(scheme: str) -> Any:
-    """The module that drives a repository scheme's own client library (imported only when used)."""
-    if scheme == "hf":
-        from modeldeploy.fetch import hub
-
-        return hub
-    from modeldeploy.fetch import modelscope
-
-    return modelscope
 
 
 def _progress(args: argparse.Namespace, reporter: Reporter, revision: str | None) -> dict[str, Any]:
@@ -352,31 +323,9 @@ def _reporter(args: argparse.Namespace) -> Reporter:
     return _All()
 
 
-def _quiet_clients(uri: str, dest: str) -> None:
-    """The clients: no progress bars in the log, no telemetry, their own files on the cache volume.
-
-    tqdm (the modelscope library's bars, which it offers no switch for) reads TQDM_DISABLE when it is
-    imported, which is after this in the fetcher's process. MODELSCOPE_CACHE holds the library's lock
-    files and MODELSCOPE_HOME its session id: on the cache volume, not in a home directory that a
-    read-only image may lack.
-    """
-    try:
-        if locate(uri).scheme not in REPO_CLIENTS:
-            return  # no client library runs (and for https:// `dest` is a file, not a directory)
-    except ModelUriError:
-        return  # reported by fetch() in its words
-    meta = Path(dest) / MARKER_DIR
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("HF_HOME", str(meta / "hf-home"))
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("MODELSCOPE_CACHE", str(meta / "modelscope"))
-    os.environ.setdefault("MODELSCOPE_HOME", str(meta / "modelscope-home"))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_clients(args.uri, args.dest)
+    prepare_environment(args.uri, Path(args.dest))
     reporter = _reporter(args)
     try:
         if args.list_only:
