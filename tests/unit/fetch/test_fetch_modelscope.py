@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -47,6 +50,39 @@ def ms(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes]):
         yield server
 
 
+class _Outside(BaseHTTPRequestHandler):
+    """Stands for every host but loopback (the proxy all other traffic must take): records, answers 502."""
+
+    seen: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _refuse(self) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        self.send_response(502)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = do_CONNECT = _refuse  # noqa: N815 - http.server's naming
+
+
+@pytest.fixture
+def outside(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Route everything but 127.0.0.1 to a recording proxy: what the client tried to reach out there."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Outside)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    _Outside.seen = []
+    yield _Outside.seen
+    server.shutdown()
+    server.server_close()
+
+
 def _run(capsys, *argv: str) -> tuple[int, list[dict], str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -57,7 +93,7 @@ def _termination(tmp_path: Path) -> str:
     return (tmp_path / "termination-log").read_text()
 
 
-def test_whole_repository_at_the_resolved_commit_then_nothing(ms, files, tmp_path, capsys) -> None:
+def test_whole_repository_at_the_resolved_commit_then_nothing(ms, files, outside, tmp_path, capsys) -> None:
     dest = tmp_path / "modelscope" / REPO / "main"
     code, records, err = _run(capsys, "--uri", f"modelscope://{REPO}", "--dest", str(dest))
     assert code == 0, err
@@ -74,6 +110,7 @@ def test_whole_repository_at_the_resolved_commit_then_nothing(ms, files, tmp_pat
     code, records, _ = _run(capsys, "--uri", f"modelscope://{REPO}", "--dest", str(dest))
     assert code == 0 and len(ms.requests) == asked  # a restart asks the hub nothing
     assert records[0]["event"] == "fetch.present" and records[0]["revision"] == commit
+    assert outside == []  # the library asked only the endpoint it was given: no modelscope.cn, no .ai probe
 
 
 def test_one_real_gguf_by_tag_verified(ms, gguf_bytes, tmp_path, capsys) -> None:
