@@ -189,7 +189,6 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
         ("wrong-token", {"uri": f"hf://{GATED}@main"}, None, "hf_wrong", "HTTP 403, the token in credentialsSecret"),
         ("no-repo", {"uri": "hf://nobody/nothing"}, None, None, "HTTP 404, repository not found"),
         ("ms-private", {"uri": f"modelscope://{MS_PRIVATE}"}, None, None, "HTTP 401, the repository is private"),
-        ("ms-no-repo", {"uri": "modelscope://nobody/nothing"}, None, None, "HTTP 404, repository not found"),
         ("no-file", {"file": "missing.gguf"}, None, None, "HTTP 404, no file missing.gguf"),
         ("bad-sha", {"sha256": "0" * 64}, None, None, "Checksum mismatch for"),
         ("too-small", {"uri": f"hf://{REPO}@main"}, {"size": "1Mi"}, None, "No space left on the cache volume"),
