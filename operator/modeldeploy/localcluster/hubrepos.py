@@ -153,6 +153,7 @@ class HubRepo:
     commits: dict[str, Commit] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     gated_token: str | None = None  # files need `Authorization: Bearer <gated_token>`; listings stay public
+    xet: bool = False  # its LFS files are Xet-backed (served through the local CAS, xetcas.py)
 
     def add(self, files: Mapping[str, HubFile], revision: str = "main") -> Commit:
         commit = commit_of(self.repo_id, files)

@@ -9,6 +9,10 @@ they ask, with the headers they read:
 - `GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=…` — the listing, paged with a `Link` header;
 - `HEAD|GET /{repo}/resolve/{rev}/{file}` — `X-Repo-Commit`, `ETag`, `X-Linked-Etag`, `X-Linked-Size`,
   `Content-Length`, `Range` → 206 / 416;
+- for a Xet-backed repository (`xet=` / `--xet ORG/NAME`), its LFS files answer with `X-Xet-Hash` and
+  the `xet-auth` / `xet-reconstruction-info` links, tree entries carry `xetHash`, and
+  `GET /api/models/{repo}/xet-read-token/{rev}` hands out a token for the local Xet CAS (xetcas.py),
+  which `hf_xet` then downloads from; small files stay plain, as on the Hub;
 - errors as the Hub sends them: 404 with `X-Error-Code: RepoNotFound`, `RevisionNotFound` or
   `EntryNotFound`; a gated repository's files answer 401 without a token and 403 with a wrong one
   (`X-Error-Code: GatedRepo`).
@@ -38,6 +42,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from modeldeploy.localcluster.hubrepos import Commit, FileSource, HubFile, HubRepo, files_of
+from modeldeploy.localcluster.xetcas import XORB_CHUNKS, XetCas, parse_range
 
 STREAM_CHUNK = 64 << 10
 
@@ -60,6 +65,8 @@ class HubServer:
         port: int = 0,
         throttle: float | None = None,
         page_size: int = 1000,
+        xet: bool | set[str] = False,
+        xorb_chunks: int = XORB_CHUNKS,
     ) -> None:
         self.repos: dict[str, HubRepo] = {}
         self.throttle = throttle  # bytes per second for each file response, None = as fast as possible
@@ -67,13 +74,15 @@ class HubServer:
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], FileStats] = {}
         self.requests = 0  # every request but the stats endpoint's: proves a client asked nothing at all
+        self.cas: XetCas | None = None  # started with the first Xet-backed repository
+        self._host, self._xorb_chunks = host, xorb_chunks
+        self._thread: threading.Thread | None = None
         for repo_id, spec in (repos or {}).items():
-            self.add_repo(repo_id, spec)
+            self.add_repo(repo_id, spec, xet=xet is True or (isinstance(xet, set) and repo_id in xet))
         handler = type("HubHandler", (_Handler,), {"hub": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread: threading.Thread | None = None
 
     # -- content --------------------------------------------------------------------------------------
 
@@ -84,12 +93,39 @@ class HubServer:
         *,
         revision: str = "main",
         gated_token: str | None = None,
+        xet: bool | None = None,
     ) -> str:
         """Add (or add a commit to) a repository; returns the commit id `revision` now names."""
         repo = self.repos.setdefault(repo_id, HubRepo(repo_id))
         if gated_token is not None:
             repo.gated_token = gated_token
-        return repo.add(files_of(files), revision).sha
+        sha = repo.add(files_of(files), revision).sha
+        if xet is not None:
+            self.set_xet(repo_id, xet)
+        elif repo.xet:
+            self.set_xet(repo_id, True)  # the new commit's files go to the CAS too
+        return sha
+
+    def set_xet(self, repo_id: str, xet: bool = True) -> None:
+        """Mark a repository Xet-backed (its LFS files go to the local CAS) or plain again."""
+        repo = self.repos[repo_id]
+        repo.xet = xet
+        if not xet:
+            return
+        if self.cas is None:
+            self.cas = XetCas(host=self._host, throttle=lambda: self.throttle, xorb_chunks=self._xorb_chunks)
+            if self._thread is not None:
+                self.cas.start()
+        for commit in repo.commits.values():
+            for f in commit.files.values():
+                if f.lfs and f.size:
+                    self.cas.add(f.sha256, f.source if isinstance(f.source, bytes) else Path(f.source), f.size)
+
+    def xet_hash(self, repo: HubRepo, f: HubFile) -> str | None:
+        """The Xet hash a file answers with, None for a plain one (small files stay plain, as on the Hub)."""
+        if repo.xet and self.cas is not None and f.lfs and f.sha256 in self.cas.files:
+            return f.sha256
+        return None
 
     def commit(self, repo_id: str, revision: str = "main") -> str:
         found = self.repos[repo_id].resolve(revision)
@@ -126,18 +162,23 @@ class HubServer:
             "bytes": sum(r["bytes"] for r in repos.values()),
             "gets": sum(r["gets"] for r in repos.values()),
             "repos": repos,
+            **({"xet": self.cas.stats()} if self.cas is not None else {}),
         }
 
     def reset_stats(self) -> None:
         with self._lock:
             self._stats.clear()
             self.requests = 0
+        if self.cas is not None:
+            self.cas.reset_stats()
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> HubServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="hubserver", daemon=True)
         self._thread.start()
+        if self.cas is not None:
+            self.cas.start()
         return self
 
     def stop(self) -> None:
@@ -146,6 +187,8 @@ class HubServer:
             self._thread.join()
             self._thread = None
         self.httpd.server_close()
+        if self.cas is not None:
+            self.cas.stop()
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -253,6 +296,10 @@ class _Handler(BaseHTTPRequestHandler):
             if entries is None:
                 self._error(404, "EntryNotFound", f"{prefix} does not exist on {rest[1]}")
                 return
+            for entry in entries:
+                found = commit.files.get(str(entry["path"])) if entry["type"] == "file" else None
+                if found is not None and (xet_hash := self.hub.xet_hash(repo, found)):
+                    entry["xetHash"] = xet_hash
             start = int(query.get("cursor", "0") or 0)
             page = entries[start : start + self.hub.page_size]
             headers = {}
@@ -261,6 +308,18 @@ class _Handler(BaseHTTPRequestHandler):
                 link = urlsplit(self.path).path + "?" + "&".join(f"{k}={quote(v)}" for k, v in nxt.items())
                 headers["Link"] = f'<{self.hub.url}{link}>; rel="next"'
             self._json(page, headers)
+            return
+        if rest[0] == "xet-read-token" and len(rest) == 2 and repo.xet and self.hub.cas is not None:
+            if self._revision(repo, rest[1]) is not None and self._authorized(repo):
+                grant = self.hub.cas.grant()
+                self._json(
+                    grant,  # hf_xet reads the JSON when it refreshes, huggingface_hub the headers
+                    {
+                        "X-Xet-Cas-Url": grant["casUrl"],
+                        "X-Xet-Access-Token": grant["accessToken"],
+                        "X-Xet-Token-Expiration": str(grant["exp"]),
+                    },
+                )
             return
         self._error(404, None, "Not found")
 
@@ -318,9 +377,10 @@ class _Handler(BaseHTTPRequestHandler):
             message = f"{path} does not exist on {unquote(raw[0])}"
             self._error(404, "EntryNotFound", message, {"X-Repo-Commit": commit.sha})
             return
-        self._file(repo.repo_id, commit, hub_file)
+        self._file(repo, commit, hub_file)
 
-    def _file(self, repo_id: str, commit: Commit, f: HubFile) -> None:
+    def _file(self, repo: HubRepo, commit: Commit, f: HubFile) -> None:
+        repo_id = repo.repo_id
         headers = {
             "X-Repo-Commit": commit.sha,
             "ETag": f'"{f.etag}"',
@@ -329,10 +389,16 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if f.lfs:
             headers.update({"X-Linked-Etag": f'"{f.sha256}"', "X-Linked-Size": str(f.size)})
+        xet_hash = self.hub.xet_hash(repo, f)
+        if xet_hash and self.hub.cas is not None:
+            token_url = f"{self.hub.url}/api/models/{quote(repo_id)}/xet-read-token/{commit.sha}"
+            info_url = f"{self.hub.cas.url}/v1/reconstructions/{xet_hash}"
+            headers["X-Xet-Hash"] = xet_hash
+            headers["Link"] = f'<{token_url}>; rel="xet-auth", <{info_url}>; rel="xet-reconstruction-info"'
         start, end, status = 0, f.size, 200
         ranged = self.headers.get("Range")
         if ranged:
-            parsed = _parse_range(ranged, f.size)
+            parsed = parse_range(ranged, f.size)
             if parsed is None:
                 self._send(416, b"", {**headers, "Content-Range": f"bytes */{f.size}"})
                 return
@@ -383,28 +449,13 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(ahead)
 
 
-def _parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """`bytes=A-`, `bytes=A-B` or `bytes=-N` (first range only) → [start, end); None when unsatisfiable."""
-    spec = value.strip().removeprefix("bytes=").split(",")[0].strip()
-    first, _, last = spec.partition("-")
-    try:
-        if not first:
-            n = int(last)
-            start, end = max(size - n, 0), size
-        else:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-    except ValueError:
-        return None
-    if start >= size or start >= end:
-        return None
-    return start, end
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modeldeploy.localcluster.hubserver", description=__doc__)
     parser.add_argument("--repo", action="append", default=[], metavar="ORG/NAME=DIR", help="serve DIR as ORG/NAME")
     parser.add_argument("--gated", action="append", default=[], metavar="ORG/NAME=TOKEN", help="gate a repository")
+    parser.add_argument(
+        "--xet", action="append", default=[], metavar="ORG/NAME", help="serve a repository's LFS files through Xet"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--throttle", type=float, default=None, metavar="BYTES_PER_S")
@@ -421,6 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         if repo_id not in hub.repos:
             parser.error(f"--gated {item!r}: no --repo {repo_id}")
         hub.repos[repo_id].gated_token = token
+    for repo_id in args.xet:
+        if repo_id not in hub.repos:
+            parser.error(f"--xet {repo_id!r}: no --repo {repo_id}")
+        hub.set_xet(repo_id)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
