@@ -1,7 +1,8 @@
 """The Kopf handlers: thin. They keep the watch views (indexes), call the reconcile, post Events, count.
 
 What wakes a ModelDeployment's reconcile (all converge through the same level-triggered `reconcile`):
-- its own create/update/resume (Kopf's change detection; a spec or annotation change, or a restart);
+- any event of its own that brings a resourceVersion not handled yet (created, edited, listed at a
+  restart); the echo of our own status write is dropped before any work;
 - a node whose *facts* changed (joined, left, NotReady, cordoned, relabelled): every ModelDeployment is
   re-evaluated, since any decision may depend on any node (status.selection counts nodes per engine);
   decisions are cheap and pure, and writes only happen where something differs;
@@ -185,6 +186,7 @@ def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]
         nodes=state.facts.snapshot(),
         facts_version=state.facts.version,
         others=state.children.for_owner(namespace, name),
+        classes=state.facts.classes(state.config.label_mappings),
     )
 
 
@@ -205,9 +207,9 @@ async def run_reconcile(
     """Serialised, measured reconcile of one ModelDeployment, with its Events posted.
 
     On apiserver trouble (a status that cannot be written, an apply refused: the status says so when it
-    can), change handlers (coalesce=False) raise kopf.TemporaryError so Kopf retries them with backoff;
-    event-triggered ones schedule their own retry with the same backoff (Kopf never retries on.event),
-    so no failure is left to the next event that may never come.
+    can), a retry is scheduled with backoff (every trigger is a Kopf event handler, which Kopf never
+    retries), so no failure is left to the next event that may never come. `coalesce=False` waits for
+    its turn even when another reconcile of the object is already queued.
     """
     state = state_of(memo)
     assert state.kube is not None
@@ -240,11 +242,9 @@ async def run_reconcile(
     if failure is None:
         state.failures.pop(key, None)
         return
-    attempt = retry if not coalesce else state.failures.get(key, 0)
+    attempt = max(retry, state.failures.get(key, 0))
     state.failures[key] = attempt + 1
     delay = retry_delay(attempt)
-    if not coalesce:  # Kopf retries the change handler
-        raise kopf.TemporaryError(failure, delay=delay)
     logger.warning("%s/%s (%s): %s; retrying in %.0f s", namespace, name, trigger, failure, delay)
     schedule_retry(memo, key, indexes, logger, delay)
 
@@ -285,29 +285,40 @@ def retry_delay(retry: int) -> float:
 # --- ModelDeployments ------------------------------------------------------------------------------------
 
 
-@kopf.on.resume(*MD, backoff=5)
-@kopf.on.create(*MD, backoff=5)
-@kopf.on.update(*MD, backoff=5)
-async def modeldeployment_changed(
-    namespace: str, name: str, reason: str, retry: int, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any
-) -> None:
-    """A spec or annotation change, a new object, or the operator (re)starting: reconcile now."""
-    trigger = str(getattr(reason, "value", reason))
-    await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=False, retry=retry)
+TRIGGERS = {None: "resume", "ADDED": "create", "MODIFIED": "update"}  # the metrics' names for each event type
 
 
 @kopf.on.event(*MD)
-async def modeldeployment_event(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Forget per-object bookkeeping once a ModelDeployment is gone."""
+async def modeldeployment_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any
+) -> None:
+    """Level-triggered: any news about a ModelDeployment reconciles it; a version already handled is dropped.
+
+    No Kopf change handlers (create/update/resume): they keep a diff base and handler progress in
+    `status.kopf`, which costs a deep copy of the body per event and a status write per change, and make
+    Kopf wait for the echo of its own write before the next change is handled. The reconcile needs none
+    of it: it compares the world with the status itself. What is dropped before any work is an event
+    for a resourceVersion the last reconcile already handled: the echo of our own status write, or an
+    object listed again after a watch reconnect. A listing at start-up (type None) finds nothing
+    handled, so every object is reconciled once (what Kopf's resume handlers did). Failures are retried
+    with backoff by `run_reconcile` (Kopf never retries event handlers).
+    """
+    state = state_of(memo)
+    key = (namespace, name)
     if type == "DELETED":
-        state = state_of(memo)
-        state.serializer.forget((namespace, name))
-        state.memory.forget((namespace, name))
-        state.watch.forget((namespace, name))
-        state.failures.pop((namespace, name), None)
-        pending = state.retries.pop((namespace, name), None)
+        state.serializer.forget(key)
+        state.memory.forget(key)
+        state.watch.forget(key)
+        state.failures.pop(key, None)
+        pending = state.retries.pop(key, None)
         if pending is not None:
             pending.cancel()
+        return
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    if version is not None and state.memory.handled.get(key) == version:
+        return
+    trigger = TRIGGERS.get(type, "update")
+    await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=True)
 
 
 # --- Nodes ------------------------------------------------------------------------------------------------

@@ -63,12 +63,14 @@ from modeldeploy.controller.views import (
     newer_status,
     pods_n_gpu_layers,
     pods_unschedulable,
+    rv_int,
 )
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
 from modeldeploy.render import RenderError, render
 from modeldeploy.scaling.keda_status import with_keda_status
 from modeldeploy.selection import select_engine
+from modeldeploy.selection.node_classes import NodeClass
 from modeldeploy.selection.types import Decision, NodeFacts
 
 RESELECT_ANNOTATION = "modeldeploy.io/reselect"
@@ -137,6 +139,7 @@ class World:
     nodes: tuple[NodeFacts, ...]
     facts_version: int
     others: Mapping[tuple[str, str], Child] = field(default_factory=dict)  # autoscaling/routing, by (kind, name)
+    classes: tuple[NodeClass, ...] | None = None  # `nodes` grouped (node_classes.py), kept per facts version
 
 
 @dataclass(frozen=True)
@@ -160,9 +163,13 @@ class Memory:
     written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # (resourceVersion, status)
     plans: dict[Key, Planned] = field(default_factory=dict)
     seen: dict[Key, DeploymentView | None] = field(default_factory=dict)
+    # The ModelDeployment's resourceVersion each object's last reconcile left (its own status write, or
+    # the version it read): an event for that version brings nothing new and is dropped unhandled.
+    handled: dict[Key, str] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)
+        self.handled.pop(key, None)
         self.plans.pop(key, None)
         self.seen.pop(key, None)
         self.applied.forget(*key)
@@ -216,7 +223,9 @@ def plan(
     extra: tuple[tuple[str, str, str, str], ...] = ()
     problem: tuple[str, str] | None = (INVALID_SPEC, invalid) if invalid else None
     if md is not None:
-        decision = select_engine(md.spec, world.nodes, config, current=current, reselect=reselect)
+        decision = select_engine(
+            md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes
+        )
         if decision.engine is not None:
             try:
                 rendered, scaling_plan = scaling.add_scaling(
@@ -329,6 +338,12 @@ async def reconcile(
         if version:
             written = {k: v for k, v in (stored.get("status") or {}).items() if k != "kopf"}
             memory.written[key] = (str(version), written)
+            memory.handled[key] = str(version)
+    elif meta.get("resourceVersion"):
+        before = rv_int(memory.handled.get(key))
+        read = rv_int(str(meta["resourceVersion"]))
+        if before is None or read is None or read > before:  # not behind our own write the watch lags on
+            memory.handled[key] = str(meta["resourceVersion"])
     memory.seen[key] = deployment
 
     events = events_for(old_status, new_status)
