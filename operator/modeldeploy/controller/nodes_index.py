@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.config import LabelMappings
+from modeldeploy.selection.node_classes import NodeClass, group_nodes
 from modeldeploy.selection.nodes import node_facts
 from modeldeploy.selection.types import NodeFacts
 
@@ -38,13 +39,14 @@ class FactsMemory:
 
     `version` moves on every real change, so a decision made at one version is reused until the nodes
     change (reconciles that only follow a Deployment's status do not run the selection again), and the
-    sorted snapshot is built once per version, not once per reconcile.
+    sorted snapshot and its classes of identical nodes are built once per version, not once per reconcile.
     """
 
     def __init__(self) -> None:
         self._facts: dict[str, NodeFacts] = {}
         self.version = 0
         self._snapshot: tuple[int, tuple[NodeFacts, ...]] = (0, ())
+        self._classes: tuple[int, LabelMappings | None, tuple[NodeClass, ...]] = (0, None, ())
 
     def observe(self, name: str, facts: NodeFacts | None) -> bool:
         """Record a node's facts (None: deleted); True when they differ from what was known."""
@@ -63,6 +65,14 @@ class FactsMemory:
         if self._snapshot[0] != self.version:
             self._snapshot = (self.version, tuple(sorted(self._facts.values(), key=lambda f: f.name)))
         return self._snapshot[1]
+
+    def classes(self, mappings: LabelMappings) -> tuple[NodeClass, ...]:
+        """The snapshot grouped into classes of identical nodes (node_classes.py), once per version."""
+        version, mapped, classes = self._classes
+        if version != self.version or mapped is not mappings:
+            classes = group_nodes(self.snapshot(), mappings)
+            self._classes = (self.version, mappings, classes)
+        return classes
 
     def __len__(self) -> int:
         return len(self._facts)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import OperatorConfig
 from modeldeploy.engines import registry
+from modeldeploy.selection.node_classes import NodeClass, group_nodes
 from modeldeploy.selection.node_rules import NodeVerdict, evaluate_nodes
 from modeldeploy.selection.types import Decision, EngineCandidate, NodeFacts
 
@@ -42,11 +43,17 @@ class Judgement:
         return not self.failures
 
 
-def judge(name: str, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], config: OperatorConfig) -> Judgement:
+def judge(
+    name: str,
+    spec: ModelDeploymentSpec,
+    nodes: Sequence[NodeFacts],
+    config: OperatorConfig,
+    classes: Sequence[NodeClass] | None = None,
+) -> Judgement:
     """Apply every model rule and the node rules of the engine called `name`."""
     engine = registry.get(name)
     results = [r for r in engine.model_rules(spec, config) if r is not None]
-    verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings)
+    verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes)
     failures = [r.reason for r in results if not r.ok]
     if not verdict.ok:
         failures.extend(verdict.reasons)
@@ -82,15 +89,20 @@ def select_engine(
     config: OperatorConfig,
     current: str | None = None,
     reselect: bool = False,
+    classes: Sequence[NodeClass] | None = None,
 ) -> Decision:
     """Choose the engine for `spec` on `nodes`, explaining every candidate.
 
     `current` is the engine the running Deployment uses (pass it only while the spec is unchanged);
     `reselect` is the `modeldeploy.io/reselect: "true"` annotation, which lets a better engine replace it.
+    `classes` is `nodes` grouped by node_classes.group_nodes, when the caller keeps them (the operator
+    groups once per change of the node facts); otherwise they are grouped here, once for every engine.
     """
     order, how = engine_order(spec)
     every = registry.listing_order()  # candidates not tried are listed in this order after the tried ones
-    judged = {e: judge(e, spec, nodes, config) for e in every}
+    if classes is None:
+        classes = group_nodes(nodes, config.label_mappings)
+    judged = {e: judge(e, spec, nodes, config, classes) for e in every}
     fresh = next((e for e in order if judged[e].eligible), None)
     notes: dict[str, list[str]] = {e: [] for e in every}
     for engine in every:

@@ -16,7 +16,6 @@ on Apple silicon only.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import LabelMappings
 from modeldeploy.engines.base import Engine, NodeNeed, Tier
+from modeldeploy.selection.node_classes import NodeClass, count_by_text, group_nodes, member_names
 from modeldeploy.selection.nodes import ARCH_LABEL, OS_LABEL
 from modeldeploy.selection.scheduling import (
     format_taint,
@@ -106,13 +106,6 @@ def node_problem(
     return NodeProblem(problem, hardware=False) if problem else None
 
 
-def _count(problems: Sequence[str], total: int) -> str:
-    if total == 0:
-        return "the cluster has no nodes"
-    parts = ", ".join(f"{n} {category}" for category, n in Counter(problems).items())
-    return f"{total} node{'s' if total != 1 else ''}: {parts}"
-
-
 def _names(nodes: Sequence[str]) -> str:
     shown = ", ".join(nodes[:MAX_NAMES])
     return shown if len(nodes) <= MAX_NAMES else f"{shown} and {len(nodes) - MAX_NAMES} more"
@@ -162,48 +155,55 @@ def placement_for(need: NodeNeed, chosen: Sequence[NodeFacts], mappings: LabelMa
 def tier_problems(
     nodes: Sequence[NodeFacts], spec: ModelDeploymentSpec, need: NodeNeed, mappings: LabelMappings
 ) -> list[NodeProblem | None]:
-    """node_problem for every node, judged once per kind of node.
-
-    Nodes of one pool share everything node_problem reads (hardware, readiness, cordon, taints); only
-    names and per-node labels differ, and those matter only to spec.nodeSelector and spec.affinity
-    (which may name a host). Without those, a 1000-node cluster of a few pools costs a few judgements.
-    """
-    by_host = bool(spec.node_selector) or spec.affinity is not None
-    seen: dict[tuple[object, ...], NodeProblem | None] = {}
-    out: list[NodeProblem | None] = []
-    for n in nodes:
-        key: tuple[object, ...] = (n.os, n.gpus, n.apple_silicon, n.ready, n.unschedulable, n.taints)
-        if by_host:
-            key += (n.name, n.labels)
-        if key not in seen:
-            seen[key] = node_problem(n, spec, need, mappings)
-        out.append(seen[key])
+    """node_problem for every node, judged once per class of identical nodes (node_classes.py)."""
+    out: list[NodeProblem | None] = [None] * len(nodes)
+    for cls in group_nodes(nodes, mappings, by_host=_by_host(spec)):
+        problem = node_problem(cls.facts, spec, need, mappings)
+        for position in cls.members:
+            out[position] = problem
     return out
 
 
+def _by_host(spec: ModelDeploymentSpec) -> bool:
+    """Whether the spec may tell nodes of one pool apart (by name or per-node labels)."""
+    return bool(spec.node_selector) or spec.affinity is not None
+
+
 def evaluate_nodes(
-    engine: Engine, spec: ModelDeploymentSpec, nodes: Sequence[NodeFacts], mappings: LabelMappings
+    engine: Engine,
+    spec: ModelDeploymentSpec,
+    nodes: Sequence[NodeFacts],
+    mappings: LabelMappings,
+    classes: Sequence[NodeClass] | None = None,
 ) -> NodeVerdict:
-    """Apply the engine's node rules to every node: the first tier with a usable node wins."""
+    """Apply the engine's node rules to every node: the first tier with a usable node wins.
+
+    `classes`: `nodes` grouped by node_classes.group_nodes (without by_host), when the caller has them;
+    each class is judged once. A spec that may name hosts is judged node by node.
+    """
     needs = engine.node_needs(spec.resources.gpus)
+    if classes is None or _by_host(spec):
+        classes = group_nodes(nodes, mappings, by_host=_by_host(spec))
     reasons: list[str] = []
-    per_tier = [tier_problems(nodes, spec, need, mappings) for need in needs]
+    per_tier = [[node_problem(c.facts, spec, need, mappings) for c in classes] for need in needs]
     for index, (need, problems) in enumerate(zip(needs, per_tier, strict=True)):
-        ok_nodes = [n for n, p in zip(nodes, problems, strict=True) if p is None]
-        if not ok_nodes:
+        ok = [c for c, p in zip(classes, problems, strict=True) if p is None]
+        if not ok:
             if len(needs) > 1 and index < len(needs) - 1:
-                texts = [p.text for p in problems if p]
-                reasons.append(f"no usable node is {need.phrase()} ({_count(texts, len(nodes))})")
+                texts = [(p.text, c) for c, p in zip(classes, problems, strict=True) if p]
+                reasons.append(f"no usable node is {need.phrase()} ({count_by_text(texts, len(nodes))})")
             continue
-        names = [n.name for n in ok_nodes]
+        names = member_names(nodes, ok)
         reasons.append(f"{len(names)} of {len(nodes)} nodes can host it ({need.phrase()}): {_names(names)}")
         gpu_reason = engine.gpu_rule_reason(need, spec.resources.gpus, index > 0)
         if gpu_reason:
             reasons.append(gpu_reason)
-        return NodeVerdict(True, tuple(reasons), tuple(names), placement_for(need, ok_nodes, mappings))
+        # Every member of a class carries the representative's gpu_present label (node_classes.shape).
+        placement = placement_for(need, [c.facts for c in ok], mappings)
+        return NodeVerdict(True, tuple(reasons), names, placement)
     # No tier works: say per node why, reporting for each node the tier it came closest to.
-    combined = [_closest_problem(needs, [problems[i] for problems in per_tier]) for i in range(len(nodes))]
-    failure = f"no usable node is {engine_phrase(needs)} ({_count(combined, len(nodes))})"
+    combined = [(_closest_problem(needs, [problems[i] for problems in per_tier]), c) for i, c in enumerate(classes)]
+    failure = f"no usable node is {engine_phrase(needs)} ({count_by_text(combined, len(nodes))})"
     return NodeVerdict(False, (failure,), (), None)
 
 
