@@ -318,6 +318,8 @@ async def modeldeployment_event(
     if version is not None and state.memory.handled.get(key) == version:
         return
     trigger = TRIGGERS.get(type, "update")
+    if type is None and not (body.get("status") or {}).get("observedGeneration"):
+        trigger = "create"  # listed, but never handled by any operator: new while none was watching
     await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=True)
 
 
