@@ -52,6 +52,7 @@ __all__ = [
     "ChildConflict",
     "Kube",
     "KubeError",
+    "any_needs_apply",
     "apply_children",
     "controller_uid",
     "md_path",
@@ -180,10 +181,10 @@ def md_path(namespace: str, name: str) -> str:
 
 def with_hash(desired: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     """The object with the hash of its rendered content as an annotation, and the hash."""
-    out = copy.deepcopy(dict(desired))
     value = digest(desired)
-    out.setdefault("metadata", {}).setdefault("annotations", {})[HASH_ANNOTATION] = value
-    return out, value
+    meta = dict(desired.get("metadata") or {})
+    meta["annotations"] = {**(meta.get("annotations") or {}), HASH_ANNOTATION: value}
+    return {**desired, "metadata": meta}, value  # `desired` unchanged; the rest shared, never mutated
 
 
 def yield_fields(desired: Mapping[str, Any], yielded: Iterable[str]) -> dict[str, Any]:
@@ -239,6 +240,25 @@ def needs_apply(
     return any(labels.get(k) != v for k, v in wanted.items())
 
 
+def _view_of(kind: str, name: str, live: Mapping[Any, ChildView | None]) -> ChildView | None:
+    """The watch's view of the child `kind`/`name` (`live`: by (kind, name), or by kind for the model's own
+    Deployment and Service); a view of another child of that kind does not count (judged by memory alone)."""
+    view = live.get((kind, name), live.get(kind))
+    return view if view is not None and view.name == name else None
+
+
+def any_needs_apply(
+    objects: Iterable[tuple[Mapping[str, Any], str]], live: Mapping[Any, ChildView | None], memory: AppliedMemory
+) -> bool:
+    """Whether apply_children would send anything (objects: with_hash pairs, or stubs with kind/metadata)."""
+    for body, value in objects:
+        kind, meta = str(body["kind"]), body["metadata"]
+        key = (kind, str(meta["namespace"]), str(meta["name"]))
+        if needs_apply(body, value, _view_of(kind, key[2], live), memory.get(*key)):
+            return True
+    return False
+
+
 async def apply_children(
     kube: AsyncKube,
     objects: Iterable[tuple[Mapping[str, Any], str]],
@@ -254,9 +274,7 @@ async def apply_children(
     for body, value in objects:
         kind, meta = str(body["kind"]), body["metadata"]
         key = (kind, str(meta["namespace"]), str(meta["name"]))
-        view = live.get((kind, key[2]), live.get(kind))
-        if view is not None and view.name != key[2]:
-            view = None  # another child of that kind (the pool's endpoint picker): judged by memory alone
+        view = _view_of(kind, key[2], live)
         if not needs_apply(body, value, view, memory.get(*key)):
             results.append(Applied(kind, key[2], None, changed=False, created=False))
             continue

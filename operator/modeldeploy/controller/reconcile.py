@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,6 +39,7 @@ from modeldeploy.controller.apply import (
     AppliedMemory,
     ApplyError,
     ChildConflict,
+    any_needs_apply,
     apply_children,
     md_path,
     with_hash,
@@ -76,6 +77,7 @@ from modeldeploy.selection.types import Decision, NodeFacts
 RESELECT_ANNOTATION = "modeldeploy.io/reselect"
 APPLY_FAILED = "ApplyFailed"
 PORT = 8000
+INTERNED_MAX = 20_000  # distinct candidates kept for sharing between plans (a few per spec shape and node version)
 
 Key = tuple[str, str]  # (namespace, name)
 
@@ -142,17 +144,59 @@ class World:
     classes: tuple[NodeClass, ...] | None = None  # `nodes` grouped (node_classes.py), kept per facts version
 
 
+@dataclass(frozen=True, slots=True)
+class ChildPlan:
+    """What a steady reconcile needs of one rendered child: where it goes, its content's hash, its labels.
+
+    The rendered object itself is not kept (a Deployment is kilobytes of dicts, per object, for a process
+    that holds thousands): it is rendered again on the rare reconcile that applies (`rendering`).
+    """
+
+    kind: str
+    namespace: str
+    name: str
+    hash: str
+    labels: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any], value: str) -> ChildPlan:
+        meta = obj["metadata"]
+        labels = tuple(sorted((meta.get("labels") or {}).items()))
+        return cls(str(obj["kind"]), str(meta["namespace"]), str(meta["name"]), value, labels)
+
+    def stub(self) -> dict[str, Any]:
+        """As much of the object as apply.needs_apply reads."""
+        meta = {"name": self.name, "namespace": self.namespace, "labels": dict(self.labels)}
+        return {"kind": self.kind, "metadata": meta}
+
+
 @dataclass(frozen=True)
 class Planned:
-    """A decision and what it renders to (each child with its hash annotation), or why nothing renders."""
+    """A decision and what it renders to (each child's hash and labels), or why nothing renders.
+
+    Kept per object between reconciles, so it holds only what a steady reconcile reads: the parsed spec
+    is kept only when the shared model cache reads it on every reconcile (`md`), and identical
+    candidates of different objects are one object (`Memory.interned`).
+    """
 
     key: tuple[Any, ...]
     facts_version: int
-    md: ModelDeployment | None
+    valid: bool  # the spec parsed (else `problem` says why)
     decision: Decision | None
-    objects: tuple[tuple[dict[str, Any], str], ...]  # each child with its hash annotation, and the hash
+    children: tuple[ChildPlan, ...]
     problem: tuple[str, str] | None
     extra_conditions: tuple[tuple[str, str, str, str], ...] = ()  # Autoscaling / Routed (scaling.py)
+    spec_replicas: int | None = None
+    model: tuple[tuple[str, Any], ...] = ()  # status.model without the shared cache's part
+    md: ModelDeployment | None = None  # only when the spec uses a model cache
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """The parsed spec and the rendered children (with_hash pairs) of a plan made or re-made now."""
+
+    md: ModelDeployment | None
+    objects: tuple[tuple[dict[str, Any], str], ...]
 
 
 @dataclass
@@ -163,6 +207,7 @@ class Memory:
     written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # (resourceVersion, status)
     plans: dict[Key, Planned] = field(default_factory=dict)
     seen: dict[Key, DeploymentView | None] = field(default_factory=dict)
+    interned: dict[Any, Any] = field(default_factory=dict)  # one copy of equal candidates across objects
     # The ModelDeployment's resourceVersion each object's last reconcile left (its own status write, or
     # the version it read): an event for that version brings nothing new and is dropped unhandled.
     handled: dict[Key, str] = field(default_factory=dict)
@@ -190,6 +235,22 @@ class Result:
     requests: int = 0  # API requests this reconcile made
 
 
+def render_children(
+    md: ModelDeployment, decision: Decision, config: OperatorConfig, crds: frozenset[str]
+) -> tuple[tuple[tuple[dict[str, Any], str], ...], tuple[tuple[str, str, str, str], ...]]:
+    """The rendered children with their hashes, and the autoscaling/routing conditions. Raises RenderError."""
+    assert decision.engine is not None
+    rendered, scaling_plan = scaling.add_scaling(md, decision.engine, render(md, decision, config), config, crds)
+    return tuple(with_hash(obj) for obj in rendered), scaling.conditions(scaling_plan)
+
+
+def intern_decision(decision: Decision, interned: dict[Any, Any]) -> Decision:
+    """The decision with candidates equal to another object's replaced by that one (node name tuples
+    of hundreds of names per engine would otherwise be kept once per ModelDeployment)."""
+    candidates = tuple(interned.setdefault(c, c) for c in decision.candidates)
+    return replace(decision, candidates=candidates)
+
+
 def plan(
     body: Mapping[str, Any],
     status: Mapping[str, Any],
@@ -198,9 +259,9 @@ def plan(
     memory: Memory,
     key: Key,
     crds: frozenset[str] = frozenset(),
-) -> tuple[Planned, bool]:
+) -> tuple[Planned, Rendering | None]:
     """The decision and rendered children, reused while spec, metadata, nodes, stability inputs and the
-    served add-on CRDs hold; and whether it was made now (False: reused)."""
+    served add-on CRDs hold; and the rendering when the plan was made now (None: reused)."""
     meta = body.get("metadata") or {}
     dep_engine = world.deployment.deployment.engine if world.deployment and world.deployment.deployment else None
     current, reselect = stability_inputs(body, status, dep_engine)
@@ -216,7 +277,7 @@ def plan(
     )
     cached = memory.plans.get(key)
     if cached is not None and cached.key == cache_key:
-        return cached, False
+        return cached, None
     md, invalid = parse(body)
     decision: Decision | None = None
     objects: tuple[tuple[dict[str, Any], str], ...] = ()
@@ -226,23 +287,36 @@ def plan(
         decision = select_engine(
             md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes
         )
+        if len(memory.interned) > INTERNED_MAX:
+            memory.interned.clear()  # candidates of node facts long gone; the plans keep their own
+        decision = intern_decision(decision, memory.interned)
         if decision.engine is not None:
             try:
-                rendered, scaling_plan = scaling.add_scaling(
-                    md, decision.engine, render(md, decision, config), config, crds
-                )
-                objects = tuple(with_hash(obj) for obj in rendered)
-                extra = scaling.conditions(scaling_plan)
+                objects, extra = render_children(md, decision, config, crds)
             except RenderError as exc:
                 problem = (INVALID_SPEC, str(exc))
-    planned = Planned(cache_key, world.facts_version, md, decision, objects, problem, extra)
+    planned = Planned(
+        cache_key,
+        world.facts_version,
+        valid=md is not None,
+        decision=decision,
+        children=tuple(ChildPlan.of(obj, value) for obj, value in objects),
+        problem=problem,
+        extra_conditions=extra,
+        spec_replicas=md.spec.replicas if md is not None else None,
+        model=tuple(model_cache.model_status(md, None).items()) if md is not None else (),
+        md=md if md is not None and md.spec.cache is not None else None,
+    )
     memory.plans[key] = planned
-    return planned, True
+    return planned, Rendering(md, objects)
 
 
-def _is_workload(obj: dict[str, Any], name: str) -> bool:
-    """The model's own Deployment (not the endpoint picker's `<name>-epp` beside it)."""
-    return obj.get("kind") == "Deployment" and (obj.get("metadata") or {}).get("name") == name
+def rendering(body: Mapping[str, Any], planned: Planned, config: OperatorConfig, crds: frozenset[str]) -> Rendering:
+    """The children of a kept plan rendered again (the same spec, decision and CRDs: the same bytes)."""
+    md = planned.md or parse(body)[0]
+    if md is None or planned.decision is None or planned.decision.engine is None:
+        return Rendering(md, ())
+    return Rendering(md, render_children(md, planned.decision, config, crds)[0])
 
 
 async def reconcile(
@@ -265,7 +339,7 @@ async def reconcile(
     owner = {"apiVersion": API_VERSION, "kind": KIND, "metadata": ref}
     old_status = newer_status(body, memory.written.get(key))
     crds = await scaling.served_crds(kube) if scaling.wanted(body.get("spec"), config) else frozenset()
-    planned, fresh = plan(body, old_status, world, config, memory, key, crds)
+    planned, made = plan(body, old_status, world, config, memory, key, crds)
     decision, problem = planned.decision, planned.problem
     deployment = world.deployment.deployment if world.deployment and not world.deployment.deleting else None
     auto_ngl = bool(world.deployment and world.deployment.auto_ngl)
@@ -276,10 +350,10 @@ async def reconcile(
     cache: model_cache.CacheState | None = None
     reported = [c.reported for (kind, _), c in world.others.items() if kind == "ScaledObject" and c.view.name == name]
     extra = with_keda_status(planned.extra_conditions, reported[0] if reported else ())
-    if planned.objects and problem is None:
+    if planned.children and problem is None:
         live: dict[Any, ChildView | None] = {"Deployment": world.deployment, "Service": world.service}
         live.update({key: child.view for key, child in world.others.items()})  # by (kind, name)
-        objects = planned.objects
+        children = planned.children
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:
             # The shared model cache (docs/model-cache.md): its state is read on every reconcile, and the
             # Deployment is held back (a running one left as it is) until the weights are Ready.
@@ -287,9 +361,16 @@ async def reconcile(
             if cache is not None:
                 extra = (*extra, cache.condition)
                 if not cache.ready:
-                    objects = tuple(pair for pair in objects if not _is_workload(pair[0], name))
+                    children = tuple(c for c in children if not (c.kind == "Deployment" and c.name == name))
+        stubs = [(child.stub(), child.hash) for child in children]
         try:
-            applied = await apply_children(kube, objects, live, memory.applied)
+            if any_needs_apply(stubs, live, memory.applied):
+                made = made or rendering(body, planned, config, crds)
+                wanted = {(c.kind, c.name) for c in children}
+                objects = [(o, h) for o, h in made.objects if (o["kind"], o["metadata"]["name"]) in wanted]
+                applied = await apply_children(kube, objects, live, memory.applied)
+            else:
+                applied = [Applied(c.kind, c.name, None, changed=False, created=False) for c in children]
         except ChildConflict as exc:
             problem = ("ChildConflict", str(exc))
         except ApplyError as exc:
@@ -298,16 +379,16 @@ async def reconcile(
             problem = (APPLY_FAILED, f"the apiserver refused {exc}")
         requests += sum(1 for a in applied if a.obj is not None) + (1 if failed else 0)
         scaled = planned.extra_conditions or scaling.had_scaling(old_status)
-        if fresh and failed is None and planned.md is not None and scaled:
+        if made is not None and failed is None and made.md is not None and scaled:
             # A new plan may render fewer autoscaling/routing objects: remove ours it no longer asks for.
-            await scaling.prune(kube, planned.md, [obj for obj, _ in planned.objects], meta.get("uid"))
+            await scaling.prune(kube, made.md, [obj for obj, _ in made.objects], meta.get("uid"))
         for child in applied:
             if child.kind == "Deployment" and child.name == name and child.obj is not None:
                 deployment = DeploymentView.from_object(child.obj)
                 auto_ngl = ChildView.from_object(child.obj).auto_ngl
 
     waiting = deployment is not None and deployment.ready_replicas < deployment.replicas
-    spec_replicas = planned.md.spec.replicas if planned.md is not None else (body.get("spec") or {}).get("replicas")
+    spec_replicas = planned.spec_replicas if planned.valid else (body.get("spec") or {}).get("replicas")
     observation = Observation(
         generation=meta.get("generation"),
         decision=decision,
@@ -322,7 +403,8 @@ async def reconcile(
         extra_conditions=extra,
     )
     new_status = compute_status(observation, old_status, now())
-    if planned.md is not None and (weights := model_cache.model_status(planned.md, cache)):
+    weights = model_cache.model_status(planned.md, cache) if planned.md is not None else dict(planned.model)
+    if planned.valid and weights:
         new_status["model"] = weights
     patch = model_cache.fix_model_patch(old_status, status_patch(old_status, new_status))
     if patch:
