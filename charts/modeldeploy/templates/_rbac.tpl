@@ -3,7 +3,7 @@
   or in each watched namespace. Least privilege, each rule for one thing the operator does:
 */}}
 {{- define "modeldeploy.namespacedRules" -}}
-# Watch ModelDeployments. The operator keeps Kopf's state in status.kopf and adds no finalizer, but Kopf
+# Watch ModelDeployments. The operator keeps no Kopf state on them and adds no finalizer, but Kopf
 # patches the object itself to strip a legacy finalizer or annotation when it finds one.
 - apiGroups: ["modeldeploy.io"]
   resources: ["modeldeployments"]
