@@ -4,8 +4,8 @@ Modules: build (the binaries from the published Go modules, cached by version), 
 per-run certificates and keys), cluster (etcd + kube-apiserver + kube-controller-manager +
 kube-scheduler as processes), nodes (fake Node objects and the kubelet chores nobody else does),
 dev (`modeldeploy dev up|demo|down|status`), provisioner (claims of the default `local-path`
-StorageClass become directories), hubserver (a local Hugging Face Hub that counts downloads,
-repositories in hubrepos).
+StorageClass become directories), hubserver (a local Hugging Face Hub that counts downloads, its HTTP
+side in hubhandler, repositories in hubrepos, Xet-backed files served by the local CAS in xetcas).
 """
 
 from modeldeploy.localcluster.build import K8S_VERSION, BuildError, ensure_binaries
