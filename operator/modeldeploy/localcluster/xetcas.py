@@ -19,8 +19,8 @@ What is served, from the Xet protocol as `hf_xet` reads it:
   bytes little-endian) followed by the chunk. The `key` stands in for the presigned URL's signature.
 - `POST /v1/telemetry` — what hf_xet reports when a download group ends; accepted and dropped.
 
-Chunking is ours: fixed 64 KiB chunks, up to 1024 per xorb (64 MiB, Xet's maximum; `xorb_chunks`). What `hf_xet`
-checks on download is lengths only — each chunk header against the bytes that follow, each term's
+Chunking is ours: fixed 64 KiB chunks, up to 1024 per xorb (64 MiB, Xet's maximum; `xorb_chunks`).
+What `hf_xet` checks on download is lengths only — each chunk header against the bytes that follow, each term's
 `unpacked_length`, the file's size — not chunk or file hashes (those are checked when a shard is
 uploaded), so the identifiers here are content-derived but are not Xet's merkle hashes: the file hash
 is the file's sha256 and a xorb's is the sha256 of (file sha256, xorb index). Xorbs are never
@@ -102,6 +102,7 @@ class XetCas:
         self.xorb_gets = 0
         self.bytes_sent = 0
         self.token_grants = 0
+        self.telemetry = 0  # transfer reports hf_xet posted (the fetcher turns them off)
         self._free_at = 0.0  # when the throttle lets the next byte go
         handler = type("XetCasHandler", (_Handler,), {"cas": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -181,25 +182,29 @@ class XetCas:
 
     # -- counters and lifecycle ------------------------------------------------------------------------
 
-    def count(self, *, reconstruction: bool = False, xorb_get: bool = False, sent: int = 0) -> None:
+    def count(
+        self, *, reconstruction: bool = False, xorb_get: bool = False, sent: int = 0, telemetry: bool = False
+    ) -> None:
         with self._lock:
+            self.telemetry += telemetry
             self.reconstructions += reconstruction
             self.xorb_gets += xorb_get
             self.bytes_sent += sent
 
     def stats(self) -> dict[str, int]:
-        """{"reconstructions", "xorb_gets", "bytes", "token_grants"}: what clients asked and were sent."""
+        """{"reconstructions", "xorb_gets", "bytes", "token_grants", "telemetry"}: what clients asked and got."""
         with self._lock:
             return {
                 "reconstructions": self.reconstructions,
                 "xorb_gets": self.xorb_gets,
                 "bytes": self.bytes_sent,
                 "token_grants": self.token_grants,
+                "telemetry": self.telemetry,
             }
 
     def reset_stats(self) -> None:
         with self._lock:
-            self.reconstructions = self.xorb_gets = self.bytes_sent = self.token_grants = 0
+            self.reconstructions = self.xorb_gets = self.bytes_sent = self.token_grants = self.telemetry = 0
 
     def start(self) -> XetCas:
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="xetcas", daemon=True)
@@ -244,6 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:
             if urlsplit(self.path).path == "/v1/telemetry":
+                self.cas.count(telemetry=True)
                 self._send(200, b"{}", {"Content-Type": "application/json"})
             else:
                 self._send(404, b"not found")

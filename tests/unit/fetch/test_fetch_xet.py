@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -132,7 +135,7 @@ def test_list_only_totals_without_touching_the_cas(hub: HubServer, weights: Path
     assert code == 0, err
     listed = json.loads((tmp_path / "termination-log").read_text())
     assert listed["total"] == weights.stat().st_size + len(b'{"model_type": "llama"}') and listed["files"] == 2
-    assert hub.stats()["xet"] == {"reconstructions": 0, "xorb_gets": 0, "bytes": 0, "token_grants": 0}
+    assert hub.stats()["xet"] == {"reconstructions": 0, "xorb_gets": 0, "bytes": 0, "token_grants": 0, "telemetry": 0}
 
 
 @pytest.mark.parametrize(
@@ -155,3 +158,16 @@ def test_a_refused_xet_token_is_the_same_one_sentence(hub, tmp_path, capsys, mon
     monkeypatch.setenv("HF_TOKEN", "hf_right")
     code, _, err = _run(capsys, "--uri", f"hf://{REPO}", "--dest", str(tmp_path / "d"), "--file", GGUF)
     assert code == 0 and hub.stats()["xet"]["token_grants"] >= 1, err
+
+
+def test_the_job_command_sends_the_cas_no_telemetry(hub: HubServer, weights: Path, tmp_path: Path) -> None:
+    """As its own process, as in the Job: hf_xet honours the fetcher's HF_HUB_DISABLE_TELEMETRY too."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_DISABLE_TELEMETRY", "HF_XET_"))}
+    env["MODELDEPLOY_TERMINATION_LOG"] = str(tmp_path / "termination-log")
+    dest = tmp_path / "d"
+    argv = [sys.executable, "-m", "modeldeploy.fetch", "--uri", f"hf://{REPO}", "--dest", str(dest), "--file", GGUF]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (dest / GGUF).read_bytes() == weights.read_bytes()
+    cas = hub.stats()["xet"]
+    assert cas["bytes"] >= weights.stat().st_size and cas["telemetry"] == 0 and hub.stats()["gets"] == 0
