@@ -17,6 +17,7 @@ from typing import Any
 from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.support is shared
+from tests.support.gguf_projectors import PROJECTORS, Projector, projector_table, write_projector  # noqa: E402,F401
 from tests.support.gguf_tables import layer_bytes as table_layer_bytes  # noqa: E402
 from tests.support.gguf_tables import write_tensors_sparse  # noqa: E402
 
@@ -237,69 +238,6 @@ def write_model(path: Path, s: Shape, *, vocab: Path | None = None) -> Path:
         else:
             writer.add_string(k, str(v))
     return write_tensors_sparse(writer, path, tensor_table(s))
-
-
-@dataclass(frozen=True)
-class Projector:
-    """A separate vision projector (mmproj) GGUF: a ViT encoder and the projection into the LLM."""
-
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_ff: int
-    image_size: int
-    patch_size: int
-    proj_dim: int  # the LLM's n_embd
-    projector_type: str = "mlp"
-
-
-# LLaVA-1.5's CLIP ViT-L/14 at 336 px (23 of 24 blocks, as its converter keeps) into a 4096-wide LLM.
-PROJECTORS: dict[str, Projector] = {"llava-clip-l-336": Projector(23, 1024, 16, 4096, 336, 14, 4096)}
-
-
-def projector_table(p: Projector) -> list[tuple[str, tuple[int, ...], Q]]:
-    """The clip tensor table llama.cpp's mtmd loads for projector type "mlp" (f16 weights, f32 norms/biases)."""
-    f16, f32 = Q.F16, Q.F32
-    n_pos = (p.image_size // p.patch_size) ** 2 + 1
-    out: list[tuple[str, tuple[int, ...], Q]] = [
-        ("v.class_embd", (p.n_embd,), f32),
-        ("v.patch_embd.weight", (p.patch_size, p.patch_size, 3, p.n_embd), f16),
-        ("v.position_embd.weight", (p.n_embd, n_pos), f16),
-        ("v.pre_ln.weight", (p.n_embd,), f32),
-        ("v.pre_ln.bias", (p.n_embd,), f32),
-    ]
-    for i in range(p.n_layer):
-        b = f"v.blk.{i}."
-        for name in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            out += [(b + name + ".weight", (p.n_embd, p.n_embd), f16), (b + name + ".bias", (p.n_embd,), f32)]
-        for name in ("ln1", "ln2"):
-            out += [(b + name + ".weight", (p.n_embd,), f32), (b + name + ".bias", (p.n_embd,), f32)]
-        out += [(b + "ffn_up.weight", (p.n_embd, p.n_ff), f16), (b + "ffn_up.bias", (p.n_ff,), f32)]
-        out += [(b + "ffn_down.weight", (p.n_ff, p.n_embd), f16), (b + "ffn_down.bias", (p.n_embd,), f32)]
-    out += [("mm.0.weight", (p.n_embd, p.proj_dim), f16), ("mm.0.bias", (p.proj_dim,), f32)]
-    out += [("mm.2.weight", (p.proj_dim, p.proj_dim), f16), ("mm.2.bias", (p.proj_dim,), f32)]
-    return out
-
-
-def write_projector(path: Path, p: Projector) -> Path:
-    """Write an mmproj GGUF (data section a hole) with the clip keys mtmd requires."""
-    path = Path(path)
-    writer = GGUFWriter(path, "clip")
-    writer.add_name("modeldeploy-mmproj")
-    writer.add_bool("clip.has_vision_encoder", True)
-    writer.add_string("clip.projector_type", p.projector_type)
-    writer.add_bool("clip.use_gelu", False)
-    v = "clip.vision."
-    for key, value in (
-        ("embedding_length", p.n_embd), ("attention.head_count", p.n_head), ("feed_forward_length", p.n_ff),
-        ("block_count", p.n_layer), ("projection_dim", 768), ("image_size", p.image_size),
-        ("patch_size", p.patch_size),
-    ):  # fmt: skip
-        writer.add_uint32(v + key, value)
-    writer.add_float32(v + "attention.layer_norm_epsilon", 1e-5)
-    writer.add_array(v + "image_mean", [0.48145466, 0.4578275, 0.40821073])
-    writer.add_array(v + "image_std", [0.26862954, 0.26130258, 0.27577711])
-    return write_tensors_sparse(writer, path, projector_table(p))
 
 
 def layer_bytes(s: Shape) -> list[int]:

@@ -45,7 +45,7 @@ def now_and_xllamacpp(models: Path, r: dict) -> tuple[str, str]:
         n_ctx=c["ctx"], n_parallel=c["np"], flash_attn=c["fa"], cache_type_k=c["ctk"], cache_type_v=c["ctv"],
         kv_unified="-kvu" in c.get("extra", []),
     )  # fmt: skip
-    proj = projector_facts(read_header(proj_path)) if proj_path else None
+    proj = projector_facts(read_header(proj_path), c["fa"]) if proj_path else None
     ours = decide(read_header(model), [GpuInfo(index=i, free_bytes=f) for i, f in enumerate(free)], o, proj)
     now = str(ours.n_gpu_layers) + (f" {ours.tensor_split}" if ours.tensor_split else "")
     try:

@@ -194,7 +194,7 @@ def ours(c: dict, model: Path) -> dict:
         n_ctx=c["ctx"], n_parallel=c["np"], flash_attn=c["fa"], cache_type_k=c["ctk"], cache_type_v=c["ctv"],
         kv_unified="-kvu" in c.get("extra", []),
     )  # fmt: skip
-    proj = projector_facts(read_header(c["mmproj"])) if c.get("mmproj") else None
+    proj = projector_facts(read_header(c["mmproj"]), c["fa"]) if c.get("mmproj") else None
     res = decide(read_header(model), discover(env), opts, proj)
     d = res.to_json_dict()
     gpus = d["estimate"]["gpus"] if d["estimate"] else []
