@@ -101,7 +101,7 @@ def compute(args: argparse.Namespace) -> NglResult:
     """Read the header(s), find the GPUs, decide.  GGUFHeaderError/UsageError propagate."""
     options = options_from_args(args)
     header = read_header(args.model)
-    projector = projector_facts(read_header(args.mmproj)) if args.mmproj else None
+    projector = projector_facts(read_header(args.mmproj), options.flash_attn) if args.mmproj else None
     gpus = gpus_from_args(args)
     return decide(header, gpus, options, projector)
 

@@ -69,9 +69,12 @@ DEFAULT_OVERHEAD_BYTES = 700 * MiB
 FLASH_ATTN_OVERHEAD_BYTES = 630 * MiB
 MOE_POOL_BYTES = 160 * MiB
 # A separate mmproj gets its own ggml CUDA backend on GPU 0 (cuBLAS handle, workspace, CUDA pool) beside
-# its weights and compute buffer: the estimate missed 52-65 MiB of an H200's peak without it (LLaVA
-# CLIP-L/336, docs/auto-ngl-validation.md).  Rounded up.
-PROJECTOR_BACKEND_BYTES = 80 * MiB
+# its weights and compute buffer.  Measured on an H200 as NVML peak minus every logged buffer minus the
+# text model's overhead: 59 and 88 MiB (LLaVA CLIP-L/336 without / with flash attention), 89 and 128 MiB
+# (Gemma 3's SigLIP at 896 px): 60 MiB, two vision streams (the pool's temporaries grow with the
+# patches) and 32 MiB more with flash attention (docs/auto-ngl-validation.md).
+PROJECTOR_BACKEND_BYTES = 60 * MiB
+PROJECTOR_FLASH_ATTN_BYTES = 32 * MiB
 # Kept free on every GPU on top of the estimate: covers the error of the graph model.
 DEFAULT_MARGIN_BYTES = 48 * MiB
 DEFAULT_MARGIN_FRACTION = 0.0025
@@ -461,11 +464,16 @@ def graph_bytes(
         attn = 3 * stream + cells * t * 2 + kv_copy
     else:
         attn = cells * t * heads * f32 + cells * t * f32 + facts.graph_stream_factor * stream + kv_copy
+    # Op offload copies a host-resident weight into this GPU's compute buffer before multiplying with it:
+    # the largest CPU layer tensor (an FFN matrix, or a whole expert stack for MoE) sits beside the FFN
+    # activations.  Two GPUs showed it: the first GPU, without the logits, reserved 34 and 120 MiB more
+    # than the activations alone (docs/auto-ngl-validation.md, H200).
+    weight_copy = max((m.layer_largest_tensor[il] for il in cpu_layers), default=0) if offload else 0
     if m.n_expert and m.n_expert_used:
-        ffn = 3 * m.n_ff_exp * m.n_expert_used * t * f32 + 3 * m.n_ff_shexp * t * f32 + stream
+        ffn = 3 * m.n_ff_exp * m.n_expert_used * t * f32 + 3 * m.n_ff_shexp * t * f32 + stream + weight_copy
         moe_extra = 2 * m.n_ff_exp * m.n_expert_used * t * f32 + 2 * m.n_expert * t * f32
     else:
-        ffn = 3 * m.n_ff * t * f32 + stream
+        ffn = 3 * m.n_ff * t * f32 + stream + weight_copy
         moe_extra = 0
     peak = max(attn, ffn)
     if has_output:
@@ -704,8 +712,17 @@ def decide(
         return fallback(header, str(exc))
 
 
-def projector_facts(header: GGUFHeader) -> ProjectorFacts:
-    """Size a separate mmproj file: its weights plus the vision encoder's graph for one image."""
+def projector_facts(header: GGUFHeader, flash_attn: bool = False) -> ProjectorFacts:
+    """Size a separate mmproj file: its weights, the vision encoder's graph for one image, its backend.
+
+    mtmd reserves the vision graph for an image of `clip.vision.image_size` (its warm-up), on GPU 0, with
+    the text model's flash-attention setting.  The peak of three blocks, in vision streams S (n_embd x
+    patches, f32): without flash attention the scores of every patch pair (patches^2 x heads, f32) plus
+    6 S (SigLIP at 896 px: 4,096 patches, 1 GiB + 108 MiB); with it 6 S; the FFN (n_ff x patches + 3 S);
+    an MLP projector's two layers on every patch (2 x the LLM width + 2 S; Gemma 3 pools 4 x 4 patches
+    into one image token first).  Fitted to llama.cpp's reservation for LLaVA CLIP-L/336 and Gemma 3's
+    SigLIP, with and without flash attention, within 1 MiB (docs/auto-ngl-validation.md).
+    """
     weights = sum(cuda_alloc_size(t) for t in header.tensors)
     md = header.metadata
     n_embd = _as_int(md.get("clip.vision.embedding_length")) or 1024
@@ -713,8 +730,17 @@ def projector_facts(header: GGUFHeader) -> ProjectorFacts:
     patch = _as_int(md.get("clip.vision.patch_size")) or 14
     heads = _as_int(md.get("clip.vision.attention.head_count")) or 16
     ff = _as_int(md.get("clip.vision.feed_forward_length")) or 4 * n_embd
-    patches = max((image // max(patch, 1)) ** 2, 1) + 1
+    class_token = 1 if "v.class_embd" in header.tensor_index else 0
+    patches = max((image // max(patch, 1)) ** 2, 1) + class_token
+    merge = 1
+    if md.get("clip.projector_type") == "gemma3":
+        merge = _as_int(md.get("clip.vision.projector.scale_factor")) or 4
+    llm_width = max((max(t.shape) for t in header.tensors if t.name.startswith("mm.")), default=n_embd)
     f32 = 4
-    attn = patches * patches * heads * f32
-    graph = max(attn, 3 * ff * patches * f32) + 4 * n_embd * patches * f32 + PROJECTOR_BACKEND_BYTES
+    stream = n_embd * patches * f32
+    attn = 6 * stream + (0 if flash_attn else patches * patches * heads * f32)
+    ffn = ff * patches * f32 + 3 * stream
+    projection = 2 * llm_width * max(patches // (merge * merge), 1) * f32 + 2 * stream
+    backend = PROJECTOR_BACKEND_BYTES + 2 * stream + (PROJECTOR_FLASH_ATTN_BYTES if flash_attn else 0)
+    graph = max(attn, ffn, projection) + backend
     return ProjectorFacts(path=header.path, weights_bytes=weights, graph_bytes=graph)

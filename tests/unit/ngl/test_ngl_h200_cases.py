@@ -14,16 +14,18 @@ import pytest
 
 from modeldeploy.ngl.estimate import (
     PROJECTOR_BACKEND_BYTES,
+    PROJECTOR_FLASH_ATTN_BYTES,
     GpuInfo,
     Options,
-    ProjectorFacts,
     decide,
     kv_bytes_per_layer,
     model_facts,
     overhead_bytes,
+    projector_facts,
 )
 from modeldeploy.ngl.gguf_header import read_header
 from tests.support import ngl_gguf
+from tests.support.gguf_projectors import PROJECTORS, write_projector
 from tests.support.ngl_gguf import Spec
 
 MiB = 1 << 20
@@ -34,6 +36,18 @@ SHAPES: dict[str, Spec] = {
     "gemma3-12b": Spec(
         arch="gemma3", n_layer=48, n_embd=3840, n_head=16, n_head_kv=8, n_ff=15360, n_vocab=128256, head_dim=256,
         tied=True, qk_norm=True, post_norms=True, n_swa=1024, n_ctx_train=131072,
+    ),
+    "qwen2-14b": Spec(
+        arch="qwen2", n_layer=48, n_embd=5120, n_head=40, n_head_kv=8, n_ff=13824, n_vocab=152064, qkv_bias=True,
+        n_ctx_train=32768,
+    ),
+    "qwen3-32b": Spec(
+        arch="qwen3", n_layer=64, n_embd=5120, n_head=64, n_head_kv=8, n_ff=25600, n_vocab=151936, head_dim=128,
+        qk_norm=True, n_ctx_train=40960,
+    ),
+    "qwen3moe-30b-a3b": Spec(
+        arch="qwen3moe", n_layer=48, n_embd=2048, n_head=32, n_head_kv=4, n_ff=6144, n_vocab=151936, head_dim=128,
+        qk_norm=True, n_expert=128, n_expert_used=8, n_ff_exp=768, n_ctx_train=40960,
     ),
 }  # fmt: skip
 
@@ -66,18 +80,97 @@ def test_measured_h200_cases(
     assert best - 1 <= r.n_gpu_layers <= best
 
 
-# The LLaVA CLIP-L/336 mmproj of the runs: 624,412,672 bytes of weights in CUDA buffers, 36 MiB of
-# vision graph by projector_facts' formula, plus the projector's own CUDA backend.
-LLAVA_PROJECTOR = ProjectorFacts(
-    path="mmproj.gguf", weights_bytes=624_412_672, graph_bytes=37_814_272 + PROJECTOR_BACKEND_BYTES
-)
+@pytest.fixture(scope="module")
+def projectors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("h200-projectors")
+    return {name: write_projector(d / f"{name}.gguf", p) for name, p in PROJECTORS.items()}
 
 
-@pytest.mark.parametrize(("fa", "best"), [(False, 26), (True, 30)])
-def test_measured_h200_mmproj_cases(shapes: dict[str, Path], fa: bool, best: int) -> None:
-    """An 8B with a separate mmproj at 6401 MiB free: the projector's backend counted, no OOM."""
-    gpus = [GpuInfo(index=0, free_bytes=int(6401.1 * MiB))]
-    r = decide(read_header(shapes["llama-8b"]), gpus, Options(n_ctx=8192, flash_attn=fa), LLAVA_PROJECTOR)
+# (mmproj, its patches with the class token, flash attention, the vision graph's CUDA compute buffer
+# llama.cpp reserved, MiB)
+PROJECTOR_GRAPHS = [
+    ("llava-clip-l-336", 577, False, 32.88),
+    ("llava-clip-l-336", 577, True, 21.55),
+    ("gemma3-siglip-896", 4096, False, 1132.0),
+    ("gemma3-siglip-896", 4096, True, 121.25),
+]
+
+
+@pytest.mark.parametrize(("name", "patches", "fa", "reserved_mib"), PROJECTOR_GRAPHS)
+def test_projector_graph_matches_llama_cpp_reservation(
+    projectors: dict[str, Path], name: str, patches: int, fa: bool, reserved_mib: float
+) -> None:
+    """The vision graph, without the projector backend's part: never below what mtmd reserved, at most
+    2 MiB above (a 4,096-patch SigLIP without flash attention reserves 1 GiB of scores)."""
+    p = projector_facts(read_header(projectors[name]), flash_attn=fa)
+    stream = PROJECTORS[name].n_embd * patches * 4
+    backend = PROJECTOR_BACKEND_BYTES + 2 * stream + (PROJECTOR_FLASH_ATTN_BYTES if fa else 0)
+    graph_mib = (p.graph_bytes - backend) / MiB
+    assert reserved_mib <= graph_mib <= reserved_mib + 2
+
+
+# (model, mmproj, NVML free MiB, flash attention, largest -ngl that loaded with an image and a full prompt)
+MEASURED_MMPROJ = [
+    ("llama-8b", "llava-clip-l-336", 6401.1, False, 26),
+    ("llama-8b", "llava-clip-l-336", 6401.1, True, 30),
+    ("llama-8b", "gemma3-siglip-896", 7601.1, False, 25),
+    ("llama-8b", "gemma3-siglip-896", 6401.1, True, 27),
+]
+
+
+@pytest.mark.parametrize(("model", "mmproj", "free_mib", "fa", "best"), MEASURED_MMPROJ)
+def test_measured_h200_mmproj_cases(
+    shapes: dict[str, Path], projectors: dict[str, Path], model: str, mmproj: str, free_mib: float, fa: bool, best: int
+) -> None:
+    """An 8B with a separate mmproj (LLaVA's CLIP, Gemma 3's SigLIP): never more layers than loaded, at most
+    one fewer; the SigLIP graph is 1 GiB larger without flash attention and the estimate follows."""
+    proj = projector_facts(read_header(projectors[mmproj]), flash_attn=fa)
+    gpus = [GpuInfo(index=0, free_bytes=int(free_mib * MiB))]
+    r = decide(read_header(shapes[model]), gpus, Options(n_ctx=8192, flash_attn=fa), proj)
+    assert best - 1 <= r.n_gpu_layers <= best
+
+
+# Two GPUs with unequal (and equal) free memory, -c 8192.  (model, NVML free MiB per GPU, flash attention,
+# largest -ngl that loaded over every split tried, NVML peak MiB per GPU at our N and split)
+TWO_GPUS = [
+    ("qwen2-14b", (4097.1, 6145.1), False, 34, (3927.6, 5915.6)),
+    ("qwen3-32b", (8193.1, 12289.1), True, 61, (7901.6, 12103.6)),
+    ("qwen3moe-30b-a3b", (6145.1, 10241.1), True, 40, (5833.6, 10065.6)),
+    ("gemma3-12b", (3585.1, 4609.1), False, 38, (3467.6, 4383.6)),
+    ("gemma3-12b", (3073.1, 5121.1), False, 39, (2937.6, 4913.6)),
+    ("gemma3-12b", (4097.1, 4097.1), False, 39, (3915.6, 3935.6)),
+]
+
+
+@pytest.mark.parametrize(("model", "free", "fa", "best", "peak"), TWO_GPUS)
+def test_two_gpu_cases_estimate_each_gpu_at_or_above_its_peak(
+    shapes: dict[str, Path], model: str, free: tuple[float, float], fa: bool, best: int, peak: tuple[float, float]
+) -> None:
+    """Each GPU's estimate covers the peak NVML saw at our N and split; the first GPU counts the host weight
+    that op offload copies into its compute buffer (it was 43-49 MiB short of the peak without it)."""
+    gpus = [GpuInfo(index=i, free_bytes=int(f * MiB)) for i, f in enumerate(free)]
+    r = decide(read_header(shapes[model]), gpus, Options(n_ctx=8192, flash_attn=fa))
+    assert r.estimate is not None and r.n_gpu_layers <= best
+    for g, seen in zip(r.estimate.gpus, peak, strict=True):
+        assert g.total_bytes >= seen * MiB
+        assert g.total_bytes + g.margin_bytes <= g.free_bytes
+
+
+def _gemma_two_gpu_gap(case: tuple[str, tuple[float, float], bool, int, tuple[float, float]]) -> object:
+    """Gemma 3 on two GPUs: the largest N that loads leaves 23-34 MiB free on a GPU, less than the per-GPU
+    margin; N >= best - 1 would need one GPU planned that tight (docs/auto-ngl-validation.md, H200)."""
+    if case[0] == "gemma3-12b" and case[1] != (3585.1, 4609.1):
+        return pytest.param(*case, marks=pytest.mark.xfail(strict=True, reason="per-GPU margin and rounding"))
+    return pytest.param(*case)
+
+
+@pytest.mark.parametrize(("model", "free", "fa", "best", "peak"), [_gemma_two_gpu_gap(c) for c in TWO_GPUS])
+def test_two_gpu_cases_at_most_one_layer_below_the_largest_that_loads(
+    shapes: dict[str, Path], model: str, free: tuple[float, float], fa: bool, best: int, peak: tuple[float, float]
+) -> None:
+    """The goal: at most one layer below what loaded (strict xfail where the doc explains why not)."""
+    gpus = [GpuInfo(index=i, free_bytes=int(f * MiB)) for i, f in enumerate(free)]
+    r = decide(read_header(shapes[model]), gpus, Options(n_ctx=8192, flash_attn=fa))
     assert best - 1 <= r.n_gpu_layers <= best
 
 
