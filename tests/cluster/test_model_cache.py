@@ -182,6 +182,44 @@ def test_two_replicas_and_a_second_modeldeployment_download_once(env: Env) -> No
     )
 
 
+def _client_requests(env: Env) -> dict[str, int]:
+    """The operator's API client requests so far, by verb (its /metrics)."""
+    out = {}
+    for line in env.operator.metrics().splitlines():
+        if line.startswith("modeldeploy_api_client_requests_total{"):
+            verb = line.split('verb="', 1)[1].split('"', 1)[0]
+            out[verb] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def _reconciles(env: Env, trigger: str) -> int:
+    lines = env.operator.metrics().splitlines()
+    mine = [ln for ln in lines if ln.startswith("modeldeploy_reconciles_total{") and f'trigger="{trigger}"' in ln]
+    return sum(int(float(ln.rsplit(" ", 1)[1])) for ln in mine if 'result="skipped"' not in ln)
+
+
+def test_a_steady_reconcile_of_a_cached_modeldeployment_asks_the_apiserver_nothing(env: Env) -> None:
+    """The cache's claim, Job and pods come from the watches: the claim touched by someone (a label no one
+    reads) re-reconciles every ModelDeployment of the namespace, and none of them makes a request."""
+    names = [n for n in ("smol-a", "smol-b") if env.model(n).get("phase") == "Ready"]
+    assert names, "the test before leaves two ModelDeployments with their weights Ready"
+    claim = env.model(names[0])["claim"]
+    eventually(lambda: env.deployment(names[-1]), "the Deployments")
+    time.sleep(2)  # let the last rollout's events settle
+    before, reconciled = _client_requests(env), _reconciles(env, "model-cache")
+    env.core.patch_namespaced_persistent_volume_claim(claim, NS, {"metadata": {"labels": {"example.com/touched": "1"}}})
+    eventually(
+        lambda: _reconciles(env, "model-cache") >= reconciled + len(names), "a reconcile per ModelDeployment", 30
+    )
+    time.sleep(1)  # anything those reconciles would send, sent
+    after = _client_requests(env)
+    made = {verb: after.get(verb, 0) - before.get(verb, 0) for verb in after}
+    count = _reconciles(env, "model-cache") - reconciled
+    print(f"\nmodel cache: {count} steady reconciles made {sum(made.values())} API requests {made}")
+    assert sum(made.values()) <= count, made  # at most one request per reconcile ...
+    assert not any(made.get(verb) for verb in ("POST", "PUT", "PATCH", "DELETE")), made  # ... and no write
+
+
 @pytest.mark.parametrize(
     ("name", "model", "shared", "secret", "words"),
     [

@@ -35,6 +35,7 @@ from modeldeploy.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import OperatorConfig, load_config
 from modeldeploy.controller import liveness, nodes_index, relist
 from modeldeploy.controller import metrics as metrics_mod
+from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Children
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.pod_report import worth_a_reconcile
@@ -87,6 +88,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     state = state_of(memo)
     if state.kube is None:
         state.kube = AsyncKube.from_environment()
+    state.metrics.client_requests = lambda: dict(state.kube.by_verb) if state.kube else {}
     state.watch.silence_s = float(options.get("watch_silence_s") or liveness.SILENCE_S)
     port = options.get("metrics_port", 9090)
     if port:
@@ -187,6 +189,7 @@ def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]
         facts_version=state.facts.version,
         others=state.children.for_owner(namespace, name),
         classes=state.facts.classes(state.config.label_mappings),
+        cache=CacheObjects.from_indexes(indexes),
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,6 +79,7 @@ class AsyncKube:
             json_serialize=json.dumps,
         )
         self.requests = 0  # made since start (for the metrics)
+        self.by_verb: Counter[str] = Counter()  # the same, by HTTP method
 
     @classmethod
     def from_environment(cls, **kwargs: Any) -> AsyncKube:
@@ -112,6 +114,7 @@ class AsyncKube:
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         self.requests += 1
+        self.by_verb[method] += 1
         data = None if body is None else json.dumps(body).encode()
         if data is not None and content_type is None:
             content_type = "application/json"

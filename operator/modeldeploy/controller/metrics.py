@@ -11,6 +11,9 @@ https://prometheus.io/docs/instrumenting/exposition_formats/.
   Service); flat while the cluster is quiet, which is how "no churn" is checked and watched
 - `modeldeploy_api_requests_total`                 counter: API requests the reconciles made (reads come from
   the watches, so this counts writes, skipped ones excluded); flat while the cluster is quiet
+- `modeldeploy_api_client_requests_total{verb}`   counter: every request of the operator's API client, by
+  HTTP method (the reconciles' and everything they call, the model cache's included; Kopf's own watches,
+  status.kopf patches and Events are not in it): how "a steady reconcile makes no request" is checked
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
@@ -47,6 +50,7 @@ class Metrics:
         self.decisions: Counter[str] = Counter()
         self.writes: Counter[str] = Counter()
         self.requests = 0
+        self.client_requests: Callable[[], Mapping[str, int]] | None = None  # the API client's, by verb
         self._bucket_counts = [0] * len(self.buckets)
         self._sum = 0.0
         self._count = 0
@@ -98,7 +102,11 @@ class Metrics:
                 "# HELP modeldeploy_api_requests_total API requests made by reconciles.",
                 "# TYPE modeldeploy_api_requests_total counter",
                 f"modeldeploy_api_requests_total {self.requests}",
+                "# HELP modeldeploy_api_client_requests_total Requests of the operator's API client, by verb.",
+                "# TYPE modeldeploy_api_client_requests_total counter",
             ]
+            for verb, n in sorted((self.client_requests() if self.client_requests else {}).items()):
+                lines.append(f"modeldeploy_api_client_requests_total{_labels([('verb', verb)])} {n}")
             lines += [
                 "# HELP modeldeploy_reconcile_duration_seconds Time to reconcile one ModelDeployment.",
                 "# TYPE modeldeploy_reconcile_duration_seconds histogram",

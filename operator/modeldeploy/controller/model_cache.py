@@ -4,6 +4,11 @@ Kept out of reconcile.py on purpose: the reconcile calls `converge` once and use
 `status.model` + ModelReady condition to write and whether the weights are ready (the Deployment is
 applied only then; docs/model-cache.md explains why it waits rather than starting pods that wait).
 
+Reads come from the watches (cache_views.py: the claim, the Jobs, their pods) when the operator runs;
+an object the watch does not show is asked for once before anything is created (the watch may lag our
+own create by milliseconds), so a steady reconcile makes no request, and a missing object costs one GET.
+Tools and tests that reconcile outside the operator (`seen=None`) read everything from the API.
+
 Creation is create-if-absent, never update: a cache another ModelDeployment already made is used as it
 is (its size, class and Job are fixed when it is created), and nothing here ever deletes a cache —
 garbage collection does, for a Delete-retention cache, once the last ModelDeployment owning it is gone.
@@ -16,6 +21,7 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
+from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.kube import MERGE_PATCH, AsyncKube, KubeError
 from modeldeploy.modelcache import listing as lst
 from modeldeploy.modelcache import plan as p
@@ -93,7 +99,17 @@ def _retry_after_edit(job: Mapping[str, Any], md: ModelDeployment) -> bool:
         return False
 
 
-async def _pods(kube: AsyncKube, namespace: str, selector: str) -> list[dict[str, Any]]:
+async def _get(kube: AsyncKube, seen: dict[str, Any] | None, path: str) -> dict[str, Any] | None:
+    """The watch's view when it shows the object; else the apiserver's answer (absent, or not seen yet)."""
+    return seen if seen is not None else await kube.get(path)
+
+
+async def _pods(
+    kube: AsyncKube, namespace: str, label: str, value: str, seen: CacheObjects | None
+) -> list[dict[str, Any]]:
+    if seen is not None:
+        return seen.job_pods(namespace, label, value)
+    selector = f"{label}={value}"
     try:
         found = await kube.request("GET", _ns_path(namespace, "pods"), query=[("labelSelector", selector)])
     except KubeError as exc:
@@ -104,19 +120,19 @@ async def _pods(kube: AsyncKube, namespace: str, selector: str) -> list[dict[str
 
 
 async def _size_from_listing(
-    kube: AsyncKube, md: ModelDeployment, config: OperatorConfig, plan: p.CachePlan
+    kube: AsyncKube, md: ModelDeployment, config: OperatorConfig, plan: p.CachePlan, seen: CacheObjects | None
 ) -> str | CacheState:
     """Before the claim exists: run the listing Job, and once it completed, the size to make the claim with
     (modelcache/listing.py); until then, or when it failed, the state to report instead."""
     ns, name = plan.namespace, lst.listing_name(plan)
-    job = await kube.get(_ns_path(ns, "jobs", name))
+    job = await _get(kube, seen.listing_job(ns, name) if seen else None, _ns_path(ns, "jobs", name))
     if job is not None and _retry_after_edit(job, md):
         await kube.request("DELETE", _ns_path(ns, "jobs", name), query=[("propagationPolicy", "Background")])
         job = None
     if job is None:
         await _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
         job = await _create_if_absent(kube, ns, "jobs", lst.listing_job(plan, md, config))
-    pods = await _pods(kube, ns, f"{lst.LISTING_LABEL}={plan.name}")
+    pods = await _pods(kube, ns, lst.LISTING_LABEL, plan.name, seen)
     total = lst.listed_total(job, pods)
     if total is None:
         return lst.listing_state(plan, job, pods)
@@ -133,18 +149,23 @@ async def _delete_listing(kube: AsyncKube, plan: p.CachePlan) -> None:
             raise
 
 
-async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig) -> CacheState | None:
-    """Ensure the cache's objects exist and read its state; None when `md` uses no shared cache."""
+async def converge(
+    kube: AsyncKube, md: ModelDeployment, config: OperatorConfig, seen: CacheObjects | None = None
+) -> CacheState | None:
+    """Ensure the cache's objects exist and read its state; None when `md` uses no shared cache.
+
+    `seen`: the watches' views of the cache objects (None: read them from the API)."""
     plan = p.plan_cache(md, config)
     if plan is None:
         return None
     ns = plan.namespace
     owner = p.owner_reference(md)
-    claim = await kube.get(_ns_path(ns, "persistentvolumeclaims", plan.name))
+    claim_path = _ns_path(ns, "persistentvolumeclaims", plan.name)
+    claim = await _get(kube, seen.claim(ns, plan.name) if seen else None, claim_path)
     if claim is None:
         listed = not plan.size_given
         if listed:  # no size in the spec: the listing Job sizes the claim first
-            sized = await _size_from_listing(kube, md, config, plan)
+            sized = await _size_from_listing(kube, md, config, plan, seen)
             if isinstance(sized, CacheState):
                 return sized
             plan = p.with_size(plan, sized)
@@ -159,7 +180,7 @@ async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig)
     phase = (claim.get("status") or {}).get("phase")
     storage = await _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
     hopeless = storage.class_exists is False or storage.default_exists is False
-    job = await kube.get(_ns_path(ns, "jobs", plan.name))
+    job = await _get(kube, seen.job(ns, plan.name) if seen else None, _ns_path(ns, "jobs", plan.name))
     if job is not None and _retry_after_edit(job, md):
         await kube.request("DELETE", _ns_path(ns, "jobs", plan.name), query=[("propagationPolicy", "Background")])
         job = None
@@ -171,7 +192,7 @@ async def converge(kube: AsyncKube, md: ModelDeployment, config: OperatorConfig)
         job = await _create_if_absent(kube, ns, "jobs", p.job(plan, md, config, uid))
     pods: list[dict[str, Any]] = []
     if job is not None and phase == "Bound":
-        pods = await _pods(kube, ns, f"{p.CACHE_LABEL}={plan.name}")
+        pods = await _pods(kube, ns, p.CACHE_LABEL, plan.name, seen)
     return cache_state(plan, claim, job, pods, storage)
 
 

@@ -44,6 +44,7 @@ from modeldeploy.controller.apply import (
     md_path,
     with_hash,
 )
+from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.controller.status import (
@@ -142,6 +143,7 @@ class World:
     facts_version: int
     others: Mapping[tuple[str, str], Child] = field(default_factory=dict)  # autoscaling/routing, by (kind, name)
     classes: tuple[NodeClass, ...] | None = None  # `nodes` grouped (node_classes.py), kept per facts version
+    cache: CacheObjects | None = None  # the shared model cache's objects (None: read from the API)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,9 +357,9 @@ async def reconcile(
         live.update({key: child.view for key, child in world.others.items()})  # by (kind, name)
         children = planned.children
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:
-            # The shared model cache (docs/model-cache.md): its state is read on every reconcile, and the
+            # The shared model cache (docs/model-cache.md): its state is read from the watches, and the
             # Deployment is held back (a running one left as it is) until the weights are Ready.
-            cache = await model_cache.converge(kube, planned.md, config)
+            cache = await model_cache.converge(kube, planned.md, config, world.cache)
             if cache is not None:
                 extra = (*extra, cache.condition)
                 if not cache.ready:

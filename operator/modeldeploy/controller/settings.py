@@ -55,6 +55,9 @@ LABELLED = (
     ("v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    # the shared model cache's claims and Jobs (cache_handlers.py)
+    ("v1", "persistentvolumeclaims"),
+    ("batch", "v1", "jobs"),
 )
 
 
