@@ -57,10 +57,10 @@ def _cause(exc: BaseException) -> BaseException:
     HTTPError (the original is its __cause__) and a snapshot gathers per-file failures."""
     from modelscope_hub.errors import FileDownloadError, HubError
 
-    for _ in range(5):
+    for _ in range(5):  # requests' HTTPError is an OSError too: unwrap by what the cause is, not the wrapper
         if isinstance(exc, FileDownloadError) and exc.failed_files:
             exc = next(iter(exc.failed_files.values()))
-        elif not isinstance(exc, HubError | OSError) and exc.__cause__ is not None:
+        elif not isinstance(exc, HubError) and isinstance(exc.__cause__, HubError):
             exc = exc.__cause__
         else:
             break

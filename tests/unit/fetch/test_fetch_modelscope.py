@@ -196,3 +196,26 @@ def test_list_only_fails_like_a_download(ms, tmp_path, capsys) -> None:
     code, _, err = _run(capsys, *args)
     assert code == 1 and "HTTP 404, no file missing.gguf in the repository" in err
     assert _termination(tmp_path) == err.strip()
+
+
+def test_failures_inside_the_library_download_are_unwrapped() -> None:
+    """What snapshot_download raises after the listing: requests' HTTPError around a 401/403/404 (its
+    compatibility layer) or a FileDownloadError gathering per-file failures; the sentence names the cause."""
+    import requests
+    from modelscope_hub import errors
+
+    from modeldeploy.fetch.modelscope import _sentence
+
+    def wrapped(cause: Exception) -> Exception:
+        try:
+            raise requests.exceptions.HTTPError(str(cause)) from cause
+        except requests.exceptions.HTTPError as exc:
+            return exc
+
+    what, missing = "modelscope://o/r@master", "no such file in the repository (check model.file)"
+    denied = wrapped(errors.PermissionDeniedError("denied", status_code=403))
+    assert "HTTP 403, the token in credentialsSecret has no access" in str(_sentence(denied, what, missing))
+    gone = errors.FileDownloadError("1 of 1 failed", failed_files={"a.gguf": errors.NotExistError("gone")}, total=1)
+    assert str(_sentence(gone, what, missing)) == f"{what}: HTTP 404, {missing}."
+    full = errors.FileDownloadError("1 of 1 failed", failed_files={"a.gguf": OSError(28, "No space left")}, total=1)
+    assert "no space left on the cache volume" in str(_sentence(full, what, missing))
