@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import config
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, CoreV1Api
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.config import LabelMappings, OperatorConfig
@@ -27,6 +27,7 @@ from modeldeploy.controller.apply import Kube, KubeError, object_path
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
+from modeldeploy.localcluster.nodes import FakeKubelet, create_node, is_ready, load_node_set
 from modeldeploy.scaling import objects as so
 from modeldeploy.scaling.epp import EPP_RULES
 from modeldeploy.scaling.plan import (
@@ -43,6 +44,7 @@ from modeldeploy.scaling.settings import (
     HttpAddonSettings,
 )
 from modeldeploy.selection.nodes import facts_from_document
+from tests.cluster.test_operator import OperatorProcess, eventually
 from tests.support.chart import by_kind, template
 from tests.support.tools import ensure_helm, unavailable
 
@@ -61,6 +63,9 @@ _API = {
 ALL_CRDS = frozenset({SCALED_OBJECT, HTTP_SCALED_OBJECT, HTTP_ROUTE, INFERENCE_POOL})
 METRICS = ("llamacpp:requests_processing", "llamacpp:requests_deferred")
 RBAC = "rbac.authorization.k8s.io/v1"
+
+
+KUBECONFIG: dict[str, str] = {}  # the module cluster's, for an operator process
 
 
 def _say(message: str) -> None:
@@ -85,6 +90,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         _say(f"installed {len(names)} CRDs: {', '.join(names)}")
         k = Kube(api)
         k.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
+        KUBECONFIG["path"] = str(cluster.kubeconfig_path)
         yield k
     finally:
         cluster.stop()
@@ -199,6 +205,7 @@ def test_the_schemas_are_really_enforced(kube: Kube) -> None:
 MD_CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 NODES = facts_from_document((REPO / "examples" / "nodes" / "cpu-cluster.yaml").read_text(), LabelMappings())
 MD_PATH = f"/apis/modeldeploy.io/v1alpha1/namespaces/{NS}/modeldeployments"
+CPU_NODES = REPO / "examples" / "nodes" / "cpu-cluster.yaml"
 
 
 def _md(name: str, autoscaling: dict[str, Any] | None) -> dict[str, Any]:
@@ -353,6 +360,77 @@ def test_without_the_crds_status_names_what_is_missing(kube_api: Any) -> None:
     assert "httproutes.gateway.networking.k8s.io" in conditions["Routed"]["message"]
     assert plain.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/bare") is not None
     plain.request("DELETE", f"/api/v1/namespaces/{NS}")
+
+
+def test_a_second_modeldeployment_serving_the_same_model_name_is_not_routed(kube: Kube) -> None:
+    """Two ModelDeployments with one model name on one Gateway (docs/gateway.md): the older routes, the newer
+    gets Routed=False ModelNameConflict naming it and no HTTPRoute; once the older is gone, the newer routes."""
+    _install_md_crd(kube)
+    config = OperatorConfig(gateway=GatewaySettings(name="inference"))
+    forget_discovery()
+    routes = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes"
+    for name in ("team-a", "team-b"):
+        doc = _md(name, None)
+        doc["spec"]["model"] |= {"name": "shared-chat", "family": "qwen2.5-instruct"}
+        kube.request("POST", MD_PATH, body=doc)
+        time.sleep(1.1)  # creationTimestamp has second precision: team-a is the older
+    _reconcile(kube, "team-a", config)
+    _reconcile(kube, "team-b", config)
+    assert _conditions(kube, "team-a")["Routed"]["status"] == "True"
+    assert kube.get(f"{routes}/team-a") is not None
+    routed = _conditions(kube, "team-b")["Routed"]
+    assert (routed["status"], routed["reason"]) == ("False", "ModelNameConflict")
+    assert f"by ModelDeployment {NS}/team-a" in routed["message"]
+    assert kube.get(f"{routes}/team-b") is None
+    assert kube.get(f"/apis/inference.networking.k8s.io/v1/namespaces/{NS}/inferencepools/team-b") is not None
+
+    kube.request("DELETE", f"{MD_PATH}/team-a")
+    _reconcile(kube, "team-b", config)
+    assert _conditions(kube, "team-b")["Routed"]["status"] == "True"
+    route = kube.get(f"{routes}/team-b")
+    assert route is not None
+    match = route["spec"]["rules"][0]["matches"][0]["headers"][0]
+    assert match["value"] == "shared-chat"
+
+
+def test_the_operator_hands_a_model_name_to_the_next_once_the_older_goes(
+    kube: Kube, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The operator as a process, with a gateway configured: it tells the newer of two ModelDeployments
+    serving one name from the watches (an index of served names), and reconciles it when the older goes."""
+    _install_md_crd(kube)
+    core = CoreV1Api(kube.api)
+    nodes = [create_node(core, n) for n in load_node_set(CPU_NODES) if is_ready(n)]
+    kubelet = FakeKubelet(kube.api, nodes).start()
+    tmp = tmp_path_factory.mktemp("routing")
+    settings = tmp / "config.yaml"
+    settings.write_text(yaml.safe_dump({"gateway": {"name": "inference"}}))
+    operator = OperatorProcess(KUBECONFIG["path"], tmp / "operator.log", "--standalone", f"--config={settings}")
+    routes = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes"
+    try:
+        operator.start()
+        for name in ("op-older", "op-newer"):
+            doc = _md(name, None)
+            doc["spec"]["model"] |= {"name": "op-chat", "family": "qwen2.5-instruct"}
+            kube.request("POST", MD_PATH, body=doc)
+            time.sleep(1.1)  # creationTimestamp has second precision
+        eventually(lambda: kube.get(f"{routes}/op-older"), "the older's HTTPRoute", timeout=90)
+
+        def yielded() -> bool:
+            routed = _conditions(kube, "op-newer").get("Routed") or {}
+            return routed.get("reason") == "ModelNameConflict" and f"{NS}/op-older" in routed.get("message", "")
+
+        eventually(yielded, "Routed=False ModelNameConflict on the newer", timeout=90)
+        assert kube.get(f"{routes}/op-newer") is None
+        kube.request("DELETE", f"{MD_PATH}/op-older")
+        eventually(lambda: kube.get(f"{routes}/op-newer"), "the newer's HTTPRoute once the older is gone", timeout=90)
+        assert _conditions(kube, "op-newer")["Routed"]["status"] == "True"
+    finally:
+        operator.stop()
+        kubelet.stop()
+        for name in nodes:
+            with contextlib.suppress(KubeError):
+                kube.request("DELETE", f"/api/v1/nodes/{name}")
 
 
 def test_the_charts_podmonitors_are_accepted(kube: Kube) -> None:

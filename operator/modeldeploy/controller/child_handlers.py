@@ -14,13 +14,16 @@ Separate from handlers.py so that the autoscaling/routing piece stays one remova
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.handlers import OURS, owner_name, run_reconcile, state_of
+from modeldeploy.scaling.conflicts import Claimant, served_name
 
 # (group, version, plural) of every autoscaling/routing kind we may apply beside the Deployment and Service
 # (controller/scaling.py MANAGED); the endpoint picker's Deployment and Service come through the same
@@ -66,3 +69,52 @@ async def child_event(
 
 for _resource in WATCHED:
     kopf.on.event(*_resource, labels=OURS, id=f"child_event/{'.'.join(_resource)}")(child_event)
+
+
+# --- the model names routed on the Gateway (scaling/conflicts.py) ----------------------------------------
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def served_names_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, Claimant]:
+    """{served model name: the ModelDeployment}, with a gateway configured (who holds a name is decided
+    from this: the oldest of them)."""
+    served = served_name(body)
+    if not state_of(memo).config.gateway.enabled or not served or body.get("metadata", {}).get("deletionTimestamp"):
+        return {}
+    return {served: Claimant.of(body)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="route_rivals_event")
+async def route_rivals_event(
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    served_names_index: kopf.Index,
+    **kwargs: Any,
+) -> None:
+    """A ModelDeployment went, or changed its model name: the ones sharing its old or new name are decided
+    again (the next oldest may now hold the route; a renamed older one takes it)."""
+    state = state_of(memo)
+    if not state.config.gateway.enabled:
+        return
+    key = (namespace, name)
+    before = state.served.get(key)
+    now = None if type == "DELETED" else served_name(body)
+    if now:
+        state.served[key] = now
+    else:
+        state.served.pop(key, None)
+    if type is None or before == now:
+        return  # listed, or the name did not change
+    rivals = {c for served in (before, now) if served for c in served_names_index.get(served) or ()}
+    indexes = {**kwargs, "served_names_index": served_names_index}
+    await asyncio.gather(
+        *(
+            run_reconcile(memo, c.namespace, c.name, indexes, logger, trigger="route", coalesce=True)
+            for c in sorted(rivals)
+            if (c.namespace, c.name) != key
+        )
+    )

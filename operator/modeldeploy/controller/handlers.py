@@ -44,6 +44,7 @@ from modeldeploy.controller.serializer import Serializer
 from modeldeploy.controller.settings import configure
 from modeldeploy.controller.views import ChildView, PodView, md_view, rv_int
 from modeldeploy.render.labels import INSTANCE, MANAGED_BY, MANAGER
+from modeldeploy.scaling.conflicts import Claimant, served_name
 
 MD = (GROUP, VERSION, PLURAL)
 OURS = {MANAGED_BY: MANAGER}
@@ -60,6 +61,7 @@ class State:
     facts: nodes_index.FactsMemory = field(default_factory=nodes_index.FactsMemory)
     memory: Memory = field(default_factory=Memory)
     children: Children = field(default_factory=Children)  # autoscaling/routing children (child_handlers.py)
+    served: dict[tuple[str, str], str] = field(default_factory=dict)  # model name each routes (child_handlers.py)
     watch: liveness.WatchClock = field(default_factory=liveness.WatchClock)
     node_changes: set[str] = field(default_factory=set)  # nodes whose facts the index saw change
     sweep: asyncio.Task[None] | None = None  # re-evaluation after a re-list of nodes (node_event)
@@ -176,12 +178,19 @@ def _one(index: Mapping[Any, Any] | None, key: Any) -> Any:
     return next(iter(store), None) if store is not None else None
 
 
+def rivals_of(body: Mapping[str, Any] | None, names: Mapping[Any, Any] | None) -> tuple[Claimant, ...]:
+    """The ModelDeployments serving the same model name as `body` (the served-names index; empty without a gateway)."""
+    served = served_name(body) if body else None
+    return tuple((names or {}).get(served) or ()) if served else ()
+
+
 def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]) -> World:
     """The ModelDeployment's world as the watches show it now (read on the loop: consistent)."""
     key = (namespace, name)
     pods = indexes.get("pods_index") or {}
+    body = _one(indexes.get("modeldeployments_index"), key)
     return World(
-        body=_one(indexes.get("modeldeployments_index"), key),
+        body=body,
         deployment=_one(indexes.get("deployments_index"), key),
         service=_one(indexes.get("services_index"), key),
         pods=tuple(pods.get(key) or ()) if pods else (),
@@ -190,6 +199,7 @@ def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]
         others=state.children.for_owner(namespace, name),
         classes=state.facts.classes(state.config.label_mappings),
         cache=CacheObjects.from_indexes(indexes),
+        rivals=rivals_of(body, indexes.get("served_names_index")),
     )
 
 

@@ -47,6 +47,7 @@ from modeldeploy.controller.apply import (
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.kube import AsyncKube, KubeError
+from modeldeploy.controller.routing import claimants, older_route, remove_route
 from modeldeploy.controller.status import (
     ENGINE_LABEL,
     INVALID_SPEC,
@@ -70,6 +71,7 @@ from modeldeploy.controller.views import (
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
 from modeldeploy.render import RenderError, render
+from modeldeploy.scaling.conflicts import Claimant, served_name
 from modeldeploy.scaling.keda_status import with_keda_status
 from modeldeploy.selection import select_engine
 from modeldeploy.selection.node_classes import NodeClass
@@ -144,6 +146,7 @@ class World:
     others: Mapping[tuple[str, str], Child] = field(default_factory=dict)  # autoscaling/routing, by (kind, name)
     classes: tuple[NodeClass, ...] | None = None  # `nodes` grouped (node_classes.py), kept per facts version
     cache: CacheObjects | None = None  # the shared model cache's objects (None: read from the API)
+    rivals: tuple[Claimant, ...] = ()  # ModelDeployments serving the same model name (routing.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +355,7 @@ async def reconcile(
     cache: model_cache.CacheState | None = None
     reported = [c.reported for (kind, _), c in world.others.items() if kind == "ScaledObject" and c.view.name == name]
     extra = with_keda_status(planned.extra_conditions, reported[0] if reported else ())
+    extra, routed_by = older_route(body, world.rivals, config, extra)  # another holds the model name: no route
     if planned.children and problem is None:
         live: dict[Any, ChildView | None] = {"Deployment": world.deployment, "Service": world.service}
         live.update({key: child.view for key, child in world.others.items()})  # by (kind, name)
@@ -364,6 +368,9 @@ async def reconcile(
                 extra = (*extra, cache.condition)
                 if not cache.ready:
                     children = tuple(c for c in children if not (c.kind == "Deployment" and c.name == name))
+        if routed_by is not None:
+            children = tuple(c for c in children if c.kind != "HTTPRoute")
+            requests += await remove_route(kube, namespace, name, ("HTTPRoute", name) in world.others)
         stubs = [(child.stub(), child.hash) for child in children]
         try:
             if any_needs_apply(stubs, live, memory.applied):
@@ -479,6 +486,10 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
     from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 
     body = await kube.get(f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}")
+    served = served_name(body) if body else None
+    every: list[dict[str, Any]] = []
+    if served:  # the ModelDeployments that may hold its model name on the Gateway (routing.py)
+        every = (await kube.request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")).get("items") or []
     deployment = await kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
     service = await kube.get(f"/api/v1/namespaces/{namespace}/services/{name}")
     pods = await kube.request(
@@ -491,6 +502,7 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
         pods=tuple(PodView.from_object(p) for p in pods.get("items") or ()),
         nodes=nodes,
         facts_version=hash(nodes),
+        rivals=claimants(every, served),
     )
 
 
