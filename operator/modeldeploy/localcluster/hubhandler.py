@@ -7,39 +7,21 @@ module has one job.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from modeldeploy.localcluster.httpfiles import QuietHandler, chunks
 from modeldeploy.localcluster.hubrepos import Commit, HubFile, HubRepo
-from modeldeploy.localcluster.xetcas import parse_range
 
 if TYPE_CHECKING:
     from modeldeploy.localcluster.hubserver import HubServer
 
-STREAM_CHUNK = 64 << 10
 
-
-class HubHandler(BaseHTTPRequestHandler):
+class HubHandler(QuietHandler):
     hub: HubServer
-    protocol_version = "HTTP/1.1"  # keep-alive, as clients expect; every answer has a Content-Length
-
-    def log_message(self, *args: Any) -> None:  # quiet: tests and the demo read counters, not access logs
-        pass
 
     # -- small answers ----------------------------------------------------------------------------------
-
-    def _send(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _json(self, data: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json", **(headers or {})})
@@ -221,55 +203,13 @@ class HubHandler(BaseHTTPRequestHandler):
             info_url = f"{self.hub.cas.url}/v1/reconstructions/{xet_hash}"
             headers["X-Xet-Hash"] = xet_hash
             headers["Link"] = f'<{token_url}>; rel="xet-auth", <{info_url}>; rel="xet-reconstruction-info"'
-        start, end, status = 0, f.size, 200
-        ranged = self.headers.get("Range")
-        if ranged:
-            parsed = parse_range(ranged, f.size)
-            if parsed is None:
-                self._send(416, b"", {**headers, "Content-Range": f"bytes */{f.size}"})
-                return
-            start, end, status = parsed[0], parsed[1], 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(end - start))
-        self.end_headers()
+        span = self._file_head(headers, f.size)
+        if span is None:
+            return
         if self.command == "HEAD":
             self.hub._count(repo_id, f.path, head=True)
             return
         self.hub._count(repo_id, f.path, get=True)
-        self._stream(repo_id, f, start, end)
-
-    def _stream(self, repo_id: str, f: HubFile, start: int, end: int) -> None:
-        began = time.monotonic()
-        try:
-            if isinstance(f.source, bytes):
-                chunks = (f.source[i : min(i + STREAM_CHUNK, end)] for i in range(start, end, STREAM_CHUNK))
-                self._write_all(repo_id, f, chunks, began)
-                return
-            with Path(f.source).open("rb") as fh:
-                fh.seek(start)
-                remaining = end - start
-
-                def read() -> Any:
-                    nonlocal remaining
-                    while remaining > 0 and (block := fh.read(min(STREAM_CHUNK, remaining))):
-                        remaining -= len(block)
-                        yield block
-
-                self._write_all(repo_id, f, read(), began)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client hung up (a test cutting a download); counted so far
-
-    def _write_all(self, repo_id: str, f: HubFile, chunks: Any, began: float) -> None:
-        done = 0
-        for block in chunks:
-            self.wfile.write(block)
-            done += len(block)
-            self.hub._count(repo_id, f.path, sent=len(block))
-            rate = self.hub.throttle
-            if rate:
-                ahead = done / rate - (time.monotonic() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
+        self._write_paced(
+            chunks(f.source, *span), lambda: self.hub.throttle, lambda n: self.hub._count(repo_id, f.path, sent=n)
+        )

@@ -30,15 +30,14 @@ base URL on its first line and serves until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from modeldeploy.localcluster.httpfiles import BackgroundServer, repo_dirs, serve_until_signalled
 from modeldeploy.localcluster.hubhandler import HubHandler
 from modeldeploy.localcluster.hubrepos import FileSource, HubFile, HubRepo, files_of
 from modeldeploy.localcluster.xetcas import XORB_CHUNKS, XetCas
@@ -51,7 +50,7 @@ class FileStats:
     heads: int = 0
 
 
-class HubServer:
+class HubServer(BackgroundServer):
     """`with HubServer({"org/name": DIR_or_mapping}) as hub:` then point `HF_ENDPOINT` at `hub.url`."""
 
     def __init__(
@@ -73,13 +72,10 @@ class HubServer:
         self.requests = 0  # every request but the stats endpoint's: proves a client asked nothing at all
         self.cas: XetCas | None = None  # started with the first Xet-backed repository
         self._host, self._xorb_chunks = host, xorb_chunks
-        self._thread: threading.Thread | None = None
         for repo_id, spec in (repos or {}).items():
             self.add_repo(repo_id, spec, xet=xet is True or (isinstance(xet, set) and repo_id in xet))
         handler = type("BoundHubHandler", (HubHandler,), {"hub": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self.serve(host, port, handler, "hubserver")
 
     # -- content --------------------------------------------------------------------------------------
 
@@ -111,7 +107,7 @@ class HubServer:
             return
         if self.cas is None:
             self.cas = XetCas(host=self._host, throttle=lambda: self.throttle, xorb_chunks=self._xorb_chunks)
-            if self._thread is not None:
+            if self.running:
                 self.cas.start()
         for commit in repo.commits.values():
             for f in commit.files.values():
@@ -172,26 +168,15 @@ class HubServer:
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def start(self) -> HubServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="hubserver", daemon=True)
-        self._thread.start()
+        super().start()
         if self.cas is not None:
             self.cas.start()
         return self
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.httpd.server_close()
+        super().stop()
         if self.cas is not None:
             self.cas.stop()
-
-    def __enter__(self) -> HubServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,12 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--throttle", type=float, default=None, metavar="BYTES_PER_S")
     args = parser.parse_args(argv)
-    repos: dict[str, Path] = {}
-    for item in args.repo:
-        repo_id, sep, directory = item.partition("=")
-        if not sep or not Path(directory).is_dir():
-            parser.error(f"--repo {item!r}: expected ORG/NAME=DIR with an existing directory")
-        repos[repo_id] = Path(directory)
+    repos = repo_dirs(parser, args.repo, "ORG/NAME")
     hub = HubServer(repos, host=args.host, port=args.port, throttle=args.throttle)
     for item in args.gated:
         repo_id, _, token = item.partition("=")
@@ -221,14 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         if repo_id not in hub.repos:
             parser.error(f"--xet {repo_id!r}: no --repo {repo_id}")
         hub.set_xet(repo_id)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     with hub:
-        print(hub.url, flush=True)
-        for repo_id in sorted(hub.repos):
-            print(f"{repo_id}@main = {hub.commit(repo_id)}", file=sys.stderr, flush=True)
-        stop.wait()
+        serve_until_signalled(hub.url, {f"{r}@main": hub.commit(r) for r in hub.repos})
     return 0
 
 

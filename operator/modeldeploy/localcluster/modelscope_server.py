@@ -33,22 +33,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import signal
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from modeldeploy.localcluster.hubrepos import Commit, FileSource, HubFile, HubRepo, files_of
+from modeldeploy.localcluster.httpfiles import BackgroundServer, QuietHandler, chunks, repo_dirs, serve_until_signalled
+from modeldeploy.localcluster.hubrepos import Commit, FileSource, HubRepo, files_of
 
-STREAM_CHUNK = 64 << 10
 CREATED_AT = 1767225600  # 2026-01-01, fixed: answers depend only on the content served
 DEFAULT_BRANCH = "master"
 
@@ -71,7 +68,7 @@ class MsRepo:
     token: str | None = None  # a private repository: every request needs this token
 
 
-class ModelScopeServer:
+class ModelScopeServer(BackgroundServer):
     """`with ModelScopeServer({"owner/name": DIR_or_mapping}) as ms:` then `MODELSCOPE_ENDPOINT=ms.url`."""
 
     def __init__(
@@ -90,10 +87,7 @@ class ModelScopeServer:
         for repo_id, spec in (repos or {}).items():
             self.add_repo(repo_id, spec)
         handler = type("MsHandler", (_Handler,), {"ms": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread: threading.Thread | None = None
+        self.serve(host, port, handler, "msserver")
 
     # -- content --------------------------------------------------------------------------------------
 
@@ -152,42 +146,11 @@ class ModelScopeServer:
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
-    def start(self) -> ModelScopeServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="msserver", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.httpd.server_close()
-
-    def __enter__(self) -> ModelScopeServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     ms: ModelScopeServer
-    protocol_version = "HTTP/1.1"  # keep-alive; every answer has a Content-Length
-
-    def log_message(self, *args: Any) -> None:  # quiet: tests read counters, not access logs
-        pass
 
     # -- answers --------------------------------------------------------------------------------------
-
-    def _send(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
     def _envelope(self, status: int, data: Any, message: str) -> None:
         body = {
@@ -316,69 +279,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"File {path} does not exist at revision {query.get('Revision', DEFAULT_BRANCH)}.")
             return
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", "ETag": f'"{f.sha256}"'}
-        start, end, status = 0, f.size, 200
-        ranged = self.headers.get("Range")
-        if ranged:
-            parsed = _parse_range(ranged, f.size)
-            if parsed is None:
-                self._send(416, b"", {**headers, "Content-Range": f"bytes */{f.size}"})
-                return
-            start, end, status = parsed[0], parsed[1], 206
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{f.size}"
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(end - start))
-        self.end_headers()
-        if self.command == "HEAD":
+        span = self._file_head(headers, f.size)
+        if span is None or self.command == "HEAD":
             return
-        self.ms._count(repo.hub.repo_id, path, ranged=ranged, get=True)
-        try:
-            self._write_all(repo.hub.repo_id, f, _chunks(f, start, end))
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client hung up (a killed fetcher); counted so far
-
-    def _write_all(self, repo_id: str, f: HubFile, chunks: Iterator[bytes]) -> None:
-        began, done = time.monotonic(), 0
-        for block in chunks:
-            self.wfile.write(block)
-            done += len(block)
-            self.ms._count(repo_id, f.path, sent=len(block))
-            rate = self.ms.throttle
-            if rate:
-                ahead = done / rate - (time.monotonic() - began)
-                if ahead > 0:
-                    time.sleep(ahead)
-
-
-def _chunks(f: HubFile, start: int, end: int) -> Iterator[bytes]:
-    if isinstance(f.source, bytes):
-        for i in range(start, end, STREAM_CHUNK):
-            yield f.source[i : min(i + STREAM_CHUNK, end)]
-        return
-    with Path(f.source).open("rb") as fh:
-        fh.seek(start)
-        remaining = end - start
-        while remaining > 0 and (block := fh.read(min(STREAM_CHUNK, remaining))):
-            remaining -= len(block)
-            yield block
-
-
-def _parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """`bytes=A-`, `bytes=A-B` or `bytes=-N` (first range only) → [start, end); None when unsatisfiable."""
-    spec = value.strip().removeprefix("bytes=").split(",")[0].strip()
-    first, _, last = spec.partition("-")
-    try:
-        if not first:
-            start, end = max(size - int(last), 0), size
-        else:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-    except ValueError:
-        return None
-    if start >= size or start >= end:
-        return None
-    return start, end
+        start, end = span
+        self.ms._count(repo.hub.repo_id, path, ranged=self.headers.get("Range"), get=True)
+        repo_id = repo.hub.repo_id
+        self._write_paced(
+            chunks(f.source, start, end), lambda: self.ms.throttle, lambda n: self.ms._count(repo_id, path, sent=n)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,26 +298,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--throttle", type=float, default=None, metavar="BYTES_PER_S")
     args = parser.parse_args(argv)
-    repos: dict[str, Path] = {}
-    for item in args.repo:
-        repo_id, sep, directory = item.partition("=")
-        if not sep or not Path(directory).is_dir():
-            parser.error(f"--repo {item!r}: expected OWNER/NAME=DIR with an existing directory")
-        repos[repo_id] = Path(directory)
+    repos = repo_dirs(parser, args.repo, "OWNER/NAME")
     ms = ModelScopeServer(repos, host=args.host, port=args.port, throttle=args.throttle)
     for item in args.private:
         repo_id, _, token = item.partition("=")
         if repo_id not in ms.repos:
             parser.error(f"--private {item!r}: no --repo {repo_id}")
         ms.repos[repo_id].token = token
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     with ms:
-        print(ms.url, flush=True)
-        for repo_id in sorted(ms.repos):
-            print(f"{repo_id}@{DEFAULT_BRANCH} = {ms.commit(repo_id)}", file=sys.stderr, flush=True)
-        stop.wait()
+        serve_until_signalled(ms.url, {f"{r}@{DEFAULT_BRANCH}": ms.commit(r) for r in ms.repos})
     return 0
 
 

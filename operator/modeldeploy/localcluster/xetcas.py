@@ -34,12 +34,13 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from modeldeploy.localcluster.httpfiles import BackgroundServer, QuietHandler, parse_range
 
 CHUNK_SIZE = 64 << 10
 XORB_CHUNKS = 1024
@@ -78,7 +79,7 @@ def chunk_header(length: int) -> bytes:
     return bytes([0]) + size + bytes([0]) + size
 
 
-class XetCas:
+class XetCas(BackgroundServer):
     """`cas = XetCas().start()`; `cas.add(sha256, source, size)` returns the file's Xet hash."""
 
     def __init__(
@@ -105,10 +106,7 @@ class XetCas:
         self.telemetry = 0  # transfer reports hf_xet posted (the fetcher turns them off)
         self._free_at = 0.0  # when the throttle lets the next byte go
         handler = type("XetCasHandler", (_Handler,), {"cas": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://{host}:{self.httpd.server_address[1]}"
-        self._thread: threading.Thread | None = None
+        self.serve(host, port, handler, "xetcas")
 
     # -- content ----------------------------------------------------------------------------------------
 
@@ -206,33 +204,9 @@ class XetCas:
         with self._lock:
             self.reconstructions = self.xorb_gets = self.bytes_sent = self.token_grants = self.telemetry = 0
 
-    def start(self) -> XetCas:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="xetcas", daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join()
-            self._thread = None
-        self.httpd.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     cas: XetCas
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes = b"", headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         url = urlsplit(self.path)
@@ -304,20 +278,3 @@ class _Handler(BaseHTTPRequestHandler):
                 self.cas.pace(len(block))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-
-
-def parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """`bytes=A-B`, `bytes=A-` or `bytes=-N` (the first range) → [start, end); None when unsatisfiable."""
-    spec = value.strip().removeprefix("bytes=").split(",")[0].strip()
-    first, _, last = spec.partition("-")
-    try:
-        if not first:
-            start, end = max(size - int(last), 0), size
-        else:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-    except ValueError:
-        return None
-    if start >= size or start >= end:
-        return None
-    return start, end

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -59,8 +61,7 @@ def s3() -> Iterator[tuple[Path, dict[str, str]]]:
     upload = "import boto3, json, sys\nc = boto3.client('s3')\nc.create_bucket(Bucket='models')\n"
     upload += "for key, path in json.loads(sys.argv[1]).items():\n    c.upload_file(path, 'models', key)\n"
     staged = {}
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"s3-stage-{port}"
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix="s3-stage-"))  # a fresh name: a port is reused across runs
     for name, content in FILES.items():
         f = tmp / name.replace("/", "_")
         f.write_bytes(content)
@@ -71,6 +72,7 @@ def s3() -> Iterator[tuple[Path, dict[str, str]]]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def fetch(python: Path, env: dict[str, str], *args: str) -> tuple[int, list[dict], str]:
