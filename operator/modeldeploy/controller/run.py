@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import modeldeploy.controller.cache_handlers  # noqa: F401 - the model cache's handlers
     import modeldeploy.controller.child_handlers  # noqa: F401 - the autoscaling/routing children's handlers
     import modeldeploy.controller.handlers  # noqa: F401 - registers the handlers with Kopf
+    from modeldeploy.controller import tuning
 
     kopf.configure(verbose=args.verbose, debug=args.debug, quiet=args.quiet)
     memo = kopf.Memo(
@@ -111,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     )
     namespaces = args.namespace
+    tuning.tune_gc()  # after every import: what start-up loaded is never walked again (tuning.py)
     kopf.run(
         clusterwide=not namespaces,
         namespaces=namespaces,
