@@ -23,23 +23,12 @@ import kopf
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.handlers import OURS, owner_name, run_reconcile, state_of
+from modeldeploy.controller.settings import SCALING_CHILDREN
 from modeldeploy.scaling.conflicts import Claimant, served_name
 
-# (group, version, plural) of every autoscaling/routing kind we may apply beside the Deployment and Service
-# (controller/scaling.py MANAGED); the endpoint picker's Deployment and Service come through the same
-# watches as the model's own.
-WATCHED: tuple[tuple[str, ...], ...] = (
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-    ("http.keda.sh", "v1alpha1", "httpscaledobjects"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("inference.networking.k8s.io", "v1", "inferencepools"),
-    ("gateway.networking.k8s.io", "v1", "httproutes"),
-    ("v1", "serviceaccounts"),
-    ("rbac.authorization.k8s.io", "v1", "roles"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    ("apps", "v1", "deployments"),
-    ("v1", "services"),
-)
+# Every autoscaling/routing kind we may apply, and the Deployment and Service watches, which carry the
+# endpoint picker's (the model's own are handlers.py's business).
+WATCHED: tuple[tuple[str, ...], ...] = (*SCALING_CHILDREN, ("apps", "v1", "deployments"), ("v1", "services"))
 
 
 async def child_event(

@@ -41,12 +41,10 @@ COMPONENT = "modeldeploy"
 KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-configuration
 POSTING_WORKERS = 8  # Events posted at once
 OURS_SELECTOR = f"{MANAGED_BY}={MANAGER}"
-# Resources whose watch streams only our objects (the handlers' `labels=` filter, applied server-side).
-LABELLED = (
-    ("apps", "v1", "deployments"),
-    ("v1", "services"),
-    ("v1", "pods"),
-    # the autoscaling and routing children (child_handlers.py)
+# The autoscaling and routing children beside a model's Deployment and Service (controller/scaling.py
+# applies them, child_handlers.py watches them); the endpoint picker's Deployment and Service come through
+# the Deployment and Service watches.
+SCALING_CHILDREN: tuple[tuple[str, ...], ...] = (
     ("keda.sh", "v1alpha1", "scaledobjects"),
     ("http.keda.sh", "v1alpha1", "httpscaledobjects"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
@@ -55,6 +53,13 @@ LABELLED = (
     ("v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+)
+# Resources whose watch streams only our objects (the handlers' `labels=` filter, applied server-side).
+LABELLED = (
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "pods"),
+    *SCALING_CHILDREN,
     # the shared model cache's claims and Jobs (cache_handlers.py)
     ("v1", "persistentvolumeclaims"),
     ("batch", "v1", "jobs"),
