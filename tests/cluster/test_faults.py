@@ -172,13 +172,7 @@ def converged(fleet: Fleet, namespace: str, count: int, timeout: float = 240) ->
 
 
 @pytest.fixture(scope="module")
-def fleet(request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    try:
-        local_cluster = request.getfixturevalue("local_cluster")
-    except pytest.FixtureLookupError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("no local_cluster fixture (the local control plane is not set up in this checkout)")
+def fleet(local_cluster: LocalCluster) -> Iterator[Fleet]:
     f = Fleet(str(local_cluster.kubeconfig_path))
     crd = yaml.safe_load(CRD_FILE.read_text())
     with contextlib.suppress(ApiException):

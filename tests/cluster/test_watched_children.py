@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.localcluster import LocalCluster
 from tests.cluster.test_operator import CRD_FILE, QWEN, OperatorProcess, World, eventually
 
 pytestmark = pytest.mark.cluster
@@ -48,13 +49,7 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    try:
-        local_cluster = request.getfixturevalue("local_cluster")
-    except pytest.FixtureLookupError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("no local_cluster fixture (the local control plane is not set up in this checkout)")
+def env(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     world = World(str(local_cluster.kubeconfig_path))
     with contextlib.suppress(ApiException):
         world.ext.create_custom_resource_definition(yaml.safe_load(CRD_FILE.read_text()))
