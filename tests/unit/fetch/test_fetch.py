@@ -13,18 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from fetchcli import run as _run
 from fileserver import Behaviour, Server
-
-from modeldeploy.fetch.__main__ import main
 
 BLOB = os.urandom(3 * (1 << 20) + 12345)  # a few MiB: several chunks, fast
 SHA = hashlib.sha256(BLOB).hexdigest()
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict], str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")], err
 
 
 def _gets(b: Behaviour) -> list[str | None]:

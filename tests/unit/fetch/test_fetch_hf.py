@@ -11,8 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fetchcli import progress_seen
+from fetchcli import run as _run
+from fetchcli import termination as _termination
 
-from modeldeploy.fetch.__main__ import main
 from modeldeploy.localcluster.hubserver import HubServer
 
 pytest.importorskip("huggingface_hub")
@@ -34,16 +36,6 @@ def hub(monkeypatch: pytest.MonkeyPatch):
     with HubServer({REPO: FILES}, page_size=2) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
-
-
-def _run(capsys, *argv: str) -> tuple[int, list[dict], str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, [json.loads(x) for x in out.splitlines() if x.startswith("{")], err
-
-
-def _termination(tmp_path: Path) -> str:
-    return (tmp_path / "termination-log").read_text()
 
 
 def test_whole_repository_at_the_resolved_commit_then_nothing(hub: HubServer, tmp_path: Path, capsys) -> None:
@@ -137,22 +129,9 @@ def test_a_model_larger_than_the_claim_is_refused(hub, tmp_path, capsys) -> None
 def test_progress_is_reported_while_the_bytes_arrive(hub, tmp_path, capsys) -> None:
     hub.throttle = 4 << 20  # about a second for the weights
     progress = tmp_path / "progress.json"
-    seen: list[dict] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            if progress.exists():
-                seen.append(json.loads(progress.read_text()))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with progress_seen(progress) as seen:
         args = ["--uri", f"hf://{REPO}", "--dest", str(tmp_path / "d"), "--progress-file", str(progress)]
         code, records, err = _run(capsys, *args, "--progress-interval", "0.1")
-    finally:
-        stop.set()
-        watcher.join()
     assert code == 0, err
     total = sum(map(len, FILES.values()))
     downloading = [r for r in seen if r["phase"] == "Downloading"]

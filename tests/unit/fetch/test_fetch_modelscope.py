@@ -12,11 +12,11 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
+from fetchcli import run as _run
+from fetchcli import termination as _termination
 
-from modeldeploy.fetch.__main__ import main
 from modeldeploy.localcluster.modelscope_server import ModelScopeServer
 from tests.support.tiny_gguf import write_tiny_llama
 
@@ -81,16 +81,6 @@ def outside(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield _Outside.seen
     server.shutdown()
     server.server_close()
-
-
-def _run(capsys, *argv: str) -> tuple[int, list[dict], str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, [json.loads(x) for x in out.splitlines() if x.startswith("{")], err
-
-
-def _termination(tmp_path: Path) -> str:
-    return (tmp_path / "termination-log").read_text()
 
 
 def test_whole_repository_at_the_resolved_commit_then_nothing(ms, files, outside, tmp_path, capsys) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,9 @@ try:
 except ImportError:  # huggingface_hub installs it on x86_64 and arm64 only
     hf_xet = None
 
-from modeldeploy.fetch.__main__ import main
+from fetchcli import progress_seen
+from fetchcli import run as _run
+
 from modeldeploy.localcluster.hubserver import HubServer
 from tests.support.tiny_gguf import TinyLlama, write_tiny_llama
 from tests.support.tools import unavailable
@@ -62,12 +63,6 @@ def hub(monkeypatch: pytest.MonkeyPatch, weights: Path):
         yield server
 
 
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict], str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, [json.loads(x) for x in out.splitlines() if x.startswith("{")], err
-
-
 def test_the_gguf_comes_through_xet_byte_exact(hub: HubServer, weights: Path, tmp_path: Path, capsys) -> None:
     dest = tmp_path / "d"
     code, records, err = _run(capsys, "--uri", f"hf://{REPO}", "--dest", str(dest))
@@ -105,22 +100,9 @@ def test_progress_moves_while_hf_xet_writes(hub: HubServer, weights: Path, tmp_p
     size = weights.stat().st_size
     hub.throttle = size / 1.5  # the CAS takes about a second and a half
     progress = tmp_path / "progress.json"
-    seen: list[dict] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            if progress.exists():
-                seen.append(json.loads(progress.read_text()))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with progress_seen(progress) as seen:
         args = ["--uri", f"hf://{REPO}", "--dest", str(tmp_path / "d"), "--file", GGUF]
         code, _, err = _run(capsys, *args, "--progress-file", str(progress), "--progress-interval", "0.1")
-    finally:
-        stop.set()
-        watcher.join()
     assert code == 0, err
     downloading = [r["bytes"] for r in seen if r["phase"] == "Downloading"]
     between = [b for b in downloading if 0 < b < size]
