@@ -143,6 +143,29 @@ class QuietHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+def server_parser(module: str, description: str | None, shape: str) -> argparse.ArgumentParser:
+    """The options every local file server takes: `--repo ID=DIR` (repeated), `--host`, `--port`, `--throttle`."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--repo", action="append", default=[], metavar=f"{shape}=DIR", help="serve DIR as a repository")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--throttle", type=float, default=None, metavar="BYTES_PER_S")
+    return parser
+
+
+def repo_tokens(
+    parser: argparse.ArgumentParser, option: str, items: list[str], known: Mapping[str, Any]
+) -> dict[str, str]:
+    """`--OPTION ID=TOKEN` options → {ID: TOKEN}, refusing an ID that no `--repo` serves."""
+    tokens: dict[str, str] = {}
+    for item in items:
+        repo_id, _, token = item.partition("=")
+        if repo_id not in known:
+            parser.error(f"{option} {item!r}: no --repo {repo_id}")
+        tokens[repo_id] = token
+    return tokens
+
+
 def repo_dirs(parser: argparse.ArgumentParser, items: list[str], shape: str) -> dict[str, Path]:
     """`--repo ID=DIR` options → {ID: DIR}, refusing a missing `=` or a directory that is not there."""
     repos: dict[str, Path] = {}

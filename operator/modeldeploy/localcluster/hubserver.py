@@ -29,7 +29,6 @@ base URL on its first line and serves until SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 from collections.abc import Mapping
@@ -37,7 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.localcluster.httpfiles import BackgroundServer, repo_dirs, serve_until_signalled
+from modeldeploy.localcluster.httpfiles import (
+    BackgroundServer,
+    repo_dirs,
+    repo_tokens,
+    serve_until_signalled,
+    server_parser,
+)
 from modeldeploy.localcluster.hubhandler import HubHandler
 from modeldeploy.localcluster.hubrepos import FileSource, HubFile, HubRepo, files_of
 from modeldeploy.localcluster.xetcas import XORB_CHUNKS, XetCas
@@ -180,22 +185,14 @@ class HubServer(BackgroundServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modeldeploy.localcluster.hubserver", description=__doc__)
-    parser.add_argument("--repo", action="append", default=[], metavar="ORG/NAME=DIR", help="serve DIR as ORG/NAME")
+    parser = server_parser("modeldeploy.localcluster.hubserver", __doc__, "ORG/NAME")
     parser.add_argument("--gated", action="append", default=[], metavar="ORG/NAME=TOKEN", help="gate a repository")
     parser.add_argument(
         "--xet", action="append", default=[], metavar="ORG/NAME", help="serve a repository's LFS files through Xet"
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--throttle", type=float, default=None, metavar="BYTES_PER_S")
     args = parser.parse_args(argv)
-    repos = repo_dirs(parser, args.repo, "ORG/NAME")
-    hub = HubServer(repos, host=args.host, port=args.port, throttle=args.throttle)
-    for item in args.gated:
-        repo_id, _, token = item.partition("=")
-        if repo_id not in hub.repos:
-            parser.error(f"--gated {item!r}: no --repo {repo_id}")
+    hub = HubServer(repo_dirs(parser, args.repo, "ORG/NAME"), host=args.host, port=args.port, throttle=args.throttle)
+    for repo_id, token in repo_tokens(parser, "--gated", args.gated, hub.repos).items():
         hub.repos[repo_id].gated_token = token
     for repo_id in args.xet:
         if repo_id not in hub.repos:

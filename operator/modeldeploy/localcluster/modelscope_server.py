@@ -30,7 +30,6 @@ CLI: `python -m modeldeploy.localcluster.modelscope_server --repo OWNER/NAME=DIR
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -43,7 +42,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from modeldeploy.localcluster.httpfiles import BackgroundServer, QuietHandler, chunks, repo_dirs, serve_until_signalled
+from modeldeploy.localcluster.httpfiles import (
+    BackgroundServer,
+    QuietHandler,
+    chunks,
+    repo_dirs,
+    repo_tokens,
+    serve_until_signalled,
+    server_parser,
+)
 from modeldeploy.localcluster.hubrepos import Commit, FileSource, HubRepo, files_of
 
 CREATED_AT = 1767225600  # 2026-01-01, fixed: answers depend only on the content served
@@ -291,19 +298,13 @@ class _Handler(QuietHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modeldeploy.localcluster.modelscope_server", description=__doc__)
-    parser.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME=DIR", help="serve DIR as a model")
+    parser = server_parser("modeldeploy.localcluster.modelscope_server", __doc__, "OWNER/NAME")
     parser.add_argument("--private", action="append", default=[], metavar="OWNER/NAME=TOKEN", help="make it private")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--throttle", type=float, default=None, metavar="BYTES_PER_S")
     args = parser.parse_args(argv)
-    repos = repo_dirs(parser, args.repo, "OWNER/NAME")
-    ms = ModelScopeServer(repos, host=args.host, port=args.port, throttle=args.throttle)
-    for item in args.private:
-        repo_id, _, token = item.partition("=")
-        if repo_id not in ms.repos:
-            parser.error(f"--private {item!r}: no --repo {repo_id}")
+    ms = ModelScopeServer(
+        repo_dirs(parser, args.repo, "OWNER/NAME"), host=args.host, port=args.port, throttle=args.throttle
+    )
+    for repo_id, token in repo_tokens(parser, "--private", args.private, ms.repos).items():
         ms.repos[repo_id].token = token
     with ms:
         serve_until_signalled(ms.url, {f"{r}@{DEFAULT_BRANCH}": ms.commit(r) for r in ms.repos})
