@@ -23,7 +23,8 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.config import LabelMappings, OperatorConfig
-from modeldeploy.controller.apply import Kube, KubeError, object_path
+from modeldeploy.controller.apply import KubeError, object_path
+from modeldeploy.controller.blocking import Kube
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries

@@ -154,6 +154,7 @@ def test_operator_under_the_charts_service_account(
                 return bool(r.status == 200)
 
         eventually(healthy, "the operator's liveness endpoint")
+        assert "credentials: context 'sa'" in log.read_text()  # the service account's token, without kubernetes
         md = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",

@@ -33,7 +33,7 @@ import yaml
 from kubernetes import client, config
 
 from modeldeploy.config import EnvVar, LabelMappings, OperatorConfig
-from modeldeploy.controller.apply import Kube, KubeError
+from modeldeploy.controller.blocking import Kube, KubeError
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel

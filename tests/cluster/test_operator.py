@@ -34,7 +34,7 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller.apply import Kube
+from modeldeploy.controller.blocking import Kube
 from modeldeploy.localcluster import LocalCluster
 from modeldeploy.localcluster.nodes import FakeKubelet
 from modeldeploy.render import render
@@ -264,6 +264,8 @@ class OperatorProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         eventually(self.healthy, "the operator's liveness endpoint", timeout=60)
+        # client certificates: read by credentials.py, the process never imports the kubernetes package
+        assert "(without the kubernetes package)" in self.log.read_text()
 
     def healthy(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, f"operator exited; see {self.log}"

@@ -13,26 +13,17 @@ now, with its labels, and unedited since our last apply (its drift marker: a Dep
 a Service's spec digest), the apply would be a no-op and is not sent. The marker is remembered per
 child in memory (`AppliedMemory`); after a restart the first reconcile applies once, then skips.
 
-`Kube` (blocking) stays for scripts and tests; the operator uses `kube.AsyncKube`.
+The blocking client for scripts and tests is `blocking.Kube`; the operator uses `kube.AsyncKube`.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client as k8s
-
-from modeldeploy.controller.kube import (
-    FIELD_MANAGER,
-    MERGE_PATCH,
-    TIMEOUT_S,
-    AsyncKube,
-    KubeError,
-)
+from modeldeploy.controller.kube import FIELD_MANAGER, AsyncKube, KubeError
 from modeldeploy.controller.views import (
     HASH_ANNOTATION,
     YIELDABLE,
@@ -50,7 +41,6 @@ __all__ = [
     "Applied",
     "ApplyError",
     "ChildConflict",
-    "Kube",
     "KubeError",
     "any_needs_apply",
     "apply_children",
@@ -94,59 +84,6 @@ class ApplyError(Exception):
     @property
     def transient(self) -> bool:
         return self.error.transient
-
-
-class Kube:
-    """Blocking JSON REST over the kubernetes client's ApiClient (for scripts and tests)."""
-
-    def __init__(self, api_client: k8s.ApiClient | None = None) -> None:
-        self.api = api_client or k8s.ApiClient()
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Sequence[tuple[str, str]] = (),
-        body: Any = None,
-        content_type: str | None = None,
-    ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        method, url, headers, body, _ = self.api.param_serialize(
-            method, path, query_params=list(query), header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-        try:
-            response = self.api.call_api(method, url, header_params=headers, body=body, _request_timeout=TIMEOUT_S)
-        except k8s.ApiException as exc:  # connection-level trouble surfaces here in some client versions
-            raise KubeError(exc.status or 0, str(exc.reason), str(exc.body or exc)) from exc
-        response.read()
-        data = response.data or b"{}"
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            payload = {"message": data.decode(errors="replace")}
-        if not 200 <= response.status < 300:
-            raise KubeError(
-                response.status, str(payload.get("reason", "")), str(payload.get("message", payload)), payload
-            )
-        return payload  # type: ignore[no-any-return]
-
-    def get(self, path: str) -> dict[str, Any] | None:
-        """The object at `path`, or None when it does not exist."""
-        try:
-            return self.request("GET", path)
-        except KubeError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def merge_patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        query = [("fieldManager", FIELD_MANAGER)]
-        return self.request(
-            "PATCH", path + "/status", query=query, body={"status": dict(status)}, content_type=MERGE_PATCH
-        )
 
 
 # The kinds we apply: the workload, and the autoscaling and routing objects (docs/autoscaling.md).

@@ -33,7 +33,7 @@ import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from modeldeploy.config import OperatorConfig, load_config
-from modeldeploy.controller import liveness, nodes_index, relist
+from modeldeploy.controller import liveness, login, nodes_index, relist
 from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Children
@@ -89,7 +89,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         memo["modeldeploy"] = State(config=load_config(options.get("config")))
     state = state_of(memo)
     if state.kube is None:
-        state.kube = AsyncKube.from_environment()
+        state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)
     state.metrics.client_requests = lambda: dict(state.kube.by_verb) if state.kube else {}
     state.watch.silence_s = float(options.get("watch_silence_s") or liveness.SILENCE_S)
     port = options.get("metrics_port", 9090)

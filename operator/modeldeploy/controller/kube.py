@@ -2,9 +2,10 @@
 
 Why not the `kubernetes` package's (blocking) client: every call held one of the default thread pool's
 few threads for a whole round trip, so a burst of ModelDeployments queued behind six threads. Why not
-Kopf's own client: it is internal to Kopf. aiohttp is what Kopf already runs on; credentials come from
-the `kubernetes` package's configuration loader (in-cluster service account or kubeconfig, including
-token refresh hooks), so the operator authenticates exactly as before.
+Kopf's own client: it is internal to Kopf. aiohttp is what Kopf already runs on. Credentials come from
+`credentials.py` (in-cluster service account or kubeconfig, read without the `kubernetes` package), the
+same object Kopf's login gets, so both authenticate alike; a 401 reads a rotated token file again and
+retries once.
 
 - `limit` bounds the requests in flight (a burst never opens hundreds of connections);
 - every request has a total timeout (`timeout_s`), a connection timeout, and errors of the transport
@@ -14,12 +15,13 @@ token refresh hooks), so the operator authenticates exactly as before.
 from __future__ import annotations
 
 import json
-import ssl
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
+
+from modeldeploy.controller.credentials import Credentials, client_credentials, load_any
 
 FIELD_MANAGER = "modeldeploy"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -53,26 +55,17 @@ class KubeError(Exception):
         return self.status in (409, 429) or self.status >= 500 or self.status == 0
 
 
-def ssl_context(configuration: Any) -> ssl.SSLContext:
-    """TLS as the `kubernetes` configuration describes it (CA, client certificate, verification)."""
-    if configuration.verify_ssl:
-        context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if configuration.cert_file:
-        context.load_cert_chain(configuration.cert_file, configuration.key_file)
-    return context
-
-
 class AsyncKube:
     """Minimal async JSON REST client for one apiserver. Create it on the running loop; close() it."""
 
-    def __init__(self, configuration: Any, *, limit: int = LIMIT, timeout_s: float = TIMEOUT_S) -> None:
-        self.configuration = configuration
-        self.host = str(configuration.host).rstrip("/")
-        connector = aiohttp.TCPConnector(ssl=ssl_context(configuration), limit=limit)
+    def __init__(self, credentials: Credentials | Any, *, limit: int = LIMIT, timeout_s: float = TIMEOUT_S) -> None:
+        """`credentials`: a `credentials.Credentials`, or the `kubernetes` package's client configuration
+        (scripts and tests that already hold one)."""
+        if not isinstance(credentials, Credentials):
+            credentials = client_credentials(credentials)
+        self.credentials = credentials
+        self.host = credentials.server.rstrip("/")
+        connector = aiohttp.TCPConnector(ssl=credentials.ssl_context(), limit=limit)
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S),
@@ -84,23 +77,15 @@ class AsyncKube:
     @classmethod
     def from_environment(cls, **kwargs: Any) -> AsyncKube:
         """In-cluster service account when there is one, else the kubeconfig ($KUBECONFIG), like Kopf's login."""
-        from kubernetes import client
-        from kubernetes import config as kube_config
-
-        configuration = client.Configuration()
-        try:
-            kube_config.load_incluster_config(client_configuration=configuration)
-        except kube_config.ConfigException:
-            kube_config.load_kube_config(client_configuration=configuration)
-        return cls(configuration, **kwargs)
+        return cls(load_any(), **kwargs)
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        token = (self.configuration.auth_settings().get("BearerToken") or {}).get("value")
-        if token:
-            headers["Authorization"] = token
+        authorization = self.credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
         return headers
 
     async def request(
@@ -113,20 +98,24 @@ class AsyncKube:
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        self.requests += 1
-        self.by_verb[method] += 1
         data = None if body is None else json.dumps(body).encode()
         if data is not None and content_type is None:
             content_type = "application/json"
-        sent = {**self._headers(content_type), **(headers or {})}
-        try:
-            async with self.session.request(
-                method, self.host + path, params=list(query), data=data, headers=sent
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise KubeError(0, exc.__class__.__name__, str(exc) or "no answer from the apiserver") from exc
+        for attempt in (1, 2):
+            self.requests += 1
+            self.by_verb[method] += 1
+            sent = {**self._headers(content_type), **(headers or {})}
+            try:
+                async with self.session.request(
+                    method, self.host + path, params=list(query), data=data, headers=sent
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise KubeError(0, exc.__class__.__name__, str(exc) or "no answer from the apiserver") from exc
+            if status != 401 or attempt == 2 or not self.credentials.token_file:
+                break
+            self.credentials.reread_token()  # a projected token rotated under us: read it again, once
         try:
             payload = json.loads(raw) if raw else {}
         except ValueError:

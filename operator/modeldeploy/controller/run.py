@@ -2,17 +2,22 @@
 
 Runs Kopf programmatically (kopf.run) with the handlers of `modeldeploy.controller.handlers`, so the
 console script, the container image and the tests start exactly the same operator.
+
+Kopf is imported only inside `main`, after the credentials are known: when they need no `kubernetes`
+package (`without_kubernetes_package`), the process never imports it (docs/operator-at-scale.md, "imports").
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
-import kopf
+from modeldeploy.controller import credentials
 
 PROG = "modeldeploy run"
 METRICS_PORT_ENV = "MODELDEPLOY_METRICS_PORT"  # the chart sets it
@@ -83,6 +88,60 @@ def default_priority(pod_name: str | None) -> int | None:
     return zlib.crc32(pod_name.encode()) % 10000 + 1
 
 
+def without_kubernetes_package() -> None:
+    """Make `import kubernetes` fail in this process from now on.
+
+    Why: Kopf imports `kubernetes.client` when it is installed, at import time (to recognise its model
+    classes, which we never pass it) and logs in through it; the package is a dependency of ours for the
+    CLI and the local cluster, and costs the operator process about a fifth of its idle memory. A None in
+    `sys.modules` is Python's documented way to mark a module unavailable (the import system raises
+    ModuleNotFoundError), so Kopf takes its own path for a missing client. Done only when our credentials
+    need nothing of the package (credentials.py), before Kopf is imported, and never when something has
+    imported the package already.
+    """
+    if "kubernetes" not in sys.modules:
+        sys.modules["kubernetes"] = None  # type: ignore[assignment]
+
+
+def prepare(args: argparse.Namespace) -> Any:
+    """Everything before `kopf.run`: the credentials (without the `kubernetes` package when they need
+    none of it), Kopf and our handlers imported, logging, and the memo the handlers start from.
+
+    Raises CredentialsError (one sentence) when there are no usable credentials.
+    """
+    try:
+        creds: credentials.Credentials | None = credentials.load()
+    except credentials.NeedsClient:
+        creds = None  # loaded by the kubernetes package below, once logging is set up (it says why)
+    if creds is not None:
+        without_kubernetes_package()
+
+    if args.peering and args.priority is None:
+        args.priority = default_priority(os.environ.get("POD_NAME"))
+    import kopf
+
+    import modeldeploy.controller.cache_handlers  # noqa: F401 - the model cache's handlers
+    import modeldeploy.controller.child_handlers  # noqa: F401 - the autoscaling/routing children's handlers
+    import modeldeploy.controller.handlers  # noqa: F401 - registers the handlers with Kopf
+
+    kopf.configure(verbose=args.verbose, debug=args.debug, quiet=args.quiet)
+    logger = logging.getLogger(__name__)
+    if creds is None:
+        creds = credentials.load_any(log=logger.warning)
+    else:
+        logger.info("credentials: %s (without the kubernetes package)", creds.origin)
+    return kopf.Memo(
+        credentials=creds,  # Kopf's login and our client: the same credentials (login.py)
+        options={
+            "config": args.config,
+            "metrics_port": args.metrics_port,
+            "peering_name": args.peering,
+            "priority": args.priority,
+            "watch_silence_s": args.watch_silence,
+        },
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the operator until it is stopped (SIGINT/SIGTERM)."""
     args = parser().parse_args(list(argv) if argv is not None else None)
@@ -94,23 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: --config {args.config}: {exc}", file=sys.stderr)
         return 2
 
-    if args.peering and args.priority is None:
-        args.priority = default_priority(os.environ.get("POD_NAME"))
-    import modeldeploy.controller.cache_handlers  # noqa: F401 - the model cache's handlers
-    import modeldeploy.controller.child_handlers  # noqa: F401 - the autoscaling/routing children's handlers
-    import modeldeploy.controller.handlers  # noqa: F401 - registers the handlers with Kopf
+    try:
+        memo = prepare(args)
+    except credentials.CredentialsError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    import kopf
+
     from modeldeploy.controller import tuning
 
-    kopf.configure(verbose=args.verbose, debug=args.debug, quiet=args.quiet)
-    memo = kopf.Memo(
-        options={
-            "config": args.config,
-            "metrics_port": args.metrics_port,
-            "peering_name": args.peering,
-            "priority": args.priority,
-            "watch_silence_s": args.watch_silence,
-        }
-    )
     namespaces = args.namespace
     tuning.tune_gc()  # after every import: what start-up loaded is never walked again (tuning.py)
     kopf.run(
