@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REREAD_S = 60.0  # a token file is read again when its token is older than this
+# Kopf's copy of a token read from a file expires after this, and Kopf asks our login handler again (each
+# time three INFO lines of Kopf's): the kubelet rotates a projected token at 80 % of its lifetime (1 h by
+# default), so the old one still has 12 minutes; a 401 makes Kopf ask at once anyway.
+LOGIN_EXPIRES_S = 600.0
 NEEDS_CLIENT_USER = ("exec", "auth-provider", "username", "password")
 NEEDS_CLIENT_CLUSTER = ("proxy-url", "tls-server-name")
 
@@ -92,8 +96,8 @@ class Credentials:
         self.read_at = None
 
     def connection_info(self, *, trust_env: bool = False) -> kopf.ConnectionInfo:
-        """These credentials for Kopf's login. A token read from a file expires after `REREAD_S`, so Kopf
-        asks our login handler again and picks up a rotated token."""
+        """These credentials for Kopf's login. A token read from a file expires after `LOGIN_EXPIRES_S`, so
+        Kopf asks our login handler again and picks up a rotated token."""
         import kopf
 
         scheme, token = None, None
@@ -101,7 +105,7 @@ class Credentials:
             scheme, _, token = header.partition(" ") if " " in header else (None, "", header)
         expiration = None
         if self.token_file and self.header_hook is None:
-            expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=REREAD_S)
+            expiration = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LOGIN_EXPIRES_S)
         return kopf.ConnectionInfo(
             server=self.server,
             ca_path=self.ca_path,

@@ -3,8 +3,8 @@
 Why a login handler of ours: Kopf logs in through the `kubernetes` package when it is installed, and the
 operator process runs without that package (credentials.py says why). Registering one login handler
 replaces Kopf's built-in ones. Kopf calls it at start, when the last answer expired (a token read from a
-file expires after `credentials.REREAD_S`) and after a 401, so a rotated service-account token is read
-again and both Kopf's watches and our writes use it.
+file expires after `credentials.LOGIN_EXPIRES_S`) and after a 401, so a rotated service-account token is
+read again for Kopf's watches too (our client reads the file itself, every `credentials.REREAD_S`).
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 from aiohttp import web
 
-from modeldeploy.controller import credentials
+from modeldeploy.controller import credentials, login
 from modeldeploy.controller.credentials import CredentialsError, NeedsClient, from_kubeconfig, in_cluster, load
 from modeldeploy.controller.kube import AsyncKube, KubeError
 from modeldeploy.localcluster.certs import CertificateAuthority, Pair
@@ -175,6 +176,9 @@ def test_token_file_read_again_when_old_and_after_a_401(pki: dict[str, Any], tmp
     assert c.authorization() == "Bearer new"
     info = c.connection_info()
     assert info.token == "new" and info.scheme == "Bearer" and info.expiration is not None  # Kopf asks again
+    token.write_text("newer\n")  # Kopf asks our login handler (expired, or a 401): the file is read at once
+    assert login.login(memo=kopf.Memo(credentials=c), settings=kopf.OperatorSettings()).token == "newer"
+    assert c.authorization() == "Bearer newer"  # the same object our client uses
 
     def rotated_after_start(url: str) -> credentials.Credentials:
         token.write_text("old\n")
