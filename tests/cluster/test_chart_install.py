@@ -3,12 +3,14 @@ chart's ServiceAccount token: the chart's RBAC is enough for everything the oper
 
 The operator runs as a local process (there is no container runtime here) with exactly the arguments,
 environment and config file of the installed Deployment, authenticated by a token the apiserver issues
-for the chart's ServiceAccount (TokenRequest), so every request is authorized by the chart's Roles.
+for the chart's ServiceAccount (TokenRequest), so every request is authorized by the chart's Roles. As
+root it finds that token in-cluster, where the kubelet mounts it (`_as_the_pod`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +27,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster import LocalCluster
+from modeldeploy.controller import credentials
+from modeldeploy.localcluster import LocalCluster, sandbox
 from modeldeploy.localcluster.cluster import free_port
 from modeldeploy.localcluster.nodes import FakeKubelet, create_node
 from tests.support.chart import CHART, run_helm
@@ -87,28 +90,51 @@ def installed(
         run_helm(helm, "uninstall", RELEASE, "--namespace", NS, "--kubeconfig", kubeconfig, timeout=120)
 
 
-def _token_kubeconfig(local_cluster: LocalCluster, kube_api: client.ApiClient, sa: str, out: Path) -> Path:
+def _sa_token(kube_api: client.ApiClient, sa: str) -> str:
     token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
         sa, NS, {"spec": {"expirationSeconds": 3600}}
     )
+    return str(token.status.token)
+
+
+def _as_the_pod(
+    local_cluster: LocalCluster, token: str, cmd: list[str], env: dict[str, str], tmp: Path
+) -> tuple[list[str], dict[str, str], str]:
+    """The operator's command and environment, authenticated as the chart's pod would be, and the log line
+    that says which credentials it took.
+
+    Where this machine can (root: localcluster/sandbox.py), in-cluster exactly: $KUBERNETES_SERVICE_HOST/PORT
+    and the token, CA and namespace files at the path the kubelet mounts them, in a mount namespace of the
+    operator's own. Elsewhere a kubeconfig holding the same token.
+    """
+    ca = local_cluster.workdir / "pki" / "ca.crt"
+    env = {k: v for k, v in env.items() if k != "KUBECONFIG"}
+    if sandbox.available() is None:
+        sa = tmp / "serviceaccount"
+        sa.mkdir()
+        (sa / "token").write_text(token)
+        (sa / "ca.crt").write_bytes(ca.read_bytes())
+        (sa / "namespace").write_text(NS)
+        host, port = local_cluster.server.removeprefix("https://").rsplit(":", 1)
+        env |= {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+        mount = {"source": str(sa), "target": str(credentials.SA_DIR), "readOnly": True}
+        spec = tmp / "container.json"
+        spec.write_text(json.dumps({"argv": cmd, "env": env, "root": str(tmp / "root"), "mounts": [mount]}))
+        return (
+            [sys.executable, "-m", "modeldeploy.localcluster.sandbox", "run", str(spec)],
+            env,
+            ("credentials: the in-cluster service account (without the kubernetes package)"),
+        )
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": local_cluster.server,
-                    "certificate-authority": str(local_cluster.workdir / "pki" / "ca.crt"),
-                },
-            }
-        ],
-        "users": [{"name": sa, "user": {"token": token.status.token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa}}],
+        "clusters": [{"name": "local", "cluster": {"server": local_cluster.server, "certificate-authority": str(ca)}}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
         "current-context": "sa",
     }
-    out.write_text(yaml.safe_dump(doc))
-    return out
+    (tmp / "sa.kubeconfig").write_text(yaml.safe_dump(doc))
+    return cmd, {**env, "KUBECONFIG": str(tmp / "sa.kubeconfig")}, "credentials: context 'sa'"
 
 
 def test_operator_under_the_charts_service_account(
@@ -126,7 +152,7 @@ def test_operator_under_the_charts_service_account(
     cm_name = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
     cfg = tmp_path / "config.yaml"
     cfg.write_text(core.read_namespaced_config_map(cm_name, NS).data["config.yaml"])
-    kubeconfig = _token_kubeconfig(local_cluster, kube_api, pod["serviceAccountName"], tmp_path / "sa.kubeconfig")
+    token = _sa_token(kube_api, pod["serviceAccountName"])
 
     create_node(core, _cpu_node())
     kubelet = FakeKubelet(kube_api, [NODE], interval=0.5).start()
@@ -135,7 +161,6 @@ def test_operator_under_the_charts_service_account(
     health, metrics = free_port(), free_port()
     env = {
         **os.environ,
-        "KUBECONFIG": str(kubeconfig),
         "MODELDEPLOY_CONFIG": str(cfg),
         "MODELDEPLOY_METRICS_PORT": str(metrics),
         "POD_NAME": "md-modeldeploy-0",
@@ -143,6 +168,7 @@ def test_operator_under_the_charts_service_account(
     }
     log = tmp_path / "operator.log"
     cmd = [sys.executable, "-m", "modeldeploy.controller.run", *args, f"--liveness=http://127.0.0.1:{health}/healthz"]
+    cmd, env, said = _as_the_pod(local_cluster, token, cmd, env, tmp_path)
     with log.open("wb") as out:
         op = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     crs = client.CustomObjectsApi(kube_api)
@@ -154,7 +180,7 @@ def test_operator_under_the_charts_service_account(
                 return bool(r.status == 200)
 
         eventually(healthy, "the operator's liveness endpoint")
-        assert "credentials: context 'sa'" in log.read_text()  # the service account's token, without kubernetes
+        assert said in log.read_text()
         md = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
