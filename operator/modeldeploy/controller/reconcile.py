@@ -80,6 +80,7 @@ from modeldeploy.selection.types import Decision, NodeFacts
 RESELECT_ANNOTATION = "modeldeploy.io/reselect"
 APPLY_FAILED = "ApplyFailed"
 PORT = 8000
+RUNNING = 3  # the running engine's place in a plan's key (plan)
 INTERNED_MAX = 20_000  # distinct candidates kept for sharing between plans (a few per spec shape and node version)
 
 Key = tuple[str, str]  # (namespace, name)
@@ -256,6 +257,26 @@ def intern_decision(decision: Decision, interned: dict[Any, Any]) -> Decision:
     return replace(decision, candidates=candidates)
 
 
+def departs_from_fresh(decision: Decision | None) -> bool:
+    """Whether a running engine made this decision differ from a fresh selection's.
+
+    select_engine only departs from its fresh choice when the running engine is another one (kept, or no
+    longer possible). A plan that did not depart holds for any running engine equal to its choice, so its
+    key records no running engine: without that, every ModelDeployment was selected and rendered twice,
+    the second time (its engine now running) for the same bytes (docs/operator-at-scale.md).
+    """
+    return decision is not None and (decision.kept_current or decision.current_impossible)
+
+
+def fresh_key(cache_key: tuple[Any, ...], cached: Planned | None) -> tuple[Any, ...]:
+    """`cache_key` as a plan that did not depart from the fresh choice records it: no running engine (when
+    `cached` is given: only when the running engine is the one that plan chose)."""
+    if cached is None:
+        return (*cache_key[:RUNNING], None, *cache_key[RUNNING + 1 :])
+    engine = cached.decision.engine if cached.decision is not None else None
+    return fresh_key(cache_key, None) if engine is not None and cache_key[RUNNING] == engine else cache_key
+
+
 def plan(
     body: Mapping[str, Any],
     status: Mapping[str, Any],
@@ -270,6 +291,7 @@ def plan(
     meta = body.get("metadata") or {}
     dep_engine = world.deployment.deployment.engine if world.deployment and world.deployment.deployment else None
     current, reselect = stability_inputs(body, status, dep_engine)
+    cached = memory.plans.get(key)
     cache_key = (
         meta.get("uid"),
         meta.get("generation"),
@@ -280,8 +302,7 @@ def plan(
         id(config),
         crds,
     )
-    cached = memory.plans.get(key)
-    if cached is not None and cached.key == cache_key:
+    if cached is not None and cached.key in (cache_key, fresh_key(cache_key, cached)):
         return cached, None
     md, invalid = parse(body)
     decision: Decision | None = None
@@ -300,6 +321,8 @@ def plan(
                 objects, extra = render_children(md, decision, config, crds)
             except RenderError as exc:
                 problem = (INVALID_SPEC, str(exc))
+    if not departs_from_fresh(decision):
+        cache_key = fresh_key(cache_key, None)  # holds whatever engine runs, as long as it is this one
     planned = Planned(
         cache_key,
         world.facts_version,
