@@ -139,18 +139,26 @@ class Rollout:
 
 
 def rollout(d: DeploymentView) -> Rollout:
-    """kubectl's rollout-status rules: controller caught up, all updated, old ones gone, updated available."""
-    if d.observed_generation < d.generation:
+    """kubectl's rollout-status rules: controller caught up, all updated, old ones gone, updated available.
+
+    While no replica of an older template is left (a new Deployment, a scale-up), the message counts
+    available replicas only: the controller's bookkeeping steps in between (observing a just-created
+    Deployment, counting its new ReplicaSet's pods as updated) would each change the message, and so cost a
+    status write and its watch event per ModelDeployment, without telling the user anything new
+    (docs/operator-at-scale.md). A rolling update keeps kubectl's steps, which are its progress.
+    """
+    created = d.observed_generation == 0 and d.status_replicas == 0 and d.replicas > 0  # not observed yet
+    if d.observed_generation < d.generation and not created:
         return Rollout("progressing", "waiting for the Deployment controller to observe the new spec")
     if d.deadline_exceeded:
         return Rollout("failed", "the rollout exceeded its progress deadline")
+    if d.status_replicas <= d.updated_replicas:  # no replica of an older template left
+        if d.updated_replicas < d.replicas or d.available_replicas < d.updated_replicas:
+            return Rollout("progressing", f"{min(d.available_replicas, d.replicas)} of {d.replicas} replicas available")
+        return Rollout("complete", f"{d.ready_replicas}/{d.replicas} replicas ready")
     if d.updated_replicas < d.replicas:
         return Rollout("progressing", f"{d.updated_replicas} of {d.replicas} replicas updated")
-    if d.status_replicas > d.updated_replicas:
-        return Rollout("progressing", f"{d.status_replicas - d.updated_replicas} old replicas pending termination")
-    if d.available_replicas < d.updated_replicas:
-        return Rollout("progressing", f"{d.available_replicas} of {d.updated_replicas} updated replicas available")
-    return Rollout("complete", f"{d.ready_replicas}/{d.replicas} replicas ready")
+    return Rollout("progressing", f"{d.status_replicas - d.updated_replicas} old replicas pending termination")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any
 from modeldeploy.controller.status import (
     DeploymentView,
     Observation,
+    Rollout,
     compute_status,
     engine_image,
     events_for,
@@ -194,6 +195,39 @@ def test_rollout_rules_follow_kubectl() -> None:
     assert rollout(view(ready=1)).state == "complete"
     d = DeploymentView.from_object({"metadata": {"generation": 1}, "spec": {}, "status": {"observedGeneration": 1}})
     assert d.replicas == 1 and rollout(d).state == "progressing"
+
+
+def raw_view(desired: int, generation: int = 1, **status: int) -> DeploymentView:
+    obj = {"metadata": {"generation": generation}, "spec": {"replicas": desired}, "status": status}
+    return DeploymentView.from_object(obj)
+
+
+def test_a_new_deployments_controller_steps_leave_the_message_as_it_is() -> None:
+    """Created, observed, pods counted as updated: one message until a replica is available (each change
+    of message would be a status write and its watch event)."""
+    steps = [
+        raw_view(2),  # as our apply returned it: no status yet
+        raw_view(2, observedGeneration=1),
+        raw_view(2, observedGeneration=1, replicas=2, updatedReplicas=2),
+    ]
+    assert {(r.state, r.message) for r in map(rollout, steps)} == {("progressing", "0 of 2 replicas available")}
+    one = raw_view(2, observedGeneration=1, replicas=2, updatedReplicas=2, availableReplicas=1, readyReplicas=1)
+    assert rollout(one) == Rollout("progressing", "1 of 2 replicas available")
+    done = raw_view(2, observedGeneration=1, replicas=2, updatedReplicas=2, availableReplicas=2, readyReplicas=2)
+    assert rollout(done) == Rollout("complete", "2/2 replicas ready")
+
+
+def test_a_rolling_update_keeps_kubectls_steps() -> None:
+    running = {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "readyReplicas": 2}
+    assert rollout(raw_view(2, generation=2, observedGeneration=1, **running)).message == (
+        "waiting for the Deployment controller to observe the new spec"
+    )
+    started = {**running, "observedGeneration": 2, "replicas": 3, "updatedReplicas": 1}
+    assert rollout(raw_view(2, generation=2, **started)) == Rollout("progressing", "1 of 2 replicas updated")
+    old_left = {**running, "observedGeneration": 2, "replicas": 3, "updatedReplicas": 2}
+    assert rollout(raw_view(2, generation=2, **old_left)).message == "1 old replicas pending termination"
+    scaled_to_zero = raw_view(0)  # never observed, nothing to run: waits for the controller
+    assert rollout(scaled_to_zero).message == "waiting for the Deployment controller to observe the new spec"
 
 
 def test_engine_image_prefers_the_default_container() -> None:
