@@ -340,57 +340,55 @@ async def modeldeployment_event(
 
 
 @kopf.on.event("v1", "nodes")
-async def node_event(
-    type: str | None,
-    name: str,
-    memo: kopf.Memo,
-    modeldeployments_index: kopf.Index,
-    logger: logging.Logger,
-    **kwargs: Any,
-) -> None:
-    """Re-evaluate every ModelDeployment when a node's facts changed (not on heartbeats).
+async def node_event(type: str | None, name: str, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+    """Re-evaluate the ModelDeployments when a node's facts changed (not on heartbeats), once per burst.
 
-    A listing (type None) is the start-up's, or a re-list after the watch lost its place (an apiserver
-    restart): facts that changed in it re-evaluate only the ModelDeployments whose decision was made
-    on older facts, once the listing is over (`sweep`); at start-up that is none, the resume handlers
-    decide on the full index.
+    Every change (a node joining, leaving, going NotReady, cordoned, relabelled; a re-list after the
+    watch lost its place) schedules one sweep, which re-evaluates every ModelDeployment decided on older
+    facts a moment later. Nodes change in bursts (an autoscaler adding a pool, a zone going NotReady): a
+    re-evaluation of every ModelDeployment per node was measured at 210 node changes x 1,000
+    ModelDeployments, 30,000 waiting tasks and 1,500 status writes in one burst (docs/operator-at-scale.md).
     """
     state = state_of(memo)
     changed = state.facts.observe(name, None) if type == "DELETED" else name in state.node_changes
     state.node_changes.discard(name)
-    if not changed:
-        return  # a heartbeat
-    indexes = {**kwargs, "modeldeployments_index": modeldeployments_index}
-    if type is None:
-        schedule_sweep(memo, indexes, logger)
-        return
-    keys = sorted(modeldeployments_index.keys())
-    if not keys:
-        return
-    logger.info("node %s %s: re-evaluating %d ModelDeployments", name, (type or "").lower(), len(keys))
-    await asyncio.gather(
-        *(run_reconcile(memo, ns, md_name, indexes, logger, trigger="node", coalesce=True) for ns, md_name in keys)
-    )
+    if changed:
+        schedule_sweep(memo, kwargs, logger)
 
 
-SWEEP_DELAY_S = 1.0
+SWEEP_DELAY_S = 1.0  # node changes within this long are one re-evaluation
+SWEEP_WORKERS = 8  # re-evaluations at once (each is a reconcile; most write nothing)
 
 
 def schedule_sweep(memo: Any, indexes: Mapping[str, Any], logger: logging.Logger) -> None:
-    """Once a burst of listed node changes is over, reconcile the ModelDeployments decided on older facts."""
+    """Once a burst of node changes is over, reconcile the ModelDeployments decided on older facts.
+
+    One sweep at a time; changes that arrive while it runs are picked up by another pass. A ModelDeployment
+    not decided yet is not swept: its own reconcile decides on the newest facts.
+    """
     state = state_of(memo)
     if state.sweep is not None and not state.sweep.done():
         return
 
+    async def reconcile_each(keys: list[tuple[str, str]]) -> None:
+        pending = iter(keys)
+
+        async def worker() -> None:
+            for namespace, name in pending:
+                await run_reconcile(memo, namespace, name, indexes, logger, trigger="node", coalesce=True)
+
+        await asyncio.gather(*(worker() for _ in range(min(SWEEP_WORKERS, len(keys)))))
+
     async def sweep() -> None:
-        await asyncio.sleep(SWEEP_DELAY_S)
-        version = state.facts.version
-        stale = sorted(k for k, plan in state.memory.plans.items() if plan.facts_version != version)
-        if stale:
-            logger.info("nodes re-listed: re-evaluating %d ModelDeployments", len(stale))
-        await asyncio.gather(
-            *(run_reconcile(memo, ns, name, indexes, logger, trigger="node", coalesce=True) for ns, name in stale)
-        )
+        while True:
+            await asyncio.sleep(SWEEP_DELAY_S)
+            version = state.facts.version
+            stale = sorted(k for k, plan in state.memory.plans.items() if plan.facts_version != version)
+            if stale:
+                logger.info("nodes changed: re-evaluating %d ModelDeployments", len(stale))
+                await reconcile_each(stale)
+            if state.facts.version == version:
+                return
 
     state.sweep = asyncio.create_task(sweep())
 
