@@ -8,7 +8,9 @@ What it does, in order:
    under a client certificate of its own, `modeldeploy-operator`; the apiserver's /metrics carry no user
    label, its audit log does);
 2. creates N nodes copied round-robin from the usable (Ready, schedulable) nodes of
-   examples/nodes/demo-cluster.yaml and starts the fake kubelet (leases every 10 s, like a kubelet);
+   examples/nodes/demo-cluster.yaml, starts the fake kubelet (leases every 10 s, like a kubelet) and
+   waits until the node lifecycle controller has taken every node's not-ready taint off (a cluster whose
+   nodes are still becoming schedulable is node churn, a different measurement);
 3. starts `modeldeploy run` as a process (from this checkout, or `--operator-src` for another one),
    waits until it is idle and measures its idle CPU;
 4. one client creates M ModelDeployments copied round-robin from examples/modeldeployments/ at `--rate`
@@ -133,7 +135,7 @@ def operator_kubeconfig(workdir: Path, server: str) -> Path:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path, log: Path, src: Path | None) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, src: Path | None, quiet: bool = True) -> None:
         self.metrics_port, self.health_port = free_port(), free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         if src is not None:
@@ -144,7 +146,7 @@ class Operator:
             "modeldeploy.controller.run",
             "--standalone",
             "--all-namespaces",
-            "--quiet",
+            *(["--quiet"] if quiet else []),
             f"--metrics-port={self.metrics_port}",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
         ]
@@ -347,6 +349,12 @@ def make_nodes(core: client.CoreV1Api, count: int) -> list[str]:
     return sorted(names)
 
 
+def untainted(core: client.CoreV1Api) -> bool:
+    return not any(
+        t.key == "node.kubernetes.io/not-ready" for n in core.list_node().items for t in (n.spec.taints or ())
+    )
+
+
 def model_deployments(count: int) -> list[dict[str, Any]]:
     templates = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
     out = []
@@ -370,7 +378,8 @@ def wait(what: str, fn: Any, timeout: float, interval: float = 0.5) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="md-scale-"))
     policy = workdir / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+    rules = [{**AUDIT_POLICY["rules"][0], "level": args.audit_level}, *AUDIT_POLICY["rules"][1:]]
+    policy.write_text(yaml.safe_dump({**AUDIT_POLICY, "rules": rules}))
     audit_log = workdir / "audit.log"
     cluster = LocalCluster(
         workdir / "cluster",
@@ -389,11 +398,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"creating {args.nodes} nodes")
         names = make_nodes(core, args.nodes)
         kubelet = FakeKubelet(api, names).start()
+        # A new node carries the not-ready taint until the node lifecycle controller has seen it Ready, which
+        # it does a few nodes a second; a burst into nodes still losing it measures node churn instead
+        # (every ModelDeployment re-evaluated as each node becomes schedulable).
+        wait("the nodes' not-ready taints to go", lambda: untainted(core), 300, interval=2)
         install_crd(api)
         core.create_namespace({"metadata": {"name": NS}})
         audit = Audit(audit_log)
         operator = Operator(
-            operator_kubeconfig(cluster.workdir, cluster.server), workdir / "operator.log", args.operator_src
+            operator_kubeconfig(cluster.workdir, cluster.server),
+            workdir / "operator.log",
+            args.operator_src,
+            quiet=not args.operator_info,
         )
         wait("the operator's liveness endpoint", operator.healthy, 120)
         time.sleep(args.settle)
@@ -508,6 +524,10 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=15, help="seconds of idle CPU measurement")
     p.add_argument("--steady", type=float, default=10, help="seconds per steady-state round")
     p.add_argument("--operator-src", type=Path, default=None, help="run the operator of another checkout")
+    p.add_argument(
+        "--audit-level", default="Metadata", choices=("Metadata", "Request"), help="Request: status bodies too"
+    )
+    p.add_argument("--operator-info", action="store_true", help="the operator logs at INFO (not --quiet)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, audit log)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = p.parse_args()
