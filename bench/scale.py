@@ -10,7 +10,7 @@ What it does, in order:
 2. creates N nodes copied round-robin from the usable (Ready, schedulable) nodes of
    examples/nodes/demo-cluster.yaml, starts the fake kubelet (leases every 10 s, like a kubelet) and
    waits until the node lifecycle controller has taken every node's not-ready taint off (a cluster whose
-   nodes are still becoming schedulable is node churn, a different measurement);
+   nodes are still becoming schedulable is node churn, a different measurement: `--during-node-churn`);
 3. starts `modeldeploy run` as a process (from this checkout, or `--operator-src` for another one),
    waits until it is idle and measures its idle CPU;
 4. one client creates M ModelDeployments copied round-robin from examples/modeldeployments/ at `--rate`
@@ -18,7 +18,8 @@ What it does, in order:
    shows a decision for its generation;
 5. prints: converge time (burst start until every object is decided and, where an engine was chosen,
    its Deployment exists), create -> Deployment p50/p99, operator CPU per ModelDeployment (the burst
-   until convergence), API requests per ModelDeployment by verb, RSS, and then a steady-state round:
+   until convergence), API requests per ModelDeployment by verb, RSS, and then, once every rollout is
+   over and the operator has made no request for `--settle` seconds, a steady-state round:
    one node relabelled (every ModelDeployment is re-evaluated, nothing changes) and the requests and
    writes that cost per object.
 
@@ -401,7 +402,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # A new node carries the not-ready taint until the node lifecycle controller has seen it Ready, which
         # it does a few nodes a second; a burst into nodes still losing it measures node churn instead
         # (every ModelDeployment re-evaluated as each node becomes schedulable).
-        wait("the nodes' not-ready taints to go", lambda: untainted(core), 300, interval=2)
+        if not args.during_node_churn:
+            wait("the nodes' not-ready taints to go", lambda: untainted(core), 300, interval=2)
         install_crd(api)
         core.create_namespace({"metadata": {"name": NS}})
         audit = Audit(audit_log)
@@ -478,7 +480,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with contextlib.suppress(SystemExit):
             wait("every rollout", rolled_out, 180, interval=3)
-        time.sleep(args.settle)
+
+        def operator_quiet() -> bool:
+            """No request from the operator for `settle` seconds (the burst's Events are posted by then)."""
+            audit.mark()
+            time.sleep(args.settle)
+            return not audit.since_mark()
+
+        with contextlib.suppress(SystemExit):
+            wait("the operator to go quiet", operator_quiet, 180, interval=0)
         audit.mark()
         cpu0 = operator.cpu_s()
         for round_ in (1, 2):
@@ -526,6 +536,11 @@ def main() -> int:
     p.add_argument("--operator-src", type=Path, default=None, help="run the operator of another checkout")
     p.add_argument(
         "--audit-level", default="Metadata", choices=("Metadata", "Request"), help="Request: status bodies too"
+    )
+    p.add_argument(
+        "--during-node-churn",
+        action="store_true",
+        help="start the burst at once, while the new nodes are still losing their not-ready taints",
     )
     p.add_argument("--operator-info", action="store_true", help="the operator logs at INFO (not --quiet)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, audit log)")
