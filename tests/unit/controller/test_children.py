@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from modeldeploy.controller.apply import AppliedMemory, apply_children, needs_apply, with_hash
+import pytest
+
+from modeldeploy.controller.apply import AppliedMemory, ApplyError, apply_children, needs_apply, with_hash
 from modeldeploy.controller.children import Child, Children, keda_conditions
+from modeldeploy.controller.kube import KubeError
 from modeldeploy.controller.views import ChildView, drift_marker
 
 OWNER_REF = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "m", "controller": True}
@@ -103,3 +106,41 @@ def test_children_are_judged_by_their_own_view_not_the_workloads() -> None:
     live[("HorizontalPodAutoscaler", "m")] = ChildView.from_object(edited)
     asyncio.run(apply_children(kube, [(hpa, hpa_hash)], live, memory))  # type: ignore[arg-type]
     assert len(kube.applied) == 2  # edited by someone: applied again
+
+
+class _Slow(_Recorder):
+    """Answers after a round trip; refuses the paths in `refuse` with the apiserver's error."""
+
+    def __init__(self, refuse: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.refuse, self.in_flight, self.most = refuse, 0, 0
+
+    async def apply(self, obj: dict[str, Any], path: str) -> dict[str, Any]:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(0.01)
+        self.in_flight -= 1
+        if any(part in path for part in self.refuse):
+            raise KubeError(500, "InternalError", "failed calling webhook")
+        return await super().apply(obj, path)
+
+
+def _children() -> list[tuple[dict[str, Any], str]]:
+    objects = [_hpa(name="m"), _hpa(name="m2"), _hpa(name="m3")]
+    return [with_hash(obj) for obj in objects]
+
+
+def test_children_are_applied_at_once() -> None:
+    kube = _Slow()
+    applied = asyncio.run(apply_children(kube, _children(), {}, AppliedMemory()))  # type: ignore[arg-type]
+    assert kube.most == 3 and [a.name for a in applied] == ["m", "m2", "m3"]
+    assert all(a.created and a.changed for a in applied)
+
+
+def test_a_refused_child_is_named_and_the_others_are_kept() -> None:
+    kube, memory = _Slow(refuse=("/m2",)), AppliedMemory()
+    with pytest.raises(ApplyError) as caught:
+        asyncio.run(apply_children(kube, _children(), {}, memory))  # type: ignore[arg-type]
+    assert (caught.value.kind, caught.value.name, caught.value.error.status) == ("HorizontalPodAutoscaler", "m2", 500)
+    assert [a.name for a in caught.value.applied] == ["m", "m3"]  # applied, and remembered as applied
+    assert {key[2] for key in memory.entries} == {"m", "m3"}
