@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -145,20 +146,36 @@ def pods_unschedulable(pods: Iterable[PodView]) -> str | None:
     return None
 
 
+def shared(value: Any) -> Any:
+    """A JSON value rebuilt with its strings interned (sys.intern), so equal strings are one object.
+
+    A thousand ModelDeployments made from a few templates carry the same keys, reasons, messages and
+    node lists in their spec and status; decoded from the watch, each had its own copies (the
+    ModelDeployment index was the largest part of the operator's memory, docs/operator-at-scale.md).
+    """
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shared(v) for v in value]
+    return value
+
+
 def md_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The ModelDeployment as the reconcile reads it: no managedFields, no Kopf bookkeeping (status.kopf).
+    """The ModelDeployment as the reconcile reads it: no managedFields, no Kopf bookkeeping (status.kopf),
+    strings shared with the other ModelDeployments' views.
 
     Status keys other modules own (they are merged into the status patch by their own code) are kept.
     """
-    meta = dict(body.get("metadata") or {})
-    meta.pop("managedFields", None)
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": meta,
-        "spec": body.get("spec"),
-        "status": status,
+        "metadata": shared(meta),
+        "spec": shared(body.get("spec")),
+        "status": shared(status),
     }
 
 

@@ -83,3 +83,24 @@ def test_install_routes_kopfs_watch_through_the_wrapper(monkeypatch: Any) -> Non
     monkeypatch.setattr(watching, "continuous_watch", relist._original)
     relist.install()
     assert watching.continuous_watch is relist.continuous_watch
+
+
+def test_identities_are_compact_and_rebuild_what_a_deleted_event_needs() -> None:
+    owner = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "m", "controller": True}
+    a, b = _obj("a", "u1", app="model"), _obj("b", "u2", app="model")
+    a["metadata"]["ownerReferences"] = [owner]
+    ida, idb = relist.identity(a), relist.identity(b)
+    assert relist.body_of(ida) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "a",
+            "namespace": "ns",
+            "uid": "u1",
+            "labels": {"app": "model"},
+            "ownerReferences": [owner],
+        },
+    }
+    assert "ownerReferences" not in relist.body_of(idb)["metadata"]
+    assert relist.body_of(ida)["metadata"]["labels"] is not a["metadata"]["labels"]  # the event's body is not kept
+    assert ida[5][0][1] is idb[5][0][1]  # equal label values are one string

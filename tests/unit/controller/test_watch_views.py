@@ -115,6 +115,23 @@ def test_the_model_deployment_view_drops_bookkeeping() -> None:
     assert "managedFields" not in view["metadata"] and view["status"] == {"engine": "vllm", "model": {"phase": "Ready"}}
 
 
+def test_model_deployment_views_share_their_strings() -> None:
+    import json
+
+    def decoded() -> dict[str, Any]:  # each watch event decodes its own copies
+        reason = "10 of 500 nodes can host it (Linux with a CUDA GPU): " + ", ".join(f"gpu-{i}" for i in range(10))
+        status = {"selection": [{"engine": "vllm", "reasons": [reason]}], "conditions": [{"type": "Ready"}]}
+        return json.loads(
+            json.dumps({"metadata": {"name": "m"}, "spec": {"model": {"uri": "hf://a/b"}}, "status": status})
+        )
+
+    one, two = md_view(decoded()), md_view(decoded())
+    assert one == two
+    assert one["status"]["selection"][0]["reasons"][0] is two["status"]["selection"][0]["reasons"][0]
+    assert one["spec"]["model"]["uri"] is two["spec"]["model"]["uri"]
+    assert isinstance(one["status"]["selection"], list)  # compared with the status a reconcile computes
+
+
 def test_our_own_status_write_counts_until_the_watch_delivers_it() -> None:
     body = {"metadata": {"resourceVersion": "5"}, "status": {"ready": "0/1"}}
     assert newer_status(body, ("7", {"ready": "1/1"})) == {"ready": "1/1"}  # the watch is behind
