@@ -197,6 +197,11 @@ def any_needs_apply(
     return False
 
 
+# Kinds whose admission reads another child (apply_children): RBAC checks a RoleBinding against its Role,
+# KEDA's admission webhook reads a ScaledObject's target workload (and an HPA targets one too).
+APPLIED_AFTER = frozenset({"RoleBinding", "ScaledObject", "HTTPScaledObject", "HorizontalPodAutoscaler"})
+
+
 async def apply_children(
     kube: AsyncKube,
     objects: Iterable[tuple[Mapping[str, Any], str]],
@@ -206,9 +211,11 @@ async def apply_children(
     """Apply each rendered child (with_hash's pairs) that needs it (`live`: the watch's view by (kind, name),
     or by kind for the model's own Deployment and Service).
 
-    The children are sent at once, not one after another: they do not depend on each other (the apiserver
-    checks no reference between them), and a new ModelDeployment's Deployment, Service and status then
-    cost two round trips, not three, which is what a burst waits on (docs/operator-at-scale.md).
+    The children are sent at once, not one after another, so a new ModelDeployment's Deployment, Service and
+    status cost two round trips, not three, which is what a burst waits on (docs/operator-at-scale.md).
+    Admission reads no child from another, except RBAC (a RoleBinding is checked against the Role it
+    names: the binder must hold that Role's permissions) and KEDA's webhook (a ScaledObject's target
+    workload must exist): those kinds (APPLIED_AFTER) go once the rest is applied.
 
     Raises ChildConflict for a child another controller owns, ApplyError for any other refusal (the first
     in render order; it holds the children that were applied).
@@ -224,13 +231,19 @@ async def apply_children(
             results.append(None)
         else:
             results.append(Applied(kind, key[2], None, changed=False, created=False))
-    answers = await asyncio.gather(
-        *(kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body)) for *_, view, body in wanted),
-        return_exceptions=True,
-    )
+
+    async def send(view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
+
+    answers: dict[int, Any] = {}
+    for later in (False, True):
+        wave = [i for i, item in enumerate(wanted) if (item[0] in APPLIED_AFTER) == later]
+        got = await asyncio.gather(*(send(wanted[i][3], wanted[i][4]) for i in wave), return_exceptions=True)
+        answers.update(zip(wave, got, strict=True))
     failure: tuple[str, str, KubeError] | None = None
     slots = iter(i for i, result in enumerate(results) if result is None)
-    for (kind, key, value, view, _), slot, stored in zip(wanted, slots, answers, strict=True):
+    for index, ((kind, key, value, view, _), slot) in enumerate(zip(wanted, slots, strict=True)):
+        stored = answers[index]
         if isinstance(stored, KubeError):
             if stored.status == 422 and SECOND_CONTROLLER in stored.message:
                 raise ChildConflict(f"{kind} {key[2]} already exists and is controlled by another object") from stored

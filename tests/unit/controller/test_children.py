@@ -144,3 +144,21 @@ def test_a_refused_child_is_named_and_the_others_are_kept() -> None:
     assert (caught.value.kind, caught.value.name, caught.value.error.status) == ("HorizontalPodAutoscaler", "m2", 500)
     assert [a.name for a in caught.value.applied] == ["m", "m3"]  # applied, and remembered as applied
     assert {key[2] for key in memory.entries} == {"m", "m3"}
+
+
+def test_a_rolebinding_is_applied_once_its_role_is() -> None:
+    """RBAC checks a RoleBinding against the Role it names: the Role must exist first."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "m-epp", "namespace": "ns"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "m-epp"},
+    }
+    role = {**_role(["get"]), "metadata": {"name": "m-epp", "namespace": "ns"}}
+    kube = _Slow()
+    objects = [with_hash(binding), with_hash(role), with_hash(_hpa())]
+    applied = asyncio.run(apply_children(kube, objects, {}, AppliedMemory()))  # type: ignore[arg-type]
+    assert [a.kind for a in applied] == ["RoleBinding", "Role", "HorizontalPodAutoscaler"]  # render order kept
+    paths = [path.split("/")[-2] for path in kube.applied]
+    assert paths.index("roles") < paths.index("rolebindings")  # the binding and the HPA after the Role
+    assert kube.most == 2
