@@ -74,3 +74,43 @@ def test_a_change_during_the_sweep_gets_another_pass(monkeypatch: Any) -> None:
 def test_objects_decided_on_the_newest_facts_are_left_alone(monkeypatch: Any) -> None:
     seen = run_sweep(monkeypatch, objects=10, changes=0)
     assert seen["calls"] == []
+
+
+def churn(monkeypatch: Any, *, changes: int, every_s: float, max_delay_s: float) -> tuple[list[float], float]:
+    """Nodes change one by one, `every_s` apart; when each sweep pass began, and when the churn ended."""
+    state = State(config=OperatorConfig())
+    memo = {"modeldeploy": state}
+    state.memory.plans[("ns", "md")] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
+    passes: list[float] = []
+
+    async def reconcile(memo: Any, namespace: str, name: str, indexes: Any, logger: Any, **kw: Any) -> None:
+        passes.append(asyncio.get_running_loop().time())
+        state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
+
+    monkeypatch.setattr(handlers, "run_reconcile", reconcile)
+    monkeypatch.setattr(handlers, "SWEEP_DELAY_S", 0.05)
+    monkeypatch.setattr(handlers, "SWEEP_MAX_DELAY_S", max_delay_s)
+
+    async def nodes_joining() -> float:
+        loop = asyncio.get_running_loop()
+        for i in range(changes):
+            state.facts.observe(f"n{i}", facts(f"n{i}"))
+            handlers.schedule_sweep(memo, {}, LOG)
+            await asyncio.sleep(every_s)
+        ended = loop.time()
+        while state.sweep is not None and not state.sweep.done():
+            await state.sweep
+        return ended
+
+    ended = asyncio.run(nodes_joining())
+    return passes, ended
+
+
+def test_while_nodes_keep_joining_the_sweep_waits_for_a_quiet_moment(monkeypatch: Any) -> None:
+    passes, ended = churn(monkeypatch, changes=20, every_s=0.02, max_delay_s=5.0)
+    assert len(passes) == 1 and passes[0] >= ended  # one re-evaluation, after the last node joined
+
+
+def test_churn_longer_than_the_longest_wait_still_reevaluates_on_the_way(monkeypatch: Any) -> None:
+    passes, ended = churn(monkeypatch, changes=40, every_s=0.02, max_delay_s=0.2)
+    assert len(passes) >= 2 and passes[0] < ended  # not held back until the churn is over
