@@ -20,15 +20,16 @@ before it, so it reports nothing.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from kopf._cogs.clients import watching
 
+from modeldeploy.controller.views import shared
+
 # What a DELETED event needs of an object, kept compact (one per watched object, for the operator's life):
 # (apiVersion, kind, name, namespace, uid, labels as sorted pairs, ownerReferences as sorted pairs each),
-# strings shared between objects (sys.intern). Dicts of the event's own body held about 2 KiB per object,
+# strings shared between objects (views.shared). Dicts of the event's own body held about 2 KiB per object,
 # 8 MB at 1,000 ModelDeployments (docs/operator-at-scale.md).
 Identity = tuple[Any, ...]
 
@@ -38,18 +39,15 @@ _known: dict[tuple[str, str | None], dict[str, Identity]] = {}
 
 
 def _pairs(mapping: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
-    return tuple(
-        sorted((sys.intern(k), sys.intern(v) if isinstance(v, str) else v) for k, v in (mapping or {}).items())
-    )
+    return tuple(sorted(shared(dict(mapping or {})).items()))
 
 
 def identity(obj: Mapping[str, Any]) -> Identity:
     """What a DELETED event needs of an object: kind, name, namespace, uid, labels, owners (not its spec)."""
     meta = obj.get("metadata") or {}
     owners = tuple(_pairs(ref) for ref in meta.get("ownerReferences") or ())
-    texts = (obj.get("apiVersion"), obj.get("kind"), meta.get("name"), meta.get("namespace"))
-    interned = tuple(sys.intern(t) if isinstance(t, str) else t for t in texts)
-    return (*interned, meta.get("uid"), _pairs(meta.get("labels")), owners)
+    texts = shared([obj.get("apiVersion"), obj.get("kind"), meta.get("name"), meta.get("namespace")])
+    return (*texts, meta.get("uid"), _pairs(meta.get("labels")), owners)
 
 
 def body_of(known: Identity) -> dict[str, Any]:
