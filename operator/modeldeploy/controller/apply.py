@@ -220,14 +220,14 @@ async def apply_children(
     Raises ChildConflict for a child another controller owns, ApplyError for any other refusal (the first
     in render order; it holds the children that were applied).
     """
-    wanted: list[tuple[str, tuple[str, str, str], str, ChildView | None, Mapping[str, Any]]] = []
-    results: list[Applied | None] = []
+    results: list[Applied | None] = []  # in render order; None where an apply is on its way
+    wanted: list[tuple[int, tuple[str, str, str], str, ChildView | None, Mapping[str, Any]]] = []
     for body, value in objects:
         kind, meta = str(body["kind"]), body["metadata"]
         key = (kind, str(meta["namespace"]), str(meta["name"]))
         view = _view_of(kind, key[2], live)
         if needs_apply(body, value, view, memory.get(*key)):
-            wanted.append((kind, key, value, view, body))
+            wanted.append((len(results), key, value, view, body))
             results.append(None)
         else:
             results.append(Applied(kind, key[2], None, changed=False, created=False))
@@ -235,19 +235,19 @@ async def apply_children(
     async def send(view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
         return await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
 
-    answers: dict[int, Any] = {}
+    answers: list[Any] = [None] * len(wanted)
     for later in (False, True):
-        wave = [i for i, item in enumerate(wanted) if (item[0] in APPLIED_AFTER) == later]
+        wave = [i for i, (_, key, *_) in enumerate(wanted) if (key[0] in APPLIED_AFTER) == later]
         got = await asyncio.gather(*(send(wanted[i][3], wanted[i][4]) for i in wave), return_exceptions=True)
-        answers.update(zip(wave, got, strict=True))
+        for i, answer in zip(wave, got, strict=True):
+            answers[i] = answer
     failure: tuple[str, str, KubeError] | None = None
-    slots = iter(i for i, result in enumerate(results) if result is None)
-    for index, ((kind, key, value, view, _), slot) in enumerate(zip(wanted, slots, strict=True)):
-        stored = answers[index]
+    for (slot, key, value, view, _), stored in zip(wanted, answers, strict=True):
+        kind, name = key[0], key[2]
         if isinstance(stored, KubeError):
             if stored.status == 422 and SECOND_CONTROLLER in stored.message:
-                raise ChildConflict(f"{kind} {key[2]} already exists and is controlled by another object") from stored
-            failure = failure or (kind, key[2], stored)
+                raise ChildConflict(f"{kind} {name} already exists and is controlled by another object") from stored
+            failure = failure or (kind, name, stored)
             continue
         if isinstance(stored, BaseException):
             raise stored
@@ -255,7 +255,7 @@ async def apply_children(
         version = (stored.get("metadata") or {}).get("resourceVersion")
         before = view.resource_version if view is not None else None
         created = view is None and (stored.get("metadata") or {}).get("generation") in (None, 1)
-        results[slot] = Applied(kind, key[2], stored, changed=version != before, created=created)
+        results[slot] = Applied(kind, name, stored, changed=version != before, created=created)
     done = [result for result in results if result is not None]
     if failure is not None:
         raise ApplyError(failure[0], failure[1], failure[2], done) from failure[2]
