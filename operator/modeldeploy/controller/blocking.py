@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from modeldeploy.controller.kube import FIELD_MANAGER, MERGE_PATCH, TIMEOUT_S, KubeError
+from modeldeploy.controller.kube import FIELD_MANAGER, MERGE_PATCH, TIMEOUT_S, KubeError, json_headers
 
 __all__ = ["Kube", "KubeError"]
 
@@ -32,9 +32,7 @@ class Kube:
         body: Any = None,
         content_type: str | None = None,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        headers = json_headers(content_type)
         method, url, headers, body, _ = self.api.param_serialize(
             method, path, query_params=list(query), header_params=headers, body=body, auth_settings=["BearerToken"]
         )

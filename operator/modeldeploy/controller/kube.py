@@ -55,6 +55,11 @@ class KubeError(Exception):
         return self.status in (409, 429) or self.status >= 500 or self.status == 0
 
 
+def json_headers(content_type: str | None) -> dict[str, str]:
+    """The headers of a JSON request to the apiserver (both clients: this one and blocking.Kube)."""
+    return {"Accept": "application/json", **({"Content-Type": content_type} if content_type else {})}
+
+
 class AsyncKube:
     """Minimal async JSON REST client for one apiserver. Create it on the running loop; close() it."""
 
@@ -80,9 +85,7 @@ class AsyncKube:
         return cls(load_any(), **kwargs)
 
     def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
+        headers = json_headers(content_type)
         authorization = self.credentials.authorization()
         if authorization:
             headers["Authorization"] = authorization
