@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 
 .PHONY: setup demo test unit lint crd manifests golden images
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml devcluster/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e ./devcluster
 	touch $@
 
 setup: $(BIN)/.installed
@@ -20,15 +20,15 @@ demo: setup
 
 # Every tier: unit, cluster (real control plane built from the Kubernetes Go modules), engine.
 test: setup
-	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff check operator devcluster tests bench
 	$(BIN)/pytest tests
 
 unit: setup
 	$(BIN)/pytest tests/unit
 
 lint: setup
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator devcluster tests bench
+	$(BIN)/ruff format --check operator devcluster tests bench
 
 crd: setup
 	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml

@@ -55,9 +55,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client, config, watch
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster import LocalCluster
-from modeldeploy.localcluster.dev import install_crd
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, is_ready, load_node_set
+from modeldeploy_dev import LocalCluster
+from modeldeploy_dev.dev import install_crd
+from modeldeploy_dev.nodes import FakeKubelet, create_node, is_ready, load_node_set
 
 REPO = Path(__file__).resolve().parents[1]
 NODES_FILE = REPO / "examples" / "nodes" / "demo-cluster.yaml"

@@ -157,10 +157,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args.operator_args)
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
-    from modeldeploy.localcluster.dev import main as dev_main
+# `modeldeploy dev` lives in the modeldeploy-dev distribution (devcluster/ in the repository, installed by
+# `make setup`, never by an image): the shipped package finds it through this entry point group and never
+# imports it (docs/development.md).
+DEV_ENTRY_POINTS = "modeldeploy.commands"
 
-    return dev_main(args.dev_args)
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=DEV_ENTRY_POINTS) if ep.name == "dev"]
+    if not found:
+        print(
+            "modeldeploy dev: the development cluster is not installed; it is the modeldeploy-dev distribution "
+            "in the repository's devcluster/ (`make setup`, or `pip install -e devcluster`)",
+            file=sys.stderr,
+        )
+        return 2
+    dev_main = found[0].load()
+    return int(dev_main(args.dev_args))
 
 
 def build_parser() -> argparse.ArgumentParser:

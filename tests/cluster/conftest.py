@@ -1,6 +1,6 @@
 """The cluster tier's control plane: one real etcd + kube-apiserver + controller-manager + scheduler per session.
 
-The binaries come from modeldeploy.localcluster.build (built from the Kubernetes Go modules on the first
+The binaries come from modeldeploy_dev.build (built from the Kubernetes Go modules on the first
 run, then cached). When they cannot be had, the tier fails in CI and is skipped elsewhere, saying why.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
-from modeldeploy.localcluster import BuildError, LocalCluster, ensure_binaries
-from modeldeploy.localcluster.provisioner import LocalPathProvisioner
+from modeldeploy_dev import BuildError, LocalCluster, ensure_binaries
+from modeldeploy_dev.provisioner import LocalPathProvisioner
 from tests.support.tools import unavailable
 
 

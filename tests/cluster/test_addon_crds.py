@@ -1,7 +1,7 @@
 """The autoscaling and gateway objects we render, accepted by a real kube-apiserver holding the real CRDs.
 
 KEDA's, the HTTP add-on's, Gateway API's, the Inference Extension's and the Prometheus operator's CRDs
-come from their Go modules (modeldeploy.localcluster.addon_crds), so the apiserver validates our objects
+come from their Go modules (modeldeploy_dev.addon_crds), so the apiserver validates our objects
 against exactly the schemas (and CEL rules) a user's cluster has. A control plane of its own: the
 session cluster stays without these CRDs, as a cluster without KEDA or a gateway is.
 """
@@ -27,8 +27,6 @@ from modeldeploy.controller.apply import KubeError, object_path
 from modeldeploy.controller.blocking import Kube
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
-from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, is_ready, load_node_set
 from modeldeploy.scaling import objects as so
 from modeldeploy.scaling.epp import EPP_RULES
 from modeldeploy.scaling.plan import (
@@ -45,6 +43,8 @@ from modeldeploy.scaling.settings import (
     HttpAddonSettings,
 )
 from modeldeploy.selection.nodes import facts_from_document
+from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries
+from modeldeploy_dev.nodes import FakeKubelet, create_node, is_ready, load_node_set
 from tests.cluster.test_operator import OperatorProcess, eventually
 from tests.support.chart import by_kind, template
 from tests.support.tools import ensure_helm, unavailable

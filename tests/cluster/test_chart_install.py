@@ -28,9 +28,9 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.controller import credentials
-from modeldeploy.localcluster import LocalCluster, sandbox
-from modeldeploy.localcluster.cluster import free_port
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node
+from modeldeploy_dev import LocalCluster, sandbox
+from modeldeploy_dev.cluster import free_port
+from modeldeploy_dev.nodes import FakeKubelet, create_node
 from tests.support.chart import CHART, run_helm
 from tests.support.tools import ensure_helm
 
@@ -121,7 +121,7 @@ def _as_the_pod(
         spec = tmp / "container.json"
         spec.write_text(json.dumps({"argv": cmd, "env": env, "root": str(tmp / "root"), "mounts": [mount]}))
         return (
-            [sys.executable, "-m", "modeldeploy.localcluster.sandbox", "run", str(spec)],
+            [sys.executable, "-m", "modeldeploy_dev.sandbox", "run", str(spec)],
             env,
             ("credentials: the in-cluster service account (without the kubernetes package)"),
         )

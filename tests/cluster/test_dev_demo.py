@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from modeldeploy.localcluster import LocalCluster, dev, ensure_binaries
+from modeldeploy_dev import LocalCluster, dev, ensure_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "modeldeployments"

@@ -34,8 +34,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster import LocalCluster
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, is_ready, load_node_set
+from modeldeploy_dev import LocalCluster
+from modeldeploy_dev.nodes import FakeKubelet, create_node, is_ready, load_node_set
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, eventually, free_port
 
 pytestmark = pytest.mark.cluster

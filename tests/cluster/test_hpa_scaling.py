@@ -36,13 +36,13 @@ from modeldeploy.config import EnvVar, LabelMappings, OperatorConfig
 from modeldeploy.controller.blocking import Kube, KubeError
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
-from modeldeploy.localcluster import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel
-from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.localpods import PORTS_ANNOTATION, LocalPods
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
 from modeldeploy.scaling.objects import HPA_METRIC
 from modeldeploy.scaling.settings import AutoscalingSettings
 from modeldeploy.selection.nodes import facts_from_document
+from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel
+from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.localpods import PORTS_ANNOTATION, LocalPods
+from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
 from tests.support.tools import ensure_metrics_adapter, unavailable
 
 pytest.importorskip("xllamacpp")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kubernetes import client
 
-from modeldeploy.localcluster import LocalCluster
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
+from modeldeploy_dev import LocalCluster
+from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
 
 NODES = Path(__file__).resolve().parents[2] / "examples" / "nodes" / "gpu-cluster.yaml"
 

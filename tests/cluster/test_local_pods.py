@@ -29,14 +29,14 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.config import EnvVar, OperatorConfig
 from modeldeploy.loader import parse_model_deployment
-from modeldeploy.localcluster import devchat, sandbox, testmodel
-from modeldeploy.localcluster.containers import http_get
-from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.localpods import PORTS_ANNOTATION, LocalPods
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
 from modeldeploy.ngl.initcontainer import TERMINATION_LOG
 from modeldeploy.render import render
 from modeldeploy.selection import node_facts, select_engine
+from modeldeploy_dev import devchat, sandbox, testmodel
+from modeldeploy_dev.containers import http_get
+from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.localpods import PORTS_ANNOTATION, LocalPods
+from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
 from tests.support.tools import unavailable
 
 pytestmark = pytest.mark.cluster

@@ -23,10 +23,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.modelscope_server import ModelScopeServer
 from modeldeploy.modelcache.listing import LISTING_LABEL, size_from_listing
 from modeldeploy.modelcache.plan import CACHE_LABEL, SHARED_VOLUME
+from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.modelscope_server import ModelScopeServer
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, World, eventually
 from tests.support.job_runner import JobPodRunner
 

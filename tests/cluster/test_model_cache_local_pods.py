@@ -26,11 +26,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster import sandbox, testmodel
-from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.localpods import LocalPods
-from modeldeploy.localcluster.nodes import FakeKubelet, create_node, load_node_set
 from modeldeploy.modelcache.plan import SHARED_VOLUME
+from modeldeploy_dev import sandbox, testmodel
+from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.localpods import LocalPods
+from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, eventually
 from tests.support.tools import unavailable
 

@@ -35,10 +35,10 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller.blocking import Kube
-from modeldeploy.localcluster import LocalCluster
-from modeldeploy.localcluster.nodes import FakeKubelet
 from modeldeploy.render import render
 from modeldeploy.selection import node_facts, select_engine
+from modeldeploy_dev import LocalCluster
+from modeldeploy_dev.nodes import FakeKubelet
 
 pytestmark = pytest.mark.cluster
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modeldeploy.localcluster.provisioner import STORAGE_CLASS, LocalPathProvisioner
+from modeldeploy_dev.provisioner import STORAGE_CLASS, LocalPathProvisioner
 
 pytestmark = pytest.mark.cluster
 

@@ -19,7 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster import LocalCluster
+from modeldeploy_dev import LocalCluster
 from tests.cluster.test_operator import CRD_FILE, QWEN, OperatorProcess, World, eventually
 
 pytestmark = pytest.mark.cluster

@@ -22,7 +22,7 @@ from aiohttp import web
 from modeldeploy.controller import credentials, login
 from modeldeploy.controller.credentials import CredentialsError, NeedsClient, from_kubeconfig, in_cluster, load
 from modeldeploy.controller.kube import AsyncKube, KubeError
-from modeldeploy.localcluster.certs import CertificateAuthority, Pair
+from modeldeploy_dev.certs import CertificateAuthority, Pair
 
 
 @pytest.fixture(scope="module")

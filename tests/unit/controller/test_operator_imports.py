@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from modeldeploy.localcluster.certs import CertificateAuthority
+from modeldeploy_dev.certs import CertificateAuthority
 
 REPO = Path(__file__).resolve().parents[3]
 

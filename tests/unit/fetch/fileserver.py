@@ -1,7 +1,7 @@
 """A local HTTP file server for fetch tests: Range requests, cut connections.
 
 It plays a plain HTTPS file host, on 127.0.0.1 only (the Hugging Face Hub is
-modeldeploy.localcluster.hubserver, ModelScope modeldeploy.localcluster.modelscope_server). Every request
+modeldeploy_dev.hubserver, ModelScope modeldeploy_dev.modelscope_server). Every request
 is recorded so tests can assert what was asked (Range headers, whether a token reached the CDN, that a
 second start asked nothing).
 """

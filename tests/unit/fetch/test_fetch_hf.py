@@ -15,7 +15,7 @@ from fetchcli import progress_seen
 from fetchcli import run as _run
 from fetchcli import termination as _termination
 
-from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy_dev.hubserver import HubServer
 
 pytest.importorskip("huggingface_hub")
 

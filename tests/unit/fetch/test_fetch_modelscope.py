@@ -17,7 +17,7 @@ import pytest
 from fetchcli import run as _run
 from fetchcli import termination as _termination
 
-from modeldeploy.localcluster.modelscope_server import ModelScopeServer
+from modeldeploy_dev.modelscope_server import ModelScopeServer
 from tests.support.tiny_gguf import write_tiny_llama
 
 pytest.importorskip("modelscope")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.modelscope_server import ModelScopeServer
+from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.modelscope_server import ModelScopeServer
 from tests.support.tiny_gguf import TinyLlama, write_tiny_llama
 
 REPO = "org/Tiny-GGUF"

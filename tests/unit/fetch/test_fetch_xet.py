@@ -24,7 +24,7 @@ except ImportError:  # huggingface_hub installs it on x86_64 and arm64 only
 from fetchcli import progress_seen
 from fetchcli import run as _run
 
-from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy_dev.hubserver import HubServer
 from tests.support.tiny_gguf import TinyLlama, write_tiny_llama
 from tests.support.tools import unavailable
 

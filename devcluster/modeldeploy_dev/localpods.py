@@ -31,9 +31,9 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modeldeploy.localcluster.containers import ContainerRun, resolve_env
-from modeldeploy.localcluster.portforward import Forward
-from modeldeploy.localcluster.volumes import VolumeError, prepare_volumes
+from modeldeploy_dev.containers import ContainerRun, resolve_env
+from modeldeploy_dev.portforward import Forward
+from modeldeploy_dev.volumes import VolumeError, prepare_volumes
 
 RUNNABLE_IMAGES = frozenset({"fetch", "ngl", "llamacpp"})
 # The host ports that reach the pod's container ports: {"8000": "127.0.0.1:41234"}.
@@ -113,7 +113,7 @@ class PodRunner:
             self.reason, self.message = "FailedMount", str(exc)
             return False
         self.pause = subprocess.Popen(
-            [sys.executable, "-m", "modeldeploy.localcluster.sandbox", "pause"],
+            [sys.executable, "-m", "modeldeploy_dev.sandbox", "pause"],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
         )

@@ -1,4 +1,4 @@
-"""`python -m modeldeploy.localcluster.kubelet NODE... [--pods-dir DIR [--host-port PORT]...]`: the local
+"""`python -m modeldeploy_dev.kubelet NODE... [--pods-dir DIR [--host-port PORT]...]`: the local
 kubelet as a process (for `dev up`).
 
 Without `--pods-dir` it only fakes: leases, and bound pods reported Running. With it, pods of
@@ -18,12 +18,12 @@ from pathlib import Path
 
 from kubernetes import config
 
-from modeldeploy.localcluster.localpods import LocalPods
-from modeldeploy.localcluster.nodes import FakeKubelet
+from modeldeploy_dev.localpods import LocalPods
+from modeldeploy_dev.nodes import FakeKubelet
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m modeldeploy.localcluster.kubelet", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m modeldeploy_dev.kubelet", description=__doc__.splitlines()[0])
     p.add_argument("nodes", nargs="+")
     p.add_argument("--pods-dir", type=Path, default=None, help="run the pods of our images for real, under DIR")
     p.add_argument("--host-port", type=int, action="append", default=[], help="host loopback port pods may reach")

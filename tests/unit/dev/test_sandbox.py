@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.localcluster import sandbox
-from modeldeploy.localcluster.containers import IMAGE_PATH, expand
-from modeldeploy.localcluster.localpods import image_name, runnable
+from modeldeploy_dev import sandbox
+from modeldeploy_dev.containers import IMAGE_PATH, expand
+from modeldeploy_dev.localpods import image_name, runnable
 from tests.support.tools import unavailable
 
 
@@ -38,7 +38,7 @@ def run(
         "argv": argv,
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    cmd = [sys.executable, "-m", "modeldeploy.localcluster.sandbox", "run", str(tmp_path / "spec.json")]
+    cmd = [sys.executable, "-m", "modeldeploy_dev.sandbox", "run", str(tmp_path / "spec.json")]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -105,7 +105,7 @@ def test_a_missing_command_fails_to_start_like_a_runtime(can_run: None, tmp_path
 
 
 def test_the_pause_process_holds_an_isolated_network_namespace(can_run: None) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "modeldeploy.localcluster.sandbox", "pause"], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "modeldeploy_dev.sandbox", "pause"], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         links = Path(f"/proc/{proc.pid}/net/dev").read_text()

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from modeldeploy.localcluster import certs
+from modeldeploy_dev import certs
 
 
 def _load(path: Path) -> x509.Certificate:

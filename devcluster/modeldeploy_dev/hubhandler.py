@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from modeldeploy.localcluster.httpfiles import QuietHandler, chunks
-from modeldeploy.localcluster.hubrepos import Commit, HubFile, HubRepo
+from modeldeploy_dev.httpfiles import QuietHandler, chunks
+from modeldeploy_dev.hubrepos import Commit, HubFile, HubRepo
 
 if TYPE_CHECKING:
-    from modeldeploy.localcluster.hubserver import HubServer
+    from modeldeploy_dev.hubserver import HubServer
 
 
 class HubHandler(QuietHandler):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.localcluster.httpfiles import STREAM_CHUNK, chunks, parse_range
+from modeldeploy_dev.httpfiles import STREAM_CHUNK, chunks, parse_range
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from modeldeploy.localcluster.build import cache_root
+from modeldeploy_dev.build import cache_root
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ try:
 except ImportError:  # huggingface_hub installs it on x86_64 and arm64 only
     hf_xet = None
 
-from modeldeploy.localcluster.hubserver import HubServer
-from modeldeploy.localcluster.xetcas import CHUNK_SIZE, HEADER_SIZE, XetCas, chunk_header
+from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.xetcas import CHUNK_SIZE, HEADER_SIZE, XetCas, chunk_header
 from tests.support.tools import unavailable
 
 hf = pytest.importorskip("huggingface_hub")
@@ -135,7 +135,7 @@ def test_cli_serves_a_repository_through_xet(tmp_path: Path) -> None:
     repo.mkdir()
     (repo / "model.gguf").write_bytes(WEIGHTS)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modeldeploy.localcluster.hubserver", "--repo", f"{REPO}={repo}", "--xet", REPO],
+        [sys.executable, "-m", "modeldeploy_dev.hubserver", "--repo", f"{REPO}={repo}", "--xet", REPO],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -246,7 +246,7 @@ class ContainerRun:
             self.last_state = {"terminated": self.last_terminated}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modeldeploy.localcluster.sandbox", "run", str(spec_file)],
+                [sys.executable, "-m", "modeldeploy_dev.sandbox", "run", str(spec_file)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

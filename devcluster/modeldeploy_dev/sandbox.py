@@ -1,8 +1,8 @@
 """One container of a local pod as a process: its own root built from the host's, its volumes at the
 mount paths the pod spec names, and the pod's network namespace.
 
-    python -m modeldeploy.localcluster.sandbox run SPEC.json   # exec the container's command
-    python -m modeldeploy.localcluster.sandbox pause           # hold a pod's network namespace
+    python -m modeldeploy_dev.sandbox run SPEC.json   # exec the container's command
+    python -m modeldeploy_dev.sandbox pause           # hold a pod's network namespace
 
 `run` does what a container runtime does for our images, with the host's files standing in for the
 image (the "image" is this machine's Python environment, see docs/local-pods.md):

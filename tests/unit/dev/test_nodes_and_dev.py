@@ -8,8 +8,8 @@ import pytest
 
 from modeldeploy import cli
 from modeldeploy.controller.run import default_priority
-from modeldeploy.localcluster import build, dev
-from modeldeploy.localcluster.nodes import is_ready, load_node_set
+from modeldeploy_dev import build, dev
+from modeldeploy_dev.nodes import is_ready, load_node_set
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "nodes"
 

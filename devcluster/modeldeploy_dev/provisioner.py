@@ -11,7 +11,7 @@ A Released volume whose reclaim policy is Delete has its directory and object re
 
 The local kubelet mounts a claim as its volume's `spec.hostPath.path` (localcluster/volumes.py).
 
-    python -m modeldeploy.localcluster.provisioner ROOT    # uses $KUBECONFIG; until SIGTERM/SIGINT
+    python -m modeldeploy_dev.provisioner ROOT    # uses $KUBECONFIG; until SIGTERM/SIGINT
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class LocalPathProvisioner:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m modeldeploy.localcluster.provisioner ROOT", file=sys.stderr)
+        print("usage: python -m modeldeploy_dev.provisioner ROOT", file=sys.stderr)
         return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

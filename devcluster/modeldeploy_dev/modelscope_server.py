@@ -24,7 +24,7 @@ local Hugging Face Hub server). Every file GET is counted with the Range it aske
 (`ModelScopeServer.downloads()`) and at `GET /_msserver/stats`; an optional throttle (bytes/s) makes a
 download slow enough to watch or to kill half-way.
 
-CLI: `python -m modeldeploy.localcluster.modelscope_server --repo OWNER/NAME=DIR [--private OWNER/NAME=TOKEN]
+CLI: `python -m modeldeploy_dev.modelscope_server --repo OWNER/NAME=DIR [--private OWNER/NAME=TOKEN]
 [--port 0] [--throttle BYTES_PER_S]` prints the base URL on its first line and serves until SIGTERM/SIGINT.
 """
 
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from modeldeploy.localcluster.httpfiles import (
+from modeldeploy_dev.httpfiles import (
     BackgroundServer,
     QuietHandler,
     chunks,
@@ -51,7 +51,7 @@ from modeldeploy.localcluster.httpfiles import (
     serve_until_signalled,
     server_parser,
 )
-from modeldeploy.localcluster.hubrepos import Commit, FileSource, HubRepo, files_of
+from modeldeploy_dev.hubrepos import Commit, FileSource, HubRepo, files_of
 
 CREATED_AT = 1767225600  # 2026-01-01, fixed: answers depend only on the content served
 DEFAULT_BRANCH = "master"
@@ -298,7 +298,7 @@ class _Handler(QuietHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = server_parser("modeldeploy.localcluster.modelscope_server", __doc__, "OWNER/NAME")
+    parser = server_parser("modeldeploy_dev.modelscope_server", __doc__, "OWNER/NAME")
     parser.add_argument("--private", action="append", default=[], metavar="OWNER/NAME=TOKEN", help="make it private")
     args = parser.parse_args(argv)
     ms = ModelScopeServer(

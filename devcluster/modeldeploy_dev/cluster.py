@@ -24,8 +24,8 @@ from types import TracebackType
 
 import yaml
 
-from modeldeploy.localcluster import certs
-from modeldeploy.localcluster.build import K8S_VERSION, ensure_binaries
+from modeldeploy_dev import certs
+from modeldeploy_dev.build import K8S_VERSION, ensure_binaries
 
 # A /16: 65,534 ClusterIPs. A /24 holds 253 Services, and the 254th ModelDeployment's Service was refused
 # with "range is full" (a scale run creates thousands); 10.0.0.1 stays the `kubernetes` Service's address.

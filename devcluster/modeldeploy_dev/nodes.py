@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modeldeploy.localcluster.localpods import LocalPods
+from modeldeploy_dev.localpods import LocalPods
 
 LEASE_NAMESPACE = "kube-node-lease"
 KEPT_METADATA = ("name", "labels", "annotations")

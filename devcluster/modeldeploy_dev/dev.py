@@ -29,14 +29,14 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.config import CONFIG_ENV
-from modeldeploy.localcluster import devchat, sandbox, testmodel
-from modeldeploy.localcluster.build import BuildError, cache_root
-from modeldeploy.localcluster.cluster import ClusterError, LocalCluster, free_port, is_alive
-from modeldeploy.localcluster.nodes import create_node, is_ready, load_node_set
 from modeldeploy.status_table import format_table
+from modeldeploy_dev import devchat, sandbox, testmodel
+from modeldeploy_dev.build import BuildError, cache_root
+from modeldeploy_dev.cluster import ClusterError, LocalCluster, free_port, is_alive
+from modeldeploy_dev.nodes import create_node, is_ready, load_node_set
 
 PROG = "modeldeploy dev"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
 DEFAULT_EXAMPLES = REPO / "examples" / "modeldeployments"
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
@@ -121,7 +121,7 @@ def _hub(workdir: Path) -> tuple[list[str], int]:
     argv = [
         sys.executable,
         "-m",
-        "modeldeploy.localcluster.hubserver",
+        "modeldeploy_dev.hubserver",
         "--repo",
         f"{testmodel.HUB_REPO}={repo_dir}",
         "--port",
@@ -155,7 +155,7 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
     hub_url = f"http://127.0.0.1:{hub_port}"
     config_file.write_text(yaml.safe_dump({"fetchEnv": [{"name": "HF_ENDPOINT", "value": hub_url}]}))
     python = sys.executable
-    kubelet = [python, "-m", "modeldeploy.localcluster.kubelet", *ready]
+    kubelet = [python, "-m", "modeldeploy_dev.kubelet", *ready]
     why_not = sandbox.available()
     if why_not is None:
         kubelet += ["--pods-dir", str(workdir / "kubelet"), "--host-port", str(hub_port)]
@@ -166,7 +166,7 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
         "kubelet": _spawn(workdir, "kubelet", kubelet),
         # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
         "provisioner": _spawn(
-            workdir, "provisioner", [python, "-m", "modeldeploy.localcluster.provisioner", str(workdir / "volumes")]
+            workdir, "provisioner", [python, "-m", "modeldeploy_dev.provisioner", str(workdir / "volumes")]
         ),
         "operator": _spawn(
             workdir,

@@ -20,9 +20,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.localcluster.localpods import PORTS_ANNOTATION
 from modeldeploy.render.containers import PORT
 from modeldeploy.render.labels import COMPONENT, COMPONENT_VALUE, INSTANCE
+from modeldeploy_dev.localpods import PORTS_ANNOTATION
 
 
 class ChatError(RuntimeError):

@@ -22,7 +22,7 @@ import select
 import socket
 import threading
 
-from modeldeploy.localcluster.sandbox import CLONE_NEWNET, setns
+from modeldeploy_dev.sandbox import CLONE_NEWNET, setns
 
 HOST_NETNS = f"/proc/{os.getpid()}/ns/net"
 

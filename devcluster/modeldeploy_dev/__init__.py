@@ -8,7 +8,7 @@ StorageClass become directories), hubserver (a local Hugging Face Hub that count
 side in hubhandler, repositories in hubrepos, Xet-backed files served by the local CAS in xetcas).
 """
 
-from modeldeploy.localcluster.build import K8S_VERSION, BuildError, ensure_binaries
-from modeldeploy.localcluster.cluster import ClusterError, LocalCluster
+from modeldeploy_dev.build import K8S_VERSION, BuildError, ensure_binaries
+from modeldeploy_dev.cluster import ClusterError, LocalCluster
 
 __all__ = ["K8S_VERSION", "BuildError", "ClusterError", "LocalCluster", "ensure_binaries"]

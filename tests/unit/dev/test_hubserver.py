@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modeldeploy.localcluster.hubserver import HubServer
+from modeldeploy_dev.hubserver import HubServer
 
 hf = pytest.importorskip("huggingface_hub")
 from huggingface_hub import errors as hf_errors  # noqa: E402
@@ -154,7 +154,7 @@ def test_throttle_lets_a_test_watch_progress(hub: HubServer) -> None:
 
 def test_cli_prints_its_url_and_serves(repo_dir: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modeldeploy.localcluster.hubserver", "--repo", f"{REPO}={repo_dir}", "--port", "0"],
+        [sys.executable, "-m", "modeldeploy_dev.hubserver", "--repo", f"{REPO}={repo_dir}", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

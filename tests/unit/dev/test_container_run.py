@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.localcluster import containers, sandbox
-from modeldeploy.localcluster.containers import IMAGE_PATH, ContainerRun
+from modeldeploy_dev import containers, sandbox
+from modeldeploy_dev.containers import IMAGE_PATH, ContainerRun
 from tests.support.tools import unavailable
 
 

@@ -23,7 +23,7 @@ throttle (bytes/s, also settable at `POST /_hubserver/throttle?bytes_per_s=N`) m
 enough to watch its progress.
 
 The HTTP side is hubhandler.py; this module holds the content, the counters and the CLI:
-`python -m modeldeploy.localcluster.hubserver --repo ORG/NAME=DIR [--repo …] [--port 0]` prints the
+`python -m modeldeploy_dev.hubserver --repo ORG/NAME=DIR [--repo …] [--port 0]` prints the
 base URL on its first line and serves until SIGTERM/SIGINT.
 """
 
@@ -36,16 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.localcluster.httpfiles import (
+from modeldeploy_dev.httpfiles import (
     BackgroundServer,
     repo_dirs,
     repo_tokens,
     serve_until_signalled,
     server_parser,
 )
-from modeldeploy.localcluster.hubhandler import HubHandler
-from modeldeploy.localcluster.hubrepos import FileSource, HubFile, HubRepo, files_of
-from modeldeploy.localcluster.xetcas import XORB_CHUNKS, XetCas
+from modeldeploy_dev.hubhandler import HubHandler
+from modeldeploy_dev.hubrepos import FileSource, HubFile, HubRepo, files_of
+from modeldeploy_dev.xetcas import XORB_CHUNKS, XetCas
 
 
 @dataclass
@@ -185,7 +185,7 @@ class HubServer(BackgroundServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = server_parser("modeldeploy.localcluster.hubserver", __doc__, "ORG/NAME")
+    parser = server_parser("modeldeploy_dev.hubserver", __doc__, "ORG/NAME")
     parser.add_argument("--gated", action="append", default=[], metavar="ORG/NAME=TOKEN", help="gate a repository")
     parser.add_argument(
         "--xet", action="append", default=[], metavar="ORG/NAME", help="serve a repository's LFS files through Xet"

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from modeldeploy.localcluster.httpfiles import BackgroundServer, QuietHandler, parse_range
+from modeldeploy_dev.httpfiles import BackgroundServer, QuietHandler, parse_range
 
 CHUNK_SIZE = 64 << 10
 XORB_CHUNKS = 1024
