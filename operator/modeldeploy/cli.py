@@ -58,10 +58,11 @@ def _load_config(path: str | None) -> Any:
     from pydantic import ValidationError
 
     from modeldeploy.config import load_config
+    from modeldeploy.engines import registry
     from modeldeploy.loader import describe_validation_error
 
     try:
-        return load_config(path)
+        return load_config(path, registry.image_keys())
     except ValidationError as exc:
         raise UserInputError(f"--config {path}: {describe_validation_error(exc)}") from None
     except OSError as exc:
@@ -140,8 +141,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_crd(args: argparse.Namespace) -> int:
     from modeldeploy.api.crd import crd_yaml
+    from modeldeploy.engines import registry
 
-    sys.stdout.write(crd_yaml())
+    sys.stdout.write(crd_yaml(registry))
     return 0
 
 

@@ -13,7 +13,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment
+from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, use_engines
+from modeldeploy.engines import registry
+
+# Whoever reads ModelDeployments reads them through this module (the CLI, the operator's parse), so this
+# is where the API is handed the engines it validates names and formats against (formats.EngineCatalogue).
+use_engines(registry)
 
 
 class UserInputError(Exception):

@@ -23,6 +23,12 @@ from kubernetes.client import ApiClient, CoreV1Api
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
 from modeldeploy.config import LabelMappings, OperatorConfig
+from modeldeploy.config.scaling import (
+    AutoscalingSettings,
+    EndpointPickerSettings,
+    GatewaySettings,
+    HttpAddonSettings,
+)
 from modeldeploy.controller.apply import KubeError, object_path
 from modeldeploy.controller.blocking import Kube
 from modeldeploy.controller.reconcile import reconcile_once
@@ -35,12 +41,6 @@ from modeldeploy.scaling.plan import (
     INFERENCE_POOL,
     SCALED_OBJECT,
     plan_scaling,
-)
-from modeldeploy.scaling.settings import (
-    AutoscalingSettings,
-    EndpointPickerSettings,
-    GatewaySettings,
-    HttpAddonSettings,
 )
 from modeldeploy.selection.nodes import facts_from_document
 from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries

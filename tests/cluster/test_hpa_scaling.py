@@ -33,11 +33,11 @@ import yaml
 from kubernetes import client, config
 
 from modeldeploy.config import EnvVar, LabelMappings, OperatorConfig
+from modeldeploy.config.scaling import AutoscalingSettings
 from modeldeploy.controller.blocking import Kube, KubeError
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.scaling.objects import HPA_METRIC
-from modeldeploy.scaling.settings import AutoscalingSettings
 from modeldeploy.selection.nodes import facts_from_document
 from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel
 from modeldeploy_dev.hubserver import HubServer

@@ -17,6 +17,7 @@ import yaml
 
 from modeldeploy import __version__
 from modeldeploy.config import DEFAULT_REGISTRY, default_images
+from modeldeploy.engines import registry as engines
 from tests.support.tools import ensure_actionlint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +78,7 @@ def test_the_renderers_images_are_the_ones_the_workflow_pushes() -> None:
     assert (
         _build_step()["with"]["tags"] == "${{ env.REGISTRY }}/${{ matrix.image }}:${{ needs.version.outputs.version }}"
     )
-    for key, image in default_images().items():
+    for key, image in default_images(engines.image_keys()).items():
         got_registry, name, tag = _ref(image)
         assert (got_registry, tag) == (registry, __version__), (key, image)
         assert name in _built(), f"the renderer's {key} image {image} is not built by the release workflow"

@@ -4,8 +4,9 @@ Pydantic emits JSON Schema; the apiserver wants a *structural* OpenAPI v3 schema
 `anyOf` with null, a type on every node, no `additionalProperties: false`. This module converts one into
 the other and adds what only Kubernetes knows about: int-or-string, preserved unknown fields, list
 types, CEL rules and printer columns. The CEL rules are built from the same facts the Python
-validators use (the quantization tables in api/quantization.py, each registered engine's formats), so
-the apiserver and the CLI refuse exactly the same pairs; a newly registered engine gets its rule too.
+validators use (the quantization tables in api/quantization.py, each engine's formats in the catalogue
+the caller hands over), so the apiserver and the CLI refuse exactly the same pairs; a newly registered
+engine gets its rule too.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import yaml
 
 from modeldeploy.api import quantization as quant
 from modeldeploy.api import v1alpha1 as api
-from modeldeploy.config import image_names
-from modeldeploy.engines import ModelFormat, registry
+from modeldeploy.formats import EngineCatalogue, ModelFormat
 
 CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 CRD_FILE = f"{api.GROUP}_{api.PLURAL}.yaml"
@@ -138,16 +138,16 @@ def _model_rules() -> list[dict[str, str]]:
     return rules
 
 
-def _engine_rules() -> list[dict[str, str]]:
+def _engine_rules(engines: EngineCatalogue) -> list[dict[str, str]]:
     """CEL on `spec`: a named engine must be able to load the model's format at all (one rule per engine)."""
     rules = []
-    for engine in registry.engines():
-        formats = sorted(f.value for f in engine.formats)
+    for name in engines.names():
+        formats = sorted(f.value for f in engines.formats_of(name))
         rules.append(
             {
-                "rule": f"!has(self.engine) || !has(self.engine.name) || self.engine.name != '{engine.name}' "
+                "rule": f"!has(self.engine) || !has(self.engine.name) || self.engine.name != '{name}' "
                 f"|| self.model.format in {_cel_list(formats)}",
-                "messageExpression": f"'engine.name {engine.name} cannot load model.format ' + self.model.format"
+                "messageExpression": f"'engine.name {name} cannot load model.format ' + self.model.format"
                 f" + ' (it loads: {', '.join(formats)})'",
                 "fieldPath": ".engine.name",
                 "reason": "FieldValueInvalid",
@@ -156,13 +156,13 @@ def _engine_rules() -> list[dict[str, str]]:
     return rules
 
 
-def spec_schema() -> dict[str, Any]:
+def spec_schema(engines: EngineCatalogue) -> dict[str, Any]:
     """The structural schema of `spec`, with Kubernetes extensions and CEL rules."""
     raw = api.ModelDeploymentSpec.model_json_schema(by_alias=True, mode="validation")
     schema = _structural(raw, raw.get("$defs", {}))
     schema.pop("title", None)
     schema["description"] = "ModelDeploymentSpec: the model to serve and how; the engine is chosen by the operator."
-    schema["x-kubernetes-validations"] = _engine_rules()
+    schema["x-kubernetes-validations"] = _engine_rules(engines)
     props = schema["properties"]
     props["model"]["x-kubernetes-validations"] = _model_rules()
     props["engine"]["properties"]["preference"]["x-kubernetes-list-type"] = "set"
@@ -178,7 +178,7 @@ def spec_schema() -> dict[str, Any]:
         "description": props["images"]["description"],
         "properties": {
             key: {"type": "string", "minLength": 1, "description": f"Image for {key}, replacing the operator's."}
-            for key in image_names()
+            for key in engines.image_keys()
         },
     }
     return schema
@@ -209,8 +209,10 @@ def _strip_titles(node: Any) -> Any:
     return node
 
 
-def build_crd() -> dict[str, Any]:
-    """The whole CustomResourceDefinition object."""
+def build_crd(engines: EngineCatalogue) -> dict[str, Any]:
+    """The whole CustomResourceDefinition object, its engine enums and CEL rules from `engines` (the caller's
+    registry: the API does not import the engines)."""
+    api.use_engines(engines)  # the models' engine enums are read from the catalogue while their schema is built
     root = {
         "type": "object",
         "description": "ModelDeployment deploys one LLM; the operator picks the engine (vLLM, SGLang, llama.cpp, "
@@ -220,7 +222,7 @@ def build_crd() -> dict[str, Any]:
             "apiVersion": {"type": "string", "description": "APIVersion of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
             "metadata": {"type": "object"},
-            "spec": spec_schema(),
+            "spec": spec_schema(engines),
             "status": status_schema(),
         },
         "x-kubernetes-validations": [
@@ -279,7 +281,7 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def crd_yaml() -> str:
+def crd_yaml(engines: EngineCatalogue) -> str:
     """The CRD as the YAML committed in `crds/` (deterministic)."""
     header = "# Generated by `modeldeploy crd` from operator/modeldeploy/api/v1alpha1.py. Do not edit.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    return header + yaml.safe_dump(build_crd(engines), sort_keys=False, width=120)

@@ -12,7 +12,7 @@ apiserver refuses exactly what this module refuses.
 
 from __future__ import annotations
 
-from modeldeploy.engines import ModelFormat
+from modeldeploy.formats import ModelFormat
 
 BIT_WIDTHS = (2, 3, 4, 5, 6, 8)
 

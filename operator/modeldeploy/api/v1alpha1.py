@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from modeldeploy.api import quantization as quant
 from modeldeploy.api.autoscaling import AutoscalingSpec
-from modeldeploy.engines import ModelFormat, registry
+from modeldeploy.formats import AUTO_ENGINE, ArgValue, EngineCatalogue, ModelFormat
 
 GROUP = "modeldeploy.io"
 VERSION = "v1alpha1"
@@ -29,7 +29,6 @@ SHORT_NAMES = ["mdep"]
 CATEGORIES = ["modeldeploy"]
 
 Ability = Literal["chat", "generate", "vision", "tools", "embed"]
-ArgValue = str | int | float | bool
 
 URI_PATTERN = r"^(hf://|modelscope://|s3://|https://|http://|pvc://|/)"
 SIZE_PATTERN = r"^[0-9]+(_[0-9]+)?$"
@@ -70,19 +69,44 @@ def _enum_schema(allowed: Callable[[], tuple[str, ...]]) -> Callable[[dict[str, 
     return extra
 
 
+_catalogue: EngineCatalogue | None = None
+
+
+def use_engines(catalogue: EngineCatalogue) -> None:
+    """Hand the API the engines it validates `engine.name`, image keys and formats against.
+
+    The caller that reads ModelDeployments does it (modeldeploy/loader.py, with engines/registry.py), so
+    the API never imports the engines (docs/architecture.md, "Layers"). The catalogue is read on every
+    validation, so an engine registered later is known at once.
+    """
+    global _catalogue
+    _catalogue = catalogue
+
+
+def engines() -> EngineCatalogue:
+    """The catalogue handed over by `use_engines`."""
+    if _catalogue is None:
+        raise RuntimeError("no engines: call modeldeploy.api.v1alpha1.use_engines (modeldeploy.loader does)")
+    return _catalogue
+
+
+def _engine_names() -> tuple[str, ...]:
+    return engines().names()
+
+
 def _engine_choices() -> tuple[str, ...]:
-    return (registry.AUTO, *registry.names())
+    return (AUTO_ENGINE, *engines().names())
 
 
 def _image_keys() -> tuple[str, ...]:
-    names = registry.names()
-    return (*names, *(k for k in registry.image_keys() if k not in names))
+    names = engines().names()
+    return (*names, *(k for k in engines().image_keys() if k not in names))
 
 
 # The `engine.name` values: every registered engine plus `auto`; EngineName: a registered engine.
 EngineChoice = Annotated[str, AfterValidator(_allowed_checker(_engine_choices))]
 EngineName = Annotated[
-    str, AfterValidator(_allowed_checker(registry.names)), Field(json_schema_extra=_enum_schema(registry.names))
+    str, AfterValidator(_allowed_checker(_engine_names)), Field(json_schema_extra=_enum_schema(_engine_names))
 ]
 ImageKey = Annotated[str, AfterValidator(_allowed_checker(_image_keys))]
 
@@ -343,9 +367,9 @@ class ModelDeploymentSpec(_Model):
 
 def engine_format_problem(engine_name: str, fmt: ModelFormat) -> str | None:
     """Why a named engine can never load a format (the CRD carries the same rule as CEL)."""
-    if engine_name == "auto":
+    if engine_name == AUTO_ENGINE:
         return None
-    formats = registry.get(engine_name).formats
+    formats = engines().formats_of(engine_name)
     if fmt not in formats:
         allowed = ", ".join(sorted(f.value for f in formats))
         return f"engine.name {engine_name} cannot load model.format {fmt.value} (it loads: {allowed})"

@@ -43,6 +43,7 @@ from modeldeploy.controller.reconcile import Memory, World, reconcile
 from modeldeploy.controller.serializer import Serializer
 from modeldeploy.controller.settings import configure
 from modeldeploy.controller.views import ChildView, PodView, md_view, rv_int
+from modeldeploy.engines import registry
 from modeldeploy.render.labels import INSTANCE, MANAGED_BY, MANAGER
 from modeldeploy.scaling.conflicts import Claimant, served_name
 
@@ -86,7 +87,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         instance=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"),
     )
     if "modeldeploy" not in memo:
-        memo["modeldeploy"] = State(config=load_config(options.get("config")))
+        memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)

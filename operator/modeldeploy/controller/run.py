@@ -146,9 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments and run the operator until it is stopped (SIGINT/SIGTERM)."""
     args = parser().parse_args(list(argv) if argv is not None else None)
     from modeldeploy.config import load_config
+    from modeldeploy.engines import registry
 
     try:
-        load_config(args.config)  # fail now, with the file's message, not inside Kopf's start-up
+        load_config(args.config, registry.image_keys())  # fail now, with the file's message, not inside Kopf's start-up
     except Exception as exc:  # noqa: BLE001 - a bad config file is a user error, reported in one line
         print(f"{PROG}: --config {args.config}: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from modeldeploy.engines.base import ArgValue, Engine, RenderError
+from modeldeploy.engines.base import Engine, RenderError
+from modeldeploy.formats import ArgValue
 
 _FLAG_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

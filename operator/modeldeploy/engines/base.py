@@ -8,27 +8,24 @@ Selection, rendering, the CRD generator and the CLI only ever iterate `engines.r
 branches on an engine's name. Parts every engine shares (security context, volumes, the scheduling
 merge, labels) stay in render/ and are applied after the engine's part.
 
-Nothing here imports the API models, the config or Kubernetes at run time (only for type checking), so
-an engine module stays importable anywhere and the API can validate engine names against the registry.
+An engine judges a `ModelView`, the few facts of a ModelDeployment and the operator config its rules
+read, never the API's models: the engines import neither the API nor the config, not even for type
+checking, so an engine module stays importable anywhere (the slim llama.cpp image) and the API can be
+handed the registry as its catalogue of engines (formats.EngineCatalogue) without an import circle.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from modeldeploy.engines import ModelFormat
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
+from modeldeploy.formats import ArgValue, ModelFormat
 
 PORT = 8000  # every engine serves its OpenAI-compatible API here (the Service's target)
 HOST = "0.0.0.0"
 
-ArgValue = str | int | float | bool
 BoolStyle = Literal["negatable", "store_true"]
 
 
@@ -64,6 +61,26 @@ class RuleResult:
 
     ok: bool
     reason: str
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """What an engine's model rules and warnings read of one ModelDeployment (and the operator config).
+
+    Narrow on purpose: selection builds it from the parsed spec (selection/engine.py), so an engine never
+    sees the API's types and a new spec field reaches an engine only by being added here.
+    """
+
+    name: str  # model.name
+    family: str | None  # model.family (a custom model's architecture family)
+    format: ModelFormat
+    quantization: str | None
+    size_in_billions: str | None = None  # Xinference's spelling: 7, 0_5, 1_8
+    abilities: tuple[str, ...] = ()
+    multimodal_projector: str | None = None
+    gpus: int | None = None  # resources.gpus (None: unset)
+    args: Mapping[str, ArgValue] = field(default_factory=dict)  # engine.args
+    extra_families: tuple[str, ...] = ()  # the operator config's vllmExtraFamilies
 
 
 @dataclass(frozen=True)
@@ -133,8 +150,8 @@ class Engine:
     # How a bool in `engine.args` is spelled on its command line (see engines/args.py).
     bool_style: ClassVar[BoolStyle] = "store_true"
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        """Every model rule for this spec, in order, each with its reason (None: a rule that does not apply)."""
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        """Every model rule for this model, in order, each with its reason (None: a rule that does not apply)."""
         raise NotImplementedError
 
     def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
@@ -145,8 +162,8 @@ class Engine:
         """A sentence on how the GPU count was decided for the chosen tier (None: nothing to explain)."""
         return None
 
-    def warnings(self, spec: ModelDeploymentSpec) -> tuple[str, ...]:
-        """Problems the spec alone shows that do not stop it from running (reported as Degraded)."""
+    def warnings(self, model: ModelView) -> tuple[str, ...]:
+        """Problems the model alone shows that do not stop it from running (reported as Degraded)."""
         return ()
 
     def command(self, launch: Launch) -> list[str]:

@@ -7,16 +7,11 @@ and NVIDIA_VISIBLE_DEVICES is never set: there is no CUDA image. It serves no Pr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, NodeNeed, RuleResult, Tier
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, ModelView, NodeNeed, RuleResult, Tier
 from modeldeploy.engines.rules import format_rule
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
+from modeldeploy.formats import ModelFormat
 
 
 class MLX(Engine):
@@ -32,14 +27,14 @@ class MLX(Engine):
     reserved_args = frozenset({"model", "host", "port"})
     bool_style = "store_true"
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        gpus = spec.resources.gpus
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        gpus = model.gpus
         no_cuda = (
             RuleResult(False, f"MLX runs on Apple silicon and cannot use nvidia.com/gpu; resources.gpus is {gpus}")
             if gpus
             else None
         )
-        return [format_rule(self, spec.model.format), no_cuda]
+        return [format_rule(self, model.format), no_cuda]
 
     def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
         return (NodeNeed(Tier.APPLE),)

@@ -1,10 +1,11 @@
 """The one table of engines: every part of ModelDeploy that needs "all engines" iterates this.
 
-Selection (which engines to judge, the default order), rendering (the engine by the decision's name),
-the CRD generator (the `engine.name` enum and one CEL rule per engine), the API validators and the CLI
-read it; none of them names an engine. Built-in engines are registered here, in the order the CRD's
-enums list them; `register` adds one more (see the README, "Adding an engine"). The built-ins are the
-only place outside their own modules where an engine module is imported.
+Selection (which engines to judge, the default order), rendering (the engine by the decision's name), the
+CRD generator (the `engine.name` enum and one CEL rule per engine), the API validators and the CLI read it;
+none of them names an engine. The API and the CRD generator are handed this module as their
+`formats.EngineCatalogue` by their callers (loader.py, cli.py): they do not import it. Built-in engines are
+registered here, in the order the CRD's enums list them; `register` adds one more (see the README, "Adding
+an engine"). The built-ins are the only place outside their own modules where an engine module is imported.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from modeldeploy.engines.mlx import MLX
 from modeldeploy.engines.sglang import SGLang
 from modeldeploy.engines.transformers import Transformers
 from modeldeploy.engines.vllm import VLLM
+from modeldeploy.formats import AUTO_ENGINE, ModelFormat
 
-AUTO = "auto"  # `engine.name` for "let the operator choose"
+AUTO = AUTO_ENGINE  # `engine.name` for "let the operator choose"
 HELPER_IMAGES = ("ngl", "fetch")  # image keys that are not engines: auto-NGL and the weights fetcher
 
 _ENGINES: dict[str, Engine] = {}
@@ -60,6 +62,11 @@ def get(name: str) -> Engine:
         return _ENGINES[name]
     except KeyError:
         raise UnknownEngine(name) from None
+
+
+def formats_of(name: str) -> frozenset[ModelFormat]:
+    """The formats the engine called `name` loads (what the API checks a named engine against)."""
+    return get(name).formats
 
 
 def engines() -> tuple[Engine, ...]:

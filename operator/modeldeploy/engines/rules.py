@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.base import Engine, NodeNeed, RuleResult, Tier
+from modeldeploy.formats import ModelFormat
 
 # Format order for messages: the seed's own order.
 FORMAT_ORDER = tuple(ModelFormat)

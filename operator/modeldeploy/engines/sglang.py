@@ -10,16 +10,11 @@ itself (false keeps it off): the autoscaler and the gateway's endpoint picker re
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.args import flag_args, normalise_flag
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, NodeNeed, RuleResult
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
+from modeldeploy.formats import ModelFormat
 
 # Plain pytorch only (selection.md); gptq/awq/fp8 carry their own quantization.
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none",)}
@@ -42,12 +37,12 @@ class SGLang(Engine):
     )
     bool_style = "store_true"
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        fmt = spec.model.format
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        fmt = model.format
         return [
             format_rule(self, fmt),
-            quantization_rule(self, fmt, spec.model.quantization, QUANTIZATION),
-            gpu_required_rule(self, spec.resources.gpus),
+            quantization_rule(self, fmt, model.quantization, QUANTIZATION),
+            gpu_required_rule(self, model.gpus),
         ]
 
     def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:

@@ -8,21 +8,16 @@ filesystem and HF_HOME points at the cache volume. It serves no Prometheus metri
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, NodeNeed, RuleResult
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import (
     format_rule,
     gpu_when_available_needs,
     gpu_when_available_reason,
     quantization_rule,
 )
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
+from modeldeploy.formats import ModelFormat
 
 # pytorch plain or quantized on load through bitsandbytes. gptq, awq and bnb weights carry their
 # quantization config, which transformers reads from the checkpoint: no condition on them.
@@ -41,9 +36,9 @@ class Transformers(Engine):
     reserved_args = frozenset({"host", "port", "force-model"})
     bool_style = "negatable"  # typer's --flag/--no-flag
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        fmt = spec.model.format
-        return [format_rule(self, fmt), quantization_rule(self, fmt, spec.model.quantization, QUANTIZATION)]
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        fmt = model.format
+        return [format_rule(self, fmt), quantization_rule(self, fmt, model.quantization, QUANTIZATION)]
 
     def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
         return gpu_when_available_needs(gpus)

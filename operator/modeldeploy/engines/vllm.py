@@ -10,17 +10,12 @@ load gauges are those the Gateway API Inference Extension's model-server protoco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, NodeNeed, RuleResult
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.engines.vllm_models import is_vllm_supported
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
+from modeldeploy.formats import ModelFormat
 
 # vLLM's quantization conditions from the seed (compared case-insensitively); formats absent here have none.
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {
@@ -30,14 +25,13 @@ QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {
 }
 
 
-def supported_rule(spec: ModelDeploymentSpec, config: OperatorConfig) -> RuleResult:
+def supported_rule(model: ModelView) -> RuleResult:
     """The family (custom model) or name (builtin) is in vLLM's supported list or the config's extras."""
-    model = spec.model
     what = f"model family {model.family}" if model.family else f"model {model.name}"
     key = model.family or model.name
     if is_vllm_supported(key):
         return RuleResult(True, f"{what} is in vLLM's supported list")
-    if is_vllm_supported(key, config.vllm_extra_families):
+    if is_vllm_supported(key, model.extra_families):
         return RuleResult(True, f"{what} is in vLLM's supported list (vllmExtraFamilies in the operator config)")
     hint = "" if model.family else "; for a custom model set model.family"
     return RuleResult(
@@ -64,13 +58,13 @@ class VLLM(Engine):
     reserved_args = frozenset({"model", "host", "port", "tensor-parallel-size", "served-model-name"})
     bool_style = "negatable"  # argparse.BooleanOptionalAction
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        fmt = spec.model.format
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        fmt = model.format
         return [
             format_rule(self, fmt),
-            quantization_rule(self, fmt, spec.model.quantization, QUANTIZATION),
-            supported_rule(spec, config),
-            gpu_required_rule(self, spec.resources.gpus),
+            quantization_rule(self, fmt, model.quantization, QUANTIZATION),
+            supported_rule(model),
+            gpu_required_rule(self, model.gpus),
         ]
 
     def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modeldeploy.config.scaling import GatewaySettings
 from modeldeploy.render.labels import COMPONENT as COMPONENT_LABEL
 from modeldeploy.render.labels import INSTANCE, NAME
-from modeldeploy.scaling.settings import GatewaySettings
 
 EPP_SUFFIX = "-epp"
 GRPC_HEALTH_PORT = 9003

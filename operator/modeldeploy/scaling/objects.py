@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 from modeldeploy.scaling.epp import epp_objects
 from modeldeploy.scaling.plan import ScalingPlan
-from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings
 
 KEDA_API = "keda.sh/v1alpha1"
 HTTP_ADDON_API = "http.keda.sh/v1alpha1"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
-from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings
+from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 
 # CRDs (plural.group) the plan may need; discovery reports which of them the apiserver serves.
 SCALED_OBJECT = "scaledobjects.keda.sh"

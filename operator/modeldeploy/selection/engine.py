@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import OperatorConfig
 from modeldeploy.engines import registry
+from modeldeploy.engines.base import ModelView
 from modeldeploy.selection.node_classes import NodeClass, group_nodes
 from modeldeploy.selection.node_rules import NodeVerdict, evaluate_nodes
 from modeldeploy.selection.types import Decision, EngineCandidate, NodeFacts
@@ -43,6 +44,23 @@ class Judgement:
         return not self.failures
 
 
+def model_view(spec: ModelDeploymentSpec, config: OperatorConfig) -> ModelView:
+    """The facts an engine's rules read (engines/base.py): the engines never see the API's models."""
+    model = spec.model
+    return ModelView(
+        name=model.name,
+        family=model.family,
+        format=model.format,
+        quantization=model.quantization,
+        size_in_billions=model.size_in_billions,
+        abilities=tuple(model.abilities),
+        multimodal_projector=model.multimodal_projector,
+        gpus=spec.resources.gpus,
+        args=spec.engine.args,
+        extra_families=tuple(config.vllm_extra_families),
+    )
+
+
 def judge(
     name: str,
     spec: ModelDeploymentSpec,
@@ -52,7 +70,7 @@ def judge(
 ) -> Judgement:
     """Apply every model rule and the node rules of the engine called `name`."""
     engine = registry.get(name)
-    results = [r for r in engine.model_rules(spec, config) if r is not None]
+    results = [r for r in engine.model_rules(model_view(spec, config)) if r is not None]
     verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes)
     failures = [r.reason for r in results if not r.ok]
     if not verdict.ok:
@@ -163,7 +181,7 @@ def select_engine(
     if impossible:
         warnings: tuple[str, ...] = (summary,)
     elif chosen is not None:
-        warnings = registry.get(chosen).warnings(spec)
+        warnings = registry.get(chosen).warnings(model_view(spec, config))
     else:
         warnings = ()
     return Decision(

@@ -8,17 +8,18 @@ from typing import Any
 import yaml
 
 from modeldeploy.api.crd import CRD_FILE, build_crd, crd_yaml
+from modeldeploy.engines import registry
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def test_committed_crd_is_fresh() -> None:
     committed = (REPO / "crds" / CRD_FILE).read_text()
-    assert committed == crd_yaml(), "crds/ is stale: run `modeldeploy crd > crds/" + CRD_FILE + "`"
+    assert committed == crd_yaml(registry), "crds/ is stale: run `modeldeploy crd > crds/" + CRD_FILE + "`"
 
 
 def test_generation_is_deterministic() -> None:
-    assert crd_yaml() == crd_yaml()
+    assert crd_yaml(registry) == crd_yaml(registry)
 
 
 def _walk(node: dict[str, Any], path: str, problems: list[str]) -> None:
@@ -45,14 +46,14 @@ def _walk(node: dict[str, Any], path: str, problems: list[str]) -> None:
 
 
 def test_schema_is_structural_and_described() -> None:
-    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     problems: list[str] = []
     _walk(schema, "", problems)
     assert problems == []
 
 
 def test_crd_names_and_columns() -> None:
-    crd = yaml.safe_load(crd_yaml())
+    crd = yaml.safe_load(crd_yaml(registry))
     spec = crd["spec"]
     assert crd["metadata"]["name"] == "modeldeployments.modeldeploy.io"
     assert spec["names"]["shortNames"] == ["mdep"]
@@ -66,7 +67,7 @@ def test_crd_names_and_columns() -> None:
 
 
 def test_cel_rules_present_for_each_engine_and_format_family() -> None:
-    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     engine_rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
     for engine in ("vllm", "sglang", "llama.cpp", "transformers", "mlx"):
         assert any(f"self.engine.name != '{engine}'" in r for r in engine_rules), engine

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy.config import LabelMappings, OperatorConfig, default_images, image_names, load_config
+from modeldeploy.config import LabelMappings, OperatorConfig, default_images, load_config
+from modeldeploy.engines import registry
 from tests.support.chart import CHART, NAMESPACED_VALUES, REPO, by_kind, run_helm
 
 NAMESPACED = ("-f", str(NAMESPACED_VALUES))
@@ -207,16 +208,16 @@ def test_default_config_keeps_the_operator_defaults(render, tmp_path: Path) -> N
     (configmap,) = by_kind(render(), "ConfigMap")
     path = tmp_path / "config.yaml"
     path.write_text(configmap["data"]["config.yaml"])
-    assert load_config(path) == load_config(None)
+    assert load_config(path, registry.image_keys()) == load_config(None, registry.image_keys())
 
 
 def test_values_reach_the_operator_config(render, tmp_path: Path) -> None:
     (configmap,) = by_kind(render(*NAMESPACED), "ConfigMap")
     path = tmp_path / "config.yaml"
     path.write_text(configmap["data"]["config.yaml"])
-    config = load_config(path)
+    config = load_config(path, registry.image_keys())
     assert config.images == {
-        **default_images(),
+        **default_images(registry.image_keys()),
         "vllm": "vllm/vllm-openai:v0.8.5",
         "llamacpp": "registry.example.com/llamacpp:cuda-12",
     }
@@ -239,7 +240,7 @@ def test_schema_and_values_name_every_operator_config_key() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     config_schema = schema["properties"]["config"]["properties"]
     label_keys = {f.alias for f in LabelMappings.model_fields.values()}
-    assert set(config_schema["images"]["properties"]) == set(image_names()) == set(values["config"]["images"])
+    assert set(config_schema["images"]["properties"]) == set(registry.image_keys()) == set(values["config"]["images"])
     assert set(config_schema["labelMappings"]["properties"]) == label_keys == set(values["config"]["labelMappings"])
     top_keys = {f.alias for f in OperatorConfig.model_fields.values()}
     assert set(config_schema) == top_keys == set(values["config"])

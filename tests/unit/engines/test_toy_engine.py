@@ -55,7 +55,7 @@ def test_unknown_until_registered(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_crd_carries_the_toy(toy: Toy) -> None:
-    version = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    version = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = version["properties"]["spec"]
     engine = spec["properties"]["engine"]["properties"]
     assert engine["name"]["enum"] == ["auto", *BUILTIN, "toy"]
@@ -69,9 +69,9 @@ def test_crd_carries_the_toy(toy: Toy) -> None:
 
 
 def test_crd_back_to_the_committed_one_after(toy: Toy) -> None:
-    assert crd_yaml() != CRD_FILE.read_text()
+    assert crd_yaml(registry) != CRD_FILE.read_text()
     registry.unregister("toy")
-    assert crd_yaml() == CRD_FILE.read_text()
+    assert crd_yaml(registry) == CRD_FILE.read_text()
     registry.register(toy)  # the fixture unregisters it
 
 

@@ -8,23 +8,18 @@ with its own health path. Nothing in the operator names it: tests register it wi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import PORT, Engine, Launch, NodeNeed, RuleResult, Tier
+from modeldeploy.engines.base import PORT, Engine, Launch, ModelView, NodeNeed, RuleResult, Tier
 from modeldeploy.engines.rules import format_rule
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
+from modeldeploy.formats import ModelFormat
 
 MAX_BILLIONS = 3.0
 
 
-def size_rule(spec: ModelDeploymentSpec) -> RuleResult:
+def size_rule(model: ModelView) -> RuleResult:
     """Small models only: the toy server keeps the whole model in one process's memory."""
-    size = spec.model.size_in_billions
+    size = model.size_in_billions
     if size is None:
         return RuleResult(False, "Toy needs model.sizeInBillions to know the model fits")
     billions = float(size.replace("_", "."))
@@ -43,8 +38,8 @@ class Toy(Engine):
     reserved_args = frozenset({"model", "port"})
     bool_style = "negatable"
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        return [format_rule(self, spec.model.format), size_rule(spec)]
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        return [format_rule(self, model.format), size_rule(model)]
 
     def node_needs(self, gpus: int | None) -> tuple[NodeNeed, ...]:
         return (NodeNeed(Tier.CPU),)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.config import image_names
+from modeldeploy.engines import registry
 
 REPO = Path(__file__).resolve().parents[3]
 IMAGES = REPO / "images"
-ALL = sorted({*image_names(), "operator"})
+ALL = sorted({*registry.image_keys(), "operator"})
 
 
 def _hadolint() -> str:

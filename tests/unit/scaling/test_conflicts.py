@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.config import OperatorConfig
+from modeldeploy.config.scaling import GatewaySettings
 from modeldeploy.controller.routing import claimants, older_route
 from modeldeploy.scaling.conflicts import CONFLICT, Claimant, older_claimant, served_name
-from modeldeploy.scaling.settings import GatewaySettings
 
 ROUTED = (("Routed", "True", "InferencePool", "requests naming this model reach its pool"),)
 

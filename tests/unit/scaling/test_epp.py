@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from modeldeploy.config.scaling import EndpointPickerSettings, GatewaySettings
 from modeldeploy.scaling import epp
 from modeldeploy.scaling import objects as so
-from modeldeploy.scaling.settings import EndpointPickerSettings, GatewaySettings
 
 OWNER = {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "qwen", "uid": "u-1"}
 META = {

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
+from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings, HttpAddonSettings
 from modeldeploy.scaling import objects as so
 from modeldeploy.scaling.plan import HTTP_ROUTE, HTTP_SCALED_OBJECT, INFERENCE_POOL, SCALED_OBJECT, plan_scaling
-from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings, HttpAddonSettings
 
 META = {"name": "qwen", "namespace": "ml", "labels": {"app.kubernetes.io/instance": "qwen"}}
 SELECTOR = {"app.kubernetes.io/instance": "qwen", "app.kubernetes.io/component": "model-server"}

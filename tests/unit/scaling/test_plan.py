@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from modeldeploy.api.autoscaling import AutoscalingSpec
+from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings, HttpAddonSettings
 from modeldeploy.scaling.plan import HTTP_ROUTE, HTTP_SCALED_OBJECT, INFERENCE_POOL, SCALED_OBJECT, plan_scaling
-from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings, HttpAddonSettings
 
 KEDA = frozenset({SCALED_OBJECT})
 EVERYTHING = frozenset({SCALED_OBJECT, HTTP_SCALED_OBJECT, HTTP_ROUTE, INFERENCE_POOL})

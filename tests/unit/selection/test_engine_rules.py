@@ -6,6 +6,7 @@ import pytest
 from selection_factories import CONFIG, spec
 
 from modeldeploy.engines import registry
+from modeldeploy.selection.engine import model_view
 
 ALL_FORMATS = ["pytorch", "gptq", "awq", "fp4", "fp8", "bnb", "ggufv2", "mlx"]
 QUANT = {"pytorch": "none", "gptq": "Int4", "awq": "Int4", "bnb": "4bit", "ggufv2": "Q4_K_M", "mlx": "4bit"}
@@ -19,7 +20,7 @@ LOADS = {
 
 
 def ok(engine: str, **kwargs: object) -> tuple[bool, list[str]]:
-    results = [r for r in registry.get(engine).model_rules(spec(**kwargs), CONFIG) if r is not None]  # type: ignore[arg-type]
+    results = [r for r in registry.get(engine).model_rules(model_view(spec(**kwargs), CONFIG)) if r is not None]
     return all(r.ok for r in results), [r.reason for r in results]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from selection_factories import spec
+from selection_factories import CONFIG, spec
 
 from modeldeploy.engines.llamacpp.checks import (
     FIX_CONTEXT_MULTIMODAL,
@@ -12,13 +12,14 @@ from modeldeploy.engines.llamacpp.checks import (
     MIN_SLOT_CTX_TEXT,
     llamacpp_warnings,
 )
+from modeldeploy.selection.engine import model_view
 
 GGUF = {"fmt": "ggufv2", "quantization": "Q4_K_M"}
 PROJECTOR = {"abilities": ["chat", "vision"], "multimodalProjector": "mmproj-f16.gguf"}
 
 
 def warnings_for(args: dict, **model: object) -> tuple[str, ...]:
-    return llamacpp_warnings(spec(engine={"args": args}, model=model, **GGUF))
+    return llamacpp_warnings(model_view(spec(engine={"args": args}, model=model, **GGUF), CONFIG))
 
 
 @pytest.mark.parametrize(

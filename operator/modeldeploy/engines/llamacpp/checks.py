@@ -20,12 +20,9 @@ Thresholds chosen:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines.base import ArgValue
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
+from modeldeploy.engines.base import ModelView
+from modeldeploy.formats import ArgValue, truthy
 
 MIN_SLOT_CTX_TEXT = 1024
 MIN_SLOT_CTX_MULTIMODAL = 4096
@@ -57,19 +54,13 @@ def _as_int(value: ArgValue | None) -> int | None:
     return None
 
 
-def _truthy(value: ArgValue | None) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+def _is_multimodal(model: ModelView) -> bool:
+    return "vision" in model.abilities or model.multimodal_projector is not None
 
 
-def _is_multimodal(spec: ModelDeploymentSpec) -> bool:
-    return "vision" in spec.model.abilities or spec.model.multimodal_projector is not None
-
-
-def context_warnings(spec: ModelDeploymentSpec) -> list[str]:
+def context_warnings(model: ModelView) -> list[str]:
     """Warn when a slot's context is below the threshold for this kind of model (or the args are unreadable)."""
-    args = spec.engine.args
+    args = model.args
     warnings: list[str] = []
     raw_ctx, raw_parallel = _arg(args, "n_ctx"), _arg(args, "n_parallel")
     n_ctx, n_parallel = _as_int(raw_ctx), _as_int(raw_parallel)
@@ -81,7 +72,7 @@ def context_warnings(spec: ModelDeploymentSpec) -> list[str]:
     slots = n_parallel if n_parallel and n_parallel > 0 else 1
     per_slot = n_ctx // slots
     figures = f"{per_slot} tokens of context per slot (n_ctx {n_ctx} / n_parallel {slots})"
-    if _is_multimodal(spec) and not _truthy(_arg(args, "ctx_shift")):
+    if _is_multimodal(model) and not truthy(_arg(args, "ctx_shift")):
         if per_slot < MIN_SLOT_CTX_MULTIMODAL:
             warnings.append(
                 f"multimodal model on llama.cpp with ctx_shift off and only {figures}, below "
@@ -96,9 +87,9 @@ def context_warnings(spec: ModelDeploymentSpec) -> list[str]:
     return warnings
 
 
-def projector_warnings(spec: ModelDeploymentSpec) -> list[str]:
+def projector_warnings(model: ModelView) -> list[str]:
     """Vision on llama.cpp needs a separate mmproj file; one embedded in the model GGUF is not supported."""
-    if "vision" in spec.model.abilities and not spec.model.multimodal_projector:
+    if "vision" in model.abilities and not model.multimodal_projector:
         return [
             "model.abilities includes vision but model.multimodalProjector is not set: llama.cpp needs the "
             "projector as a separate mmproj file; a projector embedded in the model GGUF is not supported"
@@ -106,6 +97,6 @@ def projector_warnings(spec: ModelDeploymentSpec) -> list[str]:
     return []
 
 
-def llamacpp_warnings(spec: ModelDeploymentSpec) -> tuple[str, ...]:
+def llamacpp_warnings(model: ModelView) -> tuple[str, ...]:
     """Every llama.cpp pre-check for this spec, in a stable order."""
-    return (*projector_warnings(spec), *context_warnings(spec))
+    return (*projector_warnings(model), *context_warnings(model))

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
-from modeldeploy.engines import ModelFormat
 from modeldeploy.engines.args import format_value
-from modeldeploy.engines.base import HOST, PORT, ArgValue, Engine, Launch, Metrics, NodeNeed, RenderError, RuleResult
+from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RenderError, RuleResult
 from modeldeploy.engines.llamacpp.checks import llamacpp_warnings
 from modeldeploy.engines.rules import gpu_when_available_needs, gpu_when_available_reason
+from modeldeploy.formats import ArgValue, ModelFormat, truthy
 from modeldeploy.model_paths import NGL_FILE
-
-if TYPE_CHECKING:
-    from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
-    from modeldeploy.config import OperatorConfig
 
 _PARAM_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 
@@ -30,13 +25,6 @@ _PARAM_KEY = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 def auto_ngl(n_gpu_layers: int, gpus: int) -> bool:
     """Whether the auto-NGL init container runs: only for -1 and only where there are GPUs to fill."""
     return n_gpu_layers == -1 and gpus > 0
-
-
-def _truthy(value: ArgValue | None) -> bool:
-    """flash_attn as users write it: true, 1, "on", "true", "enabled" (but not "auto"/"off")."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "on", "yes", "enabled")
-    return bool(value)
 
 
 class LlamaCpp(Engine):
@@ -53,8 +41,8 @@ class LlamaCpp(Engine):
     # common_params the entrypoint derives from its own flags (--model, --port, -ngl, --alias).
     reserved_args = frozenset({"n_gpu_layers", "port", "hostnames", "model.path", "mmproj.path", "model_alias"})
 
-    def model_rules(self, spec: ModelDeploymentSpec, config: OperatorConfig) -> Sequence[RuleResult | None]:
-        fmt = spec.model.format
+    def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
+        fmt = model.format
         if fmt == ModelFormat.GGUFV2:
             return [RuleResult(True, "format ggufv2 is the GGUF format llama.cpp loads")]
         return [RuleResult(False, f"format {fmt.value} is not GGUF (llama.cpp loads ggufv2 only)")]
@@ -66,8 +54,8 @@ class LlamaCpp(Engine):
     def gpu_rule_reason(self, need: NodeNeed, gpus: int | None, earlier_failed: bool) -> str | None:
         return gpu_when_available_reason(need, gpus, earlier_failed)
 
-    def warnings(self, spec: ModelDeploymentSpec) -> tuple[str, ...]:
-        return llamacpp_warnings(spec)
+    def warnings(self, model: ModelView) -> tuple[str, ...]:
+        return llamacpp_warnings(model)
 
     def params(self, args: Mapping[str, ArgValue]) -> list[str]:
         """`engine.args` as `--param key=value` pairs for the xllamacpp entrypoint, sorted by key."""
@@ -122,10 +110,10 @@ def ngl_command(model_path: str, mmproj_path: str | None, args: Mapping[str, Arg
     ):
         if key in args:
             cmd += [flag, format_value(args[key])]
-    if _truthy(args.get("flash_attn")):
+    if truthy(args.get("flash_attn")):
         cmd += ["--flash-attn"]
     # One KV stream for all sequences: attention runs over all of n_ctx, not n_ctx / n_parallel.
-    if _truthy(args.get("kv_unified")):
+    if truthy(args.get("kv_unified")):
         cmd += ["--kv-unified"]
     if mmproj_path:
         cmd += ["--mmproj", mmproj_path]

@@ -3,11 +3,17 @@
 One pydantic model, loaded from a YAML file (`MODELDEPLOY_CONFIG`, mounted from a ConfigMap by the
 chart) so the CLI, the operator and the chart agree on the same keys. Every key has a default that
 works on a stock cluster running NVIDIA's GPU operator.
+
+The config sits at the bottom of the import graph with `formats.py` (docs/architecture.md, "Layers"):
+it imports no other part of the package, so the image keys of the engines come from the caller
+(`load_config(path, registry.image_keys())`), and the autoscaling and gateway settings live here
+(config/scaling.py) rather than in scaling/.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -15,21 +21,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modeldeploy import __version__
-from modeldeploy.engines import registry
-from modeldeploy.scaling.settings import AutoscalingSettings, GatewaySettings
+from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 
 DEFAULT_REGISTRY = "ghcr.io/modeldeploy"
 CONFIG_ENV = "MODELDEPLOY_CONFIG"
 
 
-def image_names() -> tuple[str, ...]:
-    """Image keys: each registered engine's `image_key`, the auto-NGL init container and the weights fetcher."""
-    return registry.image_keys()
+def default_image(key: str) -> str:
+    """The image built from `images/<key>/`, tagged with the package version."""
+    return f"{DEFAULT_REGISTRY}/{key}:{__version__}"
 
 
-def default_images() -> dict[str, str]:
-    """Images built from `images/<name>/`, tagged with the package version."""
-    return {name: f"{DEFAULT_REGISTRY}/{name}:{__version__}" for name in image_names()}
+def default_images(keys: Iterable[str]) -> dict[str, str]:
+    """The default image of each key (the caller's: engines/registry.py's `image_keys()`)."""
+    return {key: default_image(key) for key in keys}
 
 
 class _Model(BaseModel):
@@ -80,7 +85,9 @@ class ModelCacheSettings(_Model):
 class OperatorConfig(_Model):
     """Everything the operator reads besides the cluster itself."""
 
-    images: dict[str, str] = Field(default_factory=default_images, description="Image per engine/helper.")
+    images: dict[str, str] = Field(
+        default_factory=dict, description="Image per engine/helper; a key not given gets its default image."
+    )
     label_mappings: LabelMappings = Field(default_factory=LabelMappings)
     vllm_extra_families: list[str] = Field(
         default_factory=list, description="Model names/families to treat as vLLM-supported beyond the seed's list."
@@ -100,16 +107,18 @@ class OperatorConfig(_Model):
         """The image for `key`, a per-deployment override first, then this config, then the default."""
         if overrides and key in overrides:
             return overrides[key]
-        return self.images.get(key) or default_images()[key]
+        return self.images.get(key) or default_image(key)
 
 
-def load_config(path: str | Path | None = None) -> OperatorConfig:
-    """Read the config file (argument, else $MODELDEPLOY_CONFIG); no file means all defaults."""
+def load_config(path: str | Path | None = None, image_keys: Iterable[str] = ()) -> OperatorConfig:
+    """Read the config file (argument, else $MODELDEPLOY_CONFIG); no file means all defaults.
+
+    `images` is completed with the default image of each of `image_keys` (the registry's, from the
+    caller), so the map the operator logs and the CLI shows names every image, not only those given.
+    """
     path = path or os.environ.get(CONFIG_ENV)
-    if not path:
-        return OperatorConfig()
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = (yaml.safe_load(Path(path).read_text()) or {}) if path else {}
     config = OperatorConfig.model_validate(data)
     # Merge image defaults so a partial map in Helm values does not unset the others.
-    config.images = {**default_images(), **config.images}
+    config.images = {**default_images(image_keys), **config.images}
     return config
