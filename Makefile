@@ -21,6 +21,7 @@ demo: setup
 # Every tier: unit, cluster (real control plane built from the Kubernetes Go modules), engine.
 test: setup
 	$(BIN)/ruff check operator devcluster tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest tests
 
 unit: setup
@@ -29,6 +30,8 @@ unit: setup
 lint: setup
 	$(BIN)/ruff check operator devcluster tests bench
 	$(BIN)/ruff format --check operator devcluster tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 crd: setup
 	$(BIN)/modeldeploy crd > crds/modeldeploy.io_modeldeployments.yaml

@@ -212,12 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_crd)
 
     p = sub.add_parser("ngl", help="estimate llama.cpp GPU layers for a GGUF file (auto-NGL)")
-    try:
-        from modeldeploy.ngl.cli import add_arguments as ngl_arguments
-    except ImportError:  # pragma: no cover - only while the package is partially installed
-        ngl_arguments = None
-    if ngl_arguments:
-        ngl_arguments(p)
+    from modeldeploy.ngl.cli import add_arguments as ngl_arguments
+
+    ngl_arguments(p)
     p.set_defaults(func=cmd_ngl)
 
     p = sub.add_parser("run", help="run the operator (Kopf) against the current kubeconfig", add_help=False)

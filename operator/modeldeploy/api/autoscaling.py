@@ -8,7 +8,9 @@ component that holds requests while the first replica starts), is reported in st
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import cast
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 MAX_REPLICAS = 1000
@@ -35,7 +37,7 @@ class AutoscalingSpec(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
-        json_schema_extra={"x-kubernetes-validations": AUTOSCALING_RULES},
+        json_schema_extra={"x-kubernetes-validations": cast(list[JsonValue], AUTOSCALING_RULES)},
     )
 
     min_replicas: int = Field(

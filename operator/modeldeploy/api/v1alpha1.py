@@ -62,7 +62,7 @@ def _enum_schema(allowed: Callable[[], tuple[str, ...]]) -> Callable[[dict[str, 
     """json_schema_extra adding `enum: allowed()` before title and type (the order a Literal gives)."""
 
     def extra(schema: dict[str, Any]) -> None:
-        tail = {k: schema.pop(k) for k in ("title", "type") if k in schema}
+        tail: dict[str, Any] = {k: schema.pop(k) for k in ("title", "type") if k in schema}
         schema["enum"] = list(allowed())
         schema.update(tail)
 
@@ -177,7 +177,7 @@ class ModelSource(_Model):
         "model fetcher as environment variables; never rendered into args.",
     )
     abilities: list[Ability] = Field(
-        default_factory=lambda: ["chat"],
+        default_factory=lambda: list[Ability](["chat"]),
         description="What the model does: chat, generate, vision, tools, embed. Defaults to [chat].",
     )
 

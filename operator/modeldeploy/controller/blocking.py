@@ -50,7 +50,7 @@ class Kube:
             raise KubeError(
                 response.status, str(payload.get("reason", "")), str(payload.get("message", payload)), payload
             )
-        return payload  # type: ignore[no-any-return]
+        return payload
 
     def get(self, path: str) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""

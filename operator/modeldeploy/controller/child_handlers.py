@@ -81,7 +81,7 @@ async def route_rivals_event(
     name: str,
     memo: kopf.Memo,
     logger: logging.Logger,
-    served_names_index: kopf.Index,
+    served_names_index: kopf.Index[Any, Any],
     **kwargs: Any,
 ) -> None:
     """A ModelDeployment went, or changed its model name: the ones sharing its old or new name are decided

@@ -113,7 +113,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="watches", errors=kopf.ErrorsMode.PERMANENT)  # one failure fails the probe
-async def probe_watches(memo: kopf.Memo, modeldeployments_index: kopf.Index, **_: Any) -> dict[str, Any]:
+async def probe_watches(memo: kopf.Memo, modeldeployments_index: kopf.Index[Any, Any], **_: Any) -> dict[str, Any]:
     """Liveness: fails when the ModelDeployment watch went silent while objects changed (liveness.py)."""
     state = state_of(memo)
     assert state.kube is not None

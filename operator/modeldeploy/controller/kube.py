@@ -125,7 +125,7 @@ class AsyncKube:
             payload = {"message": raw.decode(errors="replace")}
         if not 200 <= status < 300:
             raise KubeError(status, str(payload.get("reason", "")), str(payload.get("message", payload)), payload)
-        return payload  # type: ignore[no-any-return]
+        return payload
 
     async def get(self, path: str) -> dict[str, Any] | None:
         """The object at `path`, or None when it does not exist."""

@@ -70,6 +70,7 @@ from modeldeploy.controller.views import (
 )
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
+from modeldeploy.modelcache.status import CacheState
 from modeldeploy.render import RenderError, render
 from modeldeploy.scaling.conflicts import Claimant, served_name
 from modeldeploy.scaling.keda_status import with_keda_status
@@ -375,7 +376,7 @@ async def reconcile(
     applied: list[Applied] = []
     failed: ApplyError | None = None
     requests = 0
-    cache: model_cache.CacheState | None = None
+    cache: CacheState | None = None
     reported = [c.reported for (kind, _), c in world.others.items() if kind == "ScaledObject" and c.view.name == name]
     extra = with_keda_status(planned.extra_conditions, reported[0] if reported else ())
     extra, routed_by = older_route(body, world.rivals, config, extra)  # another holds the model name: no route

@@ -81,12 +81,12 @@ async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
                     yield {"type": "DELETED", "object": obj}
                 listed = None
         elif isinstance(event, dict) and isinstance(event.get("object"), dict):
-            kind, obj = event.get("type"), event["object"]
-            uid = (obj.get("metadata") or {}).get("uid")
+            kind, changed = event.get("type"), event["object"]
+            uid = (changed.get("metadata") or {}).get("uid")
             if uid and kind == "DELETED":
                 known.pop(uid, None)
             elif uid and kind in (None, "ADDED", "MODIFIED"):
-                known[uid] = identity(obj)
+                known[uid] = identity(changed)
                 if kind is None and listed is not None:
                     listed.add(uid)
         yield event
@@ -94,4 +94,4 @@ async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
 
 def install() -> None:
     """Route Kopf's watches through `continuous_watch` (idempotent; before the watches start)."""
-    watching.continuous_watch = continuous_watch  # type: ignore[assignment]
+    watching.continuous_watch = continuous_watch

@@ -31,7 +31,7 @@ And about staying up under load and faults (Kopf's docs on configuration and sca
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -117,7 +117,7 @@ def configure(
     settings.watching.connect_timeout = 10
     settings.watching.inactivity_timeout = 90  # bookmarks come about every minute
     for resource in LABELLED:
-        settings.watching.label_selectors[resource] = OURS_SELECTOR
+        settings.watching.label_selectors[cast(Any, resource)] = OURS_SELECTOR  # (group, version, plural)
     # Kopf's own requests (status.kopf, Events): never wait forever on an apiserver that does not answer.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10

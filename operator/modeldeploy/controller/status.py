@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from modeldeploy.selection.types import Decision
 
@@ -126,8 +126,9 @@ def engine_image(deployment: Mapping[str, Any]) -> str | None:
     wanted = ((template.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
     for container in containers:
         if container.get("name") == wanted:
-            return container.get("image")
-    return containers[0].get("image")
+            return str(container["image"]) if container.get("image") is not None else None
+    image = containers[0].get("image")
+    return str(image) if image is not None else None
 
 
 @dataclass(frozen=True)
@@ -386,7 +387,7 @@ def events_for(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[Ev
         if now_c is None:
             return None
         if was is None or (was.get("status"), was.get("reason")) != (now_c["status"], now_c["reason"]):
-            return now_c
+            return cast(Mapping[str, Any], now_c)
         return None
 
     events: list[EventSpec] = []

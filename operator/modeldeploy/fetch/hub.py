@@ -102,7 +102,7 @@ def resolve(uri: str, wanted: list[str] | None = None) -> HubListing:
 def download(listing: HubListing, dest: Path, *, workers: int = 4) -> None:
     """Every listed file of the resolved commit into `dest` (huggingface_hub's local-dir layout)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]  # not re-exported
 
     disable_progress_bars()  # our progress lines say it; its bars would garble the log and the failure sentence
     what = f"hf://{listing.repo}@{listing.revision}"

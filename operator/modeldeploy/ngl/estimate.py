@@ -460,6 +460,9 @@ def graph_bytes(
             * c.n_stream
             for il in cpu_layers
         )
+    attn: float
+    ffn: float
+    moe_extra: float
     if o.flash_attn:
         attn = 3 * stream + cells * t * 2 + kv_copy
     else:

@@ -55,10 +55,11 @@ def discover(env: dict[str, str] | None = None, nvml: Any = None) -> list[GpuInf
     env = dict(os.environ) if env is None else env
     if nvml is None:
         try:
-            import pynvml as nvml  # nvidia-ml-py
+            import pynvml  # nvidia-ml-py
         except ImportError:
             log.info("nvidia-ml-py is not installed: no GPU")
             return []
+        nvml = pynvml
     try:
         nvml.nvmlInit()
     except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, ...

@@ -39,4 +39,6 @@ def render(md: ModelDeployment, decision: Decision, config: OperatorConfig) -> l
 
 def dump_yaml(objects: Iterable[dict[str, Any]]) -> str:
     """Multi-document YAML, keys in the order rendered (never re-sorted), each document opened by `---`."""
-    return yaml.safe_dump_all(list(objects), sort_keys=False, explicit_start=True, default_flow_style=False, width=120)
+    return str(
+        yaml.safe_dump_all(list(objects), sort_keys=False, explicit_start=True, default_flow_style=False, width=120)
+    )

@@ -138,7 +138,7 @@ def _mounts(
     if shm:
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
     if ngl:
-        mount = {"name": NGL_VOLUME, "mountPath": NGL_DIR}
+        mount: dict[str, Any] = {"name": NGL_VOLUME, "mountPath": NGL_DIR}
         if ngl == "ro":
             mount["readOnly"] = True
         mounts.append(mount)

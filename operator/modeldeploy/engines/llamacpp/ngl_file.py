@@ -61,7 +61,8 @@ def read_ngl_file(path: str | Path) -> NglDecision:
             f"The auto-NGL file {path} has tensor_split {split!r}; it must be a list of at most 128 non-negative "
             "numbers."
         )
-    estimate = data.get("estimate") if isinstance(data.get("estimate"), dict) else {}
+    raw_estimate = data.get("estimate")
+    estimate: dict[str, Any] = raw_estimate if isinstance(raw_estimate, dict) else {}
     return NglDecision(
         n_gpu_layers=layers,
         tensor_split=[float(v) for v in split],
