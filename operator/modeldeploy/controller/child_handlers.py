@@ -47,7 +47,7 @@ async def child_event(
         child = Child.from_object(owner, body)
         before = state.children.put(namespace, child)
         if type is None and (namespace, owner) not in state.memory.seen:
-            return  # listed at start-up: the resume handler reconciles the owner
+            return  # listed at start-up: the owner's own listing event reconciles it
         remembered = state.memory.applied.get(kind, namespace, name)
         edited = remembered is not None and (child.view.applied_hash, child.view.marker) != remembered
         reported = child.reported != (before.reported if before is not None else ())

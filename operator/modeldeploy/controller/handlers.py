@@ -299,7 +299,7 @@ def retry_delay(retry: int) -> float:
 # --- ModelDeployments ------------------------------------------------------------------------------------
 
 
-TRIGGERS = {None: "resume", "ADDED": "create", "MODIFIED": "update"}  # the metrics' names for each event type
+TRIGGERS = {None: "resume", "ADDED": "create", "MODIFIED": "update"}  # the metrics' names (None: listed at start-up)
 
 
 @kopf.on.event(*MD)
@@ -446,7 +446,7 @@ async def deployment_event(
         state.memory.applied.drop("Deployment", namespace, name)
     else:
         if type is None and key not in state.memory.seen:
-            return  # listed at start-up: the resume handler reconciles it; after a re-list, only news count
+            return  # listed at start-up: the owner's own listing event reconciles it; after a re-list, only news count
         child = _one(kwargs.get("deployments_index"), key)  # this event's view, indexed
         view = (child or ChildView.from_object(body)).deployment
         if key in state.memory.seen and state.memory.seen[key] == view:
@@ -466,7 +466,7 @@ async def pod_event(
     if type == "DELETED" or not owner or not worth_a_reconcile(body):
         return
     if type is None and (namespace, owner) not in state_of(memo).memory.seen:
-        return  # listed at start-up: the resume handler reads the pod index
+        return  # listed at start-up: the owner's own listing event reconciles it, reading the pod index
     await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="pod", coalesce=True)
 
 

@@ -12,7 +12,7 @@ last status written (the watch may not have delivered it yet), the drift markers
 and the Deployment view each status was computed from (so Deployment events that would not change the
 status are dropped before any work).
 
-The rules that protect running workloads (selection.md):
+The rules that protect running workloads (docs/selection.md):
 - a spec only the operator can refuse, or no eligible engine: nothing is applied; the Deployment, when
   there is one, is left exactly as it is (never deleted or replaced);
 - the running engine is kept while it stays possible (`current`), unless the spec changed (generation
@@ -93,7 +93,7 @@ def utc_now() -> str:
 
 
 def endpoint(namespace: str, name: str) -> str:
-    """The OpenAI-compatible base URL of the Service (api.md)."""
+    """The OpenAI-compatible base URL of the Service (docs/api.md)."""
     return f"http://{name}.{namespace}.svc:{PORT}/v1"
 
 

@@ -4,7 +4,7 @@ No I/O and no clock: the caller passes `now`, so the same inputs give the same d
 cluster. The handlers write the result only when `status_patch` says something differs, which is what
 keeps a quiet cluster quiet (no resourceVersion churn, no watch events for GitOps tools to chew on).
 
-Conditions (api.md), with kstatus semantics so Argo CD and Flux read health without custom code:
+Conditions (docs/api.md), with kstatus semantics so Argo CD and Flux read health without custom code:
 - `EngineSelected`: the selection for the current generation found an engine (False: NoEligibleEngine,
   InvalidSpec, EngineNoLongerPossible).
 - `Ready`: the Deployment for the current spec is rolled out and its replicas are ready.

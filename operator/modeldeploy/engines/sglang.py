@@ -16,7 +16,7 @@ from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelV
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.formats import ModelFormat
 
-# Plain pytorch only (selection.md); gptq/awq/fp8 carry their own quantization.
+# Plain pytorch only (docs/selection.md); gptq/awq/fp8 carry their own quantization.
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none",)}
 
 

@@ -27,7 +27,7 @@ class UsageError(ValueError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ngl.md; mounted by `modeldeploy ngl` and by the init container."""
+    """The flags of docs/ngl.md; mounted by `modeldeploy ngl` and by the init container."""
     parser.add_argument("--model", required=True, help="the model's GGUF file (first shard of a split model)")
     parser.add_argument(
         "--gpu-free-mib",

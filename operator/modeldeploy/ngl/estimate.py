@@ -184,7 +184,7 @@ class NglResult(BaseModel):
     reason: str
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The JSON object of ngl.md, key order as documented."""
+        """The JSON object of docs/ngl.md, key order as documented."""
         return {
             "n_gpu_layers": self.n_gpu_layers,
             "tensor_split": self.tensor_split,

@@ -1,7 +1,7 @@
 """The auto-NGL init container: `python -m modeldeploy.ngl.initcontainer --model PATH --output FILE [...]`.
 
 It runs on the node that will run llama.cpp, so NVML sees the GPUs the engine will get.  It writes the
-JSON of ngl.md to --output (atomically: a half-written file must never be read by the engine), logs
+JSON of docs/ngl.md to --output (atomically: a half-written file must never be read by the engine), logs
 the decision in one line, and exits 0.  A missing or malformed model file exits 2 with one sentence:
 the pod then shows the init container's failure instead of llama.cpp crashing later.
 """

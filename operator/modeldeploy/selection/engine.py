@@ -4,7 +4,7 @@ The same function backs the operator and `modeldeploy select`, so a decision can
 Every engine is judged fully (model rules and node rules) even when it is not tried, so status.selection
 tells the user what else could run and what to change.
 
-Decisions taken here (see selection.md):
+Decisions taken here (see docs/selection.md):
 - Order: `engine.name` alone when named (checked, never replaced); else `engine.preference`; else the
   registry's default order (engines with an `auto_rank`). An engine without one (SGLang) is judged like
   the others and `eligible` says whether its rules hold, but under the default order it is never chosen;

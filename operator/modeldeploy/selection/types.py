@@ -87,7 +87,7 @@ class Decision:
     placement: Placement | None  # None when engine is None
     summary: str  # one sentence: why this engine, or why none
     warnings: tuple[str, ...] = field(default=())  # e.g. the seed's llama.cpp common issues
-    # Stability (selection.md): the running engine was kept although an earlier one in the order could run.
+    # Stability (docs/selection.md): the running engine was kept although an earlier one in the order could run.
     kept_current: bool = False
     # The running engine (`current`) can no longer run and reselection was not asked for: engine and
     # placement are None so nothing is rendered; the operator leaves the Deployment as it is, keeps

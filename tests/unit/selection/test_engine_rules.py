@@ -1,4 +1,4 @@
-"""Format and quantization rules of llama.cpp, transformers, SGLang and MLX (selection.md)."""
+"""Format and quantization rules of llama.cpp, transformers, SGLang and MLX (docs/selection.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Node objects to NodeFacts per selection.md's table, and the nodes-document parser."""
+"""Node objects to NodeFacts per docs/selection.md's table, and the nodes-document parser."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ class LlamaCpp(Engine):
         return cmd + self.params(launch.args)
 
     def init_command(self, launch: Launch) -> list[str] | None:
-        """The auto-NGL init container (ngl.md), when it runs: same context and cache settings as the server."""
+        """The auto-NGL init container (docs/ngl.md), when it runs: same context and cache settings as the server."""
         if not auto_ngl(launch.n_gpu_layers, launch.gpus):
             return None
         return ngl_command(launch.model_path, launch.mmproj_path, launch.args)
