@@ -1,4 +1,5 @@
-"""Applying the children: server-side apply under our field manager, skipped when nothing would change.
+"""Applying the children: what a server-side apply sends and whether it is needed (the sending itself is
+execute.py's, the one module that writes to the apiserver).
 
 Server-side apply (SSA) under one field manager, `modeldeploy`:
 - `force=True` takes back the fields we render when someone edited them (they are our intent), but the
@@ -18,20 +19,18 @@ The blocking client for scripts and tests is `blocking.Kube`; the operator uses 
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modeldeploy.controller.kube import FIELD_MANAGER, AsyncKube, KubeError
+from modeldeploy.controller.kube import FIELD_MANAGER, KubeError
 from modeldeploy.controller.views import (
     HASH_ANNOTATION,
     YIELDABLE,
     ChildView,
     controller_uid,
     digest,
-    drift_marker,
     owned_by_others,
 )
 
@@ -44,7 +43,6 @@ __all__ = [
     "ChildConflict",
     "KubeError",
     "any_needs_apply",
-    "apply_children",
     "controller_uid",
     "md_path",
     "needs_apply",
@@ -52,8 +50,6 @@ __all__ = [
     "owned_by_others",
     "yield_fields",
 ]
-
-SECOND_CONTROLLER = "Only one reference can have Controller set to true"
 
 
 class ChildConflict(Exception):
@@ -178,7 +174,7 @@ def needs_apply(
     return any(labels.get(k) != v for k, v in wanted.items())
 
 
-def _view_of(kind: str, name: str, live: Mapping[Any, ChildView | None]) -> ChildView | None:
+def view_of(kind: str, name: str, live: Mapping[Any, ChildView | None]) -> ChildView | None:
     """The watch's view of the child `kind`/`name` (`live`: by (kind, name), or by kind for the model's own
     Deployment and Service); a view of another child of that kind does not count (judged by memory alone)."""
     view = live.get((kind, name), live.get(kind))
@@ -188,75 +184,10 @@ def _view_of(kind: str, name: str, live: Mapping[Any, ChildView | None]) -> Chil
 def any_needs_apply(
     objects: Iterable[tuple[Mapping[str, Any], str]], live: Mapping[Any, ChildView | None], memory: AppliedMemory
 ) -> bool:
-    """Whether apply_children would send anything (objects: with_hash pairs, or stubs with kind/metadata)."""
+    """Whether execute.apply_children would send anything (objects: with_hash pairs, or stubs with kind/metadata)."""
     for body, value in objects:
         kind, meta = str(body["kind"]), body["metadata"]
         key = (kind, str(meta["namespace"]), str(meta["name"]))
-        if needs_apply(body, value, _view_of(kind, key[2], live), memory.get(*key)):
+        if needs_apply(body, value, view_of(kind, key[2], live), memory.get(*key)):
             return True
     return False
-
-
-# Kinds whose admission reads another child (apply_children): RBAC checks a RoleBinding against its Role,
-# KEDA's admission webhook reads a ScaledObject's target workload (and an HPA targets one too).
-APPLIED_AFTER = frozenset({"RoleBinding", "ScaledObject", "HTTPScaledObject", "HorizontalPodAutoscaler"})
-
-
-async def apply_children(
-    kube: AsyncKube,
-    objects: Iterable[tuple[Mapping[str, Any], str]],
-    live: Mapping[Any, ChildView | None],
-    memory: AppliedMemory,
-) -> list[Applied]:
-    """Apply each rendered child (with_hash's pairs) that needs it (`live`: the watch's view by (kind, name),
-    or by kind for the model's own Deployment and Service).
-
-    The children are sent at once, not one after another, so a new ModelDeployment's Deployment, Service and
-    status cost two round trips, not three, which is what a burst waits on (docs/operator-at-scale.md).
-    Admission reads no child from another, except RBAC (a RoleBinding is checked against the Role it
-    names: the binder must hold that Role's permissions) and KEDA's webhook (a ScaledObject's target
-    workload must exist): those kinds (APPLIED_AFTER) go once the rest is applied.
-
-    Raises ChildConflict for a child another controller owns, ApplyError for any other refusal (the first
-    in render order; it holds the children that were applied).
-    """
-    results: list[Applied | None] = []  # in render order; None where an apply is on its way
-    wanted: list[tuple[int, tuple[str, str, str], str, ChildView | None, Mapping[str, Any]]] = []
-    for body, value in objects:
-        kind, meta = str(body["kind"]), body["metadata"]
-        key = (kind, str(meta["namespace"]), str(meta["name"]))
-        view = _view_of(kind, key[2], live)
-        if needs_apply(body, value, view, memory.get(*key)):
-            wanted.append((len(results), key, value, view, body))
-            results.append(None)
-        else:
-            results.append(Applied(kind, key[2], None, changed=False, created=False))
-
-    async def send(view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
-
-    answers: list[Any] = [None] * len(wanted)
-    for later in (False, True):
-        wave = [i for i, (_, key, *_) in enumerate(wanted) if (key[0] in APPLIED_AFTER) == later]
-        got = await asyncio.gather(*(send(wanted[i][3], wanted[i][4]) for i in wave), return_exceptions=True)
-        for i, answer in zip(wave, got, strict=True):
-            answers[i] = answer
-    failure: tuple[str, str, KubeError] | None = None
-    for (slot, key, value, view, _), stored in zip(wanted, answers, strict=True):
-        kind, name = key[0], key[2]
-        if isinstance(stored, KubeError):
-            if stored.status == 422 and SECOND_CONTROLLER in stored.message:
-                raise ChildConflict(f"{kind} {name} already exists and is controlled by another object") from stored
-            failure = failure or (kind, name, stored)
-            continue
-        if isinstance(stored, BaseException):
-            raise stored
-        memory.entries[key] = (value, drift_marker(stored))
-        version = (stored.get("metadata") or {}).get("resourceVersion")
-        before = view.resource_version if view is not None else None
-        created = view is None and (stored.get("metadata") or {}).get("generation") in (None, 1)
-        results[slot] = Applied(kind, name, stored, changed=version != before, created=created)
-    done = [result for result in results if result is not None]
-    if failure is not None:
-        raise ApplyError(failure[0], failure[1], failure[2], done) from failure[2]
-    return done

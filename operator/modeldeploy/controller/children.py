@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modeldeploy.api.conditions import Condition
 from modeldeploy.controller.views import ChildView
 
-Condition = tuple[str, str, str, str]  # type, status, reason, message
 KEDA_CONDITIONS = ("Ready", "Active")
 
 
@@ -28,7 +28,7 @@ def keda_conditions(obj: Mapping[str, Any]) -> tuple[Condition, ...]:
         return ()
     found = {c.get("type"): c for c in (obj.get("status") or {}).get("conditions") or () if isinstance(c, dict)}
     return tuple(
-        (kind, str(c.get("status") or "Unknown"), str(c.get("reason") or ""), str(c.get("message") or ""))
+        Condition(kind, str(c.get("status") or "Unknown"), str(c.get("reason") or ""), str(c.get("message") or ""))
         for kind in KEDA_CONDITIONS
         if (c := found.get(kind)) is not None
     )

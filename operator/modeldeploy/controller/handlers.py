@@ -38,8 +38,9 @@ from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Children
 from modeldeploy.controller.kube import AsyncKube, KubeError
+from modeldeploy.controller.plan import Memory, World
 from modeldeploy.controller.pod_report import worth_a_reconcile
-from modeldeploy.controller.reconcile import Memory, World, reconcile
+from modeldeploy.controller.reconcile import reconcile
 from modeldeploy.controller.serializer import Serializer
 from modeldeploy.controller.settings import configure
 from modeldeploy.controller.views import ChildView, PodView, md_view, rv_int

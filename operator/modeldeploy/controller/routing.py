@@ -1,8 +1,8 @@
 """A model name another ModelDeployment already routes on the Gateway, in a reconcile (scaling/conflicts.py).
 
-Kept apart from reconcile.py: the reconcile asks `older_route` whether an older ModelDeployment holds
-this one's served name (the rivals come from a watch index of served names, child_handlers.py, or a
-LIST for tools), and, when one does, leaves its HTTPRoute out and removes an earlier one of ours.
+The plan asks `older_route` whether an older ModelDeployment holds this one's served name (the rivals
+come from a watch index of served names, child_handlers.py, or a LIST for tools), and, when one does,
+leaves its HTTPRoute out and has execute.py remove an earlier one of ours.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from modeldeploy.api.conditions import Condition
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller.kube import AsyncKube, KubeError
-from modeldeploy.scaling.conflicts import Claimant, Condition, conflict_conditions, older_claimant, served_name
-
-ROUTE_PATH = "/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes/{name}"
+from modeldeploy.scaling.conflicts import Claimant, conflict_conditions, older_claimant, served_name
 
 
 def older_route(
@@ -24,24 +22,16 @@ def older_route(
 
     Only a plan that renders a route (`Routed=True`) can conflict."""
     served = served_name(body)
-    if not config.gateway.enabled or served is None or not any(c[0] == "Routed" and c[1] == "True" for c in extra):
+    if (
+        not config.gateway.enabled
+        or served is None
+        or not any(c.type == "Routed" and c.status == "True" for c in extra)
+    ):
         return tuple(extra), None
     older = older_claimant(Claimant.of(body), rivals, shared_gateway=bool(config.gateway.namespace))
     if older is None:
         return tuple(extra), None
     return conflict_conditions(extra, served, config.gateway.name, older), older
-
-
-async def remove_route(kube: AsyncKube, namespace: str, name: str, present: bool) -> int:
-    """Delete our HTTPRoute `name` when the watch shows one; the number of requests made."""
-    if not present:
-        return 0
-    try:
-        await kube.request("DELETE", ROUTE_PATH.format(namespace=namespace, name=name))
-    except KubeError as exc:
-        if exc.status != 404:
-            raise
-    return 1
 
 
 def claimants(items: Iterable[Mapping[str, Any]], served: str | None) -> tuple[Claimant, ...]:

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from modeldeploy.api.conditions import Condition
 from modeldeploy.selection.types import Decision
 
 ENGINE_SELECTED = "EngineSelected"
@@ -183,14 +184,14 @@ class Observation:
     n_gpu_layers: int | None = None  # what its newest pod's init container decided, when one has
     unschedulable: str | None = None  # the scheduler's message for a pod it cannot place
     retrying: bool = False  # the problem is an apply the operator retries by itself (Reconciling)
-    extra_conditions: tuple[tuple[str, str, str, str], ...] = ()  # Autoscaling / Routed, when asked for
+    extra_conditions: tuple[Condition, ...] = ()  # Autoscaling / Routed, when asked for
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str) -> tuple[str, str, str, str]:
-    return (kind, "True" if ok else "False", reason, message)
+def _condition(kind: str, ok: bool, reason: str, message: str) -> Condition:
+    return Condition(kind, "True" if ok else "False", reason, message)
 
 
-def desired_conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
+def desired_conditions(obs: Observation) -> list[Condition]:
     """(type, status, reason, message) for every condition, before timestamps. The heart of the module."""
     decision, dep = obs.decision, obs.deployment
     kept = "; the running Deployment is left as it is" if dep is not None else ""
@@ -272,14 +273,14 @@ def desired_conditions(obs: Observation) -> list[tuple[str, str, str, str]]:
 
 def merge_conditions(
     old: Sequence[Mapping[str, Any]] | None,
-    desired: Sequence[tuple[str, str, str, str]],
+    desired: Sequence[Condition],
     generation: int | None,
     now: str,
 ) -> list[dict[str, Any]]:
     """Conditions with timestamps: a condition keeps its lastTransitionTime unless its status flipped."""
     previous = {c.get("type"): c for c in old or ()}
     out: list[dict[str, Any]] = []
-    for kind, status, reason, message in sorted(desired, key=lambda c: CONDITION_ORDER.index(c[0])):
+    for kind, status, reason, message in sorted(desired, key=lambda c: CONDITION_ORDER.index(c.type)):
         before = previous.get(kind)
         since = before.get("lastTransitionTime") if before and before.get("status") == status else None
         condition: dict[str, Any] = {

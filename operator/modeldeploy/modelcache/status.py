@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy.api.conditions import Condition
 from modeldeploy.fetch.report import ANNOTATION
 from modeldeploy.modelcache.plan import CachePlan
 
@@ -31,7 +32,7 @@ class CacheState:
     """`status.model` (without quantization) and the ModelReady condition (status, reason, message)."""
 
     model: dict[str, Any]
-    condition: tuple[str, str, str, str]
+    condition: Condition
 
     @property
     def ready(self) -> bool:
@@ -79,7 +80,7 @@ def _state(plan: CachePlan, phase: str, message: str, reason: str, **fields: Any
     model.update({k: v for k, v in fields.items() if v is not None})
     model["summary"] = _percent(model.get("bytesDone"), model.get("bytesTotal")) if phase == "Downloading" else phase
     status = "True" if phase == "Ready" else "False"
-    return CacheState(model, (MODEL_READY, status, reason, message))
+    return CacheState(model, Condition(MODEL_READY, status, reason, message))
 
 
 def cache_state(

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Condition = tuple[str, str, str, str]  # type, status, reason, message
+from modeldeploy.api.conditions import Condition
+
 CONFLICT = "ModelNameConflict"
 
 
@@ -65,5 +66,5 @@ def conflict_conditions(
         f"{older.namespace}/{older.name}, created earlier; this one's HTTPRoute is not applied "
         "(give it a distinct spec.model.name)"
     )
-    kept = tuple(c for c in extra if c[0] != "Routed")
-    return (*kept, ("Routed", "False", CONFLICT, message))
+    kept = tuple(c for c in extra if c.type != "Routed")
+    return (*kept, Condition("Routed", "False", CONFLICT, message))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-Condition = tuple[str, str, str, str]  # type, status, reason, message
+from modeldeploy.api.conditions import Condition
+
 KEDA_REASON = "KEDA"
 NOT_READY = "ScaledObjectNotReady"
 
@@ -27,12 +28,12 @@ def with_keda_status(extra: Sequence[Condition], reported: Sequence[Condition]) 
             out.append(condition)
         elif ready[0] == "False":
             why = ": ".join(part for part in (ready[1], ready[2]) if part) or "no reason given"
-            out.append((kind, "False", NOT_READY, f"KEDA reports the ScaledObject not ready ({why})"))
+            out.append(Condition(kind, "False", NOT_READY, f"KEDA reports the ScaledObject not ready ({why})"))
         else:
             state = (
                 "active: its triggers ask for more than the minimum"
                 if active and active[0] == "True"
                 else ("not active: running the minimum")
             )
-            out.append((kind, status, reason, f"{message}; KEDA has the ScaledObject Ready, {state}"))
+            out.append(Condition(kind, status, reason, f"{message}; KEDA has the ScaledObject Ready, {state}"))
     return tuple(out)

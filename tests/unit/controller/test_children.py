@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.controller.apply import AppliedMemory, ApplyError, apply_children, needs_apply, with_hash
+from modeldeploy.controller.apply import AppliedMemory, ApplyError, needs_apply, with_hash
 from modeldeploy.controller.children import Child, Children, keda_conditions
+from modeldeploy.controller.execute import apply_children
 from modeldeploy.controller.kube import KubeError
 from modeldeploy.controller.views import ChildView, drift_marker
 

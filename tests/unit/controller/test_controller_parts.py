@@ -10,7 +10,7 @@ from modeldeploy.controller.apply import controller_uid, object_path, owned_by_o
 from modeldeploy.controller.handlers import Serializer, owner_name, workload_owner
 from modeldeploy.controller.metrics import Metrics
 from modeldeploy.controller.nodes_index import FactsMemory, index_entry, snapshot
-from modeldeploy.controller.reconcile import current_engine, parse, stability_inputs
+from modeldeploy.controller.plan import current_engine, parse, stability_inputs
 from modeldeploy.controller.views import ChildView
 
 DEPLOYMENT = {

@@ -8,8 +8,9 @@ from typing import Any
 import yaml
 
 from modeldeploy.config import LabelMappings, OperatorConfig
-from modeldeploy.controller import reconcile as rec
-from modeldeploy.controller.reconcile import Memory, World, plan
+from modeldeploy.controller import plan as rec
+from modeldeploy.controller.plan import Memory, World
+from modeldeploy.controller.plan import decide as plan
 from modeldeploy.selection import facts_from_document
 
 CONFIG = OperatorConfig()

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import model_cache
+from modeldeploy.controller import execute
 from modeldeploy.controller.cache_views import CacheObjects, claim_view, job_view, pod_view
 from modeldeploy.fetch.report import ANNOTATION
 from modeldeploy.modelcache import plan as p
@@ -90,7 +90,7 @@ def _seen(claim: dict[str, Any] | None, job: dict[str, Any] | None) -> CacheObje
 
 
 def test_a_steady_cache_is_read_from_the_watches_without_a_request() -> None:
-    state = asyncio.run(model_cache.converge(_NoCalls(), MD, CONFIG, _seen(_claim(), _job())))  # type: ignore[arg-type]
+    state = asyncio.run(execute.converge_cache(_NoCalls(), MD, CONFIG, _seen(_claim(), _job())))  # type: ignore[arg-type]
     assert state is not None and state.ready and state.model["revision"] == "abc123"
 
 
@@ -110,7 +110,7 @@ class _Recorder:
 def test_an_object_the_watch_does_not_show_is_asked_for_once_before_anything_is_created() -> None:
     path = f"/apis/batch/v1/namespaces/team-a/jobs/{PLAN.name}"
     kube = _Recorder({path: _job()})  # made by another reconcile a moment ago: the watch has not shown it yet
-    state = asyncio.run(model_cache.converge(kube, MD, CONFIG, _seen(_claim(), None)))  # type: ignore[arg-type]
+    state = asyncio.run(execute.converge_cache(kube, MD, CONFIG, _seen(_claim(), None)))  # type: ignore[arg-type]
     assert kube.calls == [("GET", path)] and state is not None and state.ready
 
 

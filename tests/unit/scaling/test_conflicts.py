@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from modeldeploy.api.conditions import Condition
 from modeldeploy.config import OperatorConfig
 from modeldeploy.config.scaling import GatewaySettings
 from modeldeploy.controller.routing import claimants, older_route
 from modeldeploy.scaling.conflicts import CONFLICT, Claimant, older_claimant, served_name
 
-ROUTED = (("Routed", "True", "InferencePool", "requests naming this model reach its pool"),)
+ROUTED = (Condition("Routed", "True", "InferencePool", "requests naming this model reach its pool"),)
 
 
 def _md(name: str, created: str, served: str = "chat", namespace: str = "a", **meta: Any) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def test_the_newer_reports_model_name_conflict_naming_the_older() -> None:
 def test_no_conflict_without_a_route_or_a_gateway() -> None:
     bodies = [_md("old", "2026-01-01T00:00:00Z"), _md("new", "2026-01-02T00:00:00Z")]
     rivals = claimants(bodies, "chat")
-    missing = (("Routed", "False", "CRDMissing", "no HTTPRoute CRD"),)
+    missing = (Condition("Routed", "False", "CRDMissing", "no HTTPRoute CRD"),)
     gateway = OperatorConfig(gateway=GatewaySettings(name="inference"))
     assert older_route(bodies[1], rivals, gateway, missing) == (missing, None)
     assert older_route(bodies[1], rivals, OperatorConfig(), ROUTED) == (ROUTED, None)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from modeldeploy.api.conditions import Condition
 from modeldeploy.scaling.keda_status import NOT_READY, with_keda_status
 
-PLAN = (("Autoscaling", "True", "KEDA", "KEDA scales 1..4 on requests in flight"), ("Routed", "True", "X", "y"))
+PLAN = (
+    Condition("Autoscaling", "True", "KEDA", "KEDA scales 1..4 on requests in flight"),
+    Condition("Routed", "True", "X", "y"),
+)
 
 
 def test_nothing_reported_leaves_the_plan_as_it_is() -> None:
@@ -32,5 +36,5 @@ def test_ready_says_whether_the_triggers_are_active() -> None:
 
 
 def test_an_hpa_fallback_is_not_touched() -> None:
-    hpa = (("Autoscaling", "True", "HPAFallback", "no KEDA"),)
+    hpa = (Condition("Autoscaling", "True", "HPAFallback", "no KEDA"),)
     assert with_keda_status(hpa, (("Ready", "False", "x", "y"),)) == hpa
