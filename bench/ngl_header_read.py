@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
-from modeldeploy.ngl.estimate import GpuInfo, Options, decide  # noqa: E402
+from modeldeploy.ngl.estimate import GpuInfo, decide  # noqa: E402
 from modeldeploy.ngl.gguf_header import read_header  # noqa: E402
+from modeldeploy.ngl.memory import Options  # noqa: E402
 from tests.support import ngl_gguf  # noqa: E402
 
 SPEC = ngl_gguf.Spec(n_layer=80, n_embd=8192, n_head=64, n_head_kv=8, n_ff=28672, n_vocab=128256, n_ctx_train=131072)

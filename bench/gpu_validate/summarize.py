@@ -17,8 +17,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "operator"))
 
-from modeldeploy.ngl.estimate import GpuInfo, Options, decide, projector_facts  # noqa: E402
+from modeldeploy.ngl.estimate import GpuInfo, decide  # noqa: E402
+from modeldeploy.ngl.facts import projector_facts  # noqa: E402
 from modeldeploy.ngl.gguf_header import read_header  # noqa: E402
+from modeldeploy.ngl.memory import Options  # noqa: E402
 
 MiB = 1 << 20
 

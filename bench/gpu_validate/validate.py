@@ -33,9 +33,11 @@ import pynvml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "operator"))
 
-from modeldeploy.ngl.estimate import Options, decide, projector_facts  # noqa: E402
+from modeldeploy.ngl.estimate import decide  # noqa: E402
+from modeldeploy.ngl.facts import projector_facts  # noqa: E402
 from modeldeploy.ngl.gguf_header import read_header  # noqa: E402
 from modeldeploy.ngl.gpus import discover  # noqa: E402
+from modeldeploy.ngl.memory import Options  # noqa: E402
 
 MiB = 1 << 20
 BUF_RE = re.compile(

@@ -5,8 +5,9 @@ pure estimate), gpus (NVML), cli (`modeldeploy ngl`), initcontainer (the init co
 """
 
 from modeldeploy.ngl.cli import run_cli
-from modeldeploy.ngl.estimate import GpuInfo, NglResult, Options, decide, estimate
+from modeldeploy.ngl.estimate import GpuInfo, NglResult, decide, estimate
 from modeldeploy.ngl.gguf_header import GGUFHeader, GGUFHeaderError, read_header
+from modeldeploy.ngl.memory import Options
 
 __all__ = [
     "GGUFHeader",

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from modeldeploy.ngl import gpus as gpu_discovery
-from modeldeploy.ngl.estimate import CACHE_TYPES, GpuInfo, NglResult, Options, decide, projector_facts
+from modeldeploy.ngl.estimate import GpuInfo, NglResult, decide
+from modeldeploy.ngl.facts import projector_facts
 from modeldeploy.ngl.gguf_header import GGUFHeaderError, read_header
+from modeldeploy.ngl.memory import CACHE_TYPES, Options
 
 log = logging.getLogger("modeldeploy.ngl")
 

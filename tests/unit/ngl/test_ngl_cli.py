@@ -14,7 +14,7 @@ import pytest
 
 from modeldeploy.engines.llamacpp.spec import ngl_command
 from modeldeploy.ngl import cli, gpus, initcontainer
-from modeldeploy.ngl.estimate import Options
+from modeldeploy.ngl.memory import Options
 
 KEYS = ["n_gpu_layers", "tensor_split", "estimate", "fallback", "reason"]
 

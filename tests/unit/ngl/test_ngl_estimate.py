@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.ngl.estimate import GpuInfo, Options, decide, estimate, projector_facts
+from modeldeploy.ngl.estimate import GpuInfo, decide, estimate
+from modeldeploy.ngl.facts import projector_facts
 from modeldeploy.ngl.gguf_header import read_header
+from modeldeploy.ngl.memory import Options
 from tests.support import ngl_gguf
 from tests.support.gguf_tables import nbytes
 from tests.support.ngl_gguf import Q, Spec
@@ -78,7 +80,8 @@ def test_monotonic_in_context_parallel_and_cache_type(models: dict[str, Path], n
 
 def test_kv_bytes_per_layer_llama() -> None:
     """K + V per layer = cells x kv heads x head dim x 2 bytes each (f16), cells padded to 256."""
-    from modeldeploy.ngl.estimate import kv_bytes_per_layer, model_facts
+    from modeldeploy.ngl.facts import model_facts
+    from modeldeploy.ngl.memory import kv_bytes_per_layer
 
     spec = ngl_gguf.SPECS["llama"]
     import tempfile
@@ -94,7 +97,8 @@ def test_kv_bytes_per_layer_llama() -> None:
 
 
 def test_sliding_window_layers_hold_only_the_window(models: dict[str, Path]) -> None:
-    from modeldeploy.ngl.estimate import kv_bytes_per_layer, model_facts
+    from modeldeploy.ngl.facts import model_facts
+    from modeldeploy.ngl.memory import kv_bytes_per_layer
 
     m = model_facts(read_header(models["gemma3"]))
     kv = kv_bytes_per_layer(m, Options(n_ctx=32768))
@@ -112,7 +116,9 @@ def test_layers_go_last_first_and_output_first(models: dict[str, Path]) -> None:
     w = big.layer_weights_bytes
     for n in range(1, 4):
         layers = list(range(len(w) - (n - 1), len(w)))
-        from modeldeploy.ngl.estimate import _layout, kv_bytes_per_layer, model_facts
+        from modeldeploy.ngl.estimate import _layout
+        from modeldeploy.ngl.facts import model_facts
+        from modeldeploy.ngl.memory import kv_bytes_per_layer
 
         m = model_facts(h)
         o = Options(n_ctx=2048)

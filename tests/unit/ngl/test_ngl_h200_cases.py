@@ -12,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.ngl.estimate import (
-    PROJECTOR_BACKEND_BYTES,
-    PROJECTOR_FLASH_ATTN_BYTES,
-    GpuInfo,
-    Options,
-    decide,
-    kv_bytes_per_layer,
-    model_facts,
-    overhead_bytes,
-    projector_facts,
-)
+from modeldeploy.ngl.estimate import GpuInfo, decide
+from modeldeploy.ngl.facts import PROJECTOR_BACKEND_BYTES, PROJECTOR_FLASH_ATTN_BYTES, model_facts, projector_facts
 from modeldeploy.ngl.gguf_header import read_header
+from modeldeploy.ngl.memory import Options, kv_bytes_per_layer, overhead_bytes
 from tests.support import ngl_gguf
 from tests.support.gguf_projectors import PROJECTORS, write_projector
 from tests.support.ngl_gguf import Spec

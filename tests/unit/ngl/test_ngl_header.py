@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader
 
-from modeldeploy.ngl.estimate import MATRIX_ROW_PADDING, model_facts
+from modeldeploy.ngl.facts import MATRIX_ROW_PADDING, model_facts
 from modeldeploy.ngl.gguf_header import GGUFHeaderError, read_header
 from tests.support import ngl_gguf
 from tests.support.gguf_tables import nbytes

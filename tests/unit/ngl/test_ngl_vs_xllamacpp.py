@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from modeldeploy.ngl.estimate import GpuInfo, Options, decide
+from modeldeploy.ngl.estimate import GpuInfo, decide
 from modeldeploy.ngl.gguf_header import read_header
+from modeldeploy.ngl.memory import Options
 from tests.support import ngl_gguf
 from tests.support.ngl_gguf import Spec
 
