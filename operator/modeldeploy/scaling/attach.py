@@ -1,7 +1,9 @@
 """Rendered objects + a ModelDeployment + the CRDs served -> those objects with autoscaling and routing. Pure.
 
 Shared by the operator (on the CRDs API discovery reports) and `modeldeploy render` (on the add-ons the
-user names), so what the CLI prints is what the operator applies on such a cluster.
+user names), so what the CLI prints is what the operator applies on such a cluster. The autoscaling and
+routing objects are built from the same typed inputs the renderer built the Deployment and Service from
+(their metadata, the pod selector, the port), never read back out of the rendered dicts.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
+from modeldeploy.render.containers import PORT
+from modeldeploy.render.labels import selector_labels
+from modeldeploy.render.objects import object_meta
 from modeldeploy.scaling.objects import scaling_objects
 from modeldeploy.scaling.plan import (
     HTTP_ROUTE,
@@ -40,16 +45,15 @@ def with_scaling(
     plan = plan_scaling(md.spec.autoscaling, bool(metrics), engine, config.autoscaling, config.gateway, crds)
     if plan.autoscaler == "none" and not plan.route:
         return objects, plan
-    deployment = next(o for o in objects if o["kind"] == "Deployment")
-    service = next(o for o in objects if o["kind"] == "Service")
     if plan.initial_replicas is not None:
+        deployment = next(o for o in objects if o["kind"] == "Deployment")
         deployment["spec"]["replicas"] = plan.initial_replicas
     spec = md.spec.autoscaling
     extra = scaling_objects(
-        meta=deployment["metadata"],
-        selector=deployment["spec"]["selector"]["matchLabels"],
+        meta=object_meta(md, engine),
+        selector=selector_labels(md),
         served_name=md.spec.model.name,
-        port=int(service["spec"]["ports"][0]["port"]),
+        port=PORT,
         metrics=metrics,
         target=spec.target_requests if spec else 1,
         delay_s=spec.scale_down_delay_seconds if spec else 0,
