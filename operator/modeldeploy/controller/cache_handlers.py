@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from modeldeploy.controller.cache_views import claim_view, job_view, pod_view
-from modeldeploy.controller.handlers import run_reconcile
+from modeldeploy.controller.retries import run_reconcile
 from modeldeploy.modelcache.listing import LISTING_LABEL
 from modeldeploy.modelcache.plan import CACHE_LABEL
 

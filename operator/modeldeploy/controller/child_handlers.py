@@ -22,8 +22,10 @@ import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.controller.children import Child
-from modeldeploy.controller.handlers import OURS, owner_name, run_reconcile, state_of
+from modeldeploy.controller.indexes import owner_name
+from modeldeploy.controller.retries import run_reconcile
 from modeldeploy.controller.settings import SCALING_CHILDREN
+from modeldeploy.controller.state import OURS, state_of
 from modeldeploy.scaling.conflicts import Claimant, served_name
 
 # Every autoscaling/routing kind we may apply, and the Deployment and Service watches, which carry the

@@ -31,8 +31,8 @@ from modeldeploy.controller.apply import AppliedMemory, with_hash
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.routing import older_route
-from modeldeploy.controller.status import INVALID_SPEC, DeploymentView
-from modeldeploy.controller.views import ChildView, PodView, digest
+from modeldeploy.controller.status import INVALID_SPEC
+from modeldeploy.controller.views import ChildView, DeploymentView, PodView, digest
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
 from modeldeploy.render import RenderError, render

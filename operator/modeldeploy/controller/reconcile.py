@@ -22,13 +22,13 @@ from modeldeploy.api.v1alpha1 import API_VERSION, KIND
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import scaling
 from modeldeploy.controller.apply import ApplyError
+from modeldeploy.controller.events import EventSpec
 from modeldeploy.controller.execute import execute, write_status
 from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.plan import Key, Memory, World, plan
 from modeldeploy.controller.report import Report, report
 from modeldeploy.controller.routing import claimants
-from modeldeploy.controller.status import ENGINE_LABEL, EventSpec
-from modeldeploy.controller.views import ChildView, PodView, md_view, newer_status, rv_int
+from modeldeploy.controller.views import ENGINE_LABEL, ChildView, PodView, md_view, newer_status, rv_int
 from modeldeploy.scaling.conflicts import served_name
 from modeldeploy.selection.types import Decision, NodeFacts
 

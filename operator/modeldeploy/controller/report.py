@@ -9,23 +9,16 @@ autoscaling, routing and the model cache, and the shared cache's `status.model`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy.controller import model_cache
-from modeldeploy.controller.apply import Applied
+from modeldeploy.controller.events import EventSpec, child_events, events_for
 from modeldeploy.controller.execute import APPLY_FAILED, Executed
 from modeldeploy.controller.plan import Plan, World
-from modeldeploy.controller.status import (
-    DeploymentView,
-    EventSpec,
-    Observation,
-    compute_status,
-    events_for,
-    status_patch,
-)
-from modeldeploy.controller.views import ChildView, pods_n_gpu_layers, pods_unschedulable
+from modeldeploy.controller.status import Observation, compute_status, status_patch
+from modeldeploy.controller.views import ChildView, DeploymentView, pods_n_gpu_layers, pods_unschedulable
 
 PORT = 8000
 
@@ -97,21 +90,6 @@ def outcome(problem: Any, done: Executed, decision: Any, deployment: DeploymentV
     if decision is not None and decision.engine is not None:
         return "applied"
     return "kept" if deployment is not None else "pending"
-
-
-def child_events(applied: Sequence[Applied], engine: str) -> list[EventSpec]:
-    """One Event per verb for the children one reconcile created or updated, naming them all.
-
-    One per child (a new ModelDeployment has a Deployment and a Service, more with autoscaling or routing)
-    tripled the Events a burst posts, and Kopf posts them a few at a time: 1,000 new objects left 2,000
-    Events queued after the last Deployment was applied (docs/operator-at-scale.md).
-    """
-    events = []
-    for verb, created in (("Created", True), ("Updated", False)):
-        names = [f"{child.kind} {child.name}" for child in applied if child.changed and child.created == created]
-        if names:
-            events.append(EventSpec("Normal", verb, f"{verb.lower()} {', '.join(names)} ({engine})"))
-    return events
 
 
 def failure_message(status: Mapping[str, Any]) -> str | None:

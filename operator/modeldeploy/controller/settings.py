@@ -25,7 +25,7 @@ And about staying up under load and faults (Kopf's docs on configuration and sca
   (`settings.queueing.worker_limit`) is deliberately left unbounded: with indexes, each object's worker
   indexes its object and then waits until every object is indexed, so a limit below the number of
   Nodes (or ModelDeployments) deadlocks the start-up (measured: 64 workers, 200 nodes, nothing ever ran).
-- Failed change handlers back off (handlers.retry_delay); Kopf's own error backoffs stay.
+- Failed change handlers back off (retries.retry_delay); Kopf's own error backoffs stay.
 """
 
 from __future__ import annotations

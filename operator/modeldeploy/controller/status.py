@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from modeldeploy.api.conditions import Condition
+from modeldeploy.controller.views import PROGRESS_DEADLINE_EXCEEDED, DeploymentView
 from modeldeploy.selection.types import Decision
 
 ENGINE_SELECTED = "EngineSelected"
@@ -51,7 +52,6 @@ NO_ELIGIBLE_ENGINE = "NoEligibleEngine"
 INVALID_SPEC = "InvalidSpec"
 ENGINE_NO_LONGER_POSSIBLE = "EngineNoLongerPossible"
 LLAMACPP_CONFIG_RISK = "LlamaCppConfigRisk"
-PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 
 # The status keys this module owns; anything else under status (Kopf's `status.kopf`) is left alone.
 OWNED_KEYS = (
@@ -68,68 +68,6 @@ OWNED_KEYS = (
     "model",  # written by reconcile from modelcache (the weights), not computed here
     "conditions",
 )
-
-ENGINE_LABEL = "modeldeploy.io/engine"
-DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-@dataclass(frozen=True)
-class DeploymentView:
-    """The parts of a Deployment the status is computed from (read once, so the logic needs no dict-digging)."""
-
-    engine: str | None
-    image: str | None
-    generation: int
-    observed_generation: int
-    replicas: int  # desired (spec.replicas)
-    status_replicas: int
-    updated_replicas: int
-    ready_replicas: int
-    available_replicas: int
-    deadline_exceeded: bool
-    failure: str | None  # ReplicaFailure condition message (quota, admission), when True
-
-    @classmethod
-    def from_object(cls, obj: Mapping[str, Any]) -> DeploymentView:
-        """Read a Deployment as the apiserver returns it (camelCase JSON)."""
-        meta = obj.get("metadata") or {}
-        spec = obj.get("spec") or {}
-        status = obj.get("status") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or ()}
-        progressing = conditions.get("Progressing") or {}
-        failure = conditions.get("ReplicaFailure") or {}
-        replicas = spec.get("replicas")
-        return cls(
-            engine=(meta.get("labels") or {}).get(ENGINE_LABEL),
-            image=engine_image(obj),
-            generation=_int(meta.get("generation")),
-            observed_generation=_int(status.get("observedGeneration")),
-            replicas=1 if replicas is None else _int(replicas),  # the apiserver defaults a missing one to 1
-            status_replicas=_int(status.get("replicas")),
-            updated_replicas=_int(status.get("updatedReplicas")),
-            ready_replicas=_int(status.get("readyReplicas")),
-            available_replicas=_int(status.get("availableReplicas")),
-            deadline_exceeded=progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED,
-            failure=failure.get("message") if failure.get("status") == "True" else None,
-        )
-
-
-def engine_image(deployment: Mapping[str, Any]) -> str | None:
-    """The engine container's image: the pod's default container (the renderer names it), else the first."""
-    template = (deployment.get("spec") or {}).get("template") or {}
-    containers = (template.get("spec") or {}).get("containers") or []
-    if not containers:
-        return None
-    wanted = ((template.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
-    for container in containers:
-        if container.get("name") == wanted:
-            return str(container["image"]) if container.get("image") is not None else None
-    image = containers[0].get("image")
-    return str(image) if image is not None else None
 
 
 @dataclass(frozen=True)
@@ -366,51 +304,3 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[
         elif old.get(key) is not None:
             patch[key] = None
     return patch or None
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    """A Kubernetes Event to post on the ModelDeployment."""
-
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-def events_for(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[EventSpec]:
-    """Events for what changed between two statuses: decisions and failures, once each, never on a no-op."""
-    old = old or {}
-    before = {c.get("type"): c for c in old.get("conditions") or ()}
-    after = {c["type"]: c for c in new.get("conditions") or ()}
-
-    def changed(kind: str) -> Mapping[str, Any] | None:
-        now_c, was = after.get(kind), before.get(kind)
-        if now_c is None:
-            return None
-        if was is None or (was.get("status"), was.get("reason")) != (now_c["status"], now_c["reason"]):
-            return cast(Mapping[str, Any], now_c)
-        return None
-
-    events: list[EventSpec] = []
-    selected = changed(ENGINE_SELECTED)
-    if selected is not None:
-        if selected["status"] == "True":
-            events.append(EventSpec("Normal", "EngineSelected", selected["message"]))
-        else:
-            events.append(EventSpec("Warning", selected["reason"], selected["message"]))
-    if old.get("engine") and new.get("engine") and old["engine"] != new["engine"]:
-        events.append(EventSpec("Normal", "EngineChanged", f"engine changed from {old['engine']} to {new['engine']}"))
-    degraded = changed(DEGRADED)
-    if degraded is not None:
-        if degraded["status"] == "True":
-            if selected is None or selected["reason"] != degraded["reason"]:  # not the same news twice
-                events.append(EventSpec("Warning", degraded["reason"], degraded["message"]))
-        elif degraded["status"] == "False" and before.get(DEGRADED, {}).get("status") == "True":
-            events.append(EventSpec("Normal", "Recovered", "no longer degraded"))
-    ready = changed(READY)
-    if ready is not None:
-        if ready["status"] == "True":
-            events.append(EventSpec("Normal", "Ready", ready["message"]))
-        elif before.get(READY, {}).get("status") == "True":
-            events.append(EventSpec("Warning", "NotReady", f"{ready['reason']}: {ready['message']}"))
-    return events

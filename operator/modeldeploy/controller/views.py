@@ -22,13 +22,75 @@ from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy.controller.pod_report import has_auto_ngl, n_gpu_layers, unschedulable
-from modeldeploy.controller.status import DeploymentView
 
 HASH_ANNOTATION = "modeldeploy.io/applied-hash"
 INSTANCE = "app.kubernetes.io/instance"
 # Fields of our children we stop applying once another manager owns them (managedFields paths).
 YIELDABLE: dict[str, tuple[str, ...]] = {"Deployment": ("spec", "replicas")}
 FIELD_MANAGER = "modeldeploy"
+
+PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"  # a Deployment's Progressing reason
+ENGINE_LABEL = "modeldeploy.io/engine"
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """The parts of a Deployment the status is computed from (read once, so the logic needs no dict-digging)."""
+
+    engine: str | None
+    image: str | None
+    generation: int
+    observed_generation: int
+    replicas: int  # desired (spec.replicas)
+    status_replicas: int
+    updated_replicas: int
+    ready_replicas: int
+    available_replicas: int
+    deadline_exceeded: bool
+    failure: str | None  # ReplicaFailure condition message (quota, admission), when True
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> DeploymentView:
+        """Read a Deployment as the apiserver returns it (camelCase JSON)."""
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or ()}
+        progressing = conditions.get("Progressing") or {}
+        failure = conditions.get("ReplicaFailure") or {}
+        replicas = spec.get("replicas")
+        return cls(
+            engine=(meta.get("labels") or {}).get(ENGINE_LABEL),
+            image=engine_image(obj),
+            generation=_int(meta.get("generation")),
+            observed_generation=_int(status.get("observedGeneration")),
+            replicas=1 if replicas is None else _int(replicas),  # the apiserver defaults a missing one to 1
+            status_replicas=_int(status.get("replicas")),
+            updated_replicas=_int(status.get("updatedReplicas")),
+            ready_replicas=_int(status.get("readyReplicas")),
+            available_replicas=_int(status.get("availableReplicas")),
+            deadline_exceeded=progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED,
+            failure=failure.get("message") if failure.get("status") == "True" else None,
+        )
+
+
+def engine_image(deployment: Mapping[str, Any]) -> str | None:
+    """The engine container's image: the pod's default container (the renderer names it), else the first."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    if not containers:
+        return None
+    wanted = ((template.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CONTAINER_ANNOTATION)
+    for container in containers:
+        if container.get("name") == wanted:
+            return str(container["image"]) if container.get("image") is not None else None
+    image = containers[0].get("image")
+    return str(image) if image is not None else None
 
 
 def digest(obj: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modeldeploy.controller.apply import Applied
-from modeldeploy.controller.report import child_events
+from modeldeploy.controller.events import child_events
 
 
 def test_children_changed_by_one_reconcile_make_one_event_per_verb() -> None:

@@ -7,10 +7,11 @@ from typing import Any
 
 from modeldeploy.config import LabelMappings
 from modeldeploy.controller.apply import controller_uid, object_path, owned_by_others, yield_fields
-from modeldeploy.controller.handlers import Serializer, owner_name, workload_owner
+from modeldeploy.controller.indexes import owner_name, workload_owner
 from modeldeploy.controller.metrics import Metrics
 from modeldeploy.controller.nodes_index import FactsMemory, index_entry, snapshot
 from modeldeploy.controller.plan import current_engine, parse, stability_inputs
+from modeldeploy.controller.serializer import Serializer
 from modeldeploy.controller.views import ChildView
 
 DEPLOYMENT = {

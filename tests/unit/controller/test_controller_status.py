@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.controller.status import (
-    DeploymentView,
-    Observation,
-    Rollout,
-    compute_status,
-    engine_image,
-    events_for,
-    rollout,
-    status_patch,
-)
+from modeldeploy.controller.events import events_for
+from modeldeploy.controller.status import Observation, Rollout, compute_status, rollout, status_patch
+from modeldeploy.controller.views import DeploymentView, engine_image
 from modeldeploy.selection.types import Decision, EngineCandidate, Placement
 
 T1, T2, T3 = "2025-01-01T00:00:00Z", "2025-01-01T00:01:00Z", "2025-01-01T00:02:00Z"

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import handlers
-from modeldeploy.controller.handlers import State
+from modeldeploy.controller import sweep
+from modeldeploy.controller.state import State
 from modeldeploy.selection.types import NodeFacts
 
 LOG = logging.getLogger("test")
@@ -39,16 +39,16 @@ def run_sweep(monkeypatch: Any, objects: int, changes: int, change_while_sweepin
         state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
         seen["running"] -= 1
 
-    monkeypatch.setattr(handlers, "run_reconcile", reconcile)
-    monkeypatch.setattr(handlers, "SWEEP_DELAY_S", 0.05)
+    monkeypatch.setattr(sweep, "run_reconcile", reconcile)
+    monkeypatch.setattr(sweep, "SWEEP_DELAY_S", 0.05)
 
     async def burst() -> None:
         for i in range(changes):  # every node goes NotReady, one event each
             state.facts.observe(f"n{i}", facts(f"n{i}", ready=False))
-            handlers.schedule_sweep(memo, {}, LOG)
+            sweep.schedule_sweep(memo, {}, LOG)
             await asyncio.sleep(0)
         if not changes:
-            handlers.schedule_sweep(memo, {}, LOG)  # a re-listing that changed nothing
+            sweep.schedule_sweep(memo, {}, LOG)  # a re-listing that changed nothing
         assert state.sweep is not None
         await state.sweep
 
@@ -60,7 +60,7 @@ def run_sweep(monkeypatch: Any, objects: int, changes: int, change_while_sweepin
 def test_a_burst_of_node_changes_is_one_reevaluation_per_modeldeployment(monkeypatch: Any) -> None:
     seen = run_sweep(monkeypatch, objects=200, changes=50)
     assert sorted(seen["calls"]) == [f"md-{i:03d}" for i in range(200)]  # 50 changes, each object once
-    assert seen["most"] == handlers.SWEEP_WORKERS
+    assert seen["most"] == sweep.SWEEP_WORKERS
     assert seen["stale"] == []
 
 
@@ -87,15 +87,15 @@ def churn(monkeypatch: Any, *, changes: int, every_s: float, max_delay_s: float)
         passes.append(asyncio.get_running_loop().time())
         state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
 
-    monkeypatch.setattr(handlers, "run_reconcile", reconcile)
-    monkeypatch.setattr(handlers, "SWEEP_DELAY_S", 0.05)
-    monkeypatch.setattr(handlers, "SWEEP_MAX_DELAY_S", max_delay_s)
+    monkeypatch.setattr(sweep, "run_reconcile", reconcile)
+    monkeypatch.setattr(sweep, "SWEEP_DELAY_S", 0.05)
+    monkeypatch.setattr(sweep, "SWEEP_MAX_DELAY_S", max_delay_s)
 
     async def nodes_joining() -> float:
         loop = asyncio.get_running_loop()
         for i in range(changes):
             state.facts.observe(f"n{i}", facts(f"n{i}"))
-            handlers.schedule_sweep(memo, {}, LOG)
+            sweep.schedule_sweep(memo, {}, LOG)
             await asyncio.sleep(every_s)
         ended = loop.time()
         while state.sweep is not None and not state.sweep.done():

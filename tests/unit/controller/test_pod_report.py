@@ -63,7 +63,7 @@ def test_deployment_helpers() -> None:
 
 
 def _status(auto_ngl: bool, reported: int | None, old: dict[str, Any]) -> dict[str, Any]:
-    from modeldeploy.controller.status import DeploymentView
+    from modeldeploy.controller.views import DeploymentView
 
     dep = DeploymentView("llama.cpp", "img", 1, 1, 1, 1, 1, 1, 1, False, None)
     obs = Observation(generation=1, decision=None, deployment=dep, auto_ngl=auto_ngl, n_gpu_layers=reported)

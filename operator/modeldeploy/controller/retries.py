@@ -1,0 +1,106 @@
+"""The reconcile as every handler runs it: serialised per object, measured, its Events posted, and retried
+with backoff when the apiserver refuses (Kopf never retries event handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modeldeploy.controller.indexes import world_of
+from modeldeploy.controller.kube import KubeError
+from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.controller.state import state_of
+
+
+async def run_reconcile(
+    memo: Any,
+    namespace: str,
+    name: str,
+    indexes: Mapping[str, Any],
+    logger: logging.Logger,
+    *,
+    trigger: str,
+    coalesce: bool,
+    retry: int = 0,
+) -> None:
+    """Serialised, measured reconcile of one ModelDeployment, with its Events posted.
+
+    On apiserver trouble (a status that cannot be written, an apply refused: the status says so when it
+    can), a retry is scheduled with backoff (every trigger is a Kopf event handler, which Kopf never
+    retries), so no failure is left to the next event that may never come. `coalesce=False` waits for
+    its turn even when another reconcile of the object is already queued.
+    """
+    state = state_of(memo)
+    assert state.kube is not None
+    key = (namespace, name)
+    async with state.serializer.turn(key, coalesce=coalesce) as go:
+        if not go:
+            state.metrics.reconciled(trigger, "skipped", 0.0, None)
+            return
+        world = world_of(state, namespace, name, indexes)  # inside the lock: the newest views
+        started = time.monotonic()
+        failure: str | None = None
+        try:
+            result = await reconcile(state.kube, namespace, name, world, state.config, state.memory)
+        except KubeError as exc:
+            state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
+            failure = f"apiserver: {exc}"
+        except Exception:
+            state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
+            raise
+        else:
+            state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
+            state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
+            state.metrics.requested(result.requests)
+            post_events(result)
+            if result.failed is not None:
+                failure = f"apply failed: {result.failed}"
+            elif result.status_written or result.events:
+                summary = f", {result.decision.summary}" if result.decision else ""
+                logger.info("%s/%s (%s): %s%s", namespace, name, trigger, result.outcome, summary)
+    if failure is None:
+        state.failures.pop(key, None)
+        return
+    attempt = max(retry, state.failures.get(key, 0))
+    state.failures[key] = attempt + 1
+    delay = retry_delay(attempt)
+    logger.warning("%s/%s (%s): %s; retrying in %.0f s", namespace, name, trigger, failure, delay)
+    schedule_retry(memo, key, indexes, logger, delay)
+
+
+def schedule_retry(
+    memo: Any, key: tuple[str, str], indexes: Mapping[str, Any], logger: logging.Logger, delay: float
+) -> None:
+    """Reconcile `key` again after `delay` (one pending retry per object)."""
+    state = state_of(memo)
+    pending = state.retries.get(key)
+    if pending is not None and not pending.done():
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        state.retries.pop(key, None)
+        await run_reconcile(memo, key[0], key[1], indexes, logger, trigger="retry", coalesce=True)
+
+    state.retries[key] = asyncio.create_task(later())
+
+
+def post_events(result: Any) -> None:
+    for event in result.events:
+        kopf.event(result.owner, type=event.type, reason=event.reason, message=event.message)
+    result.events = []  # posted once, even when the reconcile is retried
+
+
+def retry_delay(retry: int) -> float:
+    """Backoff of a failed reconcile: 2 s, 4 s, 8 s, ... at most a minute.
+
+    Capped at a minute, not more: under a storm of transient refusals (a loaded apiserver, a CRD's
+    RESTMapping not yet known) a five-minute cap left objects waiting minutes after the cause had passed
+    (measured: p99 create -> Deployment 545 s at 500 x 1,000 on the loaded machine).
+    """
+    return float(min(60, 2 * 2 ** min(retry, 5)))
