@@ -40,8 +40,10 @@ manifests: crd
 golden: setup
 	MODELDEPLOY_UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/render -q
 
-# Every image in images/ for this machine's platform, with docker or podman (whichever is present), tagged
-# ghcr.io/modeldeploy/<image>:<version> as the chart and the operator pull them. The release workflow
-# (.github/workflows/release.yaml) builds them for linux/amd64 and linux/arm64 and pushes them on a tag.
+# The images in images/ for this machine's platform, tagged ghcr.io/modeldeploy/<image>:<version> as the
+# chart and the operator pull them: with docker or podman when one works, else with buildah on bases built
+# from Debian's packages (the local cluster's images; `make images IMAGES="operator llamacpp"` for some).
+# The release workflow (.github/workflows/release.yaml) builds the same Dockerfiles for linux/amd64 and
+# linux/arm64 on the upstream bases and pushes them on a tag.
 images:
-	scripts/build_images.sh
+	scripts/build_images.sh $(IMAGES)
