@@ -30,6 +30,7 @@ from pathlib import Path
 
 from modeldeploy import __version__
 from modeldeploy.config import DEFAULT_REGISTRY
+from modeldeploy_dev.build import cache_root
 
 Log = Callable[[str], None]
 
@@ -68,13 +69,6 @@ class ImageBuildError(RuntimeError):
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def cache_root() -> Path:
-    """MODELDEPLOY_CACHE, else XDG_CACHE_HOME/modeldeploy, else ~/.cache/modeldeploy (as the Go build cache)."""
-    if root := os.environ.get("MODELDEPLOY_CACHE"):
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldeploy"
 
 
 def images_dir() -> Path:
