@@ -175,7 +175,7 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
         if node is not None:
             assert cluster.ca is not None
             node.join(cluster.ca, cluster.server, archives)
-            node.wait_ready(lambda: node_ready(core, node.name))
+            node.wait_ready(core)
     except BaseException:
         if node is not None:
             node.stop()
@@ -211,14 +211,6 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
         f"{len(names)} fake nodes ({len(ready)} Ready){real}, CRD installed, operator running {where}, Hub at {hub_url}"
     )
     return cluster
-
-
-def node_ready(core: client.CoreV1Api, name: str) -> bool:
-    try:
-        got = core.read_node(name)
-    except ApiException:
-        return False
-    return any(c.type == "Ready" and c.status == "True" for c in got.status.conditions or ())
 
 
 def install_operator(workdir: Path, api: client.ApiClient, config: dict[str, Any], timeout: float = 180) -> None:
@@ -282,14 +274,13 @@ def down(workdir: Path) -> bool:
 
 
 def on_the_real_node(doc: dict[str, Any]) -> dict[str, Any]:
-    """The example that serves the test model, made to run on the real node: its toleration and label,
-    and no GPU (the node has none). Every other example is applied as it is."""
+    """The example that serves the test model, made to run on the real node: its toleration and label.
+    Every other example is applied as it is."""
     spec = doc["spec"]
     if (spec.get("model") or {}).get("uri") != testmodel.URI:
         return doc
     spec["tolerations"] = [*(spec.get("tolerations") or []), nodeconfig.toleration()]
     spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **nodeconfig.node_labels()}
-    spec["resources"] = {**(spec.get("resources") or {}), "gpus": 0}
     return doc
 
 

@@ -24,6 +24,12 @@ KUBELET_PORT = 10250
 TAINT_KEY = "modeldeploy.io/real-node"
 NODE_LABEL = "modeldeploy.io/real-node"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+# A stand-in for GPUs (no machine here has one): the node says it has eight NVIDIA GPUs, with the labels GPU
+# Feature Discovery sets and the extended resource a device plugin advertises, so the GPU path of a
+# llama.cpp pod (the auto-NGL init container, the GPU limit and toleration) runs on a real runtime. No
+# device is behind it: NVML finds none in the pod and auto-NGL decides 0 layers (docs/real-node.md).
+STAND_IN_GPU = {"nvidia.com/gpu": "8"}
+STAND_IN_GPU_LABELS = {"nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": "8"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,10 @@ class Layout:
     @property
     def containerd_socket(self) -> Path:
         return self.containerd_dir / "containerd.sock"
+
+    @property
+    def registry_hosts_dir(self) -> Path:
+        return self.containerd_dir / "certs.d"
 
     @property
     def cni_conf_dir(self) -> Path:
@@ -71,6 +81,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "{layout.pause_image}"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{layout.registry_hosts_dir}"
 [plugins.'io.containerd.cri.v1.runtime']
   enable_selinux = false
   # Negative OOM scores need CAP_SYS_RESOURCE, which root lacks on some VMs: runc then fails to start the
@@ -92,6 +104,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 """
+
+
+# Images are imported, never pulled: every registry's upstream is an address on this machine where nothing
+# listens, so a pull of an image that was not built here fails at once and no packet leaves the machine.
+NO_REGISTRY = "http://127.0.0.1:9"
+
+
+def registry_hosts() -> str:
+    """`_default/hosts.toml` under the registry config_path: the upstream of every registry."""
+    return f'server = "{NO_REGISTRY}"\n'
 
 
 def cni_conflist(layout: Layout) -> str:
@@ -188,7 +210,13 @@ def kube_proxy_config(kubeconfig: Path, healthz_port: int, metrics_port: int) ->
 
 
 def node_labels() -> dict[str, str]:
+    """The label pods meant for this node select."""
     return {NODE_LABEL: "true"}
+
+
+def kubelet_labels() -> dict[str, str]:
+    """What the kubelet registers the node with (NodeRestriction lets a kubelet set these)."""
+    return {**node_labels(), **STAND_IN_GPU_LABELS}
 
 
 def toleration() -> dict[str, str]:

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from modeldeploy_dev import certs, netguard, nodeconfig
 from modeldeploy_dev.build import cache_root, ensure_binaries, ensure_containerd
@@ -44,13 +46,6 @@ from modeldeploy_dev.hoststate import HostState, kill_cgroup_tree
 Log = Callable[[str], None]
 STATE_FILE = "node.json"
 HOST_STATE_FILE = "host-state.json"
-# Images are imported, never pulled: a pull (an image that was not built here) must fail at once without a
-# packet leaving the machine, so containerd's registry client goes through a proxy address nothing listens on.
-NO_PULLS = {
-    **{k: "http://127.0.0.1:9" for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")},
-    "NO_PROXY": "",
-    "no_proxy": "",
-}
 HOST_TOOLS = ("runc", "iptables", "iptables-save", "iptables-restore", "ip", "nft")
 
 
@@ -163,6 +158,8 @@ class RealNode:
         )
         # containerd finds its shim on PATH; runc and the CNI plugins are named in its config.
         path = f"{runtime['containerd'].parent}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        (layout.registry_hosts_dir / "_default").mkdir(parents=True, exist_ok=True)
+        (layout.registry_hosts_dir / "_default" / "hosts.toml").write_text(nodeconfig.registry_hosts())
         self._spawn(
             "containerd", [str(runtime["containerd"]), "--config", str(layout.containerd_dir / "config.toml")], path
         )
@@ -181,7 +178,7 @@ class RealNode:
                 f"--root-dir={layout.kubelet_dir}",
                 f"--hostname-override={nodeconfig.NODE_NAME}",
                 f"--node-ip={self.address}",
-                f"--node-labels={','.join(f'{k}={v}' for k, v in nodeconfig.node_labels().items())}",
+                f"--node-labels={','.join(f'{k}={v}' for k, v in nodeconfig.kubelet_labels().items())}",
                 "--v=1",
             ],
             path,
@@ -206,11 +203,11 @@ class RealNode:
 
     # --- processes -------------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str], path: str, extra_env: dict[str, str] | None = None) -> None:
+    def _spawn(self, name: str, argv: list[str], path: str) -> None:
         logs = self.directory / "logs"
         logs.mkdir(exist_ok=True)
         out = (logs / f"{name}.log").open("ab")
-        env = {**os.environ, "PATH": path, **(extra_env or {})}
+        env = {**os.environ, "PATH": path}
         self.log(f"starting {name}")
         self.procs[name] = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
@@ -229,9 +226,12 @@ class RealNode:
             time.sleep(0.3)
         raise NodeError(f"{name} was not ready after {timeout:.0f} s\n{self.log_tail(name)}")
 
-    def wait_ready(self, is_ready: Callable[[], bool], timeout: float = 120) -> None:
-        """Wait until `is_ready` (the caller reads the Node's Ready condition through its own client)."""
-        self._wait("kubelet", is_ready, timeout)
+    def wait_ready(self, core: client.CoreV1Api, timeout: float = 120) -> None:
+        """Wait until the Node is Ready, then advertise its stand-in GPU (nodeconfig.STAND_IN_GPU) as a device
+        plugin would, through the status subresource."""
+        self._wait("kubelet", lambda: node_ready(core, self.name), timeout)
+        resources = dict(nodeconfig.STAND_IN_GPU)
+        core.patch_node_status(self.name, {"status": {"capacity": resources, "allocatable": resources}})
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.directory / "logs" / f"{name}.log"
@@ -255,6 +255,14 @@ class RealNode:
             self._lock.close()
             self._lock = None
         return left
+
+
+def node_ready(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        got = core.read_node(name)
+    except ApiException:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in got.status.conditions or ())
 
 
 def stop_node(directory: Path, pids: dict[str, int], host: HostState | None, log: Log) -> list[str]:

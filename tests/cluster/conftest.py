@@ -23,7 +23,6 @@ from kubernetes import client, config
 
 from modeldeploy_dev import BuildError, LocalCluster, ensure_binaries, images, realnode
 from modeldeploy_dev.cluster import SERVICE_CIDR
-from modeldeploy_dev.dev import node_ready
 from modeldeploy_dev.provisioner import LocalPathProvisioner
 from modeldeploy_dev.realnode import NodeError, RealNode
 from tests.support.tools import unavailable
@@ -100,8 +99,7 @@ def real_node(local_cluster: LocalCluster, kube_api: client.ApiClient) -> RealNo
         except images.ImageBuildError as exc:
             unavailable(f"our images cannot be built here: {exc}")
         node.join(local_cluster.ca, local_cluster.server, list(archives.values()))
-        core = client.CoreV1Api(kube_api)
-        node.wait_ready(lambda: node_ready(core, node.name))
+        node.wait_ready(client.CoreV1Api(kube_api))
         session.joined = True
     return node
 

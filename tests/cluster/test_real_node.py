@@ -10,7 +10,8 @@ others carry one deliberate renderer/image disagreement each and must fail with 
 mount path, an environment variable, a port.
 
 The only change made to the example is the one `modeldeploy dev demo` makes (dev.on_the_real_node): the
-real node's toleration and label, and no GPU.
+real node's toleration and label. The node stands in for a GPU node (nodeconfig.STAND_IN_GPU) so the
+GPU path runs: auto-NGL finds no device and decides 0 layers.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from modeldeploy_dev import devchat, testmodel
 from modeldeploy_dev.cluster import LocalCluster
 from modeldeploy_dev.dev import on_the_real_node
 from modeldeploy_dev.hubserver import HubServer
+from modeldeploy_dev.nodeconfig import NO_REGISTRY
 from modeldeploy_dev.realnode import RealNode
 from tests.support.tools import unavailable
 
@@ -78,6 +80,7 @@ class Pods:
         self.api, self.hub, self.node, self.cluster = api, hub, node, cluster
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+        self.services: dict[str, dict[str, Any]] = {}
 
     def rendered(self, name: str, cache_pvc: str | None = None) -> dict[str, Any]:
         """The example's Deployment as the operator renders it for the real node, named `name`."""
@@ -89,11 +92,16 @@ class Pods:
         config = OperatorConfig(fetch_env=[EnvVar(name="HF_ENDPOINT", value=self.hub.url)])
         live = self.api.sanitize_for_serialization(self.core.read_node(self.node.name))
         decision = select_engine(md.spec, [node_facts(live, config.label_mappings)], config)
-        return next(o for o in render(md, decision, config) if o["kind"] == "Deployment")
+        objects = render(md, decision, config)
+        self.services[name] = next(o for o in objects if o["kind"] == "Service")
+        return next(o for o in objects if o["kind"] == "Deployment")
 
     def apply(self, deployment: dict[str, Any]) -> str:
+        """The Deployment and the Service the operator renders with it."""
+        name = str(deployment["metadata"]["name"])
         self.apps.create_namespaced_deployment(NS, deployment)
-        return str(deployment["metadata"]["name"])
+        self.core.create_namespaced_service(NS, self.services[name])
+        return name
 
     def pod(self, name: str) -> dict[str, Any]:
         """The Deployment's live pod, as a dict (camelCase, as kubectl shows it)."""
@@ -176,7 +184,9 @@ def test_the_rendered_pod_serves_smollm2_for_real(pods: Pods) -> None:
     # kubectl works on it as on any node: the server's log, a process that is not root, port-forward.
     pod_name = pod["metadata"]["name"]
     logs = pods.kubectl("logs", pod_name, "-c", "engine")
-    assert logs.returncode == 0 and "server" in logs.stdout.lower(), logs.stderr
+    # the entrypoint's preflight line, then llama.cpp's own log of the request just answered
+    assert logs.returncode == 0 and "llamacpp.preflight" in logs.stdout, logs.stderr
+    assert "stop processing" in logs.stdout, logs.stdout[-2000:]
     uid = pods.kubectl("exec", pod_name, "-c", "engine", "--", "id", "-u")
     assert uid.returncode == 0 and uid.stdout.strip() not in ("", "0"), (uid.stdout, uid.stderr)
     readonly = pods.kubectl("exec", pod_name, "-c", "engine", "--", "touch", "/written-by-test")
@@ -285,8 +295,8 @@ def test_a_wrong_port_never_gets_ready_and_the_probe_says_why(pods: Pods) -> Non
 
 
 def test_an_image_that_was_not_built_here_is_never_pulled(pods: Pods) -> None:
-    """No registry is reachable: the pull fails at once on the node's loopback proxy (no packet leaves the
-    machine) and the pod says so."""
+    """No registry is reachable: every registry's upstream is a loopback address where nothing listens
+    (nodeconfig.NO_REGISTRY), so the pull fails at once, no packet leaves the machine, and the pod says so."""
     deployment = pods.rendered("other-image")
     (engine,) = deployment["spec"]["template"]["spec"]["containers"]
     engine["image"] = "vllm/vllm-openai:v0.8.5"
@@ -297,4 +307,5 @@ def test_an_image_that_was_not_built_here_is_never_pulled(pods: Pods) -> None:
         return waiting.get("reason") if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") else None
 
     eventually(pull_failed, "the pull to fail", timeout=180)
-    assert any("127.0.0.1:9" in e for e in pods.events(pods.pod(name))), pods.events(pods.pod(name))
+    events = pods.events(pods.pod(name))
+    assert any(NO_REGISTRY.removeprefix("http://") in e for e in events if e.startswith("Failed")), "\n".join(events)
