@@ -165,12 +165,25 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
     shutil.rmtree(workdir, ignore_errors=True)
     node, archives = _start_node(workdir)
     address = node.address if node else "127.0.0.1"
+    python = sys.executable
     try:
         hub_argv, hub_port = _hub(address)
         cluster = LocalCluster(workdir, log=_say, address=address).start(detach=True)
         api = _api(workdir)
         core = client.CoreV1Api(api)
         names = [create_node(core, n) for n in nodes]
+        ready = [n["metadata"]["name"] for n in nodes if is_ready(n)]
+        # The fake nodes' leases from now on: the node lifecycle controller marks a node whose lease is
+        # 40 s old not Ready, and the real node's image import alone takes longer.
+        pids = {
+            "hub": _spawn(workdir, "hub", hub_argv),
+            "kubelet": _spawn(workdir, "kubelet", [python, "-m", "modeldeploy_dev.kubelet", *ready]),
+            # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
+            "provisioner": _spawn(
+                workdir, "provisioner", [python, "-m", "modeldeploy_dev.provisioner", str(workdir / "volumes")]
+            ),
+        }
+        (workdir / HELPERS_FILE).write_text(json.dumps(pids))
         install_crd(api)
         if node is not None:
             assert cluster.ca is not None
@@ -179,20 +192,10 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
     except BaseException:
         if node is not None:
             node.stop()
-        LocalCluster.stop_detached(workdir)
+        down(workdir)
         raise
-    ready = [n["metadata"]["name"] for n in nodes if is_ready(n)]
     hub_url = f"http://{address}:{hub_port}"
     fetch_env = [{"name": "HF_ENDPOINT", "value": hub_url}]
-    python = sys.executable
-    pids = {
-        "hub": _spawn(workdir, "hub", hub_argv),
-        "kubelet": _spawn(workdir, "kubelet", [python, "-m", "modeldeploy_dev.kubelet", *ready]),
-        # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
-        "provisioner": _spawn(
-            workdir, "provisioner", [python, "-m", "modeldeploy_dev.provisioner", str(workdir / "volumes")]
-        ),
-    }
     if node is None:
         config_file = workdir / OPERATOR_CONFIG
         config_file.write_text(yaml.safe_dump({"fetchEnv": fetch_env}))
@@ -403,7 +406,8 @@ def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: flo
     obj = served[0]
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
     print(f"\nA real conversation with {name} ({testmodel.FILE}, llama.cpp on this machine's CPU, in the pod the")
-    print("operator rendered: fetched from the local Hub server, auto-NGL, then the server; see docs/local-pods.md):")
+    print("operator rendered, run by containerd on the real node from our images: fetched from the local Hub")
+    print("server, auto-NGL, then the server; asked through its Service, see docs/real-node.md):")
     print(f"  you:   {DEMO_QUESTION}")
     try:
         reply = devchat.chat(devchat.endpoint(api, name, ns), name, DEMO_QUESTION)
