@@ -39,13 +39,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy_dev import certs, netguard, nodeconfig
-from modeldeploy_dev.build import cache_root, ensure_binaries, ensure_containerd
+from modeldeploy_dev.build import ensure_binaries, ensure_containerd
 from modeldeploy_dev.cluster import free_port
 from modeldeploy_dev.hoststate import HostState, kill_cgroup_tree
 
 Log = Callable[[str], None]
 STATE_FILE = "node.json"
 HOST_STATE_FILE = "host-state.json"
+# Host-wide, whatever the cache directory: two nodes would share the bridge, iptables chains and cgroups.
+HOST_LOCK = Path("/run/lock/modeldeploy-real-node.lock")
 HOST_TOOLS = ("runc", "iptables", "iptables-save", "iptables-restore", "ip", "nft")
 
 
@@ -109,7 +111,7 @@ class RealNode:
         return self
 
     def _take_lock(self) -> None:
-        path = cache_root() / "real-node.lock"
+        path = HOST_LOCK
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.open("a+")
         try:

@@ -89,6 +89,10 @@ def installed(
         yield kube_api.sanitize_for_serialization(deps[0])
     finally:
         run_helm(helm, "uninstall", RELEASE, "--namespace", NS, "--kubeconfig", kubeconfig, timeout=120)
+        # The next install has the same release name and labels: its pods' logs must not be these pods'.
+        core = client.CoreV1Api(kube_api)
+        selector = "app.kubernetes.io/name=modeldeploy"
+        eventually(lambda: not core.list_namespaced_pod(NS, label_selector=selector).items, "the pods to go", 120)
 
 
 def _operator_logs(core: client.CoreV1Api, deployment: dict[str, Any]) -> dict[str, str]:
