@@ -38,6 +38,9 @@ class Layout:
 
     root: Path
     pause_image: str
+    # containerd's content and snapshots, kept between nodes (images.py's archives imported once, not at
+    # every start); everything else of a node lives under `root` and goes with it.
+    image_store: Path | None = None
 
     @property
     def containerd_dir(self) -> Path:
@@ -68,7 +71,7 @@ def containerd_config(layout: Layout, runc: str, cni_bin_dir: str) -> str:
     """containerd 2.x (config version 3), with its own root, state and socket beside the node's files."""
     d = layout.containerd_dir
     return f"""version = 3
-root = "{d / "root"}"
+root = "{layout.image_store or d / "root"}"
 state = "{d / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.blockfile",

@@ -39,7 +39,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy_dev import certs, netguard, nodeconfig
-from modeldeploy_dev.build import ensure_binaries, ensure_containerd
+from modeldeploy_dev.build import cache_root, ensure_binaries, ensure_containerd
 from modeldeploy_dev.cluster import free_port
 from modeldeploy_dev.hoststate import HostState, kill_cgroup_tree
 
@@ -80,10 +80,14 @@ def available() -> str | None:
 class RealNode:
     """One real node whose files live under `directory` (see the module docstring for the lifecycle)."""
 
-    def __init__(self, directory: Path, pause_image: str, log: Log = lambda _m: None) -> None:
+    def __init__(
+        self, directory: Path, pause_image: str, log: Log = lambda _m: None, image_store: Path | None = None
+    ) -> None:
         self.directory = directory
         self.log = log
-        self.layout = nodeconfig.Layout(root=directory, pause_image=pause_image)
+        # One node runs on a host at a time (HOST_LOCK), so one containerd at a time uses the image store.
+        store = image_store or cache_root() / "node-image-store"
+        self.layout = nodeconfig.Layout(root=directory, pause_image=pause_image, image_store=store)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.host: HostState | None = None
         self._lock: IO[str] | None = None
@@ -167,10 +171,9 @@ class RealNode:
         )
         self._wait("containerd", lambda: self._ctr("version").returncode == 0, 30)
         started = time.monotonic()
-        for archive in images:
-            self.import_image(archive)
-        if images:
-            self.log(f"imported {len(images)} images into containerd in {time.monotonic() - started:.0f} s")
+        imported = [archive for archive in images if self.import_image(archive)]
+        if imported:
+            self.log(f"imported {len(imported)} images into containerd in {time.monotonic() - started:.0f} s")
         self._spawn(
             "kubelet",
             [
@@ -188,10 +191,23 @@ class RealNode:
         self._spawn("kube-proxy", [str(k8s["kube-proxy"]), f"--config={proxy_yaml}", "--v=1"], path)
         self._save_state()
 
-    def import_image(self, archive: Path) -> None:
+    def import_image(self, archive: Path) -> bool:
+        """Import a docker archive, unless the image store already holds this very archive (its name is the
+        content key images.py gave it); whether it was imported."""
+        marker = self._imported_marker(archive)
+        if marker is not None and marker.exists():
+            return False
         proc = self._ctr("images", "import", str(archive))
         if proc.returncode != 0:
             raise NodeError(f"ctr images import {archive} failed: {proc.stderr.strip()[-2000:]}")
+        if marker is not None:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(str(archive))
+        return True
+
+    def _imported_marker(self, archive: Path) -> Path | None:
+        store = self.layout.image_store
+        return None if store is None else store / "modeldeploy-imported" / f"{archive.parent.name}-{archive.name}"
 
     def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         ctr = ensure_containerd(log=self.log)["ctr"]

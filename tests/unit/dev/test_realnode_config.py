@@ -150,3 +150,11 @@ def test_without_root_a_real_node_is_one_sentence(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(realnode.os, "geteuid", lambda: 1000)
     why = realnode.available()
     assert why is not None and why.startswith("a real node (kubelet, containerd) needs root")
+
+
+def test_the_image_store_outlives_the_node(tmp_path: Path) -> None:
+    """containerd's root (content, snapshots) may be kept between nodes, so archives are imported once."""
+    kept = nodeconfig.Layout(root=tmp_path / "node", pause_image="p", image_store=tmp_path / "store")
+    config = tomllib.loads(nodeconfig.containerd_config(kept, "/usr/sbin/runc", "/usr/lib/cni"))
+    assert config["root"] == str(tmp_path / "store")
+    assert config["state"].startswith(str(tmp_path / "node"))  # running state goes with the node
