@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test unit lint crd manifests golden images
+.PHONY: setup host-packages demo test unit lint crd manifests golden images
 
 $(BIN)/.installed: pyproject.toml devcluster/pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,12 +14,18 @@ $(BIN)/.installed: pyproject.toml devcluster/pyproject.toml
 
 setup: $(BIN)/.installed
 
-# The whole loop on a machine with no cluster: local control plane, fake nodes, CRD, operator, examples.
-demo: setup
+# What a real node and the image builds need from the OS (runc, CNI plugins, iptables, buildah, debootstrap):
+# installed with apt-get as root when missing, else named (docs/real-node.md).
+host-packages:
+	@scripts/host_packages.sh
+
+# The whole loop on a machine with no cluster: local control plane, a real node running our images, fake
+# GPU/Apple nodes, CRD, the operator (Helm chart), the examples, and a conversation with SmolLM2.
+demo: setup host-packages
 	$(BIN)/modeldeploy dev demo
 
 # Every tier: unit, cluster (real control plane built from the Kubernetes Go modules), engine.
-test: setup
+test: setup host-packages
 	$(BIN)/ruff check operator devcluster tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest tests
@@ -43,8 +49,10 @@ manifests: crd
 golden: setup
 	MODELDEPLOY_UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/render -q
 
-# Every image in images/ for this machine's platform, with docker or podman (whichever is present), tagged
-# ghcr.io/modeldeploy/<image>:<version> as the chart and the operator pull them. The release workflow
-# (.github/workflows/release.yaml) builds them for linux/amd64 and linux/arm64 and pushes them on a tag.
+# The images in images/ for this machine's platform, tagged ghcr.io/modeldeploy/<image>:<version> as the
+# chart and the operator pull them: with docker or podman when one works, else with buildah on bases built
+# from Debian's packages (the local cluster's images; `make images IMAGES="operator llamacpp"` for some).
+# The release workflow (.github/workflows/release.yaml) builds the same Dockerfiles for linux/amd64 and
+# linux/arm64 on the upstream bases and pushes them on a tag.
 images:
-	scripts/build_images.sh
+	scripts/build_images.sh $(IMAGES)

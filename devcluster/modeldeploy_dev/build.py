@@ -1,10 +1,16 @@
-"""The control-plane binaries, built with `go build` from the published Kubernetes modules.
+"""The cluster's binaries, built with `go build` from published Go modules and cached by version.
 
-k8s.io/kubernetes is not meant to be imported: its go.mod points each k8s.io staging module at
-./staging/..., which is absent from the published zip. The wrapper module in gomod/ replaces each one
-with its published v0.X.Y and builds the three commands plus etcd (at the version Kubernetes requires)
-in one `go build`, so shared packages compile once. The result is cached outside the repository,
-keyed by version, so only the first run on a machine pays for the build (minutes on two cores).
+Two wrapper modules, one `go build` each, so shared packages compile once per module:
+
+- gomod/: the Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler, etcd at
+  the version Kubernetes requires) and the real node's kubelet and kube-proxy. k8s.io/kubernetes is not
+  meant to be imported: its go.mod points each k8s.io staging module at ./staging/..., which is absent
+  from the published zip, so the wrapper replaces each one with its published v0.X.Y.
+- gomod-containerd/: containerd 2.x, its runc shim and `ctr` (Kubernetes 1.37 refuses containerd 1.x,
+  which is what Debian 12 ships).
+
+The results live outside the repository (cache_root()), keyed by version, so only the first run on a
+machine pays for the builds (minutes on two cores; docs/development.md has the figures).
 """
 
 from __future__ import annotations
@@ -16,16 +22,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 K8S_VERSION = "v1.36.3"
+CONTAINERD_VERSION = "v2.4.2"
 GOMOD_DIR = Path(__file__).parent / "gomod"
-COMMANDS = {
-    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
-    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
-    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
-    "etcd": "./etcd",
-}
+CONTAINERD_GOMOD_DIR = Path(__file__).parent / "gomod-containerd"
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 class BuildError(RuntimeError):
@@ -39,18 +48,29 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modeldeploy"
 
 
-def bin_dir(version: str = K8S_VERSION) -> Path:
-    """MODELDEPLOY_K8S_BIN overrides the cache (binaries built elsewhere, same names)."""
-    if override := os.environ.get("MODELDEPLOY_K8S_BIN"):
-        return Path(override)
-    return cache_root() / "k8s" / version / "bin"
+@dataclass(frozen=True)
+class GoBuild:
+    """One wrapper module's commands: what `go build` makes, where it is cached, how it is stamped."""
+
+    name: str  # the cache folder: cache_root()/name/version/bin
+    version: str
+    module_dir: Path
+    commands: dict[str, str]  # binary name -> package path
+    override_env: str  # a folder of prebuilt binaries with the same names
+    ldflags: str = "-s -w"
+    tags: tuple[str, ...] = ()
+    what: str = field(default="", compare=False)
+
+    def bin_dir(self) -> Path:
+        if override := os.environ.get(self.override_env):
+            return Path(override)
+        return cache_root() / self.name / self.version / "bin"
+
+    def complete(self, directory: Path) -> bool:
+        return all(os.access(directory / name, os.X_OK) for name in self.commands)
 
 
-def _complete(directory: Path) -> bool:
-    return all(os.access(directory / name, os.X_OK) for name in COMMANDS)
-
-
-def _ldflags(version: str) -> str:
+def _k8s_ldflags(version: str) -> str:
     """Stamp the release so /version and the components' compatibility checks see it."""
     major, minor = version.lstrip("v").split(".")[:2]
     stamps = {
@@ -62,44 +82,94 @@ def _ldflags(version: str) -> str:
     return " ".join(["-s", "-w", *(f"-X {k}={v}" for k, v in stamps.items())])
 
 
-def ensure_binaries(
-    version: str = K8S_VERSION, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-) -> dict[str, Path]:
-    """Paths of the four binaries, building them first when the cache lacks them.
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+KUBERNETES = GoBuild(
+    name="k8s",
+    version=K8S_VERSION,
+    module_dir=GOMOD_DIR,
+    commands={
+        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+        "etcd": "./etcd",
+        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+        "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+    },
+    override_env="MODELDEPLOY_K8S_BIN",
+    ldflags=_k8s_ldflags(K8S_VERSION),
+    what=f"Kubernetes {K8S_VERSION} (control plane, kubelet, kube-proxy)",
+)
+CONTAINERD = GoBuild(
+    name="containerd",
+    version=CONTAINERD_VERSION,
+    module_dir=CONTAINERD_GOMOD_DIR,
+    commands={
+        "containerd": "github.com/containerd/containerd/v2/cmd/containerd",
+        "containerd-shim-runc-v2": "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+        "ctr": "github.com/containerd/containerd/v2/cmd/ctr",
+    },
+    override_env="MODELDEPLOY_CONTAINERD_BIN",
+    ldflags=f"-s -w -X github.com/containerd/containerd/v2/version.Version={CONTAINERD_VERSION}",
+    # Snapshotters that need cgo or kernel pieces this project never uses (overlayfs is the one).
+    tags=("no_btrfs", "no_devmapper", "no_zfs"),
+    what=f"containerd {CONTAINERD_VERSION}",
+)
+
+
+def bin_dir(version: str = K8S_VERSION) -> Path:
+    """Where the Kubernetes binaries are (MODELDEPLOY_K8S_BIN overrides the cache)."""
+    if version != K8S_VERSION:
+        raise BuildError(f"gomod/ pins Kubernetes {K8S_VERSION}; cannot build {version}")
+    return KUBERNETES.bin_dir()
+
+
+def ensure(build: GoBuild, log: Log = _stderr) -> dict[str, Path]:
+    """Paths of the build's binaries, building them first when the cache lacks them.
 
     A file lock serialises concurrent callers (two pytest sessions, `dev up` beside a test run): the
     second waits and then finds the cache filled.
     """
-    directory = bin_dir(version)
-    if not _complete(directory):
-        if os.environ.get("MODELDEPLOY_K8S_BIN"):
-            raise BuildError(f"MODELDEPLOY_K8S_BIN={directory} lacks one of {', '.join(COMMANDS)}")
-        _build(directory, version, log)
-    return {name: directory / name for name in COMMANDS}
+    directory = build.bin_dir()
+    if not build.complete(directory):
+        if os.environ.get(build.override_env):
+            raise BuildError(f"{build.override_env}={directory} lacks one of {', '.join(build.commands)}")
+        _build(build, directory, log)
+    return {name: directory / name for name in build.commands}
 
 
-def _build(directory: Path, version: str, log: Callable[[str], None]) -> None:
-    if version != K8S_VERSION:
-        raise BuildError(f"gomod/ pins Kubernetes {K8S_VERSION}; cannot build {version}")
+def ensure_binaries(version: str = K8S_VERSION, log: Log = _stderr) -> dict[str, Path]:
+    """The Kubernetes binaries (control plane, kubelet, kube-proxy), built on first use."""
+    bin_dir(version)
+    return ensure(KUBERNETES, log)
+
+
+def ensure_containerd(log: Log = _stderr) -> dict[str, Path]:
+    """containerd, its runc shim and ctr, built on first use."""
+    return ensure(CONTAINERD, log)
+
+
+def _build(build: GoBuild, directory: Path, log: Log) -> None:
     go = shutil.which("go")
     if go is None:
-        raise BuildError("the local control plane is built with Go (>= 1.26), and `go` is not on PATH")
+        raise BuildError(f"{build.what} is built with Go (>= 1.26), and `go` is not on PATH")
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.parent / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _complete(directory):
+        if build.complete(directory):
             return
         staging = directory.parent / "bin.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        cmd = [go, "build", "-mod=readonly", "-trimpath", "-ldflags", _ldflags(version), "-o", f"{staging}/"]
-        cmd += list(COMMANDS.values())
-        log(f"building the Kubernetes {version} control plane with Go (first run only; minutes) into {directory}")
+        cmd = [go, "build", "-mod=readonly", "-trimpath", "-ldflags", build.ldflags]
+        if build.tags:
+            cmd += ["-tags", " ".join(build.tags)]
+        cmd += ["-o", f"{staging}/", *build.commands.values()]
+        log(f"building {build.what} with Go (first run only; minutes) into {directory}")
         started = time.monotonic()
         env = {**os.environ, "GOFLAGS": "-buildvcs=false", "CGO_ENABLED": "0"}
-        proc = subprocess.run(cmd, cwd=GOMOD_DIR, env=env, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=build.module_dir, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise BuildError(f"go build failed in {GOMOD_DIR} (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            raise BuildError(f"go build failed in {build.module_dir} (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
-        log(f"built in {time.monotonic() - started:.0f} s")
+        log(f"built {build.what} in {time.monotonic() - started:.0f} s")

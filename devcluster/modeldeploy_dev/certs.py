@@ -70,8 +70,18 @@ class CertificateAuthority:
         self.pair.cert.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self.key, self.pair.key)
 
-    def issue(self, stem: str, cn: str, *, org: str | None = None, server: bool = False) -> Pair:
-        """A leaf certificate: serving (loopback names and the in-cluster service names) or client."""
+    def issue(
+        self,
+        stem: str,
+        cn: str,
+        *,
+        org: str | None = None,
+        server: bool = False,
+        dns: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+    ) -> Pair:
+        """A leaf certificate: serving (loopback names, the in-cluster service names, and `dns`/`ips`: the
+        address pods reach the apiserver at, a kubelet's node name and address) or client."""
         key = _key()
         now = dt.datetime.now(dt.UTC)
         usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -87,10 +97,10 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if server:
-            names: list[x509.GeneralName] = [
-                x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
-            ]
-            names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1")]
+            hostnames = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", *dns)
+            names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys(hostnames)]
+            addresses = dict.fromkeys(("127.0.0.1", "10.0.0.1", *ips))
+            names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in addresses]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         pair = Pair(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")

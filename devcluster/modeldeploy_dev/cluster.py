@@ -1,6 +1,8 @@
 """etcd, kube-apiserver, kube-controller-manager and kube-scheduler as local processes.
 
-Everything listens on 127.0.0.1 only, on ports picked free at start. The cluster directory holds the
+Everything listens on 127.0.0.1 only, on ports picked free at start, unless `address` names another
+local address: with a real node, the bridge address its pods reach (realnode.py), which netguard.py
+keeps unreachable from outside the machine. The cluster directory holds the
 credentials, the data, one log per component and `cluster.json` (pids and ports), so another process
 (`modeldeploy dev down`, `dev status`) can find and stop a cluster started with `--keep`.
 """
@@ -31,6 +33,7 @@ from modeldeploy_dev.build import K8S_VERSION, ensure_binaries
 # with "range is full" (a scale run creates thousands); 10.0.0.1 stays the `kubernetes` Service's address.
 SERVICE_CIDR = "10.0.0.0/16"
 STATE_FILE = "cluster.json"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 
 
 class ClusterError(RuntimeError):
@@ -46,9 +49,9 @@ def is_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
@@ -74,6 +77,8 @@ class LocalCluster:
     apiserver_args: list[str] = field(default_factory=list)  # extra flags (the scale bench's audit log)
     argvs: dict[str, list[str]] = field(default_factory=dict)  # how each component was started
     detached: bool = False
+    address: str = "127.0.0.1"  # where the apiserver listens (a real node's pods must reach it)
+    ca: certs.CertificateAuthority | None = None
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -81,7 +86,7 @@ class LocalCluster:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -95,13 +100,17 @@ class LocalCluster:
         (self.workdir / "logs").mkdir(exist_ok=True)
         pki = self.workdir / "pki"
         pki.mkdir(exist_ok=True)
-        ca = certs.CertificateAuthority(pki)
-        serving = ca.issue("apiserver", "kube-apiserver", server=True)
+        ca = self.ca = certs.CertificateAuthority(pki)
+        serving = ca.issue("apiserver", "kube-apiserver", server=True, ips=(self.address,))
+        # The apiserver's identity towards kubelets (logs, exec, port-forward, the node proxy): bound to
+        # system:kubelet-api-admin once the apiserver runs; kubelets check it with webhook authorization.
+        kubelet_client = ca.issue("apiserver-kubelet-client", KUBELET_CLIENT_USER)
         admin = ca.issue("admin", "modeldeploy-admin", org="system:masters")
         kcm = ca.issue("controller-manager", "system:kube-controller-manager")
         sched = ca.issue("scheduler", "system:kube-scheduler")
         sa = certs.service_account_keys(pki)
-        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler")}
+        self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "kcm", "scheduler")}
+        self.ports["apiserver"] = free_port(self.address)
         for stem, pair, user in (
             ("kubeconfig", admin, "admin"),
             ("kcm.kubeconfig", kcm, "kcm"),
@@ -133,21 +142,28 @@ class LocalCluster:
                 [
                     str(binaries["kube-apiserver"]),
                     f"--etcd-servers={etcd_url}",
-                    "--bind-address=127.0.0.1",
-                    "--advertise-address=127.0.0.1",
+                    f"--bind-address={self.address}",
+                    f"--advertise-address={self.address}",
                     f"--secure-port={self.ports['apiserver']}",
                     f"--tls-cert-file={serving.cert}",
                     f"--tls-private-key-file={serving.key}",
                     f"--client-ca-file={ca.pair.cert}",
                     "--authorization-mode=Node,RBAC",
                     # What hardened clusters add: setting blockOwnerDeletion needs update on the owner's finalizers.
-                    "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
+                    # NodeRestriction: a kubelet changes only its own Node and the pods bound to it.
+                    "--enable-admission-plugins=OwnerReferencesPermissionEnforcement,NodeRestriction",
+                    f"--kubelet-client-certificate={kubelet_client.cert}",
+                    f"--kubelet-client-key={kubelet_client.key}",
+                    f"--kubelet-certificate-authority={ca.pair.cert}",
+                    "--kubelet-preferred-address-types=InternalIP",
                     "--service-account-issuer=https://kubernetes.default.svc",
                     f"--service-account-key-file={sa.cert}",
                     f"--service-account-signing-key-file={sa.key}",
                     f"--service-cluster-ip-range={SERVICE_CIDR}",
                     "--allow-privileged=true",
-                    "--endpoint-reconciler-type=none",
+                    # The `kubernetes` Service gets this address as its endpoint (pods of a real node
+                    # reach it); a loopback address is no endpoint, so then none is published.
+                    f"--endpoint-reconciler-type={'none' if self.address.startswith('127.') else 'lease'}",
                     "--profiling=false",
                     "--enable-priority-and-fairness=false",
                     "--v=1",
@@ -197,11 +213,27 @@ class LocalCluster:
                 lambda: self._api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
                 timeout,
             )
+            self._bind_kubelet_client()
         except BaseException:
             self.stop()
             raise
         self._save_state()
         return self
+
+    def _bind_kubelet_client(self) -> None:
+        """What a kubeadm cluster binds: the apiserver's kubelet client may use every kubelet API."""
+        body = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "modeldeploy-local:apiserver-kubelet-client"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBELET_CLIENT_USER}],
+        }
+        self._api_request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body)
 
     def stop(self) -> None:
         """Stop the components one by one, newest first (the apiserver drains fast while etcd still
@@ -328,12 +360,30 @@ class LocalCluster:
         except urllib.error.HTTPError:
             return False
 
-    def _api_ok(self, path: str) -> bool:
+    def _admin_context(self) -> ssl.SSLContext:
         pki = self.workdir / "pki"
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        return ctx
+
+    def _api_ok(self, path: str) -> bool:
         try:
-            with urllib.request.urlopen(self.server + path, timeout=3, context=ctx) as r:
+            with urllib.request.urlopen(self.server + path, timeout=3, context=self._admin_context()) as r:
                 return bool(r.status == 200)
         except urllib.error.HTTPError:
             return False
+
+    def _api_request(self, method: str, path: str, body: dict[str, object]) -> None:
+        """One admin request; 409 (exists already) is fine."""
+        request = urllib.request.Request(
+            self.server + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._admin_context()):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise ClusterError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None

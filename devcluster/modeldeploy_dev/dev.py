@@ -30,17 +30,21 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.config import CONFIG_ENV
 from modeldeploy.status_table import format_table
-from modeldeploy_dev import devchat, sandbox, testmodel
+from modeldeploy_dev import devchat, helm, images, nodeconfig, realnode, testmodel
 from modeldeploy_dev.build import BuildError, cache_root
-from modeldeploy_dev.cluster import ClusterError, LocalCluster, free_port, is_alive
+from modeldeploy_dev.cluster import SERVICE_CIDR, ClusterError, LocalCluster, free_port, is_alive
 from modeldeploy_dev.nodes import create_node, is_ready, load_node_set
+from modeldeploy_dev.realnode import NodeError, RealNode
 
 PROG = "modeldeploy dev"
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
 DEFAULT_EXAMPLES = REPO / "examples" / "modeldeployments"
 CRD_FILE = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
-HELPERS_FILE = "dev.json"  # pids of the operator, the kubelet and the Hub server
+CHART = REPO / "charts" / "modeldeploy"
+HELPERS_FILE = "dev.json"  # pids of the fake kubelet, the provisioner, the Hub server (and a process operator)
+NODE_DIR = "node"
+OPERATOR_RELEASE, OPERATOR_NAMESPACE = "modeldeploy", "modeldeploy-system"
 OPERATOR_CONFIG = "operator-config.yaml"
 DEMO_QUESTION = "What is the capital of France?"
 
@@ -114,75 +118,138 @@ def _spawn(workdir: Path, name: str, argv: list[str], extra_env: dict[str, str] 
     return proc.pid
 
 
-def _hub(workdir: Path) -> tuple[list[str], int]:
-    """The local Hub server's command line (serving the real test model) and its port."""
+def _hub(address: str) -> tuple[list[str], int]:
+    """The local Hub server's command line (serving the real test model) and its port, on `address`."""
     repo_dir = testmodel.ensure_hub_repo(log=_say) / testmodel.HUB_REPO
-    port = free_port()
+    port = free_port(address)
     argv = [
         sys.executable,
         "-m",
         "modeldeploy_dev.hubserver",
         "--repo",
         f"{testmodel.HUB_REPO}={repo_dir}",
+        "--host",
+        address,
         "--port",
         str(port),
     ]
     return argv, port
 
 
-def up(workdir: Path, nodes_file: Path) -> LocalCluster:
-    """Cluster, nodes, CRD, Hub server, kubelet, storage provisioner and operator; all detached, their pids
-    in the directory.
+def _start_node(workdir: Path) -> tuple[RealNode | None, list[Path]]:
+    """The real node prepared (before the control plane: it must listen on the node's bridge) and the image
+    archives it will import; (None, []) where this host cannot run one, said once."""
+    why_not = realnode.available()
+    if why_not is not None:
+        _say(f"no real node, so no pod runs (they are only reported Running on fake nodes): {why_not}")
+        return None, []
+    archives = images.ensure_images(images.NAMES, log=_say)
+    node = RealNode(workdir / NODE_DIR, images.PAUSE_IMAGE, log=_say).prepare(SERVICE_CIDR)
+    return node, list(archives.values())
 
-    The operator's config points the fetch init container at the local Hub server (`fetchEnv`, the
-    setting a cluster with a Hub mirror uses); the kubelet runs our images' pods for real when this
-    machine allows it (sandbox.available) and reaches the Hub server from inside every pod.
+
+def up(workdir: Path, nodes_file: Path) -> LocalCluster:
+    """Cluster, real node, fake nodes, CRD, Hub server, fake kubelet, storage provisioner and operator; all
+    detached, their pids in the directory.
+
+    With a real node the operator is installed by the Helm chart and runs from its image on that node (as
+    a user installs it), and the Hub server listens on the node's address; without one the operator runs
+    as a process. Either way its config points the fetch init container at the local Hub server
+    (`fetchEnv`, the setting a cluster with a Hub mirror uses).
     """
-    if LocalCluster.alive_pids(workdir):
+    if LocalCluster.alive_pids(workdir) or realnode.detached_pids(workdir / NODE_DIR):
         raise ClusterError(f"a dev cluster already runs in {workdir}; `{PROG} down` first")
     nodes = load_node_set(nodes_file)
     if not nodes:
         raise ClusterError(f"{nodes_file}: no Node objects in it")
     shutil.rmtree(workdir, ignore_errors=True)
-    hub_argv, hub_port = _hub(workdir)
-    cluster = LocalCluster(workdir, log=_say).start(detach=True)
-    api = _api(workdir)
-    core = client.CoreV1Api(api)
-    names = [create_node(core, n) for n in nodes]
-    install_crd(api)
-    ready = [n["metadata"]["name"] for n in nodes if is_ready(n)]
-    config_file = workdir / OPERATOR_CONFIG
-    hub_url = f"http://127.0.0.1:{hub_port}"
-    config_file.write_text(yaml.safe_dump({"fetchEnv": [{"name": "HF_ENDPOINT", "value": hub_url}]}))
+    node, archives = _start_node(workdir)
+    address = node.address if node else "127.0.0.1"
     python = sys.executable
-    kubelet = [python, "-m", "modeldeploy_dev.kubelet", *ready]
-    why_not = sandbox.available()
-    if why_not is None:
-        kubelet += ["--pods-dir", str(workdir / "kubelet"), "--host-port", str(hub_port)]
-    else:
-        _say(f"pods are only reported Running, nothing runs: {why_not}")
-    pids = {
-        "hub": _spawn(workdir, "hub", hub_argv),
-        "kubelet": _spawn(workdir, "kubelet", kubelet),
-        # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
-        "provisioner": _spawn(
-            workdir, "provisioner", [python, "-m", "modeldeploy_dev.provisioner", str(workdir / "volumes")]
-        ),
-        "operator": _spawn(
+    try:
+        hub_argv, hub_port = _hub(address)
+        cluster = LocalCluster(workdir, log=_say, address=address).start(detach=True)
+        api = _api(workdir)
+        core = client.CoreV1Api(api)
+        names = [create_node(core, n) for n in nodes]
+        ready = [n["metadata"]["name"] for n in nodes if is_ready(n)]
+        # The fake nodes' leases from now on: the node lifecycle controller marks a node whose lease is
+        # 40 s old not Ready, and the real node's image import alone takes longer.
+        pids = {
+            "hub": _spawn(workdir, "hub", hub_argv),
+            "kubelet": _spawn(workdir, "kubelet", [python, "-m", "modeldeploy_dev.kubelet", *ready]),
+            # PersistentVolumeClaims of the default `local-path` class become directories (the model cache)
+            "provisioner": _spawn(
+                workdir, "provisioner", [python, "-m", "modeldeploy_dev.provisioner", str(workdir / "volumes")]
+            ),
+        }
+        (workdir / HELPERS_FILE).write_text(json.dumps(pids))
+        install_crd(api)
+        if node is not None:
+            assert cluster.ca is not None
+            node.join(cluster.ca, cluster.server, archives)
+            node.wait_ready(core)
+    except BaseException:
+        if node is not None:
+            node.stop()
+        down(workdir)
+        raise
+    hub_url = f"http://{address}:{hub_port}"
+    fetch_env = [{"name": "HF_ENDPOINT", "value": hub_url}]
+    if node is None:
+        config_file = workdir / OPERATOR_CONFIG
+        config_file.write_text(yaml.safe_dump({"fetchEnv": fetch_env}))
+        pids["operator"] = _spawn(
             workdir,
             "operator",
             [python, "-m", "modeldeploy.controller.run", "--standalone", "--all-namespaces", "--metrics-port=0"],
             {CONFIG_ENV: str(config_file)},
-        ),
-    }
+        )
     (workdir / HELPERS_FILE).write_text(json.dumps(pids))
-    _say(f"{len(names)} fake nodes ({len(ready)} Ready), CRD installed, operator running, Hub server at {hub_url}")
+    if node is not None:
+        install_operator(workdir, api, {"fetchEnv": fetch_env})
+    where = f"on {node.name} from its image (Helm chart)" if node else "as a process"
+    real = f", real node {node.name} Ready" if node else ""
+    _say(
+        f"{len(names)} fake nodes ({len(ready)} Ready){real}, CRD installed, operator running {where}, Hub at {hub_url}"
+    )
     return cluster
 
 
+def install_operator(workdir: Path, api: client.ApiClient, config: dict[str, Any], timeout: float = 180) -> None:
+    """`helm install` of charts/modeldeploy, its pod on the real node, and wait until the operator is Ready."""
+    values = {
+        "config": config,
+        "nodeSelector": nodeconfig.node_labels(),
+        "tolerations": [nodeconfig.toleration()],
+    }
+    values_file = workdir / "operator-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    helm_bin = helm.ensure_helm()
+    proc = subprocess.run(
+        [
+            str(helm_bin), "install", OPERATOR_RELEASE, str(CHART), "--namespace", OPERATOR_NAMESPACE,
+            "--create-namespace", "--kubeconfig", str(workdir / "kubeconfig"), "-f", str(values_file),
+        ],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise ClusterError(f"helm install of the operator failed: {proc.stderr.strip()[-2000:]}")
+    apps = client.AppsV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        deps = apps.list_namespaced_deployment(OPERATOR_NAMESPACE).items
+        if deps and all((d.status.ready_replicas or 0) >= (d.spec.replicas or 1) for d in deps):
+            return
+        time.sleep(1)
+    raise ClusterError(
+        f"the operator's pod was not Ready after {timeout:.0f} s (kubectl -n {OPERATOR_NAMESPACE} get pods)"
+    )
+
+
 def down(workdir: Path) -> bool:
-    """Stop the operator, the kubelet (and the pods it runs), the Hub server and the cluster; remove the
-    directory. False when nothing ran."""
+    """Stop the operator, the fake kubelet, the Hub server, the real node (its pods with it) and the cluster;
+    put the host back as found; remove the directory. False when nothing ran."""
     ran = False
     pids: list[int] = []
     with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
@@ -191,27 +258,48 @@ def down(workdir: Path) -> bool:
                 os.kill(int(pid), signal.SIGTERM)
                 ran = True
                 pids.append(int(pid))
-    deadline = time.monotonic() + 30  # the kubelet stops its pods first (their grace period)
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(is_alive(p) for p in pids):
         time.sleep(0.1)
     for pid in pids:
         if is_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    node_dir = workdir / NODE_DIR
+    node_pids = realnode.detached_pids(node_dir)
+    if node_pids or (node_dir / realnode.HOST_STATE_FILE).exists():
+        realnode.stop_node(node_dir, node_pids, None, _say)
+        ran = True
     ran = bool(LocalCluster.stop_detached(workdir)) or ran
     if workdir.exists() and (workdir / "kubeconfig").exists():
         shutil.rmtree(workdir, ignore_errors=True)
     return ran
 
 
-def apply_examples(api: client.ApiClient, directory: Path, namespace: str = "default") -> list[str]:
-    """Create every ModelDeployment of the YAML files in `directory`; their names."""
+def on_the_real_node(doc: dict[str, Any]) -> dict[str, Any]:
+    """The example that serves the test model, made to run on the real node: its toleration and label.
+    Every other example is applied as it is."""
+    spec = doc["spec"]
+    if (spec.get("model") or {}).get("uri") != testmodel.URI:
+        return doc
+    spec["tolerations"] = [*(spec.get("tolerations") or []), nodeconfig.toleration()]
+    spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), **nodeconfig.node_labels()}
+    return doc
+
+
+def apply_examples(
+    api: client.ApiClient, directory: Path, namespace: str = "default", real_node: bool = False
+) -> list[str]:
+    """Create every ModelDeployment of the YAML files in `directory` (the test model's on the real node when
+    there is one); their names."""
     crs = client.CustomObjectsApi(api)
     names = []
     for path in sorted(directory.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "ModelDeployment":
                 continue
+            if real_node:
+                doc = on_the_real_node(doc)
             ns = doc["metadata"].get("namespace", namespace)
             try:
                 crs.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, doc)
@@ -288,7 +376,8 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
     up(workdir, args.nodes)
     try:
         api = _api(workdir)
-        names = apply_examples(api, args.examples)
+        real_node = bool(realnode.detached_pids(workdir / NODE_DIR))
+        names = apply_examples(api, args.examples, real_node=real_node)
         applied = time.monotonic()
         _say(f"applied {len(names)} ModelDeployments from {args.examples}; waiting for the operator")
         objs = wait_settled(api, names, args.timeout, rollout=args.timeout)
@@ -297,7 +386,7 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
         for obj in sorted(objs, key=lambda o: o["metadata"]["name"]):
             print(f"  {obj['metadata']['name']}: {why(obj)}")
         decided = len(objs) == len(names) and all(settled(o) for o in objs)
-        talked = conversation(api, objs, applied)
+        talked = conversation(api, objs, applied, real_node)
         _say(f"done in {time.monotonic() - started:.0f} s")
         if args.keep:
             print(f"\nThe cluster keeps running. export KUBECONFIG={workdir / 'kubeconfig'}")
@@ -309,7 +398,7 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
             down(workdir)
 
 
-def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: float) -> bool:
+def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: float, real_node: bool) -> bool:
     """Ask the example that serves the real test model a question; False when it cannot answer."""
     served = [o for o in objs if ((o.get("spec") or {}).get("model") or {}).get("uri") == testmodel.URI]
     if not served:
@@ -317,13 +406,14 @@ def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: flo
     obj = served[0]
     name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
     print(f"\nA real conversation with {name} ({testmodel.FILE}, llama.cpp on this machine's CPU, in the pod the")
-    print("operator rendered: fetched from the local Hub server, auto-NGL, then the server; see docs/local-pods.md):")
+    print("operator rendered, run by containerd on the real node from our images: fetched from the local Hub")
+    print("server, auto-NGL, then the server; asked through its Service, see docs/real-node.md):")
     print(f"  you:   {DEMO_QUESTION}")
     try:
         reply = devchat.chat(devchat.endpoint(api, name, ns), name, DEMO_QUESTION)
     except devchat.ChatError as exc:
         print(f"  (no answer: {exc})")
-        return sandbox.available() is not None  # only a failure where pods can really run
+        return not real_node  # only a failure where pods can really run
     first_token = time.monotonic() - applied - (reply.total_s - reply.first_token_s)
     print(f"  model: {reply.text}")
     ngl = (obj.get("status") or {}).get("nGpuLayers")
@@ -384,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("stopped" if down(workdir) else f"nothing was running in {workdir}")
             return 0
         return status(workdir)
-    except (BuildError, ClusterError) as exc:
+    except (BuildError, ClusterError, NodeError, images.ImageBuildError) as exc:
         print(f"{PROG} {args.action}: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:

@@ -1,9 +1,9 @@
 """`modeldeploy dev chat NAME PROMPT`, and the conversation `modeldeploy dev demo` ends with.
 
-A client on the host reaches a local pod's engine through the host port the local kubelet forwards to
-the pod's containerPort (the pod's `dev.modeldeploy.io/host-ports` annotation, docs/local-pods.md).
-This sends one OpenAI chat completion there, streamed, so the time to the first token is measured where
-a user would feel it.
+A client on the host reaches the model the way a client in the cluster does: through the ModelDeployment's
+Service, whose ClusterIP kube-proxy routes to a Ready pod on the real node (docs/real-node.md). This
+sends one OpenAI chat completion there, streamed, so the time to the first token is measured where a
+user would feel it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.render.containers import PORT
 from modeldeploy.render.labels import COMPONENT, COMPONENT_VALUE, INSTANCE
-from modeldeploy_dev.localpods import PORTS_ANNOTATION
 
 
 class ChatError(RuntimeError):
@@ -43,7 +42,8 @@ def _ready(obj: dict[str, Any]) -> bool:
 
 
 def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> str:
-    """The base URL (http://127.0.0.1:PORT) of a Ready pod of the ModelDeployment `name`."""
+    """The base URL (http://CLUSTER-IP:PORT) of the ModelDeployment's Service, once a pod that runs on this
+    machine (not a fake node's) is among its ready endpoints."""
     try:
         obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as exc:
@@ -54,16 +54,22 @@ def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> st
     if not _ready(obj):
         reason = status.get("reason") or "not rolled out yet"
         raise ChatError(f"ModelDeployment {namespace}/{name} is not Ready ({status.get('ready') or '0/1'}: {reason})")
+    core = client.CoreV1Api(api)
     selector = f"{INSTANCE}={name},{COMPONENT}={COMPONENT_VALUE}"
-    for pod in client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items:
-        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or ())
-        ports = json.loads((pod.metadata.annotations or {}).get(PORTS_ANNOTATION) or "{}")
-        if ready and str(PORT) in ports and not pod.metadata.deletion_timestamp:
-            return f"http://{ports[str(PORT)]}"
-    raise ChatError(
-        f"ModelDeployment {namespace}/{name} has no Ready pod this machine can reach: only pods of ModelDeploy's "
-        "own images run here for real (docs/local-pods.md)"
-    )
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    running = [p for p in pods if p.status.pod_ip and not p.metadata.deletion_timestamp]
+    ready = [p for p in running if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or ())]
+    if not ready:
+        raise ChatError(
+            f"ModelDeployment {namespace}/{name} has no Ready pod this machine runs: only pods on the real node "
+            "run here (docs/real-node.md); the fake GPU and Apple nodes run nothing"
+        )
+    try:
+        service = core.read_namespaced_service(name, namespace)
+    except ApiException as exc:
+        raise ChatError(f"ModelDeployment {namespace}/{name} has no Service ({exc.status})") from None
+    port = next((p.port for p in service.spec.ports or () if p.target_port in (PORT, str(PORT), "http")), PORT)
+    return f"http://{service.spec.cluster_ip}:{port}"
 
 
 # Greedy decoding makes the answer repeatable; a 135M model needs a plain system prompt to stay on task
@@ -117,15 +123,21 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 
 
 def timeline(api: client.ApiClient, name: str, namespace: str = "default") -> str:
-    """Where the time went in the Ready pod, from its status (whole seconds, as the kubelet stamps them):
-    each init container's run, then the server's start to Ready (model load plus the probes' periods)."""
+    """Where the time went in the Ready pod, from its status (whole seconds, as the apiserver and the
+    kubelet stamp them): created to scheduled, each init container's run, then the server's start to Ready
+    (model load plus the probes' periods)."""
     selector = f"{INSTANCE}={name},{COMPONENT}={COMPONENT_VALUE}"
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
     pod = next((p for p in pods if not p.metadata.deletion_timestamp), None)
     if pod is None or pod.status is None:
         return ""
     status = client.ApiClient().sanitize_for_serialization(pod.status)
+    created = client.ApiClient().sanitize_for_serialization(pod.metadata).get("creationTimestamp")
     parts = []
+    scheduled = next((c for c in status.get("conditions") or () if c.get("type") == "PodScheduled"), {})
+    took = _seconds(created, scheduled.get("lastTransitionTime"))
+    if took is not None:
+        parts.append(f"scheduling {took:.0f} s")
     for init in status.get("initContainerStatuses") or ():
         done = (init.get("state") or {}).get("terminated") or {}
         took = _seconds(done.get("startedAt"), done.get("finishedAt"))

@@ -1,7 +1,7 @@
 """What the local file servers share: byte ranges, streaming a file slowly, quiet keep-alive answers.
 
 The local Hugging Face Hub, its Xet CAS and the local ModelScope server each stand in for a real
-service in tests and the demo (docs/local-pods.md, docs/model-cache.md). Their APIs differ; how they
+service in tests and the demo (docs/real-node.md, docs/model-cache.md). Their APIs differ; how they
 send bytes must not, or a fetcher test would pass against one and not the other: the same `Range`
 reading, the same throttle (so a download can be watched, or killed mid-file), the same refusal to log.
 """

@@ -21,8 +21,6 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modeldeploy_dev.localpods import LocalPods
-
 LEASE_NAMESPACE = "kube-node-lease"
 KEPT_METADATA = ("name", "labels", "annotations")
 KEPT_SPEC = ("taints", "unschedulable", "podCIDR", "podCIDRs")
@@ -80,27 +78,19 @@ def _rv(core: client.CoreV1Api, name: str) -> str:
 
 
 class FakeKubelet:
-    """Node leases for the Ready nodes, and pod status for the pods bound to any fake node.
+    """Node leases for the Ready nodes, and pod status for the pods bound to any fake node: Running, with a
+    status message saying that nothing runs (pods that run go to the real node, realnode.py)."""
 
-    With `local_pods` (localpods.LocalPods), the pods it can run for real are its business; the others
-    are still reported Running, with a status message saying that nothing runs.
-    """
-
-    def __init__(
-        self, api: client.ApiClient, nodes: list[str], interval: float = 2.0, local_pods: LocalPods | None = None
-    ) -> None:
+    def __init__(self, api: client.ApiClient, nodes: list[str], interval: float = 2.0) -> None:
         self.core = client.CoreV1Api(api)
         self.coord = client.CoordinationV1Api(api)
         self.nodes = set(nodes)
         self.interval = interval
         self._renewed = 0.0  # time.monotonic() of the last round of lease renewals
-        self.local_pods = local_pods
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-kubelet", daemon=True)
 
     def start(self) -> FakeKubelet:
-        if self.local_pods is not None:
-            self.local_pods.start()
         self._thread.start()
         return self
 
@@ -108,8 +98,6 @@ class FakeKubelet:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
-        if self.local_pods is not None:
-            self.local_pods.stop()
 
     def tick(self) -> None:
         """One round of chores (the thread calls it every `interval` seconds); leases every LEASE_RENEW_S."""
@@ -144,8 +132,6 @@ class FakeKubelet:
                 continue
             ns, name = pod.metadata.namespace, pod.metadata.name
             images = [c.image for c in (pod.spec.init_containers or []) + pod.spec.containers]
-            if self.local_pods is not None and self.local_pods.owns(images):
-                continue
             if pod.metadata.deletion_timestamp:
                 with contextlib.suppress(ApiException):
                     self.core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
@@ -177,12 +163,11 @@ class FakeKubelet:
                     for c in pod.spec.containers
                 ],
             }
-            if self.local_pods is not None:
-                status["message"] = (
-                    f"local kubelet: {', '.join(sorted(set(images)))} cannot run on this machine (only "
-                    "ModelDeploy's fetch, ngl and llamacpp images run as processes); reported Running, nothing runs"
-                )
-                status["reason"] = "NotRunLocally"
+            status["message"] = (
+                f"fake node {node}: nothing runs here ({', '.join(sorted(set(images)))}); reported Running "
+                "so Deployments roll out. Pods that run go to the real node (docs/real-node.md)"
+            )
+            status["reason"] = "FakeNode"
             with contextlib.suppress(ApiException):
                 self.core.patch_namespaced_pod_status(name, ns, {"status": status})
                 touched += 1

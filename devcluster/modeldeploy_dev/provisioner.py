@@ -9,7 +9,8 @@ cluster. A claim naming any other StorageClass is left alone and stays Pending â
 cluster without that class does, which is how the model-cache tests see a "no StorageClass" failure.
 A Released volume whose reclaim policy is Delete has its directory and object removed.
 
-The local kubelet mounts a claim as its volume's `spec.hostPath.path` (localcluster/volumes.py).
+The real node's kubelet mounts a claim as its volume's `spec.hostPath.path`; the directory is made
+world-writable (as Rancher's local-path provisioner does), since a kubelet applies no fsGroup to hostPath.
 
     python -m modeldeploy_dev.provisioner ROOT    # uses $KUBECONFIG; until SIGTERM/SIGINT
 """
@@ -116,7 +117,9 @@ class LocalPathProvisioner:
                 continue  # provisioned; the binder will bind it
             body = self.api.sanitize_for_serialization(pvc)
             pv = volume_for(body, self.root)
-            Path(pv["spec"]["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
+            directory = Path(pv["spec"]["hostPath"]["path"])
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o777)
             with contextlib.suppress(ApiException):
                 self.core.create_persistent_volume(pv)
                 touched += 1

@@ -1,24 +1,18 @@
-"""`helm install` of charts/modeldeploy into the local control plane, and the operator run under the
-chart's ServiceAccount token: the chart's RBAC is enough for everything the operator does, and no more.
+"""`helm install` of charts/modeldeploy into the local control plane: the operator runs from its image on
+the real node, under the chart's ServiceAccount, and the chart's RBAC is enough for everything the
+operator does, and no more.
 
-The operator runs as a local process (there is no container runtime here) with exactly the arguments,
-environment and config file of the installed Deployment, authenticated by a token the apiserver issues
-for the chart's ServiceAccount (TokenRequest), so every request is authorized by the chart's Roles. As
-root it finds that token in-cluster, where the kubelet mounts it (`_as_the_pod`).
+The installed Deployment's pods run as they would on any cluster: the operator image (built here from
+images/operator/Dockerfile), the chart's arguments, environment, config map and ServiceAccount token,
+mounted by the kubelet; the operator reaches the apiserver through the `kubernetes` Service. Its log is
+read back with the pods/log API (what `kubectl logs` reads).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +21,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
-from modeldeploy.controller import credentials
-from modeldeploy_dev import LocalCluster, sandbox
-from modeldeploy_dev.cluster import free_port
+from modeldeploy_dev import LocalCluster, nodeconfig
 from modeldeploy_dev.nodes import FakeKubelet, create_node
+from modeldeploy_dev.realnode import RealNode
 from tests.support.chart import CHART, run_helm
 from tests.support.tools import ensure_helm
 
@@ -65,7 +58,10 @@ def _cpu_node() -> dict[str, Any]:
 
 @pytest.fixture(scope="module", params=["clusterwide", "namespaced"])
 def installed(
-    request: pytest.FixtureRequest, local_cluster: LocalCluster, kube_api: client.ApiClient
+    request: pytest.FixtureRequest,
+    local_cluster: LocalCluster,
+    kube_api: client.ApiClient,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """The chart installed with two replicas (Kopf peering on), serving every namespace or only APP_NS;
     yields the operator Deployment."""
@@ -76,9 +72,14 @@ def installed(
         with contextlib.suppress(ApiException):  # the chart's Roles go into it: it must exist first
             client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": APP_NS}})
         extra = ["--set", f"watchNamespaces={{{APP_NS}}}"]
+    # On the real node (tainted: only pods meant for it land there), from the image imported there.
+    values = tmp_path_factory.mktemp("chart") / "values.yaml"
+    values.write_text(
+        yaml.safe_dump({"nodeSelector": nodeconfig.node_labels(), "tolerations": [nodeconfig.toleration()]})
+    )
     proc = run_helm(
         helm, "install", RELEASE, str(CHART), "--namespace", NS, "--create-namespace",
-        "--kubeconfig", kubeconfig, "--set", "replicas=2", *extra, "--wait=false", timeout=180,
+        "--kubeconfig", kubeconfig, "--set", "replicas=2", "-f", str(values), *extra, "--wait=false", timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     apps = client.AppsV1Api(kube_api)
@@ -88,99 +89,55 @@ def installed(
         yield kube_api.sanitize_for_serialization(deps[0])
     finally:
         run_helm(helm, "uninstall", RELEASE, "--namespace", NS, "--kubeconfig", kubeconfig, timeout=120)
+        # The next install has the same release name and labels: its pods' logs must not be these pods'.
+        core = client.CoreV1Api(kube_api)
+        selector = "app.kubernetes.io/name=modeldeploy"
+        eventually(lambda: not core.list_namespaced_pod(NS, label_selector=selector).items, "the pods to go", 120)
 
 
-def _sa_token(kube_api: client.ApiClient, sa: str) -> str:
-    token = client.CoreV1Api(kube_api).create_namespaced_service_account_token(
-        sa, NS, {"spec": {"expirationSeconds": 3600}}
-    )
-    return str(token.status.token)
+def _operator_logs(core: client.CoreV1Api, deployment: dict[str, Any]) -> dict[str, str]:
+    """Each operator pod's log, as `kubectl logs` reads it (the kubelet serves it through the apiserver)."""
+    selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+    logs = {}
+    for pod in core.list_namespaced_pod(NS, label_selector=selector).items:
+        with contextlib.suppress(ApiException):
+            logs[pod.metadata.name] = core.read_namespaced_pod_log(pod.metadata.name, NS, container="operator")
+    return logs
 
 
-def _as_the_pod(
-    local_cluster: LocalCluster, token: str, cmd: list[str], env: dict[str, str], tmp: Path
-) -> tuple[list[str], dict[str, str], str]:
-    """The operator's command and environment, authenticated as the chart's pod would be, and the log line
-    that says which credentials it took.
-
-    Where this machine can (root: localcluster/sandbox.py), in-cluster exactly: $KUBERNETES_SERVICE_HOST/PORT
-    and the token, CA and namespace files at the path the kubelet mounts them, in a mount namespace of the
-    operator's own. Elsewhere a kubeconfig holding the same token.
-    """
-    ca = local_cluster.workdir / "pki" / "ca.crt"
-    env = {k: v for k, v in env.items() if k != "KUBECONFIG"}
-    if sandbox.available() is None:
-        sa = tmp / "serviceaccount"
-        sa.mkdir()
-        (sa / "token").write_text(token)
-        (sa / "ca.crt").write_bytes(ca.read_bytes())
-        (sa / "namespace").write_text(NS)
-        host, port = local_cluster.server.removeprefix("https://").rsplit(":", 1)
-        env |= {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
-        mount = {"source": str(sa), "target": str(credentials.SA_DIR), "readOnly": True}
-        spec = tmp / "container.json"
-        spec.write_text(json.dumps({"argv": cmd, "env": env, "root": str(tmp / "root"), "mounts": [mount]}))
-        return (
-            [sys.executable, "-m", "modeldeploy_dev.sandbox", "run", str(spec)],
-            env,
-            ("credentials: the in-cluster service account (without the kubernetes package)"),
-        )
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "local", "cluster": {"server": local_cluster.server, "certificate-authority": str(ca)}}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
-        "current-context": "sa",
-    }
-    (tmp / "sa.kubeconfig").write_text(yaml.safe_dump(doc))
-    return cmd, {**env, "KUBECONFIG": str(tmp / "sa.kubeconfig")}, "credentials: context 'sa'"
-
-
-def test_operator_under_the_charts_service_account(
-    local_cluster: LocalCluster,
-    kube_api: client.ApiClient,
-    installed: dict[str, Any],
-    tmp_path: Path,
+def test_operator_runs_from_its_image_under_the_charts_service_account(
+    kube_api: client.ApiClient, installed: dict[str, Any], real_node: RealNode
 ) -> None:
     pod = installed["spec"]["template"]["spec"]
     container = next(c for c in pod["containers"] if c["name"] == "operator")
-    args = [a for a in container["args"] if not a.startswith("--liveness=")]
-    assert any(a.startswith("--peering=") for a in args)  # replicas=2: leader election between replicas
-    core = client.CoreV1Api(kube_api)
-    # The chart's config map, where the pod would mount it.
-    cm_name = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(core.read_namespaced_config_map(cm_name, NS).data["config.yaml"])
-    token = _sa_token(kube_api, pod["serviceAccountName"])
+    assert any(a.startswith("--peering=") for a in container["args"])  # replicas=2: leader election
+    core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+    name = installed["metadata"]["name"]
 
+    def both_ready() -> bool:
+        dep = apps.read_namespaced_deployment(name, NS)
+        return (dep.status.ready_replicas or 0) == 2
+
+    try:
+        eventually(both_ready, "both operator pods Ready on the real node", timeout=180)
+    except AssertionError:
+        pods = core.list_namespaced_pod(NS).items
+        raise AssertionError(f"not Ready: {[(p.metadata.name, p.status.to_dict()) for p in pods]}") from None
+    selector = ",".join(f"{k}={v}" for k, v in installed["spec"]["selector"]["matchLabels"].items())
+    for running in core.list_namespaced_pod(NS, label_selector=selector).items:
+        assert running.spec.node_name == real_node.name
+        assert running.status.container_statuses[0].image in real_node.images()
+        assert running.spec.security_context.run_as_non_root
     create_node(core, _cpu_node())
     kubelet = FakeKubelet(kube_api, [NODE], interval=0.5).start()
     with contextlib.suppress(ApiException):
         core.create_namespace({"metadata": {"name": APP_NS}})
-    health, metrics = free_port(), free_port()
-    env = {
-        **os.environ,
-        "MODELDEPLOY_CONFIG": str(cfg),
-        "MODELDEPLOY_METRICS_PORT": str(metrics),
-        "POD_NAME": "md-modeldeploy-0",
-        "POD_ID": "md-modeldeploy-0",
-    }
-    log = tmp_path / "operator.log"
-    cmd = [sys.executable, "-m", "modeldeploy.controller.run", *args, f"--liveness=http://127.0.0.1:{health}/healthz"]
-    cmd, env, said = _as_the_pod(local_cluster, token, cmd, env, tmp_path)
-    with log.open("wb") as out:
-        op = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     crs = client.CustomObjectsApi(kube_api)
     try:
-
-        def healthy() -> bool:
-            assert op.poll() is None, log.read_text()[-3000:]
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-
-        eventually(healthy, "the operator's liveness endpoint")
-        assert said in log.read_text()
+        logs = _operator_logs(core, installed)
+        # In-cluster credentials: the token, CA and namespace the kubelet mounted, read without the package.
+        said = "credentials: the in-cluster service account (without the kubernetes package)"
+        assert any(said in log for log in logs.values()), logs
         md = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ModelDeployment",
@@ -196,12 +153,11 @@ def test_operator_under_the_charts_service_account(
             },
         }
         crs.create_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, md)
-        apps = client.AppsV1Api(kube_api)
         try:
             dep = eventually(lambda: apps.read_namespaced_deployment("rbac-check", APP_NS), "the Deployment", 90)
         except AssertionError:
             status = crs.get_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, "rbac-check").get("status")
-            raise AssertionError(f"no Deployment; status: {status}") from None
+            raise AssertionError(f"no Deployment; status: {status}; logs: {_operator_logs(core, installed)}") from None
         owner = dep.metadata.owner_references[0]
         assert owner.kind == "ModelDeployment" and owner.block_owner_deletion  # needs modeldeployments/finalizers
         eventually(lambda: core.read_namespaced_service("rbac-check", APP_NS), "the Service")
@@ -217,25 +173,20 @@ def test_operator_under_the_charts_service_account(
             return any(e.reason == "EngineSelected" for e in events)
 
         eventually(selected_event, "the EngineSelected Event", 30)
-        # The peering object carries this replica's keep-alive (kopf.dev peerings: patch).
-        peering = next(a.split("=", 1)[1] for a in args if a.startswith("--peering="))
-        if any(a.startswith("--namespace=") for a in args):  # namespaced: one KopfPeering per namespace
+        # The peering object carries the replicas' keep-alives (kopf.dev peerings: patch).
+        peering = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--peering="))
+        if any(a.startswith("--namespace=") for a in container["args"]):  # namespaced: one per namespace
             body = crs.get_namespaced_custom_object("kopf.dev", "v1", APP_NS, "kopfpeerings", peering)
         else:
             body = crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
         assert body.get("status"), body
     finally:
-        op.send_signal(signal.SIGINT)
-        try:
-            op.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            op.kill()
         kubelet.stop()
         with contextlib.suppress(ApiException):
             crs.delete_namespaced_custom_object(GROUP, VERSION, APP_NS, PLURAL, "rbac-check")
         with contextlib.suppress(ApiException):
             core.delete_node(NODE)
-    text = log.read_text()
+    text = "\n".join(_operator_logs(core, installed).values())
     # RBAC denials read 'is forbidden: User "system:serviceaccount:…" cannot …' (a terminating namespace's
     # 403 is not about permissions).
     denied = [line for line in text.splitlines() if 'forbidden: User "system:serviceaccount' in line]

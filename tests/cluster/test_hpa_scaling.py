@@ -1,23 +1,29 @@
 """Replicas follow load: the real HPA controller scales the operator's Deployment on the engines' gauges.
 
 What is real: the kube-apiserver (with the custom.metrics.k8s.io API aggregated into it), the
-kube-controller-manager's HPA controller, the HorizontalPodAutoscaler and Deployment the operator's
-reconcile applies (the fallback when KEDA is absent, docs/autoscaling.md), and every pod: the local
-kubelet runs each replica for real (fetch from the local Hub server, auto-NGL, our llama.cpp entrypoint
-serving SmolLM2-135M, probes; docs/local-pods.md), and the load is real chat requests.
+kube-controller-manager's HPA controller, the scheduler, the HorizontalPodAutoscaler and Deployment the
+operator's reconcile applies (the fallback when KEDA is absent, docs/autoscaling.md), and every pod: a real
+node of this module's own (kubelet, containerd, runc, the CNI bridge, kube-proxy; docs/real-node.md) runs
+each replica from our images (fetch from the local Hub server, auto-NGL, our llama.cpp entrypoint serving
+SmolLM2-135M, probes). The load is real chat requests sent, as a user's client sends them, to the
+Deployment's Service ClusterIP, which kube-proxy spreads over the Ready pods' endpoints (each request on a
+connection of its own, so a new replica gets its share as soon as it is an endpoint).
 
-What stands in: Prometheus + prometheus-adapter (not built here) are a loop that scrapes each Ready
-pod's /metrics every half second and writes its `llamacpp:requests_processing + requests_deferred` as
-that pod's `modeldeploy_requests_in_flight` into the Kubernetes project's own custom-metrics test
-adapter (sigs.k8s.io/custom-metrics-apiserver/test-adapter); and since local pods have no pod IP (so a
-Service has no endpoints), the load generator spreads its requests over the Ready pods itself, as the
-Service or the gateway would.
+What stands in: Prometheus + prometheus-adapter (not built here) are a loop that scrapes each Ready pod's
+/metrics at its pod IP every half second and writes its `llamacpp:requests_processing + requests_deferred`
+as that pod's `modeldeploy_requests_in_flight` into the Kubernetes project's own custom-metrics test
+adapter (sigs.k8s.io/custom-metrics-apiserver/test-adapter), a process on this machine that the
+APIService reaches through an ExternalName Service `localhost`. The node stands in for a GPU node
+(nodeconfig.STAND_IN_GPU, no device behind it), so the replicas take the GPU path and auto-NGL decides 0
+layers.
+
+The module starts its own control plane (it aggregates an API into it) and its own real node, so it runs
+before the session's cluster takes the host's one node (`own_node`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import subprocess
 import sys
@@ -38,22 +44,23 @@ from modeldeploy.controller.blocking import Kube, KubeError
 from modeldeploy.controller.reconcile import reconcile_once
 from modeldeploy.controller.scaling import forget_discovery
 from modeldeploy.scaling.objects import HPA_METRIC
-from modeldeploy.selection.nodes import facts_from_document
-from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries, sandbox, testmodel
+from modeldeploy.selection.nodes import NodeFacts, node_facts
+from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries, images, realnode, testmodel
+from modeldeploy_dev.cluster import SERVICE_CIDR
+from modeldeploy_dev.dev import on_the_real_node
 from modeldeploy_dev.hubserver import HubServer
-from modeldeploy_dev.localpods import PORTS_ANNOTATION, LocalPods
-from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
+from modeldeploy_dev.realnode import NodeError, RealNode
 from tests.support.tools import ensure_metrics_adapter, unavailable
 
 pytest.importorskip("xllamacpp")
-# No pytest timeout: the first run on a fresh machine builds the control plane and the metrics adapter inside
-# the fixture (minutes); every wait below is bounded.
-pytestmark = pytest.mark.cluster
+# No pytest timeout: the first run on a fresh machine builds the control plane, the metrics adapter and our
+# images inside the fixture (minutes); every wait below is bounded.
+# Its own control plane and real node: it runs before the session's cluster takes the host's one node.
+pytestmark = [pytest.mark.cluster, pytest.mark.own_node]
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "scaling"
 NAME = "chat"
-NODES_FILE = REPO / "examples" / "nodes" / "cpu-cluster.yaml"
 EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
 MD_CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 TARGET, MAX = 2, 4
@@ -129,17 +136,18 @@ def _in_flight(base: str) -> int:
 
 
 class World:
-    """The module's cluster: the operator's client, the metrics adapter, the Hub server's config."""
+    """The module's cluster: the operator's client, the metrics adapter, the Hub server's config, and the
+    real node's facts as the operator sees them (its live Node object)."""
 
-    def __init__(self, kube: Kube, adapter: Adapter, config: OperatorConfig) -> None:
-        self.kube, self.adapter, self.config = kube, adapter, config
+    def __init__(self, kube: Kube, adapter: Adapter, config: OperatorConfig, nodes: list[NodeFacts]) -> None:
+        self.kube, self.adapter, self.config, self.nodes = kube, adapter, config, nodes
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    why = sandbox.available()
+    why = realnode.available()
     if why:
-        unavailable(f"local pods cannot run here: {why}")
+        unavailable(f"no real node on this host: {why}")
     try:
         ensure_binaries(log=_say)
     except BuildError as exc:
@@ -149,23 +157,39 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     except testmodel.ModelUnavailable as exc:
         unavailable(str(exc))
     binary = ensure_metrics_adapter()
+    try:
+        archives = images.ensure_images(images.NAMES, log=_say)
+    except images.ImageBuildError as exc:
+        unavailable(f"our images cannot be built here: {exc}")
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", WRITE_PORT)) == 0:
             unavailable(f"port {WRITE_PORT} is taken; the custom-metrics test adapter takes metric values there")
     workdir = tmp_path_factory.mktemp("hpa")
-    cluster = LocalCluster(workdir / "cluster", log=_say)
-    cluster.start()
+    # The node's bridge first: the apiserver listens on its address, where the pods reach it.
+    try:
+        node = RealNode(workdir / "node", images.PAUSE_IMAGE, log=_say).prepare(SERVICE_CIDR)
+    except NodeError as exc:
+        unavailable(f"no real node on this host: {exc}")
+    cluster = LocalCluster(workdir / "cluster", log=_say, address=node.address)
     stack = contextlib.ExitStack()
     stack.callback(cluster.stop)
+
+    def stop_node() -> None:
+        left = node.stop()
+        assert not left, f"the real node left the host changed: {left}"
+
+    stack.callback(stop_node)  # before the control plane stops (unwound last in, first out)
     try:
-        hub = stack.enter_context(HubServer({testmodel.HUB_REPO: repo_dir}))
+        cluster.start()
+        assert cluster.ca is not None
+        node.join(cluster.ca, cluster.server, list(archives.values()))
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
-        kube = Kube(api)
         core = client.CoreV1Api(api)
-        names = [create_node(core, n) for n in load_node_set(NODES_FILE)]
-        local = LocalPods(api, names, workdir / "kubelet", host_ports=[int(hub.url.rsplit(":", 1)[1])])
-        kubelet = FakeKubelet(api, names, interval=0.5, local_pods=local).start()
-        stack.callback(kubelet.stop)
+        node.wait_ready(core)
+        live = api.sanitize_for_serialization(core.read_node(node.name))
+        nodes = [node_facts(live, LabelMappings())]
+        hub = stack.enter_context(HubServer({testmodel.HUB_REPO: repo_dir}, host=node.address))
+        kube = Kube(api)
         adapter = Adapter(binary, cluster.kubeconfig_path, workdir)
         stack.callback(adapter.stop)
         kube.request(
@@ -228,11 +252,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         addon_crds.install(api, [yaml.safe_load(MD_CRD.read_text())])
         kube.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NS}})
         scale = AutoscalingSettings(keda=False)
-        yield World(
-            kube, adapter, OperatorConfig(autoscaling=scale, fetch_env=[EnvVar(name="HF_ENDPOINT", value=hub.url)])
-        )
+        cfg = OperatorConfig(autoscaling=scale, fetch_env=[EnvVar(name="HF_ENDPOINT", value=hub.url)])
+        yield World(kube, adapter, cfg, nodes)
         kube.request("DELETE", f"/api/v1/namespaces/{NS}")
-        _wait("the pods to stop", lambda: not _live_pods(kube), 60)
+        _wait("the pods to be gone", lambda: not _pods(kube), 120)
     finally:
         stack.close()
 
@@ -242,25 +265,40 @@ def _replicas(kube: Kube) -> int:
     return int((dep.get("spec") or {}).get("replicas") or 0)
 
 
-def _live_pods(kube: Kube) -> list[dict[str, Any]]:
+def _pods(kube: Kube) -> list[dict[str, Any]]:
     query = [("labelSelector", f"app.kubernetes.io/instance={NAME}")]
-    items = kube.request("GET", f"/api/v1/namespaces/{NS}/pods", query=query).get("items") or []
-    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+    return kube.request("GET", f"/api/v1/namespaces/{NS}/pods", query=query).get("items") or []
+
+
+def _live_pods(kube: Kube) -> list[dict[str, Any]]:
+    return [p for p in _pods(kube) if not p["metadata"].get("deletionTimestamp")]
+
+
+def _engine_port(pod: dict[str, Any]) -> int:
+    (engine,) = [c for c in pod["spec"]["containers"] if c["name"] == "engine"]
+    return int(engine["ports"][0]["containerPort"])
 
 
 def _ready_pods(kube: Kube) -> dict[str, str]:
-    """Ready pod name -> its engine's base URL on the host (the kubelet's port map)."""
+    """Ready pod name -> its engine's base URL at the pod's IP (where Prometheus would scrape it)."""
     out = {}
     for pod in _live_pods(kube):
-        conds = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or ()}
-        ports = (pod["metadata"].get("annotations") or {}).get(PORTS_ANNOTATION)
-        if conds.get("Ready") == "True" and ports:
-            out[pod["metadata"]["name"]] = f"http://{json.loads(ports)['8000']}"
+        status = pod.get("status") or {}
+        conds = {c["type"]: c["status"] for c in status.get("conditions") or ()}
+        if conds.get("Ready") == "True" and status.get("podIP"):
+            out[pod["metadata"]["name"]] = f"http://{status['podIP']}:{_engine_port(pod)}"
     return out
 
 
-def _reconcile(kube: Kube, cfg: OperatorConfig) -> None:
-    nodes = facts_from_document(NODES_FILE.read_text(), LabelMappings())
+def _service_base(kube: Kube) -> str:
+    """The Deployment's Service at its ClusterIP: where a user's client sends its requests."""
+    service = kube.get(f"/api/v1/namespaces/{NS}/services/{NAME}") or {}
+    spec = service.get("spec") or {}
+    assert spec.get("clusterIP") and spec.get("ports"), service
+    return f"http://{spec['clusterIP']}:{spec['ports'][0]['port']}"
+
+
+def _reconcile(kube: Kube, cfg: OperatorConfig, nodes: list[NodeFacts]) -> None:
     for _ in range(20):
         try:
             result = reconcile_once(kube.api.configuration, NS, NAME, nodes, cfg)
@@ -277,9 +315,9 @@ def _reconcile(kube: Kube, cfg: OperatorConfig) -> None:
 
 
 def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
-    kube, adapter, cfg = world.kube, world.adapter, world.config
+    kube, adapter, cfg, nodes = world.kube, world.adapter, world.config, world.nodes
     forget_discovery()
-    md = yaml.safe_load(EXAMPLE.read_text())
+    md = on_the_real_node(yaml.safe_load(EXAMPLE.read_text()))
     md["metadata"] = {"name": NAME}
     md["spec"]["autoscaling"] = {
         "minReplicas": 1,
@@ -288,14 +326,18 @@ def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
         "scaleDownDelaySeconds": 0,
     }
     kube.request("POST", f"/apis/modeldeploy.io/v1alpha1/namespaces/{NS}/modeldeployments", body=md)
-    _reconcile(kube, cfg)
+    _reconcile(kube, cfg, nodes)
     assert kube.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{NAME}") is not None
     _wait("the first pod to be Ready (fetch, auto-NGL, llama.cpp)", lambda: _ready_pods(kube), 240)
+    service = _service_base(kube)
 
     stop_feed, stop_load = threading.Event(), threading.Event()
     seen: list[tuple[float, int, int, int]] = []  # (time, in flight, replicas, ready pods)
     errors: list[str] = []
     ready: dict[str, str] = {}
+    busy: set[str] = set()  # pods seen with a request in flight: the Service sent them some
+    answered: list[int] = []  # one entry per chat request answered through the Service
+    failed: list[str] = []
     started = time.monotonic()
 
     def feed() -> None:
@@ -308,6 +350,8 @@ def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
                     value = _in_flight(base)
                     adapter.write(NS, pod, value)
                     total += value
+                    if value:
+                        busy.add(pod)
                 ready.clear()
                 ready.update(current)
                 seen.append((time.monotonic() - started, total, _replicas(kube), len(current)))
@@ -315,19 +359,14 @@ def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
                 errors.append(f"{type(exc).__name__}: {exc}")
             stop_feed.wait(0.5)
 
-    def load(user: int) -> None:
-        """One user asking again and again, spread over the Ready pods as a Service would."""
-        turn = user
-        with httpx.Client(timeout=120) as http:
+    def load() -> None:
+        """One user asking again and again at the Service's ClusterIP; kube-proxy picks a Ready pod for each
+        connection, and each request opens its own (no keep-alive), so new replicas get their share."""
+        with httpx.Client(timeout=120, limits=httpx.Limits(max_keepalive_connections=0)) as http:
             while not stop_load.is_set():
-                bases = sorted(ready.values())
-                if not bases:
-                    time.sleep(0.2)
-                    continue
-                turn += 1
-                with contextlib.suppress(httpx.HTTPError):
-                    http.post(
-                        f"{bases[turn % len(bases)]}/v1/chat/completions",
+                try:
+                    reply = http.post(
+                        f"{service}/v1/chat/completions",
                         json={
                             "model": md["spec"]["model"]["name"],
                             "messages": [{"role": "user", "content": "Count from one to fifty in words."}],
@@ -335,10 +374,14 @@ def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
                             "ignore_eos": True,
                         },
                     )
+                    reply.raise_for_status()
+                    answered.append(reply.json()["usage"]["completion_tokens"])
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    failed.append(f"{type(exc).__name__}: {exc}")
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    users = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(4 * TARGET)]
+    users = [threading.Thread(target=load, daemon=True) for _ in range(4 * TARGET)]
     try:
         for u in users:
             u.start()
@@ -352,9 +395,14 @@ def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
         up = time.monotonic() - started
         scaled_at = next(t for t, _, replicas, _ in seen if replicas == MAX)
         # The operator re-applies its Deployment: the HPA's replica count stays (a field it yields).
-        _reconcile(kube, cfg)
+        _reconcile(kube, cfg, nodes)
         assert _replicas(kube) == MAX
-        time.sleep(5)  # the load now spread over every replica
+        # The Service spreads the load over every replica: each Ready pod gets requests of its own.
+        try:
+            _wait("every replica to get requests through the Service", lambda: set(ready) <= busy, 60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; busy {sorted(busy)}, Ready {sorted(ready)}") from None
+        time.sleep(5)  # the load spread over every replica a while
         stop_load.set()
         for u in users:
             u.join(timeout=120)
@@ -372,7 +420,11 @@ def test_replicas_follow_the_engines_requests_in_flight(world: World) -> None:
     )
     timeline = [(round(t), n, r, k) for t, n, r, k in seen[:: max(1, len(seen) // 15)]]
     _say(f"load off: back to 1 replica {down:.0f} s later; (s, in flight, replicas, Ready): {timeline}")
+    _say(f"{len(answered)} chat requests answered through the Service ClusterIP {service}")
     assert peak >= TARGET * (MAX - 1) + 1
+    # Every request a user sent through the Service was answered in full, by whichever replica served it.
+    assert not failed, f"{len(failed)} of {len(failed) + len(answered)} requests failed: {failed[:3]}"
+    assert answered and all(tokens == 96 for tokens in answered), answered[:10]
     hpa = kube.get(f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{NAME}") or {}
     conds = {c["type"]: c for c in (hpa.get("status") or {}).get("conditions") or []}
     assert conds["ScalingActive"]["status"] == "True", conds

@@ -1,4 +1,5 @@
-"""The local control plane itself: loopback only, and Deployments really become bound, running Pods."""
+"""The local control plane itself: loopback (or the real node's own bridge address) only, and Deployments
+really become bound, running Pods."""
 
 from __future__ import annotations
 
@@ -41,12 +42,15 @@ def _listening(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_every_component_listens_on_loopback_only(local_cluster: LocalCluster) -> None:
+def test_every_component_listens_on_loopback_or_the_node_bridge_only(local_cluster: LocalCluster) -> None:
+    """With a real node the apiserver listens on the node's bridge address, where pods reach it; netguard.py
+    drops packets for that address from any other interface, so nothing outside the machine does."""
     loopback_v6 = "00000000000000000000000000000001"
+    allowed = {"127.0.0.1", loopback_v6, local_cluster.address}
     for name, proc in local_cluster.procs.items():
         sockets = _listening(proc.pid)
         assert sockets, f"{name} listens nowhere?"
-        assert all(addr in ("127.0.0.1", loopback_v6) for addr, _ in sockets), (name, sockets)
+        assert all(addr in allowed for addr, _ in sockets), (name, sockets)
 
 
 def test_a_deployment_becomes_pods_bound_to_matching_nodes(kube_api: client.ApiClient) -> None:

@@ -1,7 +1,6 @@
 """External tools the chart tests need, installed from the registries on first use and cached.
 
-- helm: built from its Go module (`go install helm.sh/helm/v3/cmd/helm@HELM_VERSION`); no PyPI wheel ships
-  a Linux helm binary. About 3 minutes on 2 cores with a cold Go module cache, once.
+- helm: built from its Go module by modeldeploy_dev.helm (the dev cluster installs the chart with it too).
 - checkov: the security scanner, from PyPI, in its own virtual environment (it pins ~100 packages,
   some older than the project's; keeping it apart leaves the project's environment alone). About 45 s, once.
 
@@ -19,12 +18,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-HELM_VERSION = "v3.21.4"
-HELM_MODULE = "helm.sh/helm/v3"
-# The Kubernetes version helm assumes without a cluster (`helm template`, `helm lint`): its Makefile derives
-# it from the client-go it builds with (v0.36 for helm v3.21) and sets it by -ldflags; `go install` must too,
-# else helm claims Kubernetes 1.20.
-HELM_KUBE_MAJOR, HELM_KUBE_MINOR = "1", "36"
+from modeldeploy_dev import helm
+from modeldeploy_dev.build import BuildError
+
 CHECKOV_VERSION = "3.3.30"
 
 _BUILD_TIMEOUT_S = 1800
@@ -65,52 +61,12 @@ def _run(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S, check=False)
 
 
-def _install_helm(dest: Path) -> str | None:
-    """Build helm into `dest`; returns an error sentence or None."""
-    go = shutil.which("go")
-    if go is None:
-        return "helm is not cached and there is no Go toolchain to build it (go install helm.sh/helm/v3/cmd/helm)"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="helm-", dir=dest.parent))
-    env = {**os.environ, "GOBIN": str(tmp), "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    ldflags = " ".join(
-        [
-            "-s -w",
-            f"-X {HELM_MODULE}/internal/version.version={HELM_VERSION}",
-            *(
-                f"-X {HELM_MODULE}/pkg/{pkg}.k8sVersion{part}={value}"
-                for pkg in ("chartutil", "lint/rules")
-                for part, value in (("Major", HELM_KUBE_MAJOR), ("Minor", HELM_KUBE_MINOR))
-            ),
-        ]
-    )
-    cmd = [go, "install", "-trimpath", "-ldflags", ldflags, f"{HELM_MODULE}/cmd/helm@{HELM_VERSION}"]
-    try:
-        proc = _run(cmd, env)
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return f"building helm {HELM_VERSION} took over {_BUILD_TIMEOUT_S} s"
-    if proc.returncode != 0 or not (tmp / "helm").exists():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return f"building helm {HELM_VERSION} failed: {proc.stderr.strip()[-2000:]}"
-    dest.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp / "helm", dest / "helm")  # atomic: a concurrent run sees the whole binary or none
-    shutil.rmtree(tmp, ignore_errors=True)
-    return None
-
-
 def install_helm() -> Path:
-    """The helm binary ($MODELDEPLOY_HELM, else the cached build, built on first use); ToolUnavailable."""
-    override = os.environ.get("MODELDEPLOY_HELM")
-    if override:
-        return Path(override)
-    dest = cache_dir() / f"helm-{HELM_VERSION}"
-    binary = dest / "helm"
-    if not binary.exists():
-        error = _install_helm(dest)
-        if error:
-            raise ToolUnavailable(error)
-    return binary
+    """The helm binary (modeldeploy_dev.helm: $MODELDEPLOY_HELM, else the cached build); ToolUnavailable."""
+    try:
+        return helm.ensure_helm()
+    except BuildError as exc:
+        raise ToolUnavailable(str(exc)) from None
 
 
 def ensure_helm() -> Path:

@@ -103,3 +103,38 @@ def test_a_release_whose_tag_disagrees_with_the_versions_is_refused() -> None:
     wrong = subprocess.run([*script, "9.9.9"], capture_output=True, text=True)
     assert wrong.returncode == 1
     assert "charts/modeldeploy/Chart.yaml appVersion is" in wrong.stderr and "pyproject.toml" in wrong.stderr
+
+
+def _dockerfile_arg_defaults(image: str) -> dict[str, str]:
+    text = (REPO / "images" / image / "Dockerfile").read_text()
+    return dict(re.findall(r"^ARG (\w+)=(\S+)", text, flags=re.M))
+
+
+def _release_build_args() -> dict[str, dict[str, str]]:
+    """{image: {ARG: value}} from the matrix's include entries."""
+    include = _workflow()["jobs"]["images"]["strategy"]["matrix"]["include"]
+    return {
+        entry["image"]: dict(line.split("=", 1) for line in entry["build-args"].splitlines() if line.strip())
+        for entry in include
+    }
+
+
+def test_the_release_passes_each_images_base_explicitly_as_the_dockerfiles_default() -> None:
+    """The same Dockerfiles everywhere: the release names the upstream bases through the build arguments a
+    machine without a registry overrides (modeldeploy_dev.images), and they are the Dockerfiles' defaults."""
+    assert _build_step()["with"]["build-args"] == "${{ matrix.build-args }}"
+    args = _release_build_args()
+    assert set(args) == _built()
+    for image, given in args.items():
+        defaults = _dockerfile_arg_defaults(image)
+        assert given == {k: defaults[k] for k in given}, image
+        base_args = {k for k in defaults if k in ("PYTHON_BASE", "BASE_IMAGE", "SGLANG_IMAGE", "XLLAMACPP_INDEX")}
+        assert set(given) == base_args, image
+
+
+def test_the_local_builds_override_only_arguments_the_release_passes() -> None:
+    from modeldeploy_dev import images
+
+    release = _release_build_args()
+    for image in images.DOCKERFILE_IMAGES:
+        assert set(images.build_args(image, "https://pypi.example/simple")) == set(release[image]), image

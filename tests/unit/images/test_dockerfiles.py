@@ -107,3 +107,37 @@ def test_no_deps_images_import_without_the_operator_stack(module: str, allowed: 
         code += "from huggingface_hub import HfApi, snapshot_download\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, f"{module} needs more than {allowed}: {proc.stderr[-500:]}"
+
+
+PYTHON_IMAGES = [n for n in ALL if "python:" in " ".join(_resolved_froms(_dockerfile(n).read_text()))]
+
+
+def test_the_python_images_are_the_ones_expected() -> None:
+    """So that the rule below cannot pass by finding no python image."""
+    assert {"operator", "fetch", "ngl", "transformers", "mlx"} <= set(PYTHON_IMAGES)
+
+
+@pytest.mark.parametrize("name", PYTHON_IMAGES)
+def test_python_images_take_their_base_as_PYTHON_BASE(name: str) -> None:
+    """One Dockerfile for every environment: a machine that cannot pull python:slim passes a local base."""
+    text = _dockerfile(name).read_text()
+    assert re.search(r"^ARG PYTHON_BASE=python:3\.12\.8-slim-bookworm$", text, flags=re.M), name
+    assert re.findall(r"^FROM (\S+)", text, flags=re.M) and all(
+        f == "${PYTHON_BASE}" for f in re.findall(r"^FROM (\S+)", text, flags=re.M)
+    ), f"{name}: every stage FROM ${{PYTHON_BASE}}"
+
+
+def test_llamacpp_takes_its_base_and_index_and_installs_libgomp() -> None:
+    """The xllamacpp wheels load libgomp.so.1 without bundling it (`ImportError: libgomp.so.1` at start)."""
+    text = _dockerfile("llamacpp").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=\S+$", text, flags=re.M) and "FROM ${BASE_IMAGE}" in text
+    assert re.search(r"^ARG XLLAMACPP_INDEX=\S+$", text, flags=re.M)
+    installs = " ".join(re.findall(r"apt-get install ([^\n\\&]+)", text))
+    assert "libgomp1" in installs.split()
+
+
+def test_the_local_python_base_is_hadolint_clean() -> None:
+    base = IMAGES / "bases" / "python" / "Dockerfile"
+    proc = subprocess.run([_hadolint(), "--no-color", str(base)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "python3 -m venv /usr/local" in base.read_text()  # the layout pip --prefix + COPY /usr/local expect

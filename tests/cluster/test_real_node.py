@@ -1,22 +1,25 @@
-"""The pods the renderer writes meet our images' entrypoints, for real, on the local kubelet.
+"""The pods the renderer writes meet our images, for real: containerd runs them on the real node.
 
 The example ModelDeployment `examples/modeldeployments/llamacpp-smollm2.yaml` is rendered exactly as the
-operator renders it (selection on the demo cluster's nodes, the operator config pointing the fetcher at
-the local Hub server through `fetchEnv`), and the Deployment is applied to the real control plane.
-The local kubelet (localpods.py) runs the fetch and auto-NGL init containers and the llama.cpp server as
-processes, with the pod's mounts, env and probes. One pod really serves SmolLM2-135M and answers; the
-others carry one deliberate renderer/image disagreement each and must fail with the pod's own error:
-a mount path, an environment variable, a port.
+operator renders it (selection on the live cluster's real node, the operator config pointing the fetcher
+at the local Hub server through `fetchEnv`), and the Deployment is applied to the real control plane. The
+real node's kubelet runs the fetch and auto-NGL init containers and the llama.cpp server from our images
+(built here with buildah from their Dockerfiles), with the rendered security contexts, limits, mounts,
+env and probes applied by runc. One pod really serves SmolLM2-135M and answers through its Service; the
+others carry one deliberate renderer/image disagreement each and must fail with the pod's own error: a
+mount path, an environment variable, a port.
 
-The only change made to the rendered Deployments besides the mutation is a nodeSelector pinning them to
-this module's node (the session's cluster has other modules' fake GPU nodes, run by fake kubelets).
+The only change made to the example is the one `modeldeploy dev demo` makes (dev.on_the_real_node): the
+real node's toleration and label. The node stands in for a GPU node (nodeconfig.STAND_IN_GPU) so the
+GPU path runs: auto-NGL finds no device and decides 0 layers.
 """
 
 from __future__ import annotations
 
-import copy
 import json
+import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,20 +35,19 @@ from modeldeploy.loader import parse_model_deployment
 from modeldeploy.ngl.initcontainer import TERMINATION_LOG
 from modeldeploy.render import render
 from modeldeploy.selection import node_facts, select_engine
-from modeldeploy_dev import devchat, sandbox, testmodel
-from modeldeploy_dev.containers import http_get
+from modeldeploy_dev import devchat, testmodel
+from modeldeploy_dev.cluster import LocalCluster
+from modeldeploy_dev.dev import on_the_real_node
 from modeldeploy_dev.hubserver import HubServer
-from modeldeploy_dev.localpods import PORTS_ANNOTATION, LocalPods
-from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
+from modeldeploy_dev.nodeconfig import NO_REGISTRY
+from modeldeploy_dev.realnode import RealNode
 from tests.support.tools import unavailable
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
-DEMO_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
 NS = f"md-pods-{uuid.uuid4().hex[:6]}"
-NODE = f"local-l4-{uuid.uuid4().hex[:6]}"
 T = TypeVar("T")
 
 
@@ -63,31 +65,43 @@ def eventually(fn: Callable[[], T], what: str, timeout: float = 120.0) -> T:
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
-class Pods:
-    """The module's world: the Hub server, one fake L4 node run by a local kubelet, and a namespace."""
+def http_status(url: str, timeout: float = 2) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except OSError:
+        return None
 
-    def __init__(self, api: client.ApiClient, hub: HubServer, local: LocalPods) -> None:
-        self.api, self.hub, self.local = api, hub, local
+
+class Pods:
+    """The module's world: the Hub server on the node's address, the real node, and a namespace."""
+
+    def __init__(self, api: client.ApiClient, hub: HubServer, node: RealNode, cluster: LocalCluster) -> None:
+        self.api, self.hub, self.node, self.cluster = api, hub, node, cluster
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+        self.services: dict[str, dict[str, Any]] = {}
 
     def rendered(self, name: str, cache_pvc: str | None = None) -> dict[str, Any]:
-        """The example's Deployment as the operator renders it for the demo cluster, named `name`."""
-        doc = yaml.safe_load(EXAMPLE.read_text())
+        """The example's Deployment as the operator renders it for the real node, named `name`."""
+        doc = on_the_real_node(yaml.safe_load(EXAMPLE.read_text()))
         doc["metadata"].update(name=name, namespace=NS)
         if cache_pvc:
             doc["spec"]["cache"] = {"pvc": cache_pvc}
         md = parse_model_deployment(doc, str(EXAMPLE))
         config = OperatorConfig(fetch_env=[EnvVar(name="HF_ENDPOINT", value=self.hub.url)])
-        facts = [node_facts(n, config.label_mappings) for n in load_node_set(DEMO_NODES)]
-        decision = select_engine(md.spec, facts, config)
-        deployment = next(o for o in render(md, decision, config) if o["kind"] == "Deployment")
-        deployment["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": NODE}
-        return deployment
+        live = self.api.sanitize_for_serialization(self.core.read_node(self.node.name))
+        decision = select_engine(md.spec, [node_facts(live, config.label_mappings)], config)
+        objects = render(md, decision, config)
+        self.services[name] = next(o for o in objects if o["kind"] == "Service")
+        return next(o for o in objects if o["kind"] == "Deployment")
 
     def apply(self, deployment: dict[str, Any]) -> str:
+        """The Deployment and the Service the operator renders with it."""
+        name = str(deployment["metadata"]["name"])
         self.apps.create_namespaced_deployment(NS, deployment)
-        return str(deployment["metadata"]["name"])
+        self.core.create_namespaced_service(NS, self.services[name])
+        return name
 
     def pod(self, name: str) -> dict[str, Any]:
         """The Deployment's live pod, as a dict (camelCase, as kubectl shows it)."""
@@ -100,35 +114,26 @@ class Pods:
         got = self.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={pod['metadata']['name']}")
         return [f"{e.reason}: {e.message}" for e in got.items]
 
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """kubectl as a user runs it, with the cluster's admin kubeconfig."""
+        argv = ["kubectl", "--kubeconfig", str(self.cluster.kubeconfig_path), "-n", NS, *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
 
 @pytest.fixture(scope="module")
-def pods(kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pods]:
-    why = sandbox.available()
-    if why:
-        unavailable(f"local pods cannot run here: {why}")
+def pods(kube_api: client.ApiClient, real_node: RealNode, local_cluster: LocalCluster) -> Iterator[Pods]:
     try:
         repo_dir = testmodel.ensure_hub_repo() / testmodel.HUB_REPO
     except testmodel.ModelUnavailable as exc:
         unavailable(str(exc))
     core = client.CoreV1Api(kube_api)
-    l4 = copy.deepcopy(next(n for n in load_node_set(DEMO_NODES) if "l4" in n["metadata"]["name"]))
-    l4["metadata"]["name"] = NODE
-    l4["metadata"].setdefault("labels", {})["kubernetes.io/hostname"] = NODE
-    create_node(core, l4)
     core.create_namespace({"metadata": {"name": NS}})
-    with HubServer({testmodel.HUB_REPO: repo_dir}) as hub:
-        local = LocalPods(
-            kube_api, [NODE], tmp_path_factory.mktemp("kubelet"), host_ports=[int(hub.url.rsplit(":", 1)[1])]
-        )
-        kubelet = FakeKubelet(kube_api, [NODE], interval=0.5, local_pods=local).start()
+    with HubServer({testmodel.HUB_REPO: repo_dir}, host=real_node.address) as hub:
         try:
-            yield Pods(kube_api, hub, local)
+            yield Pods(kube_api, hub, real_node, local_cluster)
         finally:
             core.delete_namespace(NS)
-            eventually(lambda: not core.list_namespaced_pod(NS).items, "the pods to go", timeout=60)
-            kubelet.stop()
-            core.delete_node(NODE)
-    assert not list((local.root).iterdir()), "the kubelet left pod directories behind"
+            eventually(lambda: not core.list_namespaced_pod(NS).items, "the pods to go", timeout=120)
 
 
 def _init(pod: dict[str, Any], name: str) -> dict[str, Any]:
@@ -165,10 +170,37 @@ def test_the_rendered_pod_serves_smollm2_for_real(pods: Pods) -> None:
     assert json.loads(ngl_done["message"])["n_gpu_layers"] == 0, (TERMINATION_LOG, ngl_done)
     assert engine["ready"] and engine["started"] and "running" in engine["state"], engine
     assert pods.hub.stats()["repos"][testmodel.HUB_REPO]["files"][testmodel.FILE]["gets"] == 1
+    # Our images, run by containerd on the real node: the image IDs are the ones imported there.
+    assert pod["spec"]["nodeName"] == pods.node.name and pod["status"]["podIP"].startswith("10.244.")
+    assert engine["image"] in pods.node.images() and engine["imageID"], engine
 
-    base = f"http://{json.loads(pod['metadata']['annotations'][PORTS_ANNOTATION])['8000']}"
+    # A user's client reaches it through the Service's ClusterIP (kube-proxy routes it to the pod).
+    service = pods.core.read_namespaced_service(name, NS)
+    base = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
+    assert http_status(f"{base}/v1/models") == 200
     reply = devchat.chat(base, name, "What is the capital of France?", max_tokens=32)
     assert "paris" in reply.text.lower(), reply
+
+    # kubectl works on it as on any node: the server's log, a process that is not root, port-forward.
+    pod_name = pod["metadata"]["name"]
+    logs = pods.kubectl("logs", pod_name, "-c", "engine")
+    # the entrypoint's preflight line, then llama.cpp's own log of the request just answered
+    assert logs.returncode == 0 and "llamacpp.preflight" in logs.stdout, logs.stderr
+    assert "stop processing" in logs.stdout, logs.stdout[-2000:]
+    uid = pods.kubectl("exec", pod_name, "-c", "engine", "--", "id", "-u")
+    assert uid.returncode == 0 and uid.stdout.strip() not in ("", "0"), (uid.stdout, uid.stderr)
+    readonly = pods.kubectl("exec", pod_name, "-c", "engine", "--", "touch", "/written-by-test")
+    assert readonly.returncode != 0 and "Read-only file system" in readonly.stderr, readonly
+    forward = subprocess.Popen(
+        ["kubectl", "--kubeconfig", str(pods.cluster.kubeconfig_path), "-n", NS, "port-forward", f"pod/{pod_name}",
+         "18765:8000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert eventually(lambda: http_status("http://127.0.0.1:18765/v1/models") == 200, "port-forward", 30)
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
 
 
 def test_a_cache_claim_is_the_bound_volumes_directory(pods: Pods, local_provisioner: object) -> None:
@@ -246,13 +278,10 @@ def test_a_wrong_port_never_gets_ready_and_the_probe_says_why(pods: Pods) -> Non
     def refused() -> list[str]:
         return [e for e in pods.events(pods.pod(name)) if e.startswith("Unhealthy: Startup probe failed")]
 
-    # The server does come up, on the port it was told: reached through the kubelet's forward into the pod.
-    uid = eventually(lambda: pods.pod(name)["metadata"]["uid"], "the pod")
-
+    # The server does come up, on the port it was told: reached at the pod's IP from the host.
     def serving_on_8001() -> bool:
-        runner = pods.local.runners[uid]
-        port = runner.port_for(8001)
-        return port is not None and http_get(f"http://127.0.0.1:{port}/health", 2) == 200
+        ip = pods.pod(name)["status"].get("podIP")
+        return bool(ip) and http_status(f"http://{ip}:8001/health") == 200
 
     eventually(serving_on_8001, "the server to answer on 8001", timeout=180)
     before = len(refused())
@@ -265,10 +294,18 @@ def test_a_wrong_port_never_gets_ready_and_the_probe_says_why(pods: Pods) -> Non
     assert conds["Ready"]["status"] == "False" and "engine" in conds["Ready"]["message"]
 
 
-def test_pods_of_images_that_cannot_run_here_say_so(pods: Pods) -> None:
+def test_an_image_that_was_not_built_here_is_never_pulled(pods: Pods) -> None:
+    """No registry is reachable: every registry's upstream is a loopback address where nothing listens
+    (nodeconfig.NO_REGISTRY), so the pull fails at once, no packet leaves the machine, and the pod says so."""
     deployment = pods.rendered("other-image")
     (engine,) = deployment["spec"]["template"]["spec"]["containers"]
     engine["image"] = "vllm/vllm-openai:v0.8.5"
     name = pods.apply(deployment)
-    pod = eventually(lambda: (p := pods.pod(name))["status"].get("message") and p, "the fake status")
-    assert pod["status"]["phase"] == "Running" and "cannot run on this machine" in pod["status"]["message"]
+
+    def pull_failed() -> str | None:
+        waiting = (_engine(pods.pod(name)).get("state") or {}).get("waiting") or {}
+        return waiting.get("reason") if waiting.get("reason") in ("ErrImagePull", "ImagePullBackOff") else None
+
+    eventually(pull_failed, "the pull to fail", timeout=180)
+    events = pods.events(pods.pod(name))
+    assert any(NO_REGISTRY.removeprefix("http://") in e for e in events if e.startswith("Failed")), "\n".join(events)

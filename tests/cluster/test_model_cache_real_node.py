@@ -1,19 +1,18 @@
 """The shared model cache with every pod run for real: one download for two replicas and a second model.
 
-The operator runs as a process; the local kubelet (localpods.py) runs the download Job's pod (the fetcher)
-and the llama.cpp pods (auto-NGL and the server, SmolLM2-135M) as processes on this machine; the local
-provisioner binds the claim; the local Hub server serves the model and counts every byte it sends. Two
-replicas of one ModelDeployment and a second ModelDeployment of the same model must cost exactly one
-download, and every pod must read the weights from the one claim.
+The operator runs as a process; the real node runs the download Job's pod (the fetcher) and the llama.cpp
+pods (auto-NGL and the server, SmolLM2-135M) from our images; the local provisioner binds the claim; the
+local Hub server serves the model and counts every byte it sends. Two replicas of one ModelDeployment and
+a second ModelDeployment of the same model must cost exactly one download, and every pod must read the
+weights from the one claim.
 
-The local kubelet gives pods their ServiceAccount token and the apiserver (forwarded into the pod, as the
-`kubernetes` Service), so the Job's progress reaches the claim and the `Model` column moves meanwhile.
+The Job's pod reaches the apiserver through the `kubernetes` Service with its ServiceAccount token, as on
+any cluster, so its progress reaches the claim and the `Model` column moves meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,10 +26,10 @@ from kubernetes.client.rest import ApiException
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.modelcache.plan import SHARED_VOLUME
-from modeldeploy_dev import sandbox, testmodel
+from modeldeploy_dev import testmodel
+from modeldeploy_dev.dev import on_the_real_node
 from modeldeploy_dev.hubserver import HubServer
-from modeldeploy_dev.localpods import LocalPods
-from modeldeploy_dev.nodes import FakeKubelet, create_node, load_node_set
+from modeldeploy_dev.realnode import RealNode
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, eventually
 from tests.support.tools import unavailable
 
@@ -38,29 +37,21 @@ pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
-DEMO_NODES = REPO / "examples" / "nodes" / "demo-cluster.yaml"
 NS = f"md-cache-pods-{uuid.uuid4().hex[:6]}"
-NODE = f"cache-l4-{uuid.uuid4().hex[:6]}"
 
 
 class World:
-    def __init__(self, api: client.ApiClient, hub: HubServer, kubelet_dir: Path) -> None:
-        self.api, self.hub, self.kubelet_dir = api, hub, kubelet_dir
+    def __init__(self, api: client.ApiClient, hub: HubServer, operator_log: Path) -> None:
+        self.api, self.hub, self.operator_log = api, hub, operator_log
         self.core, self.apps = client.CoreV1Api(api), client.AppsV1Api(api)
         self.crs = client.CustomObjectsApi(api)
 
     def create(self, name: str, replicas: int) -> None:
-        doc = yaml.safe_load(EXAMPLE.read_text())
+        # On the (tainted) real node: the download Job goes where the model's nodeSelector and tolerations
+        # say, like its pods.
+        doc = on_the_real_node(yaml.safe_load(EXAMPLE.read_text()))
         doc["metadata"].update(name=name, namespace=NS)
-        # The only node is a (tainted) GPU node: the download Job goes where the model's nodeSelector and
-        # tolerations say, like its pods.
-        gpu_taint = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-        doc["spec"].update(
-            replicas=replicas,
-            cache={"shared": {}},
-            nodeSelector={"kubernetes.io/hostname": NODE},
-            tolerations=[gpu_taint],
-        )
+        doc["spec"].update(replicas=replicas, cache={"shared": {}})
         self.crs.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, doc)
 
     def status(self, name: str) -> dict[str, Any]:
@@ -81,8 +72,7 @@ class World:
             conditions = [(c.type, c.status, c.reason, c.message) for c in pod.status.conditions or ()]
             where = f"{pod.metadata.name} on {pod.spec.node_name} {pod.status.phase}"
             lines.append(f"{where} {pod.status.reason}: {pod.status.message} {conditions} {states}")
-        for log in sorted(self.kubelet_dir.rglob("*.log")):
-            lines.append(f"--- {log.name}: {log.read_text(errors='replace')[-600:]}")
+        lines.append(f"--- operator: {self.operator_log.read_text(errors='replace')[-1500:]}")
         return "\n".join(lines)
 
     def wait_ready(self, name: str, timeout: float = 300) -> None:
@@ -96,11 +86,12 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(
-    kube_api: client.ApiClient, local_cluster: Any, local_provisioner: object, tmp_path_factory: pytest.TempPathFactory
+    kube_api: client.ApiClient,
+    local_cluster: Any,
+    local_provisioner: object,
+    real_node: RealNode,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
-    why = sandbox.available()
-    if why:
-        unavailable(f"local pods cannot run here: {why}")
     try:
         repo_dir = testmodel.ensure_hub_repo() / testmodel.HUB_REPO
     except testmodel.ModelUnavailable as exc:
@@ -108,36 +99,27 @@ def world(
     core = client.CoreV1Api(kube_api)
     with contextlib.suppress(ApiException):
         client.ApiextensionsV1Api(kube_api).create_custom_resource_definition(yaml.safe_load(CRD_FILE.read_text()))
-    l4 = copy.deepcopy(next(n for n in load_node_set(DEMO_NODES) if "l4" in n["metadata"]["name"]))
-    l4["metadata"]["name"] = NODE
-    l4["metadata"].setdefault("labels", {})["kubernetes.io/hostname"] = NODE
-    create_node(core, l4)
     core.create_namespace({"metadata": {"name": NS}})
     work = tmp_path_factory.mktemp("cache-pods")
     # ~5 s for the 98 MB: long enough to see the progress column move (huggingface_hub writes 10 MB chunks)
-    with HubServer({testmodel.HUB_REPO: repo_dir}, throttle=20 << 20) as hub:
+    with HubServer({testmodel.HUB_REPO: repo_dir}, throttle=20 << 20, host=real_node.address) as hub:
         config = work / "config.yaml"
         settings = {
             "fetchEnv": [{"name": "HF_ENDPOINT", "value": hub.url}],
             "modelCache": {"progressIntervalSeconds": 0.5},
         }
         config.write_text(yaml.safe_dump(settings))
-        api_port = int(kube_api.configuration.host.rsplit(":", 1)[1])
-        local = LocalPods(kube_api, [NODE], work / "kubelet", [int(hub.url.rsplit(":", 1)[1])], api_port=api_port)
-        kubelet = FakeKubelet(kube_api, [NODE], interval=0.5, local_pods=local).start()
         operator = OperatorProcess(
             str(local_cluster.kubeconfig_path), work / "operator.log", "--standalone", f"--config={config}"
         )
         operator.start()
         try:
-            yield World(kube_api, hub, work / "kubelet")
+            yield World(kube_api, hub, work / "operator.log")
         finally:
             operator.stop()
             core.delete_namespace(NS)
             with contextlib.suppress(Exception):
                 eventually(lambda: not core.list_namespaced_pod(NS).items, "the pods to go", timeout=90)
-            kubelet.stop()
-            core.delete_node(NODE)
 
 
 def test_two_replicas_and_a_second_modeldeployment_cost_one_download(world: World) -> None:
