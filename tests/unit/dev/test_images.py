@@ -11,6 +11,7 @@ import pytest
 
 from modeldeploy import __version__
 from modeldeploy.config import DEFAULT_REGISTRY, default_images
+from modeldeploy.engines import registry
 from modeldeploy_dev import images
 
 INDEX = "https://pypi.example/simple"
@@ -71,7 +72,7 @@ def test_the_python_base_recipe_is_part_of_the_python_images_keys(context: Path)
 
 
 def test_the_tags_are_the_ones_the_operator_renders() -> None:
-    rendered = set(default_images().values())
+    rendered = set(default_images(registry.image_keys()).values())
     for name in images.DOCKERFILE_IMAGES:
         assert images.image_tag(name) == f"{DEFAULT_REGISTRY}/{name}:{__version__}"
         assert name == "operator" or images.image_tag(name) in rendered
