@@ -6,7 +6,7 @@ chains that `kube-proxy --cleanup` does not remove, bind-mounts its root directo
 cgroups in every controller; the bridge plugin turns on ip_forward; libcni and the kubelet write to
 fixed paths (/var/lib/cni, /var/log/containers). A developer's machine must be left exactly as found,
 so the snapshot covers each of these kinds of state and restore() undoes every difference it can see
-(docs/development.md, "The real node").
+(docs/real-node.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each setting that departs from a stock node says why: most keep the node from changing the host beyond
 what hoststate.py can put back, or work around what this kind of machine lacks (cgroup v1 hybrid mode,
-no CAP_SYS_RESOURCE; docs/development.md, "The real node").
+no CAP_SYS_RESOURCE; docs/real-node.md).
 """
 
 from __future__ import annotations

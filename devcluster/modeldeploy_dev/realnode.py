@@ -17,7 +17,7 @@ Lifecycle, in two steps because the control plane must listen where pods can rea
 
 One real node runs on a host at a time (kube-proxy's iptables chains and the kubelet's cgroups are
 host-wide); a lock says so. Needs root, cgroups, runc, the CNI plugins and iptables: available() names
-what is missing in one sentence (docs/development.md, "The real node").
+what is missing in one sentence (docs/real-node.md).
 """
 
 from __future__ import annotations
