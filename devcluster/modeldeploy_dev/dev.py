@@ -386,7 +386,7 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
         for obj in sorted(objs, key=lambda o: o["metadata"]["name"]):
             print(f"  {obj['metadata']['name']}: {why(obj)}")
         decided = len(objs) == len(names) and all(settled(o) for o in objs)
-        talked = conversation(api, objs, applied, real_node)
+        talked = conversation(api, objs, applied, real_node, workdir / "kubeconfig")
         _say(f"done in {time.monotonic() - started:.0f} s")
         if args.keep:
             print(f"\nThe cluster keeps running. export KUBECONFIG={workdir / 'kubeconfig'}")
@@ -398,7 +398,9 @@ def demo(args: argparse.Namespace, workdir: Path) -> int:
             down(workdir)
 
 
-def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: float, real_node: bool) -> bool:
+def conversation(
+    api: client.ApiClient, objs: list[dict[str, Any]], applied: float, real_node: bool, kubeconfig: Path
+) -> bool:
     """Ask the example that serves the real test model a question; False when it cannot answer."""
     served = [o for o in objs if ((o.get("spec") or {}).get("model") or {}).get("uri") == testmodel.URI]
     if not served:
@@ -421,6 +423,8 @@ def conversation(api: client.ApiClient, objs: list[dict[str, Any]], applied: flo
         f"  apply → first token {first_token:.1f} s ({devchat.timeline(api, name, ns)}; the reply took "
         f"{reply.total_s:.1f} s); auto-NGL decided n_gpu_layers={ngl} (no GPU here)"
     )
+    if real_node:
+        print(f"  {devchat.where_it_runs(api, kubeconfig, name, ns)}")
     return True
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -151,3 +153,33 @@ def timeline(api: client.ApiClient, name: str, namespace: str = "default") -> st
     if took is not None:
         parts.append(f"server start → Ready {took:.0f} s")
     return ", ".join(parts)
+
+
+def where_it_runs(api: client.ApiClient, kubeconfig: Path, name: str, namespace: str = "default") -> str:
+    """One line on the pod that answered, checked as a user would check it: its node and runtime, its
+    images, `kubectl exec … id -u`, `kubectl logs`, and `/v1/models` at the Service's ClusterIP."""
+    core = client.CoreV1Api(api)
+    selector = f"{INSTANCE}={name},{COMPONENT}={COMPONENT_VALUE}"
+    pods = [p for p in core.list_namespaced_pod(namespace, label_selector=selector).items if p.status.pod_ip]
+    if not pods:
+        return "no pod with an IP"
+    pod = pods[0]
+    node = core.read_node(pod.spec.node_name)
+    images = sorted({c.image.rsplit("/", 1)[-1] for c in (pod.spec.init_containers or []) + pod.spec.containers})
+    kubectl = ["kubectl", "--kubeconfig", str(kubeconfig), "-n", namespace]
+    uid = subprocess.run(
+        [*kubectl, "exec", pod.metadata.name, "-c", "engine", "--", "id", "-u"], capture_output=True, text=True
+    )
+    logs = subprocess.run([*kubectl, "logs", pod.metadata.name, "-c", "engine"], capture_output=True, text=True)
+    service = core.read_namespaced_service(name, namespace)
+    models = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}/v1/models"
+    try:
+        with urllib.request.urlopen(models, timeout=10) as response:
+            answered = f"HTTP {response.status}"
+    except OSError as exc:
+        answered = f"no answer ({exc})"
+    return (
+        f"pod {pod.metadata.name} on {pod.spec.node_name} ({node.status.node_info.container_runtime_version}), "
+        f"images {', '.join(images)}; `kubectl exec … id -u`: {uid.stdout.strip() or uid.stderr.strip()}; "
+        f"`kubectl logs`: {len(logs.stdout.splitlines())} lines; {models}: {answered}"
+    )

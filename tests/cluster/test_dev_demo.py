@@ -64,6 +64,10 @@ def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path)
         assert "paris" in answer.lower(), proc.stdout
         assert any("apply → first token" in line and "scheduling" in line for line in lines), proc.stdout
         assert "real node real-cpu-1 Ready" in proc.stderr and "from its image (Helm chart)" in proc.stderr
+        # ...checked as a user would: containerd ran our images there, not as root, logs and the ClusterIP work
+        where = next(line for line in lines if "`kubectl exec … id -u`" in line)
+        assert " on real-cpu-1 (containerd://2.4.2)" in where and "llamacpp:0.1.0" in where, where
+        assert "id -u`: 1000;" in where and "/v1/models: HTTP 200" in where, where
     assert not workdir.exists() and not LocalCluster.alive_pids(workdir)
     # ...and the host is as it was: sysctls, iptables, links, mounts, cgroups, fixed paths.
     assert before.differences(HostState.capture()) == []
