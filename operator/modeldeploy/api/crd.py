@@ -156,6 +156,26 @@ def _engine_rules(engines: EngineCatalogue) -> list[dict[str, str]]:
     return rules
 
 
+def _env_item_schema(item: dict[str, Any]) -> dict[str, Any]:
+    """An env item keeps unknown fields but declares `name`: CEL cannot read fields the schema does not name."""
+    return {
+        **item,
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1, "description": "Name of the variable."}},
+    }
+
+
+def _gpu_env_rule() -> dict[str, str]:
+    """CEL on `spec.env`: the GPU isolation variables are the operator's (api.gpu_env_refused says the same)."""
+    prefixes = " || ".join(f"e.name.startsWith('{p}')" for p in api.GPU_ENV_PREFIXES)
+    return {
+        "rule": f"self.all(e, !({prefixes} || e.name in {_cel_list(list(api.GPU_ENV_NAMES))}))",
+        "message": api.GPU_ENV_ALLOWED_TEXT,
+        "reason": "FieldValueForbidden",
+    }
+
+
 def spec_schema(engines: EngineCatalogue) -> dict[str, Any]:
     """The structural schema of `spec`, with Kubernetes extensions and CEL rules."""
     raw = api.ModelDeploymentSpec.model_json_schema(by_alias=True, mode="validation")
@@ -173,6 +193,8 @@ def spec_schema(engines: EngineCatalogue) -> dict[str, Any]:
         }
     ]
     props["engine"]["properties"]["args"]["maxProperties"] = 128
+    props["env"]["items"] = _env_item_schema(props["env"]["items"])
+    props["env"]["x-kubernetes-validations"] = [_gpu_env_rule()]
     props["images"] = {
         "type": "object",
         "description": props["images"]["description"],

@@ -39,6 +39,26 @@ DNS1123 = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
 INT_OR_STRING = {"x-kubernetes-int-or-string": True}
 
+# Variables that decide which GPUs a container sees (docs/security.md, "GPU isolation"). The renderer sets
+# NVIDIA_VISIBLE_DEVICES=void on GPU-less placements and the llama.cpp launcher sets CUDA_VISIBLE_DEVICES;
+# the NVIDIA container toolkit honours NVIDIA_* from unprivileged containers, so a user value would expose
+# every GPU of the node to a pod that was given none. `spec.env` may not name them (the CRD's CEL says
+# the same, api/crd.py).
+GPU_ENV_PREFIXES = ("NVIDIA_",)
+GPU_ENV_NAMES = ("CUDA_VISIBLE_DEVICES",)
+ENV_MAX_ITEMS = 256  # bounds the CEL rule's cost (the apiserver refuses a CRD whose rules cost too much)
+
+
+def gpu_env_refused(name: str) -> bool:
+    """Whether an env variable name is one the operator keeps for GPU isolation."""
+    return name in GPU_ENV_NAMES or name.startswith(GPU_ENV_PREFIXES)
+
+
+GPU_ENV_ALLOWED_TEXT = (
+    "spec.env must not set NVIDIA_* or CUDA_VISIBLE_DEVICES: the operator sets them to isolate GPUs; "
+    "ask for GPUs with resources.gpus"
+)
+
 
 def _one_of(allowed: tuple[str, ...]) -> str:
     """'a', 'b' or 'c': how pydantic words a Literal, so engine names read like every other enum error."""
@@ -349,13 +369,27 @@ class ModelDeploymentSpec(_Model):
         description="Affinity (as in a PodSpec); its required node terms are combined with the engine's.",
     )
     env: list[Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]] = Field(
-        default_factory=list, description="Environment variables (as in a container spec) for the engine."
+        default_factory=list,
+        max_length=ENV_MAX_ITEMS,
+        description="Environment variables (as in a container spec) for the engine. NVIDIA_* and "
+        "CUDA_VISIBLE_DEVICES are refused: the operator sets them to isolate GPUs (use resources.gpus).",
     )
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the pods.")
     pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the pods.")
     service_account_name: str | None = Field(
         default=None, pattern=DNS1123, description="ServiceAccount the model pods run as."
     )
+
+    @field_validator("env")
+    @classmethod
+    def _refuse_gpu_isolation_env(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A user NVIDIA_VISIBLE_DEVICES=all would replace the renderer's `void` and show every GPU of the
+        node to a pod with no GPU limit (docs/security.md, "GPU isolation")."""
+        for item in value:
+            name = item.get("name")
+            if isinstance(name, str) and gpu_env_refused(name):
+                raise ValueError(f"{GPU_ENV_ALLOWED_TEXT} (got {name})")
+        return value
 
     @model_validator(mode="after")
     def _check_engine_can_load_format(self) -> ModelDeploymentSpec:

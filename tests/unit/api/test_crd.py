@@ -76,3 +76,15 @@ def test_cel_rules_present_for_each_engine_and_format_family() -> None:
     assert all(r["fieldPath"] == ".quantization" for r in model_rules)
     assert spec["properties"]["engine"]["properties"]["nGpuLayers"]["minimum"] == -1
     assert spec["properties"]["resources"]["properties"]["gpus"]["minimum"] == 0
+
+
+def test_cel_refuses_gpu_isolation_env() -> None:
+    """The apiserver refuses NVIDIA_* and CUDA_VISIBLE_DEVICES in spec.env too (CEL needs `name` declared)."""
+    env = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "env"
+    ]
+    assert env["maxItems"] == 256
+    assert env["items"]["properties"]["name"]["type"] == "string" and env["items"]["required"] == ["name"]
+    (rule,) = env["x-kubernetes-validations"]
+    assert rule["rule"] == "self.all(e, !(e.name.startsWith('NVIDIA_') || e.name in ['CUDA_VISIBLE_DEVICES']))"
+    assert "NVIDIA_*" in rule["message"]

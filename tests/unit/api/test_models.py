@@ -124,3 +124,22 @@ def test_cache_needs_exactly_one() -> None:
 
 def test_preference_unique() -> None:
     assert "twice" in error_of({**spec(), "engine": {"preference": ["vllm", "vllm"]}})
+
+
+@pytest.mark.parametrize(
+    "name", ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVIDIA_REQUIRE_CUDA", "CUDA_VISIBLE_DEVICES"]
+)
+def test_gpu_isolation_env_is_refused(name: str) -> None:
+    """A user NVIDIA_VISIBLE_DEVICES=all would show every GPU of the node to a pod given none."""
+    msg = error_of({**spec(), "env": [{"name": "OK", "value": "1"}, {"name": name, "value": "all"}]})
+    assert (
+        msg.startswith("spec.env must not set NVIDIA_*")
+        and "NVIDIA_*" in msg
+        and "resources.gpus" in msg
+        and name in msg
+    )
+
+
+def test_other_env_is_accepted() -> None:
+    s = ModelDeploymentSpec.model_validate({**spec(), "env": [{"name": "CUDA_LAUNCH_BLOCKING", "value": "1"}]})
+    assert s.env == [{"name": "CUDA_LAUNCH_BLOCKING", "value": "1"}]
