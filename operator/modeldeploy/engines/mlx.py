@@ -1,7 +1,9 @@
 """MLX (`mlx_lm.server`): MLX-format weights on Apple silicon, through a virtual-kubelet macOS provider.
 
-Security fields are left unset (no Linux users to map, no container root filesystem to make read-only)
-and NVIDIA_VISIBLE_DEVICES is never set: there is no CUDA image. It serves no Prometheus metrics.
+The pod still meets Pod Security "restricted" (uid 1000 as in images/mlx, no escalation, no capabilities),
+so it is admitted in a restricted namespace; the root filesystem stays writable, since the macOS provider
+runs a venv, not a container root filesystem to make read-only. NVIDIA_VISIBLE_DEVICES is never set: there
+is no CUDA image. It serves no Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class MLX(Engine):
     image_key = "mlx"
     formats = frozenset({ModelFormat.MLX})
     auto_rank = 2
-    runs_as_non_root = None  # not set at all: meaningless on the macOS provider
+    runs_as_non_root = True
     read_only_root = False
     uses_hf_home = True
     cuda_image = False

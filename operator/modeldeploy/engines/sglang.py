@@ -1,7 +1,8 @@
 """SGLang: CUDA-only like vLLM, never chosen automatically (the seed gives no automatic rule for it).
 
-It runs when named in `engine.name` or listed in `engine.preference`. The image is upstream
-lmsysorg/sglang: root and a writable root filesystem, for the same reasons as vLLM. /metrics is on the
+It runs when named in `engine.name` or listed in `engine.preference`. Our image (images/sglang) is
+upstream lmsysorg/sglang run as uid 1000 with its caches (Triton, FlashInfer, HF) under $HOME or /tmp: as for
+vLLM, HOME is the /tmp emptyDir and the root filesystem is read-only (docs/security.md). /metrics is on the
 API port only with `--enable-metrics`, which the command passes unless `engine.args` sets `enable-metrics`
 itself (false keeps it off): the autoscaler and the gateway's endpoint picker read its queue gauges
 (docs/autoscaling.md).
@@ -28,8 +29,8 @@ class SGLang(Engine):
     auto_rank = None
     gpu_required = True
     metrics = Metrics(port=PORT, enable_arg="enable-metrics", load=("sglang:num_running_reqs", "sglang:num_queue_reqs"))
-    runs_as_non_root = False
-    read_only_root = False
+    runs_as_non_root = True
+    read_only_root = True
     needs_shm = True
     uses_hf_home = True
     reserved_args = frozenset(

@@ -2,8 +2,10 @@
 
 Model rules are the seed's list, one check per bullet (format, quantization, the supported-model list,
 a GPU per replica); the node-side bullet ("Linux with at least one CUDA device") is its node needs.
-The image is upstream vllm/vllm-openai: it runs as root and writes caches (torch.compile, triton,
-flashinfer JIT) under $HOME, so the root filesystem stays writable. /metrics is on the API port; its
+Our image (images/vllm) is upstream vllm/vllm-openai run as uid 1000 with every cache (torch.compile,
+Triton, FlashInfer JIT, HF) under $HOME or /tmp; the renderer points HOME at the /tmp emptyDir and HF_HOME
+at the cache volume, so the pod meets Pod Security "restricted" with a read-only root filesystem
+(docs/security.md, "Restricted pods"). /metrics is on the API port; its
 load gauges are those the Gateway API Inference Extension's model-server protocol lists.
 """
 
@@ -51,8 +53,8 @@ class VLLM(Engine):
     auto_rank = 0
     gpu_required = True
     metrics = Metrics(port=PORT, load=("vllm:num_requests_running", "vllm:num_requests_waiting"))
-    runs_as_non_root = False
-    read_only_root = False
+    runs_as_non_root = True
+    read_only_root = True
     needs_shm = True
     uses_hf_home = True
     reserved_args = frozenset({"model", "host", "port", "tensor-parallel-size", "served-model-name"})

@@ -20,6 +20,8 @@ from modeldeploy.render.labels import COMPONENT as COMPONENT_LABEL
 from modeldeploy.render.labels import INSTANCE, NAME
 
 EPP_SUFFIX = "-epp"
+# The picker image is distroless `nonroot` (uid 65532); a numeric uid lets the kubelet check runAsNonRoot.
+EPP_UID = 65532
 GRPC_HEALTH_PORT = 9003
 METRICS_PORT = 9090
 INFERENCE_GROUP = "inference.networking.k8s.io"
@@ -101,6 +103,15 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
             {"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "EPP_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": EPP_UID,
+            "runAsGroup": EPP_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     pod_meta = {"labels": {**_meta(meta, name)["labels"], **selector}}
     deployment = {
@@ -115,7 +126,13 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
             "template": {
                 "metadata": pod_meta,
                 # Mirrors the longest grace period of the model pods, so in-flight picks drain (chart default).
-                "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 130, "containers": [container]},
+                "spec": {
+                    "serviceAccountName": name,
+                    "terminationGracePeriodSeconds": 130,
+                    # Pod Security "restricted", like the model pods (docs/security.md, "Restricted pods").
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
             },
         },
     }
