@@ -393,10 +393,25 @@ class ModelDeploymentSpec(_Model):
 
     @model_validator(mode="after")
     def _check_engine_can_load_format(self) -> ModelDeploymentSpec:
-        problem = engine_format_problem(self.engine.name, self.model.format)
+        problem = engine_format_problem(self.engine.name, self.model.format) or refused_args_problem(self.engine)
         if problem:
             raise ValueError(problem)
         return self
+
+
+def refused_args_problem(engine: EngineSpec) -> str | None:
+    """Why `engine.args` names a key the engine refuses (files, tools, proxies, secrets in argv), or None.
+
+    A named engine is asked; under auto every engine is, since any of them may render the args (the CRD's
+    CEL rule, which carries the same tables, cannot tell which; docs/security.md, "Engine arguments").
+    """
+    names = (engine.name,) if engine.name != AUTO_ENGINE else engines().names()
+    for key in sorted(engine.args):
+        for name in names:
+            problem = engines().refused_arg(name, key)
+            if problem:
+                return problem
+    return None
 
 
 def engine_format_problem(engine_name: str, fmt: ModelFormat) -> str | None:

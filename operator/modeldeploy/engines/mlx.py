@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, ModelView, NodeNeed, RuleResult, Tier
+from modeldeploy.engines.args import FlagEngine, flag_args
+from modeldeploy.engines.base import HOST, PORT, Launch, ModelView, NodeNeed, RuleResult, Tier
 from modeldeploy.engines.rules import format_rule
 from modeldeploy.formats import ModelFormat
 
 
-class MLX(Engine):
+class MLX(FlagEngine):
     name = "mlx"
     label = "MLX"
     image_key = "mlx"
@@ -28,6 +28,8 @@ class MLX(Engine):
     cuda_image = False
     reserved_args = frozenset({"model", "host", "port"})
     bool_style = "store_true"
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         gpus = model.gpus
@@ -51,5 +53,5 @@ class MLX(Engine):
             HOST,
             "--port",
             str(PORT),
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args, normalise_flag
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RuleResult
+from modeldeploy.engines.args import FlagEngine, flag_args, normalise_flag
+from modeldeploy.engines.base import HOST, PORT, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.formats import ModelFormat
 
@@ -21,7 +21,7 @@ from modeldeploy.formats import ModelFormat
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none",)}
 
 
-class SGLang(Engine):
+class SGLang(FlagEngine):
     name = "sglang"
     label = "SGLang"
     image_key = "sglang"
@@ -37,6 +37,14 @@ class SGLang(Engine):
         {"model-path", "model", "host", "port", "tp", "tp-size", "tensor-parallel-size", "served-model-name"}
     )
     bool_style = "store_true"
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
+    refused_args = {
+        "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "admin-api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "ssl-keyfile": "opens a key file of the pod's filesystem",
+        "ssl-certfile": "opens a certificate file of the pod's filesystem",
+    }
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -66,7 +74,7 @@ class SGLang(Engine):
             "--served-model-name",
             launch.served_name,
             *self.metrics_args(launch),
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]
 
     def metrics_args(self, launch: Launch) -> list[str]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RuleResult
+from modeldeploy.engines.args import FlagEngine, flag_args
+from modeldeploy.engines.base import HOST, PORT, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.engines.vllm_models import is_vllm_supported
 from modeldeploy.formats import ModelFormat
@@ -43,7 +43,7 @@ def supported_rule(model: ModelView) -> RuleResult:
     )
 
 
-class VLLM(Engine):
+class VLLM(FlagEngine):
     name = "vllm"
     label = "vLLM"
     image_key = "vllm"
@@ -59,6 +59,17 @@ class VLLM(Engine):
     uses_hf_home = True
     reserved_args = frozenset({"model", "host", "port", "tensor-parallel-size", "served-model-name"})
     bool_style = "negatable"  # argparse.BooleanOptionalAction
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
+    refused_args = {
+        "allowed-local-media-path": "lets requests read files of the pod's filesystem as media",
+        "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "ssl-keyfile": "opens a key file of the pod's filesystem",
+        "ssl-certfile": "opens a certificate file of the pod's filesystem",
+        "ssl-ca-certs": "opens a certificate file of the pod's filesystem",
+        "tool-parser-plugin": "imports a Python file of the pod's filesystem into the server",
+        "middleware": "imports Python code into the server",
+    }
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -91,5 +102,5 @@ class VLLM(Engine):
             str(launch.gpus),
             "--served-model-name",
             launch.served_name,
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]

@@ -298,7 +298,7 @@ def test_probes_on_health_endpoint() -> None:
 def test_transformers_command_gives_model_positionally() -> None:
     cmd = container(TRANSFORMERS_SPEC, "transformers", cpu_placement())["command"]
     assert cmd[:3] == ["transformers", "serve", "/models/s3/models/my-finetune"]
-    assert "--trust-remote-code" in cmd and "--no-continuous-batching" in cmd
+    assert "--no-continuous-batching" in cmd
 
 
 def test_image_override_from_spec() -> None:
