@@ -138,6 +138,23 @@ def _model_rules() -> list[dict[str, str]]:
     return rules
 
 
+def _path_rules() -> list[dict[str, str]]:
+    """CEL on `spec.model`: file and multimodalProjector stay inside the repository (api.escapes_directory)."""
+    rules = []
+    for field, label in (("file", "model.file"), ("multimodalProjector", "model.multimodalProjector")):
+        f = f"self.{field}"
+        rules.append(
+            {
+                "rule": f"!has({f}) || !({f}.startsWith('/') || {f} == '..' || {f}.startsWith('../') "
+                f"|| {f}.endsWith('/..') || {f}.contains('/../'))",
+                "message": f"{label} must be a relative path inside the repository, without '..'",
+                "fieldPath": f".{field}",
+                "reason": "FieldValueInvalid",
+            }
+        )
+    return rules
+
+
 def _engine_rules(engines: EngineCatalogue) -> list[dict[str, str]]:
     """CEL on `spec`: a named engine must be able to load the model's format at all (one rule per engine)."""
     rules = []
@@ -206,7 +223,7 @@ def spec_schema(engines: EngineCatalogue) -> dict[str, Any]:
     schema["description"] = "ModelDeploymentSpec: the model to serve and how; the engine is chosen by the operator."
     schema["x-kubernetes-validations"] = _refused_args_rules(engines) + _engine_rules(engines)
     props = schema["properties"]
-    props["model"]["x-kubernetes-validations"] = _model_rules()
+    props["model"]["x-kubernetes-validations"] = _model_rules() + _path_rules()
     props["engine"]["properties"]["preference"]["x-kubernetes-list-type"] = "set"
     props["cache"]["x-kubernetes-validations"] = [
         {

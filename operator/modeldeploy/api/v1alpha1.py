@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -44,6 +44,14 @@ INT_OR_STRING = {"x-kubernetes-int-or-string": True}
 # the NVIDIA container toolkit honours NVIDIA_* from unprivileged containers, so a user value would expose
 # every GPU of the node to a pod that was given none. `spec.env` may not name them (the CRD's CEL says
 # the same, api/crd.py).
+RELATIVE_PATH_MAX = 1024  # bounds the CEL rules on model.file and model.multimodalProjector
+
+
+def escapes_directory(path: str) -> bool:
+    """Whether a path inside the repository is absolute or has a `..` segment (the CRD's CEL says the same)."""
+    return path.startswith("/") or ".." in path.split("/")
+
+
 GPU_ENV_PREFIXES = ("NVIDIA_",)
 GPU_ENV_NAMES = ("CUDA_VISIBLE_DEVICES",)
 ENV_MAX_ITEMS = 256  # bounds the CEL rule's cost (the apiserver refuses a CRD whose rules cost too much)
@@ -175,13 +183,16 @@ class ModelSource(_Model):
     file: str | None = Field(
         default=None,
         min_length=1,
-        description="For GGUF: the file inside the repository (qwen2.5-7b-instruct-q4_k_m.gguf).",
+        max_length=RELATIVE_PATH_MAX,
+        description="For GGUF: the file inside the repository (qwen2.5-7b-instruct-q4_k_m.gguf); a relative "
+        "path without '..'.",
     )
     multimodal_projector: str | None = Field(
         default=None,
         min_length=1,
-        description="GGUF vision models: the separate mmproj file in the same repository. A projector "
-        "embedded in the model GGUF is not supported.",
+        max_length=RELATIVE_PATH_MAX,
+        description="GGUF vision models: the separate mmproj file in the same repository (a relative path "
+        "without '..'). A projector embedded in the model GGUF is not supported.",
     )
     sha256: str | None = Field(
         default=None,
@@ -200,6 +211,16 @@ class ModelSource(_Model):
         default_factory=lambda: list[Ability](["chat"]),
         description="What the model does: chat, generate, vision, tools, embed. Defaults to [chat].",
     )
+
+    @field_validator("file", "multimodal_projector")
+    @classmethod
+    def _refuse_escaping_paths(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The file is joined to the weights' directory in the pod: an absolute path or a `..` segment would
+        load (or have the fetcher write) a file outside it (docs/security.md, "Paths and names")."""
+        if value is not None and escapes_directory(value):
+            field = "model.file" if info.field_name == "file" else "model.multimodalProjector"
+            raise ValueError(f"{field} must be a relative path inside the repository, without '..' (got {value!r})")
+        return value
 
     @field_validator("size_in_billions", mode="before")
     @classmethod
