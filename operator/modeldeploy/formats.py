@@ -32,13 +32,18 @@ class ModelFormat(StrEnum):
 
 
 class EngineCatalogue(Protocol):
-    """The engines as the API and the CRD generator see them: names, image keys, formats per engine."""
+    """The engines as the API and the CRD generator see them: names, image keys, formats per engine, and the
+    `engine.args` keys each refuses (docs/security.md, "Engine arguments")."""
 
     def names(self) -> tuple[str, ...]: ...
 
     def image_keys(self) -> tuple[str, ...]: ...
 
     def formats_of(self, name: str) -> frozenset[ModelFormat]: ...
+
+    def refused_arg(self, name: str, key: str) -> str | None: ...
+
+    def refused_arg_spellings(self, name: str) -> tuple[str, ...]: ...
 
 
 def truthy(value: ArgValue | None) -> bool:

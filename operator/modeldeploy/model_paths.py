@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 CACHE_MOUNT = "/models"  # the cache volume (PVC or emptyDir) in every model pod
 PVC_MOUNT_ROOT = "/mnt/pvc"  # pvc:// claims are mounted read-only under here
@@ -45,12 +45,41 @@ def _clean(part: str) -> str:
     return cleaned or "_"
 
 
+REDACTED = "<redacted>"
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` as annotations, status and Events may show it: an http(s) URI's query string (where presigned
+    URLs carry their signature: X-Amz-Signature, sig, token) and user:password@ become `<redacted>`.
+
+    Whoever may read a ModelDeployment's status or a cache claim's annotations need not be able to fetch
+    the weights with its signature (docs/security.md, "Presigned URIs"). The fetcher still gets the whole URI.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https", "s3"):
+        return uri
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = REDACTED if parts.query else ""
+    fragment = REDACTED if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+_URI_IN_TEXT = re.compile(r"(?:https?|s3)://[^\s'\"<>]+")
+
+
+def redact_text(text: str) -> str:
+    """`text` (a fetcher's failure message) with every URI in it redacted as `redact_uri` does."""
+    return _URI_IN_TEXT.sub(lambda m: redact_uri(m.group(0)), text)
+
+
 def locate(uri: str) -> ModelLocation:
     """Parse `model.uri` into where the weights will be in the pod."""
     if uri.startswith("/"):
         norm = posixpath.normpath(uri)
         if ".." in uri.split("/"):
-            raise ModelUriError(f"model.uri {uri!r} must not contain '..'")
+            raise ModelUriError(f"model.uri {redact_uri(uri)!r} must not contain '..'")
         return ModelLocation("local", False, norm)
     parsed = urlparse(uri)
     scheme = parsed.scheme
@@ -58,26 +87,26 @@ def locate(uri: str) -> ModelLocation:
         repo, _, rev = (parsed.netloc + parsed.path).partition("@")
         parts = [p for p in repo.split("/") if p]
         if len(parts) != 2:
-            raise ModelUriError(f"model.uri {uri!r}: expected {scheme}://org/repo[@revision]")
+            raise ModelUriError(f"model.uri {redact_uri(uri)!r}: expected {scheme}://org/repo[@revision]")
         rev_dir = _clean(rev) if rev else "main"
         return ModelLocation(scheme, True, posixpath.join(CACHE_MOUNT, scheme, *map(_clean, parts), rev_dir))
     if scheme == "s3":
         if not parsed.netloc:
-            raise ModelUriError(f"model.uri {uri!r}: expected s3://bucket/prefix")
+            raise ModelUriError(f"model.uri {redact_uri(uri)!r}: expected s3://bucket/prefix")
         parts = [_clean(p) for p in parsed.path.split("/") if p]
         return ModelLocation(scheme, True, posixpath.join(CACHE_MOUNT, "s3", _clean(parsed.netloc), *parts))
     if scheme in ("https", "http"):
         name = posixpath.basename(parsed.path)
         if not parsed.netloc or not name:
-            raise ModelUriError(f"model.uri {uri!r}: expected https://host/path/file")
+            raise ModelUriError(f"model.uri {redact_uri(uri)!r}: expected https://host/path/file")
         return ModelLocation(scheme, True, posixpath.join(CACHE_MOUNT, "url", _clean(parsed.netloc), _clean(name)))
     if scheme == "pvc":
         claim = parsed.netloc
         if not claim:
-            raise ModelUriError(f"model.uri {uri!r}: expected pvc://claim/path")
+            raise ModelUriError(f"model.uri {redact_uri(uri)!r}: expected pvc://claim/path")
         sub = [_clean(p) for p in parsed.path.split("/") if p]
         return ModelLocation(scheme, False, posixpath.join(PVC_MOUNT_ROOT, claim, *sub), pvc_claim=claim)
     raise ModelUriError(
-        f"model.uri {uri!r} has an unsupported scheme; use hf://, modelscope://, s3://, https://, pvc:// "
+        f"model.uri {redact_uri(uri)!r} has an unsupported scheme; use hf://, modelscope://, s3://, https://, pvc:// "
         "or an absolute path"
     )

@@ -37,3 +37,33 @@ def test_bad_uris(uri: str) -> None:
 
 def test_traversal_is_neutralised_in_repo_names() -> None:
     assert ".." not in locate("hf://../..@..").directory.split("/")
+
+
+PRESIGNED = (
+    "https://bucket.s3.amazonaws.com/m/tiny.gguf?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=deadbeef"
+)
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        (PRESIGNED, "https://bucket.s3.amazonaws.com/m/tiny.gguf?<redacted>"),
+        ("https://user:pw@host/m.gguf", "https://<redacted>@host/m.gguf"),
+        ("https://host/m.gguf", "https://host/m.gguf"),
+        ("hf://org/repo@main", "hf://org/repo@main"),
+        ("/mnt/models/x", "/mnt/models/x"),
+    ],
+)
+def test_presigned_uris_are_redacted(uri: str, shown: str) -> None:
+    """A presigned URL's signature is a credential: status and annotations show the URI without it."""
+    from modeldeploy.model_paths import redact_text, redact_uri
+
+    assert redact_uri(uri) == shown
+    assert redact_text(f"HTTP 403 for {uri} (Forbidden)") == f"HTTP 403 for {shown} (Forbidden)"
+
+
+def test_bad_uri_errors_do_not_repeat_the_signature() -> None:
+    with pytest.raises(ModelUriError) as info:
+        locate("https://host/?sig=secret")
+    assert "secret" not in str(info.value)

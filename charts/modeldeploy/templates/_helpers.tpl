@@ -62,6 +62,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $config := dict "imagePullPolicy" .Values.config.imagePullPolicy }}
 {{- if $images }}{{ $_ := set $config "images" $images }}{{ end }}
 {{- if $labels }}{{ $_ := set $config "labelMappings" $labels }}{{ end }}
+{{- if .Values.config.allowTrustRemoteCode }}{{ $_ := set $config "allowTrustRemoteCode" true }}{{ end }}
 {{- if .Values.config.vllmExtraFamilies }}{{ $_ := set $config "vllmExtraFamilies" .Values.config.vllmExtraFamilies }}{{ end }}
 {{- with .Values.config.autoscaling }}{{ $_ := set $config "autoscaling" . }}{{ end }}
 {{- if .Values.config.gateway.name }}{{ $_ := set $config "gateway" .Values.config.gateway }}{{ end }}

@@ -138,6 +138,23 @@ def _model_rules() -> list[dict[str, str]]:
     return rules
 
 
+def _path_rules() -> list[dict[str, str]]:
+    """CEL on `spec.model`: file and multimodalProjector stay inside the repository (api.escapes_directory)."""
+    rules = []
+    for field, label in (("file", "model.file"), ("multimodalProjector", "model.multimodalProjector")):
+        f = f"self.{field}"
+        rules.append(
+            {
+                "rule": f"!has({f}) || !({f}.startsWith('/') || {f} == '..' || {f}.startsWith('../') "
+                f"|| {f}.endsWith('/..') || {f}.contains('/../'))",
+                "message": f"{label} must be a relative path inside the repository, without '..'",
+                "fieldPath": f".{field}",
+                "reason": "FieldValueInvalid",
+            }
+        )
+    return rules
+
+
 def _engine_rules(engines: EngineCatalogue) -> list[dict[str, str]]:
     """CEL on `spec`: a named engine must be able to load the model's format at all (one rule per engine)."""
     rules = []
@@ -156,15 +173,57 @@ def _engine_rules(engines: EngineCatalogue) -> list[dict[str, str]]:
     return rules
 
 
+def _refused_args_rules(engines: EngineCatalogue) -> list[dict[str, str]]:
+    """CEL on `spec`: per engine, no `engine.args` key that engine refuses, when it is named or may be tried
+    under auto (api.refused_args_problem says the same in Python; the tables are the engines' own)."""
+    rules = []
+    for name in engines.names():
+        spellings = engines.refused_arg_spellings(name)
+        if not spellings:
+            continue
+        applies = f"(!has(self.engine.name) || self.engine.name == 'auto' || self.engine.name == '{name}')"
+        rules.append(
+            {
+                "rule": f"!has(self.engine) || !has(self.engine.args) || !{applies} "
+                f"|| !self.engine.args.exists(k, k in {_cel_list(list(spellings))})",
+                "message": f"engine.args must not set a key {name} refuses: arguments that open files, run "
+                "tools, proxy other hosts or put secrets in argv (docs/security.md)",
+                "fieldPath": ".engine.args",
+                "reason": "FieldValueForbidden",
+            }
+        )
+    return rules
+
+
+def _env_item_schema(item: dict[str, Any]) -> dict[str, Any]:
+    """An env item keeps unknown fields but declares `name`: CEL cannot read fields the schema does not name."""
+    return {
+        **item,
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1, "description": "Name of the variable."}},
+    }
+
+
+def _gpu_env_rule() -> dict[str, str]:
+    """CEL on `spec.env`: the GPU isolation variables are the operator's (api.gpu_env_refused says the same)."""
+    prefixes = " || ".join(f"e.name.startsWith('{p}')" for p in api.GPU_ENV_PREFIXES)
+    return {
+        "rule": f"self.all(e, !({prefixes} || e.name in {_cel_list(list(api.GPU_ENV_NAMES))}))",
+        "message": api.GPU_ENV_ALLOWED_TEXT,
+        "reason": "FieldValueForbidden",
+    }
+
+
 def spec_schema(engines: EngineCatalogue) -> dict[str, Any]:
     """The structural schema of `spec`, with Kubernetes extensions and CEL rules."""
     raw = api.ModelDeploymentSpec.model_json_schema(by_alias=True, mode="validation")
     schema = _structural(raw, raw.get("$defs", {}))
     schema.pop("title", None)
     schema["description"] = "ModelDeploymentSpec: the model to serve and how; the engine is chosen by the operator."
-    schema["x-kubernetes-validations"] = _engine_rules(engines)
+    schema["x-kubernetes-validations"] = _refused_args_rules(engines) + _engine_rules(engines)
     props = schema["properties"]
-    props["model"]["x-kubernetes-validations"] = _model_rules()
+    props["model"]["x-kubernetes-validations"] = _model_rules() + _path_rules()
     props["engine"]["properties"]["preference"]["x-kubernetes-list-type"] = "set"
     props["cache"]["x-kubernetes-validations"] = [
         {
@@ -173,6 +232,8 @@ def spec_schema(engines: EngineCatalogue) -> dict[str, Any]:
         }
     ]
     props["engine"]["properties"]["args"]["maxProperties"] = 128
+    props["env"]["items"] = _env_item_schema(props["env"]["items"])
+    props["env"]["x-kubernetes-validations"] = [_gpu_env_rule()]
     props["images"] = {
         "type": "object",
         "description": props["images"]["description"],

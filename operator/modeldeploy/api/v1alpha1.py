@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -38,6 +38,34 @@ DNS1123 = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 # Schema markers the CRD generator turns into Kubernetes extensions (see api/crd.py).
 PRESERVE = {"x-kubernetes-preserve-unknown-fields": True}
 INT_OR_STRING = {"x-kubernetes-int-or-string": True}
+
+# Variables that decide which GPUs a container sees (docs/security.md, "GPU isolation"). The renderer sets
+# NVIDIA_VISIBLE_DEVICES=void on GPU-less placements and the llama.cpp launcher sets CUDA_VISIBLE_DEVICES;
+# the NVIDIA container toolkit honours NVIDIA_* from unprivileged containers, so a user value would expose
+# every GPU of the node to a pod that was given none. `spec.env` may not name them (the CRD's CEL says
+# the same, api/crd.py).
+RELATIVE_PATH_MAX = 1024  # bounds the CEL rules on model.file and model.multimodalProjector
+
+
+def escapes_directory(path: str) -> bool:
+    """Whether a path inside the repository is absolute or has a `..` segment (the CRD's CEL says the same)."""
+    return path.startswith("/") or ".." in path.split("/")
+
+
+GPU_ENV_PREFIXES = ("NVIDIA_",)
+GPU_ENV_NAMES = ("CUDA_VISIBLE_DEVICES",)
+ENV_MAX_ITEMS = 256  # bounds the CEL rule's cost (the apiserver refuses a CRD whose rules cost too much)
+
+
+def gpu_env_refused(name: str) -> bool:
+    """Whether an env variable name is one the operator keeps for GPU isolation."""
+    return name in GPU_ENV_NAMES or name.startswith(GPU_ENV_PREFIXES)
+
+
+GPU_ENV_ALLOWED_TEXT = (
+    "spec.env must not set NVIDIA_* or CUDA_VISIBLE_DEVICES: the operator sets them to isolate GPUs; "
+    "ask for GPUs with resources.gpus"
+)
 
 
 def _one_of(allowed: tuple[str, ...]) -> str:
@@ -155,13 +183,16 @@ class ModelSource(_Model):
     file: str | None = Field(
         default=None,
         min_length=1,
-        description="For GGUF: the file inside the repository (qwen2.5-7b-instruct-q4_k_m.gguf).",
+        max_length=RELATIVE_PATH_MAX,
+        description="For GGUF: the file inside the repository (qwen2.5-7b-instruct-q4_k_m.gguf); a relative "
+        "path without '..'.",
     )
     multimodal_projector: str | None = Field(
         default=None,
         min_length=1,
-        description="GGUF vision models: the separate mmproj file in the same repository. A projector "
-        "embedded in the model GGUF is not supported.",
+        max_length=RELATIVE_PATH_MAX,
+        description="GGUF vision models: the separate mmproj file in the same repository (a relative path "
+        "without '..'). A projector embedded in the model GGUF is not supported.",
     )
     sha256: str | None = Field(
         default=None,
@@ -180,6 +211,16 @@ class ModelSource(_Model):
         default_factory=lambda: list[Ability](["chat"]),
         description="What the model does: chat, generate, vision, tools, embed. Defaults to [chat].",
     )
+
+    @field_validator("file", "multimodal_projector")
+    @classmethod
+    def _refuse_escaping_paths(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The file is joined to the weights' directory in the pod: an absolute path or a `..` segment would
+        load (or have the fetcher write) a file outside it (docs/security.md, "Paths and names")."""
+        if value is not None and escapes_directory(value):
+            field = "model.file" if info.field_name == "file" else "model.multimodalProjector"
+            raise ValueError(f"{field} must be a relative path inside the repository, without '..' (got {value!r})")
+        return value
 
     @field_validator("size_in_billions", mode="before")
     @classmethod
@@ -349,7 +390,10 @@ class ModelDeploymentSpec(_Model):
         description="Affinity (as in a PodSpec); its required node terms are combined with the engine's.",
     )
     env: list[Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]] = Field(
-        default_factory=list, description="Environment variables (as in a container spec) for the engine."
+        default_factory=list,
+        max_length=ENV_MAX_ITEMS,
+        description="Environment variables (as in a container spec) for the engine. NVIDIA_* and "
+        "CUDA_VISIBLE_DEVICES are refused: the operator sets them to isolate GPUs (use resources.gpus).",
     )
     pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the pods.")
     pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the pods.")
@@ -357,12 +401,38 @@ class ModelDeploymentSpec(_Model):
         default=None, pattern=DNS1123, description="ServiceAccount the model pods run as."
     )
 
+    @field_validator("env")
+    @classmethod
+    def _refuse_gpu_isolation_env(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A user NVIDIA_VISIBLE_DEVICES=all would replace the renderer's `void` and show every GPU of the
+        node to a pod with no GPU limit (docs/security.md, "GPU isolation")."""
+        for item in value:
+            name = item.get("name")
+            if isinstance(name, str) and gpu_env_refused(name):
+                raise ValueError(f"{GPU_ENV_ALLOWED_TEXT} (got {name})")
+        return value
+
     @model_validator(mode="after")
     def _check_engine_can_load_format(self) -> ModelDeploymentSpec:
-        problem = engine_format_problem(self.engine.name, self.model.format)
+        problem = engine_format_problem(self.engine.name, self.model.format) or refused_args_problem(self.engine)
         if problem:
             raise ValueError(problem)
         return self
+
+
+def refused_args_problem(engine: EngineSpec) -> str | None:
+    """Why `engine.args` names a key the engine refuses (files, tools, proxies, secrets in argv), or None.
+
+    A named engine is asked; under auto every engine is, since any of them may render the args (the CRD's
+    CEL rule, which carries the same tables, cannot tell which; docs/security.md, "Engine arguments").
+    """
+    names = (engine.name,) if engine.name != AUTO_ENGINE else engines().names()
+    for key in sorted(engine.args):
+        for name in names:
+            problem = engines().refused_arg(name, key)
+            if problem:
+                return problem
+    return None
 
 
 def engine_format_problem(engine_name: str, fmt: ModelFormat) -> str | None:

@@ -92,6 +92,11 @@ class OperatorConfig(_Model):
     vllm_extra_families: list[str] = Field(
         default_factory=list, description="Model names/families to treat as vLLM-supported beyond the seed's list."
     )
+    allow_trust_remote_code: bool = Field(
+        default=False,
+        description="Whether engine.args may set trust-remote-code (vLLM, SGLang, transformers, MLX): it runs "
+        "the model repository's own Python code in the model server (docs/security.md).",
+    )
     image_pull_policy: str = Field(default="IfNotPresent")
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

@@ -20,7 +20,7 @@ last ModelDeployment owning it is gone (docs/model-cache.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ from modeldeploy.controller.views import ChildView, drift_marker
 from modeldeploy.modelcache import listing as lst
 from modeldeploy.modelcache import plan as p
 from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state
-from modeldeploy.scaling.epp import EPP_SUFFIX
+from modeldeploy.scaling.epp import epp_name
 from modeldeploy.scaling.plan import HTTP_ROUTE, HTTP_SCALED_OBJECT, INFERENCE_POOL, SCALED_OBJECT
 
 APPLY_FAILED = "ApplyFailed"
@@ -196,19 +196,24 @@ async def remove_route(kube: AsyncKube, namespace: str, name: str) -> int:
     return 1
 
 
-# (apiVersion, kind, name suffix, CRD or None for built-in) of every object we may render beside the Deployment.
-MANAGED: tuple[tuple[str, str, str, str | None], ...] = (
-    ("keda.sh/v1alpha1", "ScaledObject", "", SCALED_OBJECT),
-    ("http.keda.sh/v1alpha1", "HTTPScaledObject", "-http", HTTP_SCALED_OBJECT),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "", None),
-    ("inference.networking.k8s.io/v1", "InferencePool", "", INFERENCE_POOL),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute", "", HTTP_ROUTE),
+def _suffixed(suffix: str) -> Callable[[str], str]:
+    return lambda name: name + suffix
+
+
+# (apiVersion, kind, the object's name from the ModelDeployment's, CRD or None for built-in) of every object
+# we may render beside the Deployment.
+MANAGED: tuple[tuple[str, str, Callable[[str], str], str | None], ...] = (
+    ("keda.sh/v1alpha1", "ScaledObject", _suffixed(""), SCALED_OBJECT),
+    ("http.keda.sh/v1alpha1", "HTTPScaledObject", _suffixed("-http"), HTTP_SCALED_OBJECT),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", _suffixed(""), None),
+    ("inference.networking.k8s.io/v1", "InferencePool", _suffixed(""), INFERENCE_POOL),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", _suffixed(""), HTTP_ROUTE),
     # The pool's endpoint picker (scaling/epp.py); built-in kinds, looked up only while routing was on.
-    ("apps/v1", "Deployment", EPP_SUFFIX, None),
-    ("v1", "Service", EPP_SUFFIX, None),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding", EPP_SUFFIX, None),
-    ("rbac.authorization.k8s.io/v1", "Role", EPP_SUFFIX, None),
-    ("v1", "ServiceAccount", EPP_SUFFIX, None),
+    ("apps/v1", "Deployment", epp_name, None),
+    ("v1", "Service", epp_name, None),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", epp_name, None),
+    ("rbac.authorization.k8s.io/v1", "Role", epp_name, None),
+    ("v1", "ServiceAccount", epp_name, None),
 )
 
 
@@ -221,8 +226,8 @@ async def prune(
     keep = {(o["kind"], o["metadata"]["name"]) for o in rendered}
     crds = await served_crds(kube)
     removed: list[str] = []
-    for api_version, kind, suffix, crd in MANAGED:
-        name = md.metadata.name + suffix
+    for api_version, kind, name_of, crd in MANAGED:
+        name = name_of(md.metadata.name)
         if (kind, name) in keep or (crd is not None and crd not in crds):
             continue
         ref = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": md.metadata.namespace}}

@@ -46,8 +46,12 @@ def normalise_flag(key: str) -> str:
     return flag
 
 
-def flag_args(engine: Engine, args: Mapping[str, ArgValue]) -> list[str]:
-    """`engine.args` as `--flag value` argv elements, sorted by flag, bools per the engine's bool_style."""
+def flag_args(engine: Engine, args: Mapping[str, ArgValue], *, allow_trust_remote_code: bool = False) -> list[str]:
+    """`engine.args` as `--flag value` argv elements, sorted by flag, bools per the engine's bool_style.
+
+    Refuses flags the renderer sets itself and flags the engine refuses (`Engine.refused_args`, and its
+    trust-remote-code flag unless the operator config allows it).
+    """
     flags: dict[str, ArgValue] = {}
     for key, value in args.items():
         flag = normalise_flag(key)
@@ -55,6 +59,9 @@ def flag_args(engine: Engine, args: Mapping[str, ArgValue]) -> list[str]:
             raise RenderError(f"engine.args names the flag --{flag} twice (as {key!r} and another spelling)")
         if flag in engine.reserved_args:
             raise RenderError(f"engine.args must not set --{flag}: ModelDeploy sets it for {engine.name}")
+        refused = engine.refused_arg(key, value, allow_trust_remote_code=allow_trust_remote_code)
+        if refused:
+            raise RenderError(refused)
         flags[flag] = value
     out: list[str] = []
     for flag in sorted(flags):
@@ -67,3 +74,10 @@ def flag_args(engine: Engine, args: Mapping[str, ArgValue]) -> list[str]:
         else:
             out.extend([f"--{flag}", format_value(value)])
     return out
+
+
+class FlagEngine(Engine):
+    """An engine whose `engine.args` are command-line flags: its argument checks are `flag_args`'s own."""
+
+    def check_args(self, args: Mapping[str, ArgValue], *, allow_trust_remote_code: bool = False) -> None:
+        flag_args(self, args, allow_trust_remote_code=allow_trust_remote_code)

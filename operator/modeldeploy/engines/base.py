@@ -16,17 +16,19 @@ handed the registry as its catalogue of engines (formats.EngineCatalogue) withou
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Literal
 
-from modeldeploy.formats import ArgValue, ModelFormat
+from modeldeploy.formats import ArgValue, ModelFormat, truthy
 
 PORT = 8000  # every engine serves its OpenAI-compatible API here (the Service's target)
 HOST = "0.0.0.0"
 
 BoolStyle = Literal["negatable", "store_true"]
+ArgSpelling = Literal["flag", "param"]
 
 
 class RenderError(ValueError):
@@ -81,6 +83,7 @@ class ModelView:
     gpus: int | None = None  # resources.gpus (None: unset)
     args: Mapping[str, ArgValue] = field(default_factory=dict)  # engine.args
     extra_families: tuple[str, ...] = ()  # the operator config's vllmExtraFamilies
+    allow_trust_remote_code: bool = False  # the operator config's allowTrustRemoteCode
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Launch:
     gpus: int
     n_gpu_layers: int
     args: Mapping[str, ArgValue]
+    allow_trust_remote_code: bool = False  # the operator config's allowTrustRemoteCode
 
 
 class Engine:
@@ -149,6 +153,73 @@ class Engine:
     reserved_args: ClassVar[frozenset[str]] = frozenset()
     # How a bool in `engine.args` is spelled on its command line (see engines/args.py).
     bool_style: ClassVar[BoolStyle] = "store_true"
+    # How `engine.args` keys are spelled: "flag" (CLI flags, `-`/`_` alike, leading dashes dropped) or
+    # "param" (llama.cpp common_params names, dotted; the part before the first dot is compared).
+    arg_spelling: ClassVar[ArgSpelling] = "flag"
+    # Arguments that make the server open files or directories the user chooses, run tools, proxy other
+    # hosts or carry a secret in argv: name (as compared, see `arg_spelling`) -> what it would do. Refused in
+    # the API and the CRD's CEL, by `select` and by `render` (docs/security.md, "Engine arguments").
+    refused_args: ClassVar[Mapping[str, str]] = {}
+    # The flag that lets a model repository run its own Python code in the server; refused unless the
+    # operator config sets allowTrustRemoteCode (None: the engine has no such flag).
+    trust_remote_code_arg: ClassVar[str | None] = None
+
+    def arg_name(self, key: str) -> str:
+        """An `engine.args` key as `reserved_args` and `refused_args` spell it."""
+        if self.arg_spelling == "param":
+            return key.split(".", 1)[0]
+        head, _, _ = key.lstrip("-").partition(".")
+        return head.replace("_", "-")
+
+    def refused_arg(self, key: str, value: ArgValue = True, *, allow_trust_remote_code: bool = False) -> str | None:
+        """Why an `engine.args` key is refused for this engine (None: it is not), one sentence for status.
+
+        trust-remote-code is refused only when it turns the switch on: `false` asks for the default.
+        """
+        name = self.arg_name(key)
+        if name in self.refused_args:
+            return f"engine.args must not set {key} for {self.label}: it {self.refused_args[name]}"
+        if name == self.trust_remote_code_arg and truthy(value) and not allow_trust_remote_code:
+            return (
+                f"engine.args must not set {key} for {self.label}: it runs the model repository's own Python "
+                "code in the server; the operator config's allowTrustRemoteCode permits it"
+            )
+        return None
+
+    def refused_arg_spellings(self) -> tuple[str, ...]:
+        """Every usual spelling of the refused keys, sorted, for the CRD's CEL rule.
+
+        A list of literals, not a regex: CEL prices `matches` by the length of the string, and map keys
+        have no maxLength, so the apiserver would refuse a rule that ran a regex on them. Flags are spelled
+        with `-` or `_` between words and zero to two leading dashes; llama.cpp names as they are. Rarer
+        spellings (three dashes, a dotted tail) still meet `check_args` in the operator.
+        """
+        out: set[str] = set()
+        for name in self.refused_args:
+            if self.arg_spelling == "param":
+                out.add(name)
+                continue
+            words = name.split("-")
+            for seps in itertools.product("-_", repeat=len(words) - 1):
+                joined = words[0] + "".join(s + w for s, w in zip(seps, words[1:], strict=True))
+                out.update(f"{dashes}{joined}" for dashes in ("", "-", "--"))
+        return tuple(sorted(out))
+
+    def check_args(self, args: Mapping[str, ArgValue], *, allow_trust_remote_code: bool = False) -> None:
+        """Raise RenderError for `engine.args` this engine cannot render: the same checks its command makes."""
+        for key in sorted(args):
+            problem = self.refused_arg(key, args[key], allow_trust_remote_code=allow_trust_remote_code)
+            if problem:
+                raise RenderError(problem)
+
+    def args_problem(self, args: Mapping[str, ArgValue], *, allow_trust_remote_code: bool = False) -> str | None:
+        """Why `engine.args` cannot be rendered (None: they can); `select` asks this so it refuses what
+        `render` refuses."""
+        try:
+            self.check_args(args, allow_trust_remote_code=allow_trust_remote_code)
+        except RenderError as exc:
+            return str(exc)
+        return None
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         """Every model rule for this model, in order, each with its reason (None: a rule that does not apply)."""

@@ -1,31 +1,35 @@
 """MLX (`mlx_lm.server`): MLX-format weights on Apple silicon, through a virtual-kubelet macOS provider.
 
-Security fields are left unset (no Linux users to map, no container root filesystem to make read-only)
-and NVIDIA_VISIBLE_DEVICES is never set: there is no CUDA image. It serves no Prometheus metrics.
+The pod still meets Pod Security "restricted" (uid 1000 as in images/mlx, no escalation, no capabilities),
+so it is admitted in a restricted namespace; the root filesystem stays writable, since the macOS provider
+runs a venv, not a container root filesystem to make read-only. NVIDIA_VISIBLE_DEVICES is never set: there
+is no CUDA image. It serves no Prometheus metrics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, ModelView, NodeNeed, RuleResult, Tier
+from modeldeploy.engines.args import FlagEngine, flag_args
+from modeldeploy.engines.base import HOST, PORT, Launch, ModelView, NodeNeed, RuleResult, Tier
 from modeldeploy.engines.rules import format_rule
 from modeldeploy.formats import ModelFormat
 
 
-class MLX(Engine):
+class MLX(FlagEngine):
     name = "mlx"
     label = "MLX"
     image_key = "mlx"
     formats = frozenset({ModelFormat.MLX})
     auto_rank = 2
-    runs_as_non_root = None  # not set at all: meaningless on the macOS provider
+    runs_as_non_root = True
     read_only_root = False
     uses_hf_home = True
     cuda_image = False
     reserved_args = frozenset({"model", "host", "port"})
     bool_style = "store_true"
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         gpus = model.gpus
@@ -49,5 +53,5 @@ class MLX(Engine):
             HOST,
             "--port",
             str(PORT),
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]

@@ -1,7 +1,8 @@
 """SGLang: CUDA-only like vLLM, never chosen automatically (the seed gives no automatic rule for it).
 
-It runs when named in `engine.name` or listed in `engine.preference`. The image is upstream
-lmsysorg/sglang: root and a writable root filesystem, for the same reasons as vLLM. /metrics is on the
+It runs when named in `engine.name` or listed in `engine.preference`. Our image (images/sglang) is
+upstream lmsysorg/sglang run as uid 1000 with its caches (Triton, FlashInfer, HF) under $HOME or /tmp: as for
+vLLM, HOME is the /tmp emptyDir and the root filesystem is read-only (docs/security.md). /metrics is on the
 API port only with `--enable-metrics`, which the command passes unless `engine.args` sets `enable-metrics`
 itself (false keeps it off): the autoscaler and the gateway's endpoint picker read its queue gauges
 (docs/autoscaling.md).
@@ -11,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args, normalise_flag
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RuleResult
+from modeldeploy.engines.args import FlagEngine, flag_args, normalise_flag
+from modeldeploy.engines.base import HOST, PORT, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.formats import ModelFormat
 
@@ -20,7 +21,7 @@ from modeldeploy.formats import ModelFormat
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none",)}
 
 
-class SGLang(Engine):
+class SGLang(FlagEngine):
     name = "sglang"
     label = "SGLang"
     image_key = "sglang"
@@ -28,14 +29,22 @@ class SGLang(Engine):
     auto_rank = None
     gpu_required = True
     metrics = Metrics(port=PORT, enable_arg="enable-metrics", load=("sglang:num_running_reqs", "sglang:num_queue_reqs"))
-    runs_as_non_root = False
-    read_only_root = False
+    runs_as_non_root = True
+    read_only_root = True
     needs_shm = True
     uses_hf_home = True
     reserved_args = frozenset(
         {"model-path", "model", "host", "port", "tp", "tp-size", "tensor-parallel-size", "served-model-name"}
     )
     bool_style = "store_true"
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
+    refused_args = {
+        "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "admin-api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "ssl-keyfile": "opens a key file of the pod's filesystem",
+        "ssl-certfile": "opens a certificate file of the pod's filesystem",
+    }
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -65,7 +74,7 @@ class SGLang(Engine):
             "--served-model-name",
             launch.served_name,
             *self.metrics_args(launch),
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]
 
     def metrics_args(self, launch: Launch) -> list[str]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, ModelView, NodeNeed, RuleResult
+from modeldeploy.engines.args import FlagEngine, flag_args
+from modeldeploy.engines.base import HOST, PORT, Launch, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import (
     format_rule,
     gpu_when_available_needs,
@@ -24,7 +24,7 @@ from modeldeploy.formats import ModelFormat
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none", "4bit", "8bit")}
 
 
-class Transformers(Engine):
+class Transformers(FlagEngine):
     name = "transformers"
     label = "transformers"
     image_key = "transformers"
@@ -35,6 +35,8 @@ class Transformers(Engine):
     uses_hf_home = True
     reserved_args = frozenset({"host", "port", "force-model"})
     bool_style = "negatable"  # typer's --flag/--no-flag
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -62,5 +64,5 @@ class Transformers(Engine):
             HOST,
             "--port",
             str(PORT),
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]

@@ -2,8 +2,10 @@
 
 Model rules are the seed's list, one check per bullet (format, quantization, the supported-model list,
 a GPU per replica); the node-side bullet ("Linux with at least one CUDA device") is its node needs.
-The image is upstream vllm/vllm-openai: it runs as root and writes caches (torch.compile, triton,
-flashinfer JIT) under $HOME, so the root filesystem stays writable. /metrics is on the API port; its
+Our image (images/vllm) is upstream vllm/vllm-openai run as uid 1000 with every cache (torch.compile,
+Triton, FlashInfer JIT, HF) under $HOME or /tmp; the renderer points HOME at the /tmp emptyDir and HF_HOME
+at the cache volume, so the pod meets Pod Security "restricted" with a read-only root filesystem
+(docs/security.md, "Restricted pods"). /metrics is on the API port; its
 load gauges are those the Gateway API Inference Extension's model-server protocol lists.
 """
 
@@ -11,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from modeldeploy.engines.args import flag_args
-from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RuleResult
+from modeldeploy.engines.args import FlagEngine, flag_args
+from modeldeploy.engines.base import HOST, PORT, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.engines.vllm_models import is_vllm_supported
 from modeldeploy.formats import ModelFormat
@@ -41,7 +43,7 @@ def supported_rule(model: ModelView) -> RuleResult:
     )
 
 
-class VLLM(Engine):
+class VLLM(FlagEngine):
     name = "vllm"
     label = "vLLM"
     image_key = "vllm"
@@ -51,12 +53,23 @@ class VLLM(Engine):
     auto_rank = 0
     gpu_required = True
     metrics = Metrics(port=PORT, load=("vllm:num_requests_running", "vllm:num_requests_waiting"))
-    runs_as_non_root = False
-    read_only_root = False
+    runs_as_non_root = True
+    read_only_root = True
     needs_shm = True
     uses_hf_home = True
     reserved_args = frozenset({"model", "host", "port", "tensor-parallel-size", "served-model-name"})
     bool_style = "negatable"  # argparse.BooleanOptionalAction
+    # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
+    trust_remote_code_arg = "trust-remote-code"
+    refused_args = {
+        "allowed-local-media-path": "lets requests read files of the pod's filesystem as media",
+        "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "ssl-keyfile": "opens a key file of the pod's filesystem",
+        "ssl-certfile": "opens a certificate file of the pod's filesystem",
+        "ssl-ca-certs": "opens a certificate file of the pod's filesystem",
+        "tool-parser-plugin": "imports a Python file of the pod's filesystem into the server",
+        "middleware": "imports Python code into the server",
+    }
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -89,5 +102,5 @@ class VLLM(Engine):
             str(launch.gpus),
             "--served-model-name",
             launch.served_name,
-            *flag_args(self, launch.args),
+            *flag_args(self, launch.args, allow_trust_remote_code=launch.allow_trust_remote_code),
         ]

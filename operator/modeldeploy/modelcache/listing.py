@@ -18,6 +18,7 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
+from modeldeploy.model_paths import redact_text, redact_uri
 from modeldeploy.modelcache.plan import MANAGED_BY, CachePlan, fetch_job
 from modeldeploy.modelcache.status import CacheState, _job_condition, _last_message, _state
 
@@ -68,7 +69,11 @@ def listing_state(plan: CachePlan, job: Mapping[str, Any] | None, pods: Sequence
     """`status.model` while the claim is being sized: Pending, or Failed like a failed download."""
     name = listing_name(plan)
     if _job_condition(job, "Failed"):
-        message = _last_message(pods, "failed") or "the model listing Job failed"
-        return _state(plan, "Failed", f"The listing of {plan.uri} failed: {message}", "DownloadFailed")
-    what = f"the listing Job {name} is listing {plan.uri}" if job is not None else f"creating the listing Job {name}"
+        message = redact_text(_last_message(pods, "failed") or "the model listing Job failed")
+        return _state(plan, "Failed", f"The listing of {redact_uri(plan.uri)} failed: {message}", "DownloadFailed")
+    what = (
+        f"the listing Job {name} is listing {redact_uri(plan.uri)}"
+        if job is not None
+        else f"creating the listing Job {name}"
+    )
     return _state(plan, "Pending", f"sizing the model cache claim {plan.name}: {what}", "Sizing")

@@ -24,7 +24,7 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SharedCache
 from modeldeploy.config import OperatorConfig
-from modeldeploy.model_paths import locate
+from modeldeploy.model_paths import locate, redact_uri
 
 CACHE_LABEL = "modeldeploy.io/model-cache"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modeldeploy"}
@@ -132,7 +132,7 @@ def claim(plan: CachePlan, owner: dict[str, Any] | None = None) -> dict[str, Any
         "name": plan.name,
         "namespace": plan.namespace,
         "labels": _labels(plan),
-        "annotations": {URI_ANNOTATION: plan.uri, FILES_ANNOTATION: ",".join(plan.files)},
+        "annotations": {URI_ANNOTATION: redact_uri(plan.uri), FILES_ANNOTATION: ",".join(plan.files)},
     }
     if owner and plan.retention == "Delete":
         meta["ownerReferences"] = [owner]
@@ -249,7 +249,7 @@ def fetch_job(
         "namespace": plan.namespace,
         "labels": labels,
         "annotations": {
-            URI_ANNOTATION: plan.uri,
+            URI_ANNOTATION: redact_uri(plan.uri),
             REQUESTED_BY: md.metadata.name,
             REQUESTED_GENERATION: str(md.metadata.generation or 0),
         },

@@ -14,6 +14,7 @@ from typing import Any
 
 from modeldeploy.api.conditions import Condition
 from modeldeploy.fetch.report import ANNOTATION
+from modeldeploy.model_paths import redact_text, redact_uri
 from modeldeploy.modelcache.plan import CachePlan
 
 MODEL_READY = "ModelReady"
@@ -145,8 +146,16 @@ def cache_state(
         )
     if _job_condition(job, "Failed") or note.get("phase") == "Failed":
         message = note.get("message") if note.get("phase") == "Failed" else None
-        message = message or _last_message(pods, "failed") or "the model download Job failed"
-        return _state(plan, "Failed", f"The download of {plan.uri} failed: {message}", "DownloadFailed", **numbers)
+        message = redact_text(message or _last_message(pods, "failed") or "the model download Job failed")
+        return _state(
+            plan, "Failed", f"The download of {redact_uri(plan.uri)} failed: {message}", "DownloadFailed", **numbers
+        )
     if job is None:
         return _state(plan, "Pending", f"creating the download Job {plan.name}", "Pending", **numbers)
-    return _state(plan, "Downloading", f"the download Job {plan.name} is fetching {plan.uri}", "Downloading", **numbers)
+    return _state(
+        plan,
+        "Downloading",
+        f"the download Job {plan.name} is fetching {redact_uri(plan.uri)}",
+        "Downloading",
+        **numbers,
+    )

@@ -191,7 +191,9 @@ def _engine_env(md: ModelDeployment, engine: Engine, placement: Placement) -> li
     return [e for e in ours if e["name"] not in user_names] + user
 
 
-def launch_for(md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation) -> Launch:
+def launch_for(
+    md: ModelDeployment, engine: Engine, placement: Placement, location: ModelLocation, config: OperatorConfig
+) -> Launch:
     """What an engine needs to build its command lines: paths in the pod, GPUs, the user's args."""
     spec = md.spec
     return Launch(
@@ -201,6 +203,7 @@ def launch_for(md: ModelDeployment, engine: Engine, placement: Placement, locati
         gpus=placement.gpus,
         n_gpu_layers=spec.engine.n_gpu_layers,
         args=spec.engine.args,
+        allow_trust_remote_code=config.allow_trust_remote_code,
     )
 
 
@@ -285,7 +288,7 @@ def pod_template(md: ModelDeployment, name: str, placement: Placement, config: O
     if engine.gpu_required and placement.gpus < 1:
         raise RenderError(f"{engine.name} needs at least one GPU, but the placement gives {placement.gpus}")
     location = _location(md)
-    launch = launch_for(md, engine, placement, location)
+    launch = launch_for(md, engine, placement, location, config)
     init_command = engine.init_command(launch)
     with_ngl = init_command is not None
 

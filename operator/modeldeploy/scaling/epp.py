@@ -13,6 +13,7 @@ scraping is switched off (an empty metric name) since neither exports vLLM's LoR
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 from modeldeploy.config.scaling import GatewaySettings
@@ -20,6 +21,28 @@ from modeldeploy.render.labels import COMPONENT as COMPONENT_LABEL
 from modeldeploy.render.labels import INSTANCE, NAME
 
 EPP_SUFFIX = "-epp"
+# A Service name (and a label value) is at most 63 characters; a ModelDeployment name may be 63 itself.
+NAME_LIMIT = 63
+_HASH_LEN = 8
+
+
+def epp_name(pool: str) -> str:
+    """`<pool>-epp`, or for pool names too long for that, a deterministic shortening within 63 characters:
+    the head of the name, 8 hex digits of its SHA-256 (so two long names with one head differ), `-epp`.
+
+    The picker's Service is what the InferencePool's endpointPickerRef names; Services are DNS-1035 labels
+    (docs/gateway.md).
+    """
+    name = pool + EPP_SUFFIX
+    if len(name) <= NAME_LIMIT:
+        return name
+    digest = hashlib.sha256(pool.encode()).hexdigest()[:_HASH_LEN]
+    head = pool[: NAME_LIMIT - len(EPP_SUFFIX) - _HASH_LEN - 1].rstrip("-.")
+    return f"{head}-{digest}{EPP_SUFFIX}"
+
+
+# The picker image is distroless `nonroot` (uid 65532); a numeric uid lets the kubelet check runAsNonRoot.
+EPP_UID = 65532
 GRPC_HEALTH_PORT = 9003
 METRICS_PORT = 9090
 INFERENCE_GROUP = "inference.networking.k8s.io"
@@ -81,7 +104,7 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
     if not gateway.endpoint_picker_port or not gateway.endpoint_picker.deploy:
         return []
     pool, namespace = meta["name"], meta["namespace"]
-    name = pool + EPP_SUFFIX
+    name = epp_name(pool)
     # Its own name/instance on the pods, so neither the model's Service nor the pool selects the picker.
     selector = {NAME: "modeldeploy-epp", INSTANCE: name}
     health = {"port": GRPC_HEALTH_PORT, "service": "inference-extension"}
@@ -101,6 +124,15 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
             {"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "EPP_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": EPP_UID,
+            "runAsGroup": EPP_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
     }
     pod_meta = {"labels": {**_meta(meta, name)["labels"], **selector}}
     deployment = {
@@ -115,7 +147,13 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
             "template": {
                 "metadata": pod_meta,
                 # Mirrors the longest grace period of the model pods, so in-flight picks drain (chart default).
-                "spec": {"serviceAccountName": name, "terminationGracePeriodSeconds": 130, "containers": [container]},
+                "spec": {
+                    "serviceAccountName": name,
+                    "terminationGracePeriodSeconds": 130,
+                    # Pod Security "restricted", like the model pods (docs/security.md, "Restricted pods").
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [container],
+                },
             },
         },
     }

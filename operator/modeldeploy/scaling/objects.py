@@ -16,7 +16,7 @@ import copy
 from typing import Any
 
 from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
-from modeldeploy.scaling.epp import epp_objects
+from modeldeploy.scaling.epp import epp_name, epp_objects
 from modeldeploy.scaling.plan import ScalingPlan
 
 KEDA_API = "keda.sh/v1alpha1"
@@ -159,7 +159,7 @@ def inference_pool(
     spec: dict[str, Any] = {"selector": {"matchLabels": dict(selector)}, "targetPorts": [{"number": port}]}
     if gateway.endpoint_picker_port:
         spec["endpointPickerRef"] = {
-            "name": f"{meta['name']}-epp",
+            "name": epp_name(meta["name"]),
             "port": {"number": gateway.endpoint_picker_port},
             "failureMode": "FailOpen",
         }

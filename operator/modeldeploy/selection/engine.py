@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import OperatorConfig
 from modeldeploy.engines import registry
-from modeldeploy.engines.base import ModelView
+from modeldeploy.engines.base import ModelView, RuleResult
 from modeldeploy.selection.node_classes import NodeClass, group_nodes
 from modeldeploy.selection.node_rules import NodeVerdict, evaluate_nodes
 from modeldeploy.selection.types import Decision, EngineCandidate, NodeFacts
@@ -58,6 +58,7 @@ def model_view(spec: ModelDeploymentSpec, config: OperatorConfig) -> ModelView:
         gpus=spec.resources.gpus,
         args=spec.engine.args,
         extra_families=tuple(config.vllm_extra_families),
+        allow_trust_remote_code=config.allow_trust_remote_code,
     )
 
 
@@ -70,7 +71,12 @@ def judge(
 ) -> Judgement:
     """Apply every model rule and the node rules of the engine called `name`."""
     engine = registry.get(name)
-    results = [r for r in engine.model_rules(model_view(spec, config)) if r is not None]
+    view = model_view(spec, config)
+    results = [r for r in engine.model_rules(view) if r is not None]
+    # What render would refuse of engine.args, refused here too, so select and render agree.
+    args_problem = engine.args_problem(view.args, allow_trust_remote_code=view.allow_trust_remote_code)
+    if args_problem:
+        results.append(RuleResult(False, args_problem))
     verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes)
     failures = [r.reason for r in results if not r.ok]
     if not verdict.ok:

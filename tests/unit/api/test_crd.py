@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from modeldeploy.api.crd import CRD_FILE, build_crd, crd_yaml
@@ -72,7 +73,30 @@ def test_cel_rules_present_for_each_engine_and_format_family() -> None:
     for engine in ("vllm", "sglang", "llama.cpp", "transformers", "mlx"):
         assert any(f"self.engine.name != '{engine}'" in r for r in engine_rules), engine
     model_rules = spec["properties"]["model"]["x-kubernetes-validations"]
-    assert len(model_rules) == 8  # ggufv2 plus one per format with a finite set of spellings
-    assert all(r["fieldPath"] == ".quantization" for r in model_rules)
+    quantization_rules = [r for r in model_rules if r["fieldPath"] == ".quantization"]
+    assert len(quantization_rules) == 8  # ggufv2 plus one per format with a finite set of spellings
+    assert {r["fieldPath"] for r in model_rules} == {".quantization", ".file", ".multimodalProjector"}
     assert spec["properties"]["engine"]["properties"]["nGpuLayers"]["minimum"] == -1
     assert spec["properties"]["resources"]["properties"]["gpus"]["minimum"] == 0
+
+
+def test_cel_refuses_gpu_isolation_env() -> None:
+    """The apiserver refuses NVIDIA_* and CUDA_VISIBLE_DEVICES in spec.env too (CEL needs `name` declared)."""
+    env = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "env"
+    ]
+    assert env["maxItems"] == 256
+    assert env["items"]["properties"]["name"]["type"] == "string" and env["items"]["required"] == ["name"]
+    (rule,) = env["x-kubernetes-validations"]
+    assert rule["rule"] == "self.all(e, !(e.name.startsWith('NVIDIA_') || e.name in ['CUDA_VISIBLE_DEVICES']))"
+    assert "NVIDIA_*" in rule["message"]
+
+
+@pytest.mark.parametrize("field", ["file", "multimodalProjector"])
+def test_cel_keeps_model_files_inside_the_repository(field: str) -> None:
+    model = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"][
+        "model"
+    ]
+    (rule,) = [r for r in model["x-kubernetes-validations"] if r["fieldPath"] == f".{field}"]
+    assert f"self.{field}.startsWith('/')" in rule["rule"] and f"self.{field}.contains('/../')" in rule["rule"]
+    assert model["properties"][field]["maxLength"] == 1024  # bounds the rule's cost

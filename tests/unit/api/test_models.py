@@ -124,3 +124,38 @@ def test_cache_needs_exactly_one() -> None:
 
 def test_preference_unique() -> None:
     assert "twice" in error_of({**spec(), "engine": {"preference": ["vllm", "vllm"]}})
+
+
+@pytest.mark.parametrize(
+    "name", ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES", "NVIDIA_REQUIRE_CUDA", "CUDA_VISIBLE_DEVICES"]
+)
+def test_gpu_isolation_env_is_refused(name: str) -> None:
+    """A user NVIDIA_VISIBLE_DEVICES=all would show every GPU of the node to a pod given none."""
+    msg = error_of({**spec(), "env": [{"name": "OK", "value": "1"}, {"name": name, "value": "all"}]})
+    assert (
+        msg.startswith("spec.env must not set NVIDIA_*")
+        and "NVIDIA_*" in msg
+        and "resources.gpus" in msg
+        and name in msg
+    )
+
+
+def test_other_env_is_accepted() -> None:
+    s = ModelDeploymentSpec.model_validate({**spec(), "env": [{"name": "CUDA_LAUNCH_BLOCKING", "value": "1"}]})
+    assert s.env == [{"name": "CUDA_LAUNCH_BLOCKING", "value": "1"}]
+
+
+@pytest.mark.parametrize("field", ["file", "multimodalProjector"])
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "a/../../b.gguf", "..", "a/.."])
+def test_model_files_stay_inside_the_repository(field: str, path: str) -> None:
+    """An absolute path or '..' would load, or have the fetcher write, a file outside the weights' directory."""
+    msg = error_of(spec(format="ggufv2", quantization="Q4_K_M", **{field: path}))
+    label = "model.file" if field == "file" else "model.multimodalProjector"
+    assert msg == f"{label} must be a relative path inside the repository, without '..' (got {path!r})"
+
+
+def test_relative_model_files_are_accepted() -> None:
+    s = ModelDeploymentSpec.model_validate(
+        spec(format="ggufv2", quantization="Q4_K_M", file="sub/dir/m..q4.gguf", multimodalProjector="mmproj.gguf")
+    )
+    assert s.model.file == "sub/dir/m..q4.gguf"

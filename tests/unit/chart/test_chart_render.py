@@ -470,3 +470,9 @@ def test_packaged_chart_holds_the_crds_and_not_the_test_files(helm: Path, tmp_pa
     assert {"modeldeploy/crds/modeldeploy.io_modeldeployments.yaml", "modeldeploy/crds/kopf.dev_peerings.yaml"} <= names
     assert "modeldeploy/values.schema.json" in names
     assert not [n for n in names if n.startswith("modeldeploy/ci/") or n.endswith(".checkov.yaml")]
+
+
+def test_trust_remote_code_is_off_by_default_and_reaches_the_config(render) -> None:
+    """engine.args trust-remote-code is refused unless the chart's config.allowTrustRemoteCode says otherwise."""
+    assert _config(render()).allow_trust_remote_code is False
+    assert _config(render("--set", "config.allowTrustRemoteCode=true")).allow_trust_remote_code is True

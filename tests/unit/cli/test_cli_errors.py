@@ -81,11 +81,12 @@ def test_no_traceback_from_a_real_process(tmp_path: Path) -> None:
 
 
 def test_an_engine_argument_only_the_renderer_refuses(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    """`engine.args` keys that are not flag names pass the schema; `render` says so in one sentence."""
+    """`engine.args` keys that are not flag names pass the schema; selection refuses every engine for them
+    (it asks what `render` would refuse), and `render` says so in one sentence."""
     md = write(tmp_path, GOOD_MD + '  engine:\n    args: {"--trust-remote-code; rm -rf /": true}\n')
     code, out, err = run_cli(capsys, "render", "-f", md, "--nodes", str(NODES))
     assert code == 2 and out == ""
-    assert err.startswith(f"modeldeploy render: {md}: m: engine.args key")
+    assert err.startswith("modeldeploy render: m: nothing to render: no engine can run")
     assert "not a command-line flag name" in err and err.count("\n") == 1
     proc = subprocess.run(
         [sys.executable, "-m", "modeldeploy", "render", "-f", md, "--nodes", str(NODES)],

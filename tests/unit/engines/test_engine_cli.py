@@ -98,7 +98,8 @@ def _command(engine: str, fmt: str, args: dict[str, Any], placement: Placement) 
         }
     )
     decision = Decision(engine=engine, candidates=(), placement=placement, summary="test")
-    deployment = render_mod.render(md, decision, OperatorConfig())[0]
+    # trust-remote-code is among the flags checked against the real parsers, so the config allows it.
+    deployment = render_mod.render(md, decision, OperatorConfig(allowTrustRemoteCode=True))[0]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return list(container.get("command", [])) + list(container.get("args", []))
 

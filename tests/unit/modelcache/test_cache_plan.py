@@ -149,3 +149,31 @@ def test_the_engine_pod_mounts_the_claim_read_only_and_fetches_nothing() -> None
 
 def test_quantities() -> None:
     assert p.quantity_bytes("1Mi") == 1 << 20 and p.quantity_bytes("1.5Gi") == 3 << 29 and p.quantity_bytes("2G") == 2e9
+
+
+def test_presigned_uris_are_redacted_in_annotations_and_status() -> None:
+    """The claim's and the Job's annotations and the status messages never carry a presigned URL's signature;
+    the fetcher alone (argv) gets the whole URI."""
+    from modeldeploy.modelcache.listing import listing_state
+    from modeldeploy.modelcache.status import StorageFacts, cache_state
+
+    uri = "https://bucket.s3.amazonaws.com/m/tiny.gguf?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA"
+    m = md("a", {"uri": uri, "file": None})
+    plan = p.plan_cache(m, CONFIG)
+    assert plan is not None
+    objects = [p.claim(plan, p.owner_reference(m)), p.job(plan, m, CONFIG, "u")]
+    for obj in objects:
+        assert "deadbeef" not in str(obj["metadata"]["annotations"]), obj["kind"]
+    assert objects[0]["metadata"]["annotations"][p.URI_ANNOTATION].endswith("tiny.gguf?<redacted>")
+    job = {"metadata": {"name": plan.name}, "status": {"conditions": []}}
+    term = {"exitCode": 1, "message": f"HTTP 403 for {uri}", "finishedAt": "2026-01-01T00:00:00Z"}
+    failed_pod = {"status": {"containerStatuses": [{"name": "fetch", "state": {"terminated": term}}]}}
+    failed = {"metadata": {"name": plan.name}, "status": {"conditions": [{"type": "Failed", "status": "True"}]}}
+    claim = {"metadata": {"name": plan.name}, "status": {"phase": "Bound"}}
+    for state in (
+        cache_state(plan, claim, job, [], StorageFacts()),
+        cache_state(plan, claim, failed, [failed_pod], StorageFacts()),
+        listing_state(plan, job, []),
+        listing_state(plan, failed, [failed_pod]),
+    ):
+        assert "deadbeef" not in str(state.model) and "deadbeef" not in state.condition.message, state.model

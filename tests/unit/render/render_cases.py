@@ -169,7 +169,7 @@ TRANSFORMERS_SPEC: dict[str, Any] = {
         "uri": "s3://models/my-finetune",
         "credentialsSecret": "s3-credentials",
     },
-    "engine": {"name": "transformers", "args": {"trust_remote_code": True, "continuous_batching": False}},
+    "engine": {"name": "transformers", "args": {"continuous_batching": False}},
     "resources": {"requests": {"cpu": "4", "memory": "16Gi"}},
     "cache": {"emptyDir": {"sizeLimit": "40Gi"}},
 }
@@ -184,7 +184,7 @@ MLX_SPEC: dict[str, Any] = {
     },
     "engine": {
         "name": "mlx",
-        "args": {"max-tokens": 2048, "trust-remote-code": True, "use-default-chat-template": False},
+        "args": {"max-tokens": 2048, "use-default-chat-template": False},
     },
 }
 

@@ -175,7 +175,7 @@ def test_operator_fetch_env_reaches_only_the_fetcher() -> None:
 def test_user_env_replaces_ours_by_name() -> None:
     spec = with_spec(VLLM_SPEC, env=[{"name": "HF_HOME", "value": "/elsewhere"}])
     env = container(spec, "vllm", gpu_placement(2))["env"]
-    assert env == [{"name": "HF_HOME", "value": "/elsewhere"}]
+    assert env == [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": "/elsewhere"}]
 
 
 def test_pvc_uri_mounts_claim_read_only_and_skips_fetch() -> None:
@@ -260,13 +260,27 @@ def test_projector_with_single_file_url_is_refused() -> None:
 
 
 def test_security_per_engine() -> None:
+    """Every engine runs as uid 1000 (as images/*/Dockerfile build them); only MLX keeps a writable root."""
     vllm = container(VLLM_SPEC, "vllm", gpu_placement(2))["securityContext"]
-    assert "runAsNonRoot" not in vllm and vllm["allowPrivilegeEscalation"] is False
+    assert vllm["runAsNonRoot"] is True and vllm["runAsUser"] == 1000 and vllm["readOnlyRootFilesystem"] is True
     assert vllm["capabilities"] == {"drop": ["ALL"]} and vllm["seccompProfile"] == {"type": "RuntimeDefault"}
+    sglang = container(SGLANG_SPEC, "sglang", gpu_placement(2))["securityContext"]
+    assert sglang["runAsNonRoot"] is True and sglang["readOnlyRootFilesystem"] is True
+    mlx = container(MLX_SPEC, "mlx", apple_placement())["securityContext"]
+    assert mlx["runAsNonRoot"] is True and mlx["runAsUser"] == 1000 and mlx["readOnlyRootFilesystem"] is False
     llama = container(LLAMACPP_SPEC, "llama.cpp", gpu_placement(1))["securityContext"]
     assert llama["runAsNonRoot"] is True and llama["runAsUser"] == 1000 and llama["readOnlyRootFilesystem"] is True
     fetch = container(VLLM_SPEC, "vllm", gpu_placement(2), "fetch")["securityContext"]
     assert fetch["runAsNonRoot"] is True
+
+
+def test_read_only_root_engines_write_home_and_caches_to_volumes() -> None:
+    """A read-only root is safe only where HOME (caches) is the /tmp emptyDir and HF_HOME is the cache volume."""
+    for spec, engine in ((VLLM_SPEC, "vllm"), (SGLANG_SPEC, "sglang")):
+        c = container(spec, engine, gpu_placement(2))
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["HOME"] == "/tmp" and env["HF_HOME"].startswith("/models")
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
 
 
 def test_probes_on_health_endpoint() -> None:
@@ -284,7 +298,7 @@ def test_probes_on_health_endpoint() -> None:
 def test_transformers_command_gives_model_positionally() -> None:
     cmd = container(TRANSFORMERS_SPEC, "transformers", cpu_placement())["command"]
     assert cmd[:3] == ["transformers", "serve", "/models/s3/models/my-finetune"]
-    assert "--trust-remote-code" in cmd and "--no-continuous-batching" in cmd
+    assert "--no-continuous-batching" in cmd
 
 
 def test_image_override_from_spec() -> None:

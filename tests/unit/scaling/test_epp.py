@@ -114,3 +114,32 @@ def test_queue_gauges_are_the_ones_the_engines_export() -> None:
     for engine, flags in epp.ENGINE_METRIC_FLAGS.items():
         queued = dict(flags)["--total-queued-requests-metric"]
         assert queued in load_metrics(engine), engine
+
+
+def test_long_names_give_a_picker_name_within_63_characters() -> None:
+    """A Service name is a DNS-1035 label (63 characters); a ModelDeployment name may be 63 itself."""
+    assert epp.epp_name("qwen") == "qwen-epp"
+    exactly = "m" * 59
+    assert epp.epp_name(exactly) == exactly + "-epp"  # 63: kept as is
+    long_a, long_b = "a" * 50 + "-model-one", "a" * 50 + "-model-two"
+    name_a, name_b = epp.epp_name(long_a), epp.epp_name(long_b)
+    assert len(name_a) == len(name_b) == 63 and name_a != name_b
+    assert name_a == epp.epp_name(long_a) and name_a.endswith("-epp") and name_a.startswith("a" * 50)
+    meta = {**META, "name": long_a}
+    kinds = _by_kind(epp.epp_objects(meta, "vllm", GW))
+    assert {o["metadata"]["name"] for o in kinds.values()} == {name_a}
+    assert kinds["RoleBinding"]["subjects"][0]["name"] == name_a
+    assert so.inference_pool(meta, MODEL_SELECTOR, 8000, GW)["spec"]["endpointPickerRef"]["name"] == name_a
+
+
+def test_pruning_looks_for_the_picker_under_the_same_name() -> None:
+    """The operator prunes the picker's objects by name; a shortened name must be the one it looks for."""
+    from modeldeploy.controller.execute import MANAGED
+
+    long_name = "b" * 63
+    picker = {kind: name_of(long_name) for api, kind, name_of, _ in MANAGED if api in ("apps/v1", "v1")}
+    assert picker == {
+        "Deployment": epp.epp_name(long_name),
+        "Service": epp.epp_name(long_name),
+        "ServiceAccount": epp.epp_name(long_name),
+    }

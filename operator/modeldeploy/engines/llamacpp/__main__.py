@@ -16,7 +16,13 @@ from typing import Any
 
 from modeldeploy.engines.llamacpp import preflight
 from modeldeploy.engines.llamacpp.ngl_file import NglFileError, hide_gpus_for_zero_layers, read_ngl_file
-from modeldeploy.engines.llamacpp.params import ParamError, apply_params, describe, parse_assignments
+from modeldeploy.engines.llamacpp.params import (
+    OFF_UNLESS_ASKED,
+    ParamError,
+    apply_params,
+    describe,
+    parse_assignments,
+)
 
 EXIT_USAGE = 2
 EXIT_PREFLIGHT = 3
@@ -118,6 +124,10 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         # /metrics (llamacpp:requests_processing, llamacpp:requests_deferred) is what the autoscaler and
         # the gateway's endpoint picker read; llama.cpp leaves it off unless asked (docs/autoscaling.md).
         params.endpoint_metrics = True
+    for feature in OFF_UNLESS_ASKED:
+        # The web UI and /slots are off unless engine.args turns them on (docs/security.md).
+        if feature not in applied:
+            setattr(params, feature, False)
 
     ngl_record: dict[str, Any]
     if args.ngl_file:

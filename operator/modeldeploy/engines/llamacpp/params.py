@@ -27,6 +27,34 @@ RESERVED: dict[str, str] = {
     "n_gpu_layers": "use engine.nGpuLayers instead",
 }
 
+# Fields that make llama-server open files or directories the user names, run tools, proxy other hosts or
+# carry a secret in argv (docs/security.md, "Engine arguments"): what each would do. The operator refuses
+# them in the API, the CRD and render (engines/llamacpp/spec.py reads this table); the entrypoint refuses
+# them too, so a hand-written Deployment gets no further.
+REFUSED: dict[str, str] = {
+    "public_path": "serves a directory of the pod over HTTP",
+    "slot_save_path": "writes and reads slot files in a directory the request names",
+    "path_prompt_cache": "writes and reads a prompt cache file of the pod's filesystem",
+    "path_prompts_log_dir": "writes logs of every prompt to a directory of the pod's filesystem",
+    "logits_output_dir": "writes files to a directory of the pod's filesystem",
+    "media_path": "lets requests read files of a directory of the pod as media",
+    "server_tools": "lets requests run the server's built-in tools (files, shell) in the pod",
+    "server_tools_runtime": "lets requests run the server's built-in tools (files, shell) in the pod",
+    "ui_mcp_proxy": "turns the server into a CORS proxy to any host",
+    "webui_mcp_proxy": "turns the server into a CORS proxy to any host",
+    "models_dir": "serves every model file of a directory of the pod",
+    "models_preset": "loads model presets from a file of the pod's filesystem",
+    "models_preset_hf": "downloads model presets from a Hugging Face repository",
+    "video_ffmpeg_bin_dir": "runs an ffmpeg binary from a directory of the pod's filesystem",
+    "ssl_file_key": "opens a key file of the pod's filesystem",
+    "ssl_file_cert": "opens a certificate file of the pod's filesystem",
+    "api_keys": "puts the keys in the Deployment's command line and the start-up log",
+}
+
+# Server features the entrypoint turns off unless `engine.args` turns them on: the web UI and /slots
+# (which shows every slot's prompt and can save or erase slots) are not needed to serve the API.
+OFF_UNLESS_ASKED: tuple[str, ...] = ("ui", "endpoint_slots")
+
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
@@ -300,6 +328,9 @@ def apply_params(params: object, pairs: Iterable[tuple[str, str]]) -> dict[str, 
         head = key.split(".", 1)[0]
         if head in RESERVED:
             problems.add(f"{key} cannot be set in engine.args ({RESERVED[head]})")
+            continue
+        if head in REFUSED:
+            problems.add(f"{key} cannot be set in engine.args (it {REFUSED[head]})")
             continue
         where = _resolve(params, key)
         if isinstance(where, str):

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from modeldeploy.engines.args import format_value
 from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RenderError, RuleResult
 from modeldeploy.engines.llamacpp.checks import llamacpp_warnings
+from modeldeploy.engines.llamacpp.params import REFUSED
 from modeldeploy.engines.rules import gpu_when_available_needs, gpu_when_available_reason
 from modeldeploy.formats import ArgValue, ModelFormat, truthy
 from modeldeploy.model_paths import NGL_FILE
@@ -40,6 +41,8 @@ class LlamaCpp(Engine):
     loads_projector = True
     # common_params the entrypoint derives from its own flags (--model, --port, -ngl, --alias).
     reserved_args = frozenset({"n_gpu_layers", "port", "hostnames", "model.path", "mmproj.path", "model_alias"})
+    arg_spelling = "param"  # common_params names, compared before the first dot
+    refused_args = REFUSED  # the entrypoint refuses the same table (engines/llamacpp/params.py)
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -65,8 +68,14 @@ class LlamaCpp(Engine):
                 raise RenderError(f"engine.args key {key!r} is not a llama.cpp common_params name (e.g. n_ctx)")
             if key in self.reserved_args:
                 raise RenderError(f"engine.args must not set {key}: ModelDeploy sets it for llama.cpp")
+            refused = self.refused_arg(key)
+            if refused:
+                raise RenderError(refused)
             out.extend(["--param", f"{key}={format_value(args[key])}"])
         return out
+
+    def check_args(self, args: Mapping[str, ArgValue], *, allow_trust_remote_code: bool = False) -> None:
+        self.params(args)
 
     def command(self, launch: Launch) -> list[str]:
         """The project's xllamacpp entrypoint.
