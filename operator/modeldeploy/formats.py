@@ -43,8 +43,6 @@ class EngineCatalogue(Protocol):
 
     def refused_arg(self, name: str, key: str) -> str | None: ...
 
-    def refused_arg_spellings(self, name: str) -> tuple[str, ...]: ...
-
 
 def truthy(value: ArgValue | None) -> bool:
     """Whether an `engine.args` value turns a switch on, the one reading for every check and flag (the

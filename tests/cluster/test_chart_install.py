@@ -175,11 +175,15 @@ def test_operator_runs_from_its_image_under_the_charts_service_account(
         eventually(selected_event, "the EngineSelected Event", 30)
         # The peering object carries the replicas' keep-alives (kopf.dev peerings: patch).
         peering = next(a.split("=", 1)[1] for a in container["args"] if a.startswith("--peering="))
-        if any(a.startswith("--namespace=") for a in container["args"]):  # namespaced: one per namespace
-            body = crs.get_namespaced_custom_object("kopf.dev", "v1", APP_NS, "kopfpeerings", peering)
-        else:
-            body = crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
-        assert body.get("status"), body
+
+        def keep_alive() -> dict[str, Any]:
+            if any(a.startswith("--namespace=") for a in container["args"]):  # namespaced: one per namespace
+                body = crs.get_namespaced_custom_object("kopf.dev", "v1", APP_NS, "kopfpeerings", peering)
+            else:
+                body = crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+            return dict(body.get("status") or {})
+
+        eventually(keep_alive, "a replica's keep-alive in the peering's status", 60)
     finally:
         kubelet.stop()
         with contextlib.suppress(ApiException):

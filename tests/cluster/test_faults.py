@@ -386,8 +386,8 @@ class FreezableProxy:
     """A TCP proxy to the apiserver whose open connections can be frozen: bytes stop flowing back to the
     client while the connections stay open (a half-dead watch); new connections still work."""
 
-    def __init__(self, target_port: int) -> None:
-        self.target_port, self.port = target_port, free_port()
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target_host, self.target_port, self.port = target_host, target_port, free_port()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.generation = 0
@@ -402,7 +402,7 @@ class FreezableProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = {"born": self.generation, "thawed": False}
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        up_r, up_w = await asyncio.open_connection(self.target_host, self.target_port)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, back: bool) -> None:
             with contextlib.suppress(Exception):
@@ -431,7 +431,8 @@ def test_a_watch_that_goes_silent_fails_the_liveness_probe(
     fleet: Fleet, local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Kopf issues #585 and #957: a watch that stays open and delivers nothing. The probe notices."""
-    proxy = FreezableProxy(local_cluster.ports["apiserver"]).start()
+    # The apiserver listens on loopback, or on the real node's address where there is one.
+    proxy = FreezableProxy(local_cluster.address, local_cluster.ports["apiserver"]).start()
     tmp = tmp_path_factory.mktemp("silent")
     kubeconfig = yaml.safe_load(local_cluster.kubeconfig_path.read_text())
     kubeconfig["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"

@@ -16,7 +16,6 @@ handed the registry as its catalogue of engines (formats.EngineCatalogue) withou
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -185,25 +184,6 @@ class Engine:
                 "code in the server; the operator config's allowTrustRemoteCode permits it"
             )
         return None
-
-    def refused_arg_spellings(self) -> tuple[str, ...]:
-        """Every usual spelling of the refused keys, sorted, for the CRD's CEL rule.
-
-        A list of literals, not a regex: CEL prices `matches` by the length of the string, and map keys
-        have no maxLength, so the apiserver would refuse a rule that ran a regex on them. Flags are spelled
-        with `-` or `_` between words and zero to two leading dashes; llama.cpp names as they are. Rarer
-        spellings (three dashes, a dotted tail) still meet `check_args` in the operator.
-        """
-        out: set[str] = set()
-        for name in self.refused_args:
-            if self.arg_spelling == "param":
-                out.add(name)
-                continue
-            words = name.split("-")
-            for seps in itertools.product("-_", repeat=len(words) - 1):
-                joined = words[0] + "".join(s + w for s, w in zip(seps, words[1:], strict=True))
-                out.update(f"{dashes}{joined}" for dashes in ("", "-", "--"))
-        return tuple(sorted(out))
 
     def check_args(self, args: Mapping[str, ArgValue], *, allow_trust_remote_code: bool = False) -> None:
         """Raise RenderError for `engine.args` this engine cannot render: the same checks its command makes."""

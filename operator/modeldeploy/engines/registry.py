@@ -74,11 +74,6 @@ def refused_arg(name: str, key: str) -> str | None:
     return get(name).refused_arg(key, allow_trust_remote_code=True)
 
 
-def refused_arg_spellings(name: str) -> tuple[str, ...]:
-    """Every usual spelling of the keys the engine called `name` refuses (the CRD's CEL rule)."""
-    return get(name).refused_arg_spellings()
-
-
 def engines() -> tuple[Engine, ...]:
     """Every engine, in registration order (the order of the CRD's enums)."""
     return tuple(_ENGINES.values())

@@ -61,19 +61,23 @@ def test_the_api_refuses_naming_the_field(engine: str, key: str) -> None:
             ModelDeploymentSpec.model_validate({"model": MODELS[engine], "engine": {"name": name, "args": {key: "x"}}})
 
 
-@pytest.mark.parametrize(("engine", "key"), REFUSED)
-def test_the_crd_rule_matches_every_spelling(engine: str, key: str) -> None:
-    """The CEL rule lists the engine's spellings of its refused keys (literals: no regex cost on map keys)."""
-    rules = build_crd(registry)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
-        "x-kubernetes-validations"
-    ]
-    ours = [r for r in rules if r.get("fieldPath") == ".engine.args" and f"'{engine}'" in r["rule"]]
-    assert len(ours) == 1
-    listed = re.search(r"k in \[([^\]]*)\]", ours[0]["rule"]).group(1)  # type: ignore[union-attr]
-    spellings = [s.strip().strip("'") for s in listed.split(",")]
-    assert spellings == list(registry.get(engine).refused_arg_spellings())
-    assert key in spellings and "n_ctx" not in spellings and "max-model-len" not in spellings
-    assert "matches(" not in ours[0]["rule"]
+def test_no_crd_rule_reads_engine_args() -> None:
+    """engine.args keeps unknown fields (free-form values), which CEL cannot type: a rule reading it fails to
+    compile in the apiserver and the CRD is refused whole. The operator refuses those keys instead."""
+    crd = build_crd(registry)
+    rules = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            rules.extend(r["rule"] for r in node.get("x-kubernetes-validations") or ())
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(crd)
+    assert rules and not [r for r in rules if "engine.args" in r]
 
 
 def test_llamacpp_dotted_keys_are_judged_by_their_head() -> None:
