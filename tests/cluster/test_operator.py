@@ -602,13 +602,14 @@ def test_what_only_the_operator_refuses_keeps_the_workload(world: World, operato
     # Back to auto: transformers again, Ready again.
     world.patch_md("custom", {"spec": {"engine": {"name": "auto"}}})
     eventually(lambda: ready(world, "custom"), "custom Ready again")
-    # An engine argument ModelDeploy sets itself: only the renderer can refuse it (InvalidSpec); untouched.
+    # An engine argument ModelDeploy sets itself: selection refuses it as the renderer would (every engine
+    # sets --port), so no engine can run it; the running workload is untouched.
     before = untouched_view(world.deployment("custom"))
     md = world.patch_md("custom", {"spec": {"engine": {"args": {"port": 9000}}}})
-    eventually(lambda: world.condition("custom", "EngineSelected") == ("False", "InvalidSpec"), "InvalidSpec")
+    eventually(lambda: world.condition("custom", "EngineSelected") == ("False", "NoEligibleEngine"), "refused")
     message = next(c["message"] for c in world.md("custom")["status"]["conditions"] if c["type"] == "EngineSelected")
-    assert "--port" in message and "left as it is" in message
-    assert world.condition("custom", "Stalled") == ("True", "InvalidSpec")
+    assert "engine.args must not set --port: ModelDeploy sets it for transformers" in message, message
+    assert world.md("custom")["status"]["observedGeneration"] == md["metadata"]["generation"]
     assert untouched_view(world.deployment("custom")) == before
     world.patch_md("custom", {"spec": {"engine": {"args": None}}})
     eventually(lambda: ready(world, "custom"), "custom Ready after the bad argument is gone")
