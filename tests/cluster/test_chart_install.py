@@ -11,8 +11,7 @@ read back with the pods/log API (what `kubectl logs` reads).
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,22 +25,10 @@ from modeldeploy_dev.nodes import FakeKubelet, create_node
 from modeldeploy_dev.realnode import RealNode
 from tests.support.chart import CHART, run_helm
 from tests.support.tools import ensure_helm
+from tests.support.waiting import eventually
 
 RELEASE, NS, APP_NS = "md", "modeldeploy-system", "chart-apps"
 NODE = "chart-cpu-1"
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if got := check():
-                return got
-        except (ApiException, OSError, AssertionError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
 def _cpu_node() -> dict[str, Any]:

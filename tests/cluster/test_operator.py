@@ -20,10 +20,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ from modeldeploy.render import render
 from modeldeploy.selection import node_facts, select_engine
 from modeldeploy_dev import LocalCluster
 from modeldeploy_dev.nodes import FakeKubelet
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -50,21 +50,6 @@ T = TypeVar("T")
 
 
 # --- small helpers -----------------------------------------------------------------------------------------
-
-
-def eventually(fn: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.25) -> T:
-    """Poll `fn` until it returns something truthy; fail with the last value (or exception) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (ApiException, AssertionError, KeyError, urllib.error.URLError) as exc:  # type: ignore[attr-defined]
-            last = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,9 @@ import pytest
 from kubernetes import client
 
 from modeldeploy_dev.provisioner import STORAGE_CLASS, LocalPathProvisioner
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _claim(core: client.CoreV1Api, ns: str, name: str, storage_class: str | None) -> None:

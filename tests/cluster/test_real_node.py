@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from modeldeploy.config import EnvVar, OperatorConfig
 from modeldeploy.loader import parse_model_deployment
@@ -42,6 +40,7 @@ from modeldeploy_dev.hubserver import HubServer
 from modeldeploy_dev.nodeconfig import NO_REGISTRY
 from modeldeploy_dev.realnode import RealNode
 from tests.support.tools import unavailable
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -49,20 +48,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
 NS = f"md-pods-{uuid.uuid4().hex[:6]}"
 T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], what: str, timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (ApiException, AssertionError, KeyError, IndexError, StopIteration) as exc:
-            last = exc
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def http_status(url: str, timeout: float = 2) -> int | None:
