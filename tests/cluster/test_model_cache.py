@@ -22,9 +22,10 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION, ModelDeployment
+from modeldeploy.config import OperatorConfig
 from modeldeploy.modelcache.listing import LISTING_LABEL, size_from_listing
-from modeldeploy.modelcache.plan import CACHE_LABEL, SHARED_VOLUME
+from modeldeploy.modelcache.plan import CACHE_LABEL, SHARED_VOLUME, plan_cache
 from modeldeploy_dev.hubserver import HubServer
 from modeldeploy_dev.modelscope_server import ModelScopeServer
 from tests.cluster.test_operator import CRD_FILE, OperatorProcess, World, eventually
@@ -319,3 +320,46 @@ def test_a_modelscope_model_is_fetched_once_by_its_own_client(env: Env) -> None:
     stats = env.ms.downloads(MS_REPO, FILE)
     assert (stats.gets, stats.bytes) == (1, len(MS_WEIGHTS)), stats
     assert env.ms.downloads(MS_REPO, "configuration.json").gets == 0  # model.file only
+
+
+def test_a_foreign_claim_with_the_caches_name_is_not_adopted(env: Env) -> None:
+    """Someone's own claim that happens to (or was made to) carry the cache's predictable name: the operator
+    writes nothing — no Job, no ServiceAccount, no owner added to the claim — and says why in status
+    (docs/security.md "Shared model cache")."""
+    model = {"uri": f"hf://{REPO}@foreign"}
+    shared = {"size": "1Gi", "retention": "Delete"}  # Delete: ours would get the ModelDeployment as owner
+    doc = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "foreign", "namespace": NS},
+        "spec": {
+            "model": {"name": "smollm2", "format": "ggufv2", "quantization": "q4_1", "file": FILE, **model},
+            "cache": {"shared": shared},
+        },
+    }
+    plan = plan_cache(ModelDeployment.model_validate(doc), OperatorConfig())
+    assert plan is not None
+    theirs = {
+        "metadata": {"name": plan.name, "labels": {"app": "someone-elses"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    env.core.create_namespaced_persistent_volume_claim(NS, theirs)
+    env.create("foreign", model, shared)
+    status = eventually(lambda: env.model("foreign").get("message") and env.model("foreign"), "foreign's status")
+    assert status["phase"] == "Failed", status
+    assert status["message"] == (
+        f"PersistentVolumeClaim {plan.name} exists but ModelDeploy did not make it (it lacks the label "
+        f"app.kubernetes.io/managed-by=modeldeploy, {CACHE_LABEL}={plan.name}), so nothing was created or changed "
+        "for the shared model cache; delete that PersistentVolumeClaim to let ModelDeploy make its own."
+    )
+    assert env.condition("foreign", "ModelReady") == ("False", "ForeignObject")
+    # The status is written after the cache's objects within a reconcile: whatever it would write, it has.
+    after = env.core.read_namespaced_persistent_volume_claim(plan.name, NS)
+    assert after.metadata.owner_references is None and after.metadata.labels == {"app": "someone-elses"}
+    assert not any(k.startswith("modeldeploy.io/") for k in after.metadata.annotations or {})  # binding adds some
+    batch, rbac = client.BatchV1Api(env.world.api), client.RbacAuthorizationV1Api(env.world.api)
+    for read in (batch.read_namespaced_job, env.core.read_namespaced_service_account, rbac.read_namespaced_role):
+        with pytest.raises(ApiException) as missing:
+            read(plan.name, NS)
+        assert missing.value.status == 404
+    assert env.deployment("foreign") is None

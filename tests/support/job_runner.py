@@ -2,7 +2,7 @@
 
 The local control plane's fake kubelet only marks pods Running. A download Job's pod must really run:
 this runs its container's command (the fetcher, `python -m modeldeploy.fetch`) as a process on this
-machine with the pod's environment (its env and envFrom Secrets), its claim mounted where the pod
+machine with the pod's environment (its env, its Secret keys and envFrom Secrets), its claim mounted where the pod
 mounts it (the bound PersistentVolume's hostPath stands in for `/cache`), the in-cluster credentials
 of the pod's ServiceAccount (a TokenRequest token, the cluster's CA and address — so the claim patch is
 authorised by the real RBAC the operator created), and then writes the pod's final status with the
@@ -86,7 +86,18 @@ class JobPodRunner:
                 data = self.core.read_namespaced_secret(source.secret_ref.name, self.namespace).data or {}
                 env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
         for item in container.env or ():
-            env[item.name] = item.value or ""
+            ref = item.value_from.secret_key_ref if item.value_from else None
+            if ref is None:
+                env[item.name] = item.value or ""
+                continue
+            try:  # as the kubelet does: an optional key or Secret that is absent sets nothing
+                data = self.core.read_namespaced_secret(ref.name, self.namespace).data or {}
+            except ApiException as exc:
+                if exc.status != 404 or not ref.optional:
+                    raise
+                data = {}
+            if ref.key in data:
+                env[item.name] = base64.b64decode(data[ref.key]).decode()
         if pod.spec.automount_service_account_token is not False:
             token = self.core.create_namespaced_service_account_token(
                 pod.spec.service_account_name, self.namespace, {"spec": {"expirationSeconds": 3600}}

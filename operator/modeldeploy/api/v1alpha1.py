@@ -203,9 +203,11 @@ class ModelSource(_Model):
     credentials_secret: str | None = Field(
         default=None,
         pattern=DNS1123,
-        description="Name of a Secret in the same namespace whose keys (HF_TOKEN, MODELSCOPE_API_TOKEN, "
-        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, HTTP_BEARER_TOKEN) are given to the "
-        "model fetcher as environment variables; never rendered into args.",
+        description="Name of a Secret in the same namespace; only the keys the model fetcher reads for the "
+        "URI's scheme (HF_TOKEN, HUGGING_FACE_HUB_TOKEN, MODELSCOPE_API_TOKEN, HTTP_BEARER_TOKEN, "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, "
+        "AWS_DEFAULT_REGION) are given to it as environment variables, never rendered into args; a token is "
+        "never sent over plain http:// but to loopback. Part of the shared cache's name (docs/security.md).",
     )
     abilities: list[Ability] = Field(
         default_factory=lambda: list[Ability](["chat"]),

@@ -9,7 +9,8 @@ care where they came from. A steady reconcile of a cached ModelDeployment then m
 
 What a view keeps: a claim's phase, class, size, owners and the download's progress annotation; a Job's
 Complete/Failed conditions and the annotations saying which ModelDeployment made it; a pod's terminated
-containers (exit code, termination message, end time: the download's last word).
+containers (exit code, termination message, end time: the download's last word) and owners; for each,
+the labels that say it is ours.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy.fetch.report import ANNOTATION
-from modeldeploy.modelcache.plan import REQUESTED_BY, REQUESTED_GENERATION
+from modeldeploy.modelcache.listing import LISTING_LABEL
+from modeldeploy.modelcache.plan import CACHE_LABEL, MANAGED_BY, REQUESTED_BY, REQUESTED_GENERATION
 
 Obj = dict[str, Any]
+# The labels that say an object is ours (modelcache/plan.py `not_ours`).
+OWN_LABELS = (*MANAGED_BY, CACHE_LABEL, LISTING_LABEL)
 
 
 def _meta(obj: Mapping[str, Any], annotations: tuple[str, ...]) -> Obj:
@@ -30,6 +34,9 @@ def _meta(obj: Mapping[str, Any], annotations: tuple[str, ...]) -> Obj:
     notes = {k: v for k, v in (meta.get("annotations") or {}).items() if k in annotations}
     if notes:
         out["annotations"] = notes
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k in OWN_LABELS}
+    if labels:
+        out["labels"] = labels
     return out
 
 

@@ -47,7 +47,7 @@ from modeldeploy.controller.scaling import served_crds
 from modeldeploy.controller.views import ChildView, drift_marker
 from modeldeploy.modelcache import listing as lst
 from modeldeploy.modelcache import plan as p
-from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state
+from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state, foreign_state
 from modeldeploy.scaling.epp import epp_name
 from modeldeploy.scaling.plan import HTTP_ROUTE, HTTP_SCALED_OBJECT, INFERENCE_POOL, SCALED_OBJECT
 
@@ -326,17 +326,39 @@ async def _size_from_listing(
     (modelcache/listing.py); until then, or when it failed, the state to report instead."""
     ns, name = plan.namespace, lst.listing_name(plan)
     job = await _get(kube, seen.listing_job(ns, name) if seen else None, _ns_path(ns, "jobs", name))
-    if job is not None and model_cache.retry_after_edit(job, md):
-        await kube.request("DELETE", _ns_path(ns, "jobs", name), query=[("propagationPolicy", "Background")])
-        job = None
     if job is None:
-        await _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
+        job = await _create_if_absent(kube, ns, "jobs", lst.listing_job(plan, md, config))
+    if why := p.not_ours(job, "Job", plan, label=lst.LISTING_LABEL):
+        return foreign_state(plan, why)
+    if model_cache.retry_after_edit(job, md):
+        await kube.request("DELETE", _ns_path(ns, "jobs", name), query=[("propagationPolicy", "Background")])
         job = await _create_if_absent(kube, ns, "jobs", lst.listing_job(plan, md, config))
     pods = await _pods(kube, ns, lst.LISTING_LABEL, plan.name, seen)
     total = lst.listed_total(job, pods)
     if total is None:
         return lst.listing_state(plan, job, pods)
     return lst.claim_size(plan, total, config)
+
+
+async def _make_job_identity(kube: AsyncKube, plan: p.CachePlan, claim_uid: str) -> str | None:
+    """The download Job's ServiceAccount, Role and RoleBinding: all looked at before any is made, so an
+    object of one of those names that is not ours leaves everything as it was (the sentence why)."""
+    wanted = {
+        "serviceaccounts": ("ServiceAccount", p.service_account(plan, claim_uid)),
+        "roles": ("Role", p.role(plan, claim_uid)),
+        "rolebindings": ("RoleBinding", p.role_binding(plan, claim_uid)),
+    }
+    found = {kind: await kube.get(_ns_path(plan.namespace, kind, plan.name)) for kind in wanted}
+    for kind, (title, _) in wanted.items():
+        existing = found[kind]
+        if existing is not None and (why := p.not_ours(existing, title, plan, claim_uid)):
+            return why
+    for kind, (title, obj) in wanted.items():
+        if found[kind] is None:
+            made = await _create_if_absent(kube, plan.namespace, kind, obj)
+            if why := p.not_ours(made, title, plan, claim_uid):  # made by someone else since we looked
+                return why
+    return None
 
 
 async def _delete_listing(kube: AsyncKube, plan: p.CachePlan) -> None:
@@ -370,9 +392,11 @@ async def converge_cache(
                 return sized
             plan = p.with_size(plan, sized)
         claim = await _create_if_absent(kube, ns, "persistentvolumeclaims", p.claim(plan, owner))
-        if listed:
+        if listed and not p.not_ours(claim, "PersistentVolumeClaim", plan):
             await _delete_listing(kube, plan)
-    elif plan.retention == "Delete" and md.metadata.uid:
+    if why := p.not_ours(claim, "PersistentVolumeClaim", plan):
+        return foreign_state(plan, why)
+    if plan.retention == "Delete" and md.metadata.uid:
         await _adopt_owner(kube, claim, owner)
     size = (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
     plan = p.with_size(plan, size) if size else plan  # the Job refuses a model larger than the claim as it is
@@ -381,15 +405,19 @@ async def converge_cache(
     storage = await _storage_facts(kube, claim) if phase != "Bound" else StorageFacts()
     hopeless = storage.class_exists is False or storage.default_exists is False
     job = await _get(kube, seen.job(ns, plan.name) if seen else None, _ns_path(ns, "jobs", plan.name))
+    if job is not None and (why := p.not_ours(job, "Job", plan, uid)):
+        return foreign_state(plan, why)
     if job is not None and model_cache.retry_after_edit(job, md):
         await kube.request("DELETE", _ns_path(ns, "jobs", plan.name), query=[("propagationPolicy", "Background")])
         job = None
     if job is None and not hopeless:
         # Created before the claim binds: under WaitForFirstConsumer the Job's pod is what binds it.
-        await _create_if_absent(kube, ns, "serviceaccounts", p.service_account(ns))
-        await _create_if_absent(kube, ns, "roles", p.role(plan, uid))
-        await _create_if_absent(kube, ns, "rolebindings", p.role_binding(plan, uid))
+        why = await _make_job_identity(kube, plan, uid)
+        if why:
+            return foreign_state(plan, why)
         job = await _create_if_absent(kube, ns, "jobs", p.job(plan, md, config, uid))
+        if why := p.not_ours(job, "Job", plan, uid):  # made by someone else since we looked
+            return foreign_state(plan, why)
     pods: list[dict[str, Any]] = []
     if job is not None and phase == "Bound":
         pods = await _pods(kube, ns, p.CACHE_LABEL, plan.name, seen)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.fetch.clients import REPO_CLIENTS, driver, drop_unresumable_partials, prepare_environment
+from modeldeploy.fetch.credentials import plaintext_refusal
 from modeldeploy.fetch.http import MARKER_DIR, FetchError, already_present, download, sha256_of
 from modeldeploy.fetch.progress import DiskProgress, FileReporter, Reporter
 from modeldeploy.fetch.sources import RemoteFile, source_for
@@ -328,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     prepare_environment(args.uri, Path(args.dest))
     reporter = _reporter(args)
     try:
+        refusal = plaintext_refusal(args.uri, os.environ)  # before any request (docs/security.md "Credentials")
+        if refusal:
+            raise FetchError(refusal)
         if args.list_only:
             result = list_only(args)
             _termination_message(json.dumps(result, sort_keys=True))

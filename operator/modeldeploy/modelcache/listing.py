@@ -20,7 +20,7 @@ from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.model_paths import redact_text, redact_uri
 from modeldeploy.modelcache.plan import MANAGED_BY, CachePlan, fetch_job
-from modeldeploy.modelcache.status import CacheState, _job_condition, _last_message, _state
+from modeldeploy.modelcache.status import CacheState, _job_condition, _last_message, _state, pods_of
 
 LISTING_LABEL = "modeldeploy.io/model-cache-listing"
 HEADROOM_PERCENT = 10  # for huggingface_hub's temporary files and filesystem overhead
@@ -51,7 +51,7 @@ def listed_total(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]
     """The listed total bytes once the listing Job completed; 0 when the source lists no sizes."""
     if not _job_condition(job, "Complete"):
         return None
-    message = _last_message(pods, "succeeded") or ""
+    message = _last_message(pods_of(job, pods), "succeeded") or ""
     try:
         record = json.loads(message) if message.startswith("{") else {}
     except ValueError:
@@ -69,7 +69,7 @@ def listing_state(plan: CachePlan, job: Mapping[str, Any] | None, pods: Sequence
     """`status.model` while the claim is being sized: Pending, or Failed like a failed download."""
     name = listing_name(plan)
     if _job_condition(job, "Failed"):
-        message = redact_text(_last_message(pods, "failed") or "the model listing Job failed")
+        message = redact_text(_last_message(pods_of(job, pods), "failed") or "the model listing Job failed")
         return _state(plan, "Failed", f"The listing of {redact_uri(plan.uri)} failed: {message}", "DownloadFailed")
     what = (
         f"the listing Job {name} is listing {redact_uri(plan.uri)}"

@@ -2,15 +2,18 @@
 
 A model is downloaded once per namespace (docs/model-cache.md): every ModelDeployment that names the
 same weights — the same `model.uri` (revision included), `model.file`, `multimodalProjector` and
-`sha256` —
-computes the same cache name, so they find and share one PersistentVolumeClaim and one download Job
-instead of each fetching its own copy. The name is a hash of exactly those fields; engine, replicas,
-resources or anything else may differ. The claim is mounted read-only by the engine pods at the
-directory `model_paths.locate(uri)` gives, so the engine reads the same paths as with a per-pod cache.
+`sha256` — and fetches them the same way — the same `images.fetch` override, `credentialsSecret`,
+`nodeSelector` and `tolerations` — computes the same cache name, so they find and share one
+PersistentVolumeClaim and one download Job instead of each fetching its own copy. The name is a hash of
+exactly those fields: everything of a spec that reaches the download Job, so a ModelDeployment never
+loads bytes written by a fetcher another spec chose (docs/security.md "Shared model cache"); engine,
+replicas, resources or anything else may differ. The claim is mounted read-only by the engine pods at
+the directory `model_paths.locate(uri)` gives, so the engine reads the same paths as with a per-pod cache.
 
-Objects per cache: the claim, the download Job (the fetch image, writing into the claim's root), and
-a Role + RoleBinding that let the Job's ServiceAccount patch that one claim (its progress annotation;
-fetch/report.py). One ServiceAccount per namespace runs every download Job.
+Objects per cache, all named after it: the claim, the download Job (the fetch image, writing into the
+claim's root), and a ServiceAccount, Role and RoleBinding that let that Job patch that one claim (its
+progress annotation; fetch/report.py) and nothing else. An object of that name is used only when it is
+ours (`not_ours`): the managed-by and cache labels, and for all but the claim the claim as owner.
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ import hashlib
 import json
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND, ModelDeployment, SharedCache
 from modeldeploy.config import OperatorConfig
+from modeldeploy.fetch.credentials import secret_env
 from modeldeploy.model_paths import locate, redact_uri
 
 CACHE_LABEL = "modeldeploy.io/model-cache"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modeldeploy"}
 URI_ANNOTATION = "modeldeploy.io/model-uri"
 FILES_ANNOTATION = "modeldeploy.io/model-files"
-SERVICE_ACCOUNT = "modeldeploy-model-cache"
 # Which ModelDeployment (and generation of it) the download Job was made for: a failed Job is made
 # again when that ModelDeployment is edited (a fixed credentialsSecret, sha256 or file).
 REQUESTED_BY = "modeldeploy.io/requested-by"
@@ -75,12 +79,30 @@ def _slug(uri: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[:30].strip("-") or "model"
 
 
-def cache_key(uri: str, files: tuple[str, ...], sha256: str | None = None) -> str:
-    """What makes two ModelDeployments share a cache, hashed: uri with revision, file, projector, and the
+def cache_key(
+    uri: str, files: tuple[str, ...], sha256: str | None = None, fetched_by: dict[str, Any] | None = None
+) -> str:
+    """What makes two ModelDeployments share a cache, hashed: uri with revision, file, projector, the
     declared checksum (a cache is verified against the checksum it was downloaded with, so a ModelDeployment
-    declaring another one gets its own, verified, download)."""
-    material = json.dumps({"uri": uri.strip(), "files": list(files), "sha256": (sha256 or "").lower()}, sort_keys=True)
-    return hashlib.sha256(material.encode()).hexdigest()[:10]
+    declaring another one gets its own, verified, download), and `fetched_by`: what of the spec decides how
+    the bytes are fetched (`fetch_inputs`). Those enter only when set, so a cache made before they counted
+    keeps its name."""
+    material: dict[str, Any] = {"uri": uri.strip(), "files": list(files), "sha256": (sha256 or "").lower()}
+    material.update({k: v for k, v in (fetched_by or {}).items() if v})
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def fetch_inputs(md: ModelDeployment) -> dict[str, Any]:
+    """Everything of a spec the download Job takes besides the model's name: the fetch image override, the
+    credentials Secret (its tokens and AWS_ENDPOINT_URL), and where the Job runs. The operator's own fetch
+    image and fetchEnv are not here: they are the cluster admin's, the same for every ModelDeployment."""
+    spec = md.spec
+    return {
+        "fetchImage": (spec.images or {}).get("fetch"),
+        "credentialsSecret": spec.model.credentials_secret,
+        "nodeSelector": dict(spec.node_selector or {}),
+        "tolerations": list(spec.tolerations or ()),
+    }
 
 
 def plan_cache(md: ModelDeployment, config: OperatorConfig) -> CachePlan | None:
@@ -93,7 +115,7 @@ def plan_cache(md: ModelDeployment, config: OperatorConfig) -> CachePlan | None:
     if not location.needs_fetch:
         return None
     files = tuple(f for f in (model.file, model.multimodal_projector) if f)
-    name = f"mc-{_slug(model.uri)}-{cache_key(model.uri, files, model.sha256)}"
+    name = f"mc-{_slug(model.uri)}-{cache_key(model.uri, files, model.sha256, fetch_inputs(md))}"
     single_file = location.scheme in ("https", "http")
     defaults = config.model_cache
     settings = {
@@ -104,6 +126,30 @@ def plan_cache(md: ModelDeployment, config: OperatorConfig) -> CachePlan | None:
     }
     mount = posixpath.dirname(location.directory) if single_file else location.directory
     return CachePlan(name, md.metadata.namespace, model.uri, files, mount, settings, size_given=bool(shared.size))
+
+
+def not_ours(
+    obj: Mapping[str, Any], kind: str, plan: CachePlan, claim_uid: str | None = None, label: str = CACHE_LABEL
+) -> str | None:
+    """Why an existing object with one of the cache's predictable names must not be used, as the one
+    sentence status says; None when it is ours: our managed-by label, the cache's label, and (`claim_uid`
+    given: the Job, ServiceAccount, Role, RoleBinding) the cache's claim among its owners. Anyone allowed
+    to create a claim or a Job in the namespace could otherwise have the weights loaded from, or the
+    download run by, an object of theirs (docs/security.md "Shared model cache")."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    missing = [f"{k}={v}" for k, v in {**MANAGED_BY, label: plan.name}.items() if labels.get(k) != v]
+    if missing:
+        why = f"it lacks the label {', '.join(missing)}"
+    elif claim_uid is not None and not any(r.get("uid") == claim_uid for r in meta.get("ownerReferences") or ()):
+        why = f"it is not owned by the model cache claim {plan.name}"
+    else:
+        return None
+    name = meta.get("name") or plan.name
+    return (
+        f"{kind} {name} exists but ModelDeploy did not make it ({why}), so nothing was created or changed for "
+        f"the shared model cache; delete that {kind} to let ModelDeploy make its own."
+    )
 
 
 def with_size(plan: CachePlan, size: str) -> CachePlan:
@@ -143,11 +189,18 @@ def _owned_by_claim(plan: CachePlan, claim_uid: str) -> list[dict[str, Any]]:
     return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": plan.name, "uid": claim_uid}]
 
 
-def service_account(namespace: str) -> dict[str, Any]:
+def service_account(plan: CachePlan, claim_uid: str) -> dict[str, Any]:
+    """The download Job's own identity: one per cache, so a token taken from one Job's pod can patch that
+    cache's claim and no other (the Role below), and goes with the claim."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "metadata": {
+            "name": plan.name,
+            "namespace": plan.namespace,
+            "labels": _labels(plan),
+            "ownerReferences": _owned_by_claim(plan, claim_uid),
+        },
     }
 
 
@@ -184,7 +237,7 @@ def role_binding(plan: CachePlan, claim_uid: str) -> dict[str, Any]:
             "ownerReferences": _owned_by_claim(plan, claim_uid),
         },
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": plan.name},
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": plan.namespace}],
+        "subjects": [{"kind": "ServiceAccount", "name": plan.name, "namespace": plan.namespace}],
     }
 
 
@@ -242,8 +295,9 @@ def fetch_job(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    if model.credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret, "optional": False}}]
+    if model.credentials_secret:  # the keys the fetcher reads, never the whole Secret (fetch/credentials.py)
+        taken = [e["name"] for e in container["env"]]
+        container["env"] += secret_env(model.credentials_secret, locate(plan.uri).scheme, taken)
     meta: dict[str, Any] = {
         "name": name,
         "namespace": plan.namespace,
@@ -266,8 +320,8 @@ def fetch_job(
                 "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    **({} if token else {"automountServiceAccountToken": False}),
+                    # The listing Job needs no API access: the namespace's default account, no token.
+                    **({"serviceAccountName": name} if token else {"automountServiceAccountToken": False}),
                     "securityContext": {
                         "runAsUser": FETCH_UID,
                         "runAsGroup": FETCH_UID,

@@ -18,6 +18,7 @@ from modeldeploy.model_paths import redact_text, redact_uri
 from modeldeploy.modelcache.plan import CachePlan
 
 MODEL_READY = "ModelReady"
+FOREIGN_OBJECT = "ForeignObject"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,24 @@ def _state(plan: CachePlan, phase: str, message: str, reason: str, **fields: Any
     return CacheState(model, Condition(MODEL_READY, status, reason, message))
 
 
+def foreign_state(plan: CachePlan, message: str) -> CacheState:
+    """An object with one of the cache's names is not ours (plan.not_ours): nothing was done."""
+    return _state(plan, "Failed", message, FOREIGN_OBJECT)
+
+
+def pods_of(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods the Job itself made (its uid among their owners): a pod anyone made with the cache's label
+    and a termination message of its choosing says nothing about the download."""
+    uid = ((job or {}).get("metadata") or {}).get("uid")
+    if not uid:
+        return []
+    return [
+        pod
+        for pod in pods
+        if any(r.get("uid") == uid for r in (pod.get("metadata") or {}).get("ownerReferences") or ())
+    ]
+
+
 def cache_state(
     plan: CachePlan,
     claim: Mapping[str, Any] | None,
@@ -123,7 +142,10 @@ def cache_state(
             f"{'StorageClass ' + sc if sc else 'the default StorageClass'} to provision a volume.",
             "ClaimPending",
         )
-    if note.get("phase") == "Ready" or _job_condition(job, "Complete"):
+    pods = pods_of(job, pods)
+    # Done only when the operator-owned Job says so: the claim's annotation is written from inside the
+    # Job's pod (its progress), and a pod's word is not enough to load the weights.
+    if _job_condition(job, "Complete"):
         done = _last_message(pods, "succeeded")
         final: dict[str, Any] = {}
         if done and done.startswith("{"):
@@ -144,6 +166,8 @@ def cache_state(
             bytesTotal=total or size,
             revision=revision,
         )
+    # A failure may be said early by the pod (before the Job's retries run out): it only holds the
+    # Deployment back, which the Job's own Failed would do too.
     if _job_condition(job, "Failed") or note.get("phase") == "Failed":
         message = note.get("message") if note.get("phase") == "Failed" else None
         message = redact_text(message or _last_message(pods, "failed") or "the model download Job failed")

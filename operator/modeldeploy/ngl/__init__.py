@@ -2,21 +2,8 @@
 
 Modules: gguf_header (bounded header reader), architectures (per-architecture facts), estimate (the
 pure estimate), gpus (NVML), cli (`modeldeploy ngl`), initcontainer (the init container's main).
+
+Nothing is imported here: the llama.cpp entrypoint's preflight reads headers with gguf_header in an
+image without the operator's dependencies (pydantic, which cli needs), so importing this package must
+not pull the rest in. Import the modules themselves.
 """
-
-from modeldeploy.ngl.cli import run_cli
-from modeldeploy.ngl.estimate import GpuInfo, NglResult, decide, estimate
-from modeldeploy.ngl.gguf_header import GGUFHeader, GGUFHeaderError, read_header
-from modeldeploy.ngl.memory import Options
-
-__all__ = [
-    "GGUFHeader",
-    "GGUFHeaderError",
-    "GpuInfo",
-    "NglResult",
-    "Options",
-    "decide",
-    "estimate",
-    "read_header",
-    "run_cli",
-]

@@ -19,6 +19,7 @@ from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.engines import registry
 from modeldeploy.engines.base import Engine, Launch
+from modeldeploy.fetch.credentials import secret_env
 from modeldeploy.model_paths import CACHE_MOUNT, NGL_DIR, PVC_MOUNT_ROOT, ModelLocation, ModelUriError, locate
 from modeldeploy.modelcache.plan import mount_shared, plan_cache
 from modeldeploy.render import containers as c
@@ -258,8 +259,9 @@ def fetch_container(md: ModelDeployment, location: ModelLocation, config: Operat
         "command": c.fetch_command(model.uri, location.directory, files, model.sha256),
         "env": _fetch_env(config),
     }
-    if model.credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret, "optional": False}}]
+    if model.credentials_secret:  # the keys the fetcher reads, never the whole Secret (fetch/credentials.py)
+        taken = [e["name"] for e in container["env"]]
+        container["env"] += secret_env(model.credentials_secret, location.scheme, taken)
     container["volumeMounts"] = _mounts(location)
     container["securityContext"] = _container_security(True, True)
     return container

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from modeldeploy.engines.llamacpp import preflight
 from modeldeploy.engines.llamacpp.preflight import FIX_CONTEXT, FIX_KV, Plan, check, read_shape
 from tests.support.tiny_gguf import TinyLlama, write_tiny_llama
+from tests.unit.ngl.test_ngl_header import HOSTILE
 
 F16 = 1
 GIB = 1 << 30
@@ -99,3 +102,53 @@ def test_reads_shape_of_a_file_without_arch_fails(tmp_path: Path) -> None:
     path.write_bytes(b"not a gguf")
     with pytest.raises((ValueError, OSError)):
         read_shape(path)
+
+
+def _header_with(kvs: bytes, n_kv: int) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, n_kv) + kvs + b"\0" * 64
+
+
+def _kv_str(key: bytes, value: bytes) -> bytes:
+    return struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(value)) + value
+
+
+def _kv_u32(key: bytes, value: int) -> bytes:
+    return struct.pack("<Q", len(key)) + key + struct.pack("<II", 4, value)
+
+
+# The weights come from wherever model.uri points: crafted headers claiming huge counts and lengths, and a
+# well-formed one claiming four billion layers (a per-layer list would be built from it).
+CRAFTED = {
+    **{case: data for case, (data, _) in HOSTILE.items()},
+    "four billion layers": _header_with(
+        _kv_str(b"general.architecture", b"llama")
+        + _kv_u32(b"llama.block_count", 0xFFFFFFFF)
+        + _kv_u32(b"llama.embedding_length", 64)
+        + _kv_u32(b"llama.attention.head_count", 4),
+        4,
+    ),
+}
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_a_crafted_header_is_a_clean_error_in_bounded_memory(tmp_path: Path, case: str) -> None:
+    """The preflight reads the header with the bounded parser (ngl/gguf_header.py), not gguf.GGUFReader:
+    one ValueError (which the entrypoint logs as "cannot read the GGUF header" and starts without the KV
+    check), a few MiB at most, whatever the header claims."""
+    path = tmp_path / "crafted.gguf"
+    path.write_bytes(CRAFTED[case])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as err:
+            read_shape(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert peak < 8 << 20, peak
+
+
+def test_the_preflight_never_uses_the_gguf_packages_reader() -> None:
+    source = Path(preflight.__file__).read_text()
+    assert "GGUFReader(" not in source

@@ -19,11 +19,16 @@ GIB = 1024**3
 
 def _pod(code: int, message: str) -> dict:
     term = {"exitCode": code, "message": message, "finishedAt": "2026-01-01T00:00:00Z"}
-    return {"status": {"containerStatuses": [{"state": {"terminated": term}}]}}
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "list", "uid": "list-uid"}
+    return {
+        "metadata": {"ownerReferences": [owner]},
+        "status": {"containerStatuses": [{"state": {"terminated": term}}]},
+    }
 
 
 def _job(condition: str | None) -> dict:
-    return {"status": {"conditions": [{"type": condition, "status": "True"}] if condition else []}}
+    conditions = [{"type": condition, "status": "True"}] if condition else []
+    return {"metadata": {"uid": "list-uid"}, "status": {"conditions": conditions}}
 
 
 def test_no_size_in_the_spec_means_the_listing_sizes_the_claim() -> None:
@@ -62,11 +67,13 @@ def test_the_listing_job_lists_exactly_what_the_download_fetches_with_the_same_p
     (c,), (dl,) = pod["containers"], dl_pod["containers"]
     assert c["command"][c["command"].index("--uri") + 1] == plan.uri and "--list-only" in c["command"]
     assert c["command"][c["command"].index("--file") + 1] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    for key in ("image", "env", "envFrom", "securityContext"):
+    for key in ("image", "env", "securityContext"):
         assert c[key] == dl[key], key
+    assert "HF_TOKEN" in {e["name"] for e in c["env"]}
     for key in ("nodeSelector", "tolerations", "securityContext"):
         assert pod[key] == dl_pod[key], key
     assert pod["automountServiceAccountToken"] is False  # it patches nothing
+    assert "serviceAccountName" not in pod  # the namespace's default account, no token: not the cache's own
     assert [v["name"] for v in pod["volumes"]] == ["tmp"]  # no claim yet
     assert job["metadata"]["labels"][lst.LISTING_LABEL] == plan.name and p.CACHE_LABEL not in job["metadata"]["labels"]
     assert job == lst.listing_job(plan, model, CONFIG)  # deterministic
@@ -80,6 +87,9 @@ def test_a_completed_listing_gives_the_claim_size() -> None:
     assert total == 40 * GIB and lst.claim_size(plan, total, CONFIG) == "44Gi"
     assert lst.listed_total(_job(None), done) is None  # still running
     nothing = lst.listed_total(_job("Complete"), [_pod(0, json.dumps({"phase": "Listed", "total": 0}))])
+    # A pod the Job did not make (anyone may put the listing label on a pod) says nothing about the size.
+    forged = {**done[0], "metadata": {"ownerReferences": [{"uid": "someone-else"}]}}
+    assert lst.listed_total(_job("Complete"), [forged]) == 0
     assert nothing == 0 and lst.claim_size(plan, nothing, CONFIG) == "7Gi"  # an https:// file lists no size
 
 

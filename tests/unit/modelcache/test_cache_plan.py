@@ -100,9 +100,13 @@ def test_the_download_job_reports_on_its_claim_and_never_sees_secrets_in_argv() 
         "--capacity",
         str(50 * 1024**3),
     ]
-    assert container["envFrom"] == [{"secretRef": {"name": "hf-token", "optional": False}}]
+    assert "envFrom" not in container  # only the keys the fetcher reads (test_credentials_only_known_keys)
+    assert {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN", "optional": True}},
+    } in container["env"]
     assert pod["volumes"][0] == {"name": "cache", "persistentVolumeClaim": {"claimName": plan.name}}
-    assert pod["serviceAccountName"] == p.SERVICE_ACCOUNT and pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == plan.name and pod["restartPolicy"] == "Never"
     assert job["metadata"]["ownerReferences"] == [
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": plan.name, "uid": "claim-uid"}
     ]
@@ -177,3 +181,66 @@ def test_presigned_uris_are_redacted_in_annotations_and_status() -> None:
         listing_state(plan, failed, [failed_pod]),
     ):
         assert "deadbeef" not in str(state.model) and "deadbeef" not in state.condition.message, state.model
+
+
+def test_what_decides_the_bytes_is_part_of_the_cache_name() -> None:
+    """A ModelDeployment that fetches the same URI with its own fetch image, credentials or node placement
+    gets its own cache: it can never write the weights another ModelDeployment loads
+    (docs/security.md "Shared model cache")."""
+    base = p.plan_cache(md("a"), CONFIG)
+    assert base is not None
+    others = [
+        md("b", images={"fetch": "registry.example.com/evil-fetch:1"}),
+        md("c", {"credentialsSecret": "my-token"}),
+        md("d", nodeSelector={"pool": "mine"}),
+        md("e", tolerations=[{"operator": "Exists"}]),
+    ]
+    names = {p.plan_cache(o, CONFIG).name for o in others}  # type: ignore[union-attr]
+    assert len(names) == 4 and base.name not in names
+    # The same inputs share again, and an image override of another engine changes nothing.
+    again = p.plan_cache(md("f", {"credentialsSecret": "my-token"}), CONFIG)
+    assert again is not None and again.name in names
+    assert p.plan_cache(md("g", images={"vllm": "x/vllm:1"}), CONFIG).name == base.name  # type: ignore[union-attr]
+    # A cache made before these counted keeps its name (no re-download on upgrade): only set inputs count.
+    assert base.name.endswith(p.cache_key(GGUF["uri"], (GGUF["file"],)))
+
+
+def test_each_cache_has_its_own_service_account_allowed_to_patch_only_its_claim() -> None:
+    a = p.plan_cache(md("a"), CONFIG)
+    b = p.plan_cache(md("b", {"uri": "hf://other/model-GGUF"}), CONFIG)
+    assert a is not None and b is not None and a.name != b.name
+    sa = p.service_account(a, "claim-uid")
+    assert sa["metadata"]["name"] == a.name != p.service_account(b, "uid-b")["metadata"]["name"]
+    assert sa["metadata"]["ownerReferences"][0]["uid"] == "claim-uid"  # goes with the claim
+    binding = p.role_binding(a, "claim-uid")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": a.name, "namespace": "team-a"}]
+    assert binding["roleRef"]["name"] == a.name
+    (rule,) = p.role(a, "claim-uid")["rules"]
+    assert rule == {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "resourceNames": [a.name],
+        "verbs": ["get", "patch"],
+    }
+    assert p.job(a, md("a"), CONFIG, "claim-uid")["spec"]["template"]["spec"]["serviceAccountName"] == a.name
+
+
+def test_an_object_with_the_predictable_name_is_ours_only_with_our_labels_and_owner() -> None:
+    plan = p.plan_cache(md("a"), CONFIG)
+    assert plan is not None
+    ours_claim = p.claim(plan)
+    assert p.not_ours(ours_claim, "PersistentVolumeClaim", plan) is None
+    for made in (p.job(plan, md("a"), CONFIG, "u1"), p.service_account(plan, "u1"), p.role(plan, "u1")):
+        assert p.not_ours(made, made["kind"], plan, "u1") is None
+        # Same labels, another owner: someone else's object (or a claim's leftover).
+        why = p.not_ours(made, made["kind"], plan, "u2")
+        assert why == (
+            f"{made['kind']} {plan.name} exists but ModelDeploy did not make it (it is not owned by the model "
+            f"cache claim {plan.name}), so nothing was created or changed for the shared model cache; delete "
+            f"that {made['kind']} to let ModelDeploy make its own."
+        )
+    foreign = {"metadata": {"name": plan.name, "labels": {p.CACHE_LABEL: plan.name}}}
+    why = p.not_ours(foreign, "PersistentVolumeClaim", plan)
+    assert why is not None and "lacks the label app.kubernetes.io/managed-by=modeldeploy" in why
+    other_cache = {"metadata": {"name": plan.name, "labels": {**p.MANAGED_BY, p.CACHE_LABEL: "mc-other"}}}
+    assert p.not_ours(other_cache, "PersistentVolumeClaim", plan) is not None

@@ -25,12 +25,14 @@ def claim(phase: str = "Bound", note: dict[str, Any] | None = None, storage_clas
 
 def job(condition: str | None = None) -> dict:
     conditions = [{"type": condition, "status": "True"}] if condition else []
-    return {"metadata": {"name": PLAN.name}, "status": {"conditions": conditions}}
+    return {"metadata": {"name": PLAN.name, "uid": "job-uid"}, "status": {"conditions": conditions}}
 
 
-def pod(exit_code: int, message: str, finished: str = "2026-01-01T00:00:00Z") -> dict:
+def pod(exit_code: int, message: str, finished: str = "2026-01-01T00:00:00Z", owner_uid: str = "job-uid") -> dict:
     term = {"exitCode": exit_code, "message": message, "finishedAt": finished}
-    return {"status": {"containerStatuses": [{"name": "fetch", "state": {"terminated": term}}]}}
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": PLAN.name, "uid": owner_uid}
+    meta = {"ownerReferences": [owner]}
+    return {"metadata": meta, "status": {"containerStatuses": [{"name": "fetch", "state": {"terminated": term}}]}}
 
 
 def test_downloading_shows_the_percentage() -> None:
@@ -41,9 +43,14 @@ def test_downloading_shows_the_percentage() -> None:
     assert state.condition[:3] == ("ModelReady", "False", "Downloading")
 
 
-def test_ready_from_the_annotation_or_the_job_and_its_termination_message() -> None:
+def test_ready_only_from_the_operators_job_never_from_the_claim_annotation() -> None:
+    """The annotation is written from inside the Job's pod (its progress): `phase: Ready` there, with no
+    Job or a Job still running, does not let the weights load (docs/security.md "Shared model cache")."""
     note = {"phase": "Ready", "bytes": 100, "total": 100, "revision": "abc123"}
-    state = cache_state(PLAN, claim(note=note), None, [], StorageFacts())  # the Job may be gone
+    for running in (None, job()):
+        state = cache_state(PLAN, claim(note=note), running, [], StorageFacts())
+        assert not state.ready and state.model["phase"] != "Ready"
+    state = cache_state(PLAN, claim(note=note), job("Complete"), [], StorageFacts())
     assert state.ready and state.model["summary"] == "Ready" and state.model["revision"] == "abc123"
     final = json.dumps({"phase": "Ready", "bytes": 7, "total": 7, "revision": "def456"})
     state = cache_state(PLAN, claim(), job("Complete"), [pod(0, final)], StorageFacts())
@@ -54,6 +61,12 @@ def test_ready_from_the_annotation_or_the_job_and_its_termination_message() -> N
         "Downloaded",
         f"the weights are on the shared cache {PLAN.name} at def456",
     )
+    # A pod the Job did not make, with the cache's label and a message of its choosing, is not read.
+    forged = json.dumps({"phase": "Ready", "bytes": 7, "total": 7, "revision": "f00d"})
+    state = cache_state(
+        PLAN, claim(), job("Complete"), [pod(0, forged, "2027-01-01T00:00:00Z", "other")], StorageFacts()
+    )
+    assert state.ready and "revision" not in state.model
 
 
 def test_a_failed_download_is_one_sentence_from_the_fetcher() -> None:

@@ -31,6 +31,7 @@ def _claim(phase: str = "Bound") -> dict[str, Any]:
             "uid": "claim-uid",
             "resourceVersion": "7",
             "ownerReferences": [owner],
+            "labels": {**p.MANAGED_BY, p.CACHE_LABEL: PLAN.name, "example.com/other": "x"},
             "annotations": {ANNOTATION: note, "kubectl.kubernetes.io/last-applied-configuration": "x" * 500},
             "managedFields": [{"manager": "kube-controller-manager"}],
         },
@@ -42,7 +43,10 @@ def _claim(phase: str = "Bound") -> dict[str, Any]:
 def _job(state: str = "Complete") -> dict[str, Any]:
     notes = {p.REQUESTED_BY: "a", p.REQUESTED_GENERATION: "1", "other": "x"}
     conditions = [{"type": state, "status": "True", "lastTransitionTime": "t"}, {"type": "SuccessCriteriaMet"}]
-    return {"metadata": {"name": PLAN.name, "namespace": "team-a", "annotations": notes}, "spec": {"template": {}},
+    owner = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "name": PLAN.name, "uid": "claim-uid"}
+    meta = {"name": PLAN.name, "namespace": "team-a", "uid": "job-uid", "annotations": notes,
+            "labels": {**p.MANAGED_BY, p.CACHE_LABEL: PLAN.name}, "ownerReferences": [owner]}  # fmt: skip
+    return {"metadata": meta, "spec": {"template": {}},
             "status": {"conditions": conditions, "succeeded": 1}}  # fmt: skip
 
 
@@ -50,7 +54,7 @@ def _pod() -> dict[str, Any]:
     done = {"exitCode": 0, "message": json.dumps({"revision": "abc123", "total": 100}), "finishedAt": "t", "x": 1}
     statuses = [{"name": "fetch", "state": {"terminated": done}, "image": "i"}]
     return {
-        "metadata": {"name": "job-pod", "namespace": "team-a"},
+        "metadata": {"name": "job-pod", "namespace": "team-a", "ownerReferences": [{"kind": "Job", "uid": "job-uid"}]},
         "spec": {},
         "status": {"containerStatuses": statuses},
     }

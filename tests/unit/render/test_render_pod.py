@@ -152,11 +152,14 @@ def test_flag_normalisation_and_reserved_flags() -> None:
 def test_credentials_only_through_secret_env() -> None:
     dep = objects(VLLM_SPEC, "vllm", gpu_placement(2))[0]
     fetch = container(VLLM_SPEC, "vllm", gpu_placement(2), "fetch")
-    assert fetch["envFrom"] == [{"secretRef": {"name": "hf-token", "optional": False}}]
+    assert "envFrom" not in fetch  # never the whole Secret: each key the fetcher reads, optional
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in fetch["env"] if "valueFrom" in e}
+    assert set(refs) == {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}  # what the fetcher reads for hf://, no more
+    assert all(r == {"name": "hf-token", "key": k, "optional": True} for k, r in refs.items())
     for c in [*dep["spec"]["template"]["spec"]["initContainers"], *dep["spec"]["template"]["spec"]["containers"]]:
         assert "hf-token" not in json.dumps(c.get("command", [])) + json.dumps(c.get("args", []))
     engine = container(VLLM_SPEC, "vllm", gpu_placement(2))
-    assert "envFrom" not in engine  # the engine never sees the fetch credentials
+    assert "envFrom" not in engine and "hf-token" not in json.dumps(engine)  # the engine never sees them
 
 
 def test_operator_fetch_env_reaches_only_the_fetcher() -> None:
@@ -333,3 +336,15 @@ def test_shared_model_cache_mounts_the_claim_read_only_and_downloads_nothing_in_
         assert {"name": SHARED_VOLUME, "mountPath": where, "readOnly": True} in mount
     # Without cache.shared nothing changes: the per-pod fetcher stays.
     assert "fetch" in init_names(LLAMACPP_SPEC, "llama.cpp", placement)
+
+
+def test_a_credentials_key_the_operator_sets_in_fetch_env_is_not_taken_from_the_secret() -> None:
+    """The operator's fetchEnv (say, its own AWS_ENDPOINT_URL) wins over the Secret, as it did over envFrom,
+    and the env list stays one entry per name (server-side apply refuses duplicates)."""
+    config = OperatorConfig(fetch_env=[EnvVar(name="AWS_ENDPOINT_URL", value="https://s3.internal")])
+    dep = render(md(TRANSFORMERS_SPEC), decision("transformers", cpu_placement()), config)[0]
+    (fetch,) = [c for c in dep["spec"]["template"]["spec"]["initContainers"] if c["name"] == "fetch"]
+    names = [e["name"] for e in fetch["env"]]
+    assert len(names) == len(set(names))
+    assert {"name": "AWS_ENDPOINT_URL", "value": "https://s3.internal"} in fetch["env"]
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(names) and "HF_TOKEN" not in names

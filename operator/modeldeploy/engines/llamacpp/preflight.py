@@ -10,17 +10,21 @@ the node's memory, so the KV cache is sized for real. Each finding carries the s
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import gguf
 
+from modeldeploy.ngl.gguf_header import ArrayInfo, GGUFHeader, read_header
+
 # Below these per-slot contexts the seed's errors are likely: chat templates plus a short exchange
 # already take several hundred tokens, and one image takes hundreds to thousands of tokens.
 MIN_SLOT_CTX_TEXT = 1024
 MIN_SLOT_CTX_MULTIMODAL = 4096
+
+# Far above any model's layer count (DeepSeek-V3: 61, Llama 3.1 405B: 126); a header claiming more is refused.
+MAX_LAYERS = 4096
 
 FIX_IMAGE_OOM = "This could be caused by running out of memory. You can try reducing memory usage by decreasing n_ctx."
 FIX_CONTEXT_TEXT = "Please increase the context size by either increasing n_ctx or reducing n_parallel."
@@ -66,39 +70,49 @@ class ModelShape:
         return int(per_cell * n_ctx)
 
 
-def _field(reader: gguf.GGUFReader, key: str) -> Any:
-    field = reader.fields.get(key)
-    return None if field is None else field.contents()
+def _field(header: GGUFHeader, key: str) -> Any:
+    """A metadata value; a short numeric array (per-layer head counts) as a list, a long one as None."""
+    value = header.metadata.get(key)
+    if isinstance(value, ArrayInfo):
+        return list(value.values) if value.values is not None else None
+    return value
 
 
 def read_shape(path: str | Path) -> ModelShape:
-    """Read the model's shape from its GGUF metadata (raises ValueError when a needed key is missing)."""
-    reader = gguf.GGUFReader(str(path))
-    arch = _field(reader, "general.architecture")
+    """Read the model's shape from its GGUF metadata (raises ValueError when a needed key is missing, or
+    GGUFHeaderError, a ValueError too, for a file that is not well-formed GGUF).
+
+    The file comes from wherever `model.uri` points, so it is read with the project's bounded header
+    parser (ngl/gguf_header.py: every count and length checked against the file and fixed limits before
+    use), never `gguf.GGUFReader`, which maps the file and builds arrays whose sizes the header claims."""
+    header = read_header(path)
+    arch = _field(header, "general.architecture")
     if not isinstance(arch, str):
         raise ValueError(f"{path} has no general.architecture")
-    n_layer = _field(reader, f"{arch}.block_count")
-    n_embd = _field(reader, f"{arch}.embedding_length")
-    n_head = _field(reader, f"{arch}.attention.head_count")
-    n_head_kv = _field(reader, f"{arch}.attention.head_count_kv")
+    n_layer = _field(header, f"{arch}.block_count")
+    n_embd = _field(header, f"{arch}.embedding_length")
+    n_head = _field(header, f"{arch}.attention.head_count")
+    n_head_kv = _field(header, f"{arch}.attention.head_count_kv")
     if not isinstance(n_layer, int) or not isinstance(n_embd, int):
         raise ValueError(f"{path} lacks {arch}.block_count or {arch}.embedding_length")
+    if not 0 < n_layer <= MAX_LAYERS:  # a per-layer list of that length is built below
+        raise ValueError(f"{path}: {arch}.block_count {n_layer} is not between 1 and {MAX_LAYERS}")
     if isinstance(n_head, list):  # some architectures store per-layer head counts
         n_head = max(n_head) if n_head else 0
     if n_head_kv is None:
         n_head_kv = n_head
     per_layer = list(n_head_kv) if isinstance(n_head_kv, list) else [int(n_head_kv or 0)] * n_layer
     head_dim = n_embd // n_head if n_head else 0
-    key_length = _field(reader, f"{arch}.attention.key_length") or head_dim
-    value_length = _field(reader, f"{arch}.attention.value_length") or head_dim
+    key_length = _field(header, f"{arch}.attention.key_length") or head_dim
+    value_length = _field(header, f"{arch}.attention.value_length") or head_dim
     return ModelShape(
         arch=arch,
         n_layer=n_layer,
-        n_ctx_train=int(_field(reader, f"{arch}.context_length") or 0),
+        n_ctx_train=int(_field(header, f"{arch}.context_length") or 0),
         kv_heads_per_layer=tuple(int(h) for h in per_layer),
         key_length=int(key_length),
         value_length=int(value_length),
-        file_bytes=os.path.getsize(path),
+        file_bytes=header.file_size,
     )
 
 
