@@ -359,6 +359,28 @@ class CacheSpec(_Model):
         return self
 
 
+# A Secret's data key (Kubernetes: `[-._a-zA-Z0-9]+`, at most 253 characters).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS1123, description="Name of the Secret.")
+    key: str = Field(max_length=253, pattern=SECRET_KEY_PATTERN, description="The key in the Secret's data.")
+
+
+class AuthSpec(_Model):
+    """How clients authenticate to the model server (docs/security.md, "API keys")."""
+
+    api_key_secret: SecretKeyRef = Field(
+        description="The Secret key holding the API key clients must send (`Authorization: Bearer KEY`). It "
+        "reaches the engine as an environment variable from the Secret (secretKeyRef), never on its command "
+        "line, in status or in logs. vLLM and llama.cpp take a key; SGLang, transformers and MLX cannot "
+        "(their servers take it only on the command line, or not at all) and are not chosen.",
+    )
+
+
 class ModelDeploymentSpec(_Model):
     """The desired model deployment."""
 
@@ -399,6 +421,11 @@ class ModelDeploymentSpec(_Model):
     pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the pods.")
     service_account_name: str | None = Field(
         default=None, pattern=DNS1123, description="ServiceAccount the model pods run as."
+    )
+    auth: AuthSpec | None = Field(
+        default=None,
+        description='Require an API key from clients, read from a Secret (docs/security.md, "API keys"). '
+        "Unset: the model server answers anyone who can reach it.",
     )
 
     @field_validator("env")
