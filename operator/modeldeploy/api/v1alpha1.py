@@ -441,10 +441,21 @@ class ModelDeploymentSpec(_Model):
 
     @model_validator(mode="after")
     def _check_engine_can_load_format(self) -> ModelDeploymentSpec:
-        problem = engine_format_problem(self.engine.name, self.model.format) or refused_args_problem(self.engine)
+        problem = (
+            engine_format_problem(self.engine.name, self.model.format)
+            or refused_args_problem(self.engine)
+            or self._api_key_problem()
+        )
         if problem:
             raise ValueError(problem)
         return self
+
+    def _api_key_problem(self) -> str | None:
+        """A named engine that cannot take spec.auth's key is refused at once; under auto, selection passes
+        over such engines and says why (docs/security.md, "API keys")."""
+        if self.auth is None or self.engine.name == AUTO_ENGINE:
+            return None
+        return engines().api_key_problem(self.engine.name)
 
 
 def refused_args_problem(engine: EngineSpec) -> str | None:

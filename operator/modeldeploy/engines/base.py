@@ -221,14 +221,19 @@ class Engine:
             return str(exc)
         return None
 
+    def api_key_refusal(self) -> str | None:
+        """Why this engine cannot take spec.auth's API key, one sentence for status (None: it can)."""
+        if self.api_key_env is not None:
+            return None
+        return f"spec.auth needs an API key, and {self.label} cannot take one: {self.api_key_unsupported}"
+
     def api_key_rule(self, model: ModelView) -> RuleResult | None:
         """Whether the server can take spec.auth's API key without it reaching argv or logs (None: no auth)."""
         if not model.api_key:
             return None
-        if self.api_key_env is None:
-            return RuleResult(
-                False, f"spec.auth needs an API key, and {self.label} cannot take one: {self.api_key_unsupported}"
-            )
+        refusal = self.api_key_refusal()
+        if refusal is not None:
+            return RuleResult(False, refusal)
         return RuleResult(True, f"{self.label} reads spec.auth's API key from {self.api_key_env}, set from the Secret")
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:

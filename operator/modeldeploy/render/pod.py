@@ -197,10 +197,9 @@ def _api_key_env(md: ModelDeployment, engine: Engine, user_names: set[Any]) -> l
     auth = md.spec.auth
     if auth is None:
         return []
-    if engine.api_key_env is None:
-        raise RenderError(
-            f"spec.auth needs an API key, and {engine.label} cannot take one: {engine.api_key_unsupported}"
-        )
+    refusal = engine.api_key_refusal()
+    if refusal is not None or engine.api_key_env is None:
+        raise RenderError(refusal or f"{engine.label} cannot take an API key")
     if engine.api_key_env in user_names:
         raise RenderError(
             f"spec.env must not set {engine.api_key_env} when spec.auth is set: the key comes from "

@@ -91,18 +91,29 @@ def test_the_probes_stay_on_an_endpoint_the_server_leaves_open(case: str) -> Non
     assert probes(registry.get(_engine(case)))["readinessProbe"]["httpGet"]["path"] == "/health"
 
 
+def _auto(spec: dict) -> dict:
+    """The spec under engine.name auto: the API then leaves the choice (and the refusal) to selection."""
+    return with_spec(spec, auth=AUTH, engine={**spec["engine"], "name": "auto"})
+
+
+@pytest.mark.parametrize("case", sorted(UNSUPPORTED))
+def test_the_api_refuses_a_named_engine_that_cannot_take_a_key(case: str) -> None:
+    spec, _, why = UNSUPPORTED[case]
+    with pytest.raises(ValidationError, match=f"spec.auth needs an API key, and .* cannot take one: .*{why}"):
+        ModelDeploymentSpec.model_validate(with_spec(spec, auth=AUTH))
+
+
 @pytest.mark.parametrize("case", sorted(UNSUPPORTED))
 def test_render_refuses_an_engine_that_cannot_take_a_key(case: str) -> None:
     spec, placement, why = UNSUPPORTED[case]
     with pytest.raises(RenderError, match=f"spec.auth needs an API key, and .* cannot take one: .*{why}"):
-        _deployment(spec, case, placement)
+        render(md(_auto(spec)), decision(case, placement), CONFIG)
 
 
 @pytest.mark.parametrize("case", sorted(UNSUPPORTED))
 def test_select_refuses_what_render_refuses(case: str) -> None:
     spec, _, why = UNSUPPORTED[case]
-    parsed = ModelDeploymentSpec.model_validate(with_spec(spec, auth=AUTH))
-    verdict = judge(case, parsed, (), CONFIG)
+    verdict = judge(case, ModelDeploymentSpec.model_validate(_auto(spec)), (), CONFIG)
     assert any("spec.auth needs an API key" in f and why in f for f in verdict.failures)
 
 
