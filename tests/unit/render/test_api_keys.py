@@ -81,8 +81,8 @@ def test_without_auth_nothing_changes(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(SUPPORTED))
 def test_the_probes_stay_on_an_endpoint_the_server_leaves_open(case: str) -> None:
-    """vLLM asks for the key on /v1 routes only; llama.cpp leaves /health, /v1/health, /models and
-    /v1/models open. The probes use /health, so a pod with a key still becomes Ready."""
+    """vLLM asks for the key on /v1 routes only; llama.cpp leaves its health endpoints open. The probes use
+    /health, so a pod with a key still becomes Ready (the cluster test shows it for llama.cpp)."""
     spec, placement, _ = SUPPORTED[case]
     container = _deployment(spec, case, placement)["spec"]["template"]["spec"]["containers"][0]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

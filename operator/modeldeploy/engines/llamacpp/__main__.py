@@ -138,7 +138,7 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     api_key = os.environ.get(API_KEY_ENV, "")
     if api_key:
         # From spec.auth's Secret (a secretKeyRef): never in argv, and only its presence is logged below.
-        # llama.cpp then asks for it on every route but /health, /v1/health, /models and /v1/models, so the
+        # llama.cpp then asks for it on every route but its health endpoints (/health, /v1/health), so the
         # probes keep working (docs/security.md, "API keys").
         params.api_keys = [api_key]
 

@@ -1,7 +1,7 @@
 """/metrics, relayed without the API key, on a port of its own.
 
-With an API key (spec.auth), llama.cpp asks for it on every route but /health, /v1/health, /models and
-/v1/models, /metrics included, and neither the endpoint picker nor Prometheus can send a bearer token to a
+With an API key (spec.auth), llama.cpp asks for it on every route but its health endpoints, /metrics
+included, and neither the endpoint picker nor Prometheus can send a bearer token to a
 model pod. So the entrypoint serves GET /metrics alone on a second port, fetched from the server on the
 loopback with the key. It exposes what vLLM and SGLang serve openly on their own /metrics (queue and
 cache gauges), nothing else: every other path or method is 404 (docs/security.md, "API keys").

@@ -44,7 +44,7 @@ class LlamaCpp(Engine):
     arg_spelling = "param"  # common_params names, compared before the first dot
     refused_args = REFUSED  # the entrypoint refuses the same table (engines/llamacpp/params.py)
     # The entrypoint reads the key from this variable (llama-server's own name for it) into the server's
-    # api_keys and never logs it; /health and /v1/models stay open for the probes (docs/security.md).
+    # api_keys and never logs it; /health stays open for the probes (docs/security.md, "API keys").
     api_key_env = API_KEY_ENV
     # llama.cpp asks for the key on /metrics as well; with one, the entrypoint relays /metrics (only) on
     # this port, so the picker and Prometheus read the gauges without the key (docs/security.md).
