@@ -412,7 +412,8 @@ def conversation(
     print("server, auto-NGL, then the server; asked through its Service, see docs/real-node.md):")
     print(f"  you:   {DEMO_QUESTION}")
     try:
-        reply = devchat.chat(devchat.endpoint(api, name, ns), name, DEMO_QUESTION)
+        key = devchat.api_key(api, name, ns)
+        reply = devchat.chat(devchat.endpoint(api, name, ns), name, DEMO_QUESTION, key=key)
     except devchat.ChatError as exc:
         print(f"  (no answer: {exc})")
         return not real_node  # only a failure where pods can really run
@@ -433,12 +434,14 @@ def chat_action(args: argparse.Namespace, workdir: Path) -> int:
         print(f"{PROG} chat: no dev cluster runs in {workdir} (start one with `{PROG} up`)", file=sys.stderr)
         return 1
     try:
+        api = _api(workdir)
         reply = devchat.chat(
-            devchat.endpoint(_api(workdir), args.name, args.namespace),
+            devchat.endpoint(api, args.name, args.namespace),
             args.name,
             args.prompt,
             max_tokens=args.max_tokens,
             system=args.system,
+            key=devchat.api_key(api, args.name, args.namespace),
         )
     except devchat.ChatError as exc:
         print(f"{PROG} chat: {exc}", file=sys.stderr)

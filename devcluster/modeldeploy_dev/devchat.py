@@ -8,6 +8,8 @@ user would feel it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import json
 import subprocess
@@ -74,15 +76,47 @@ def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> st
     return f"http://{service.spec.cluster_ip}:{port}"
 
 
+def api_key(api: client.ApiClient, name: str, namespace: str = "default") -> str | None:
+    """The key spec.auth names, read from its Secret as any client that holds the key would have it; None
+    when the ModelDeployment asks for none (docs/security.md, "API keys")."""
+    try:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ChatError(f"there is no ModelDeployment {namespace}/{name} in the dev cluster") from None
+        raise
+    ref = (((obj.get("spec") or {}).get("auth") or {}).get("apiKeySecret")) or {}
+    if not ref:
+        return None
+    try:
+        secret = client.CoreV1Api(api).read_namespaced_secret(ref["name"], namespace)
+    except ApiException as exc:
+        raise ChatError(f"cannot read the API key Secret {namespace}/{ref['name']} ({exc.status})") from None
+    raw = (secret.data or {}).get(ref["key"])
+    if raw is None:
+        raise ChatError(f"the Secret {namespace}/{ref['name']} has no key {ref['key']} (spec.auth.apiKeySecret)")
+    try:
+        return base64.b64decode(raw).decode().strip()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ChatError(f"the Secret {namespace}/{ref['name']} key {ref['key']} is not text") from None
+
+
 # Greedy decoding makes the answer repeatable; a 135M model needs a plain system prompt to stay on task
 # (without one, SmolLM2's GGUF template adds its own, and greedy decoding then rambles in French).
 SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def chat(
-    base: str, model: str, prompt: str, max_tokens: int = 96, timeout: float = 120, system: str = SYSTEM_PROMPT
+    base: str,
+    model: str,
+    prompt: str,
+    max_tokens: int = 96,
+    timeout: float = 120,
+    system: str = SYSTEM_PROMPT,
+    key: str | None = None,
 ) -> Reply:
-    """One streamed chat completion at temperature 0; the reply's text and timings."""
+    """One streamed chat completion at temperature 0 (with `key` as the bearer token when the model server
+    asks for one); the reply's text and timings."""
     messages = [{"role": "system", "content": system}] if system else []
     body = {
         "model": model,
@@ -91,11 +125,10 @@ def chat(
         "temperature": 0,
         "stream": True,
     }
-    request = urllib.request.Request(
-        f"{base}/v1/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(f"{base}/v1/chat/completions", data=json.dumps(body).encode(), headers=headers)
     started = time.monotonic()
     first: float | None = None
     parts: list[str] = []

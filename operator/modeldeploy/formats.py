@@ -43,6 +43,8 @@ class EngineCatalogue(Protocol):
 
     def refused_arg(self, name: str, key: str) -> str | None: ...
 
+    def api_key_problem(self, name: str) -> str | None: ...
+
 
 def truthy(value: ArgValue | None) -> bool:
     """Whether an `engine.args` value turns a switch on, the one reading for every check and flag (the

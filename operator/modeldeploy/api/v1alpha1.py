@@ -361,6 +361,28 @@ class CacheSpec(_Model):
         return self
 
 
+# A Secret's data key (Kubernetes: `[-._a-zA-Z0-9]+`, at most 253 characters).
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeyRef(_Model):
+    """One key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS1123, description="Name of the Secret.")
+    key: str = Field(max_length=253, pattern=SECRET_KEY_PATTERN, description="The key in the Secret's data.")
+
+
+class AuthSpec(_Model):
+    """How clients authenticate to the model server (docs/security.md, "API keys")."""
+
+    api_key_secret: SecretKeyRef = Field(
+        description="The Secret key holding the API key clients must send (`Authorization: Bearer KEY`). It "
+        "reaches the engine as an environment variable from the Secret (secretKeyRef), never on its command "
+        "line, in status or in logs. vLLM and llama.cpp take a key; SGLang, transformers and MLX cannot "
+        "(their servers take it only on the command line, or not at all) and are not chosen.",
+    )
+
+
 class ModelDeploymentSpec(_Model):
     """The desired model deployment."""
 
@@ -402,6 +424,11 @@ class ModelDeploymentSpec(_Model):
     service_account_name: str | None = Field(
         default=None, pattern=DNS1123, description="ServiceAccount the model pods run as."
     )
+    auth: AuthSpec | None = Field(
+        default=None,
+        description='Require an API key from clients, read from a Secret (docs/security.md, "API keys"). '
+        "Unset: the model server answers anyone who can reach it.",
+    )
 
     @field_validator("env")
     @classmethod
@@ -416,10 +443,21 @@ class ModelDeploymentSpec(_Model):
 
     @model_validator(mode="after")
     def _check_engine_can_load_format(self) -> ModelDeploymentSpec:
-        problem = engine_format_problem(self.engine.name, self.model.format) or refused_args_problem(self.engine)
+        problem = (
+            engine_format_problem(self.engine.name, self.model.format)
+            or refused_args_problem(self.engine)
+            or self._api_key_problem()
+        )
         if problem:
             raise ValueError(problem)
         return self
+
+    def _api_key_problem(self) -> str | None:
+        """A named engine that cannot take spec.auth's key is refused at once; under auto, selection passes
+        over such engines and says why (docs/security.md, "API keys")."""
+        if self.auth is None or self.engine.name == AUTO_ENGINE:
+            return None
+        return engines().api_key_problem(self.engine.name)
 
 
 def refused_args_problem(engine: EngineSpec) -> str | None:

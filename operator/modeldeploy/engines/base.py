@@ -83,6 +83,7 @@ class ModelView:
     args: Mapping[str, ArgValue] = field(default_factory=dict)  # engine.args
     extra_families: tuple[str, ...] = ()  # the operator config's vllmExtraFamilies
     allow_trust_remote_code: bool = False  # the operator config's allowTrustRemoteCode
+    api_key: bool = False  # spec.auth asks for an API key (its value never reaches the engines)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Launch:
     n_gpu_layers: int
     args: Mapping[str, ArgValue]
     allow_trust_remote_code: bool = False  # the operator config's allowTrustRemoteCode
+    api_key: bool = False  # spec.auth is set: the server asks for a key (read from `api_key_env`)
 
 
 class Engine:
@@ -162,6 +164,24 @@ class Engine:
     # The flag that lets a model repository run its own Python code in the server; refused unless the
     # operator config sets allowTrustRemoteCode (None: the engine has no such flag).
     trust_remote_code_arg: ClassVar[str | None] = None
+    # The environment variable the server reads its API key from (spec.auth; the renderer fills it from
+    # the Secret with a secretKeyRef), or None where the server cannot take a key that way; then
+    # `api_key_unsupported` says why, and the engine is not chosen for a spec with auth
+    # (docs/security.md, "API keys").
+    api_key_env: ClassVar[str | None] = None
+    api_key_unsupported: ClassVar[str] = "its server has no API key"
+    # Where /metrics is served without the key when spec.auth is set, for an engine whose server asks for
+    # the key on /metrics too (llama.cpp): a relay in the pod, on its own port named `metrics`. None: the
+    # server leaves /metrics open on PORT (vLLM) or has no API key.
+    metrics_relay_port: ClassVar[int | None] = None
+
+    def metrics_port(self, api_key: bool) -> int | None:
+        """The port the picker and Prometheus scrape /metrics on (None: the engine exports none)."""
+        if self.metrics is None:
+            return None
+        if api_key and self.metrics_relay_port is not None:
+            return self.metrics_relay_port
+        return self.metrics.port
 
     def arg_name(self, key: str) -> str:
         """An `engine.args` key as `reserved_args` and `refused_args` spell it."""
@@ -200,6 +220,21 @@ class Engine:
         except RenderError as exc:
             return str(exc)
         return None
+
+    def api_key_refusal(self) -> str | None:
+        """Why this engine cannot take spec.auth's API key, one sentence for status (None: it can)."""
+        if self.api_key_env is not None:
+            return None
+        return f"spec.auth needs an API key, and {self.label} cannot take one: {self.api_key_unsupported}"
+
+    def api_key_rule(self, model: ModelView) -> RuleResult | None:
+        """Whether the server can take spec.auth's API key without it reaching argv or logs (None: no auth)."""
+        if not model.api_key:
+            return None
+        refusal = self.api_key_refusal()
+        if refusal is not None:
+            return RuleResult(False, refusal)
+        return RuleResult(True, f"{self.label} reads spec.auth's API key from {self.api_key_env}, set from the Secret")
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         """Every model rule for this model, in order, each with its reason (None: a rule that does not apply)."""

@@ -30,6 +30,7 @@ class MLX(FlagEngine):
     bool_style = "store_true"
     # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
     trust_remote_code_arg = "trust-remote-code"
+    api_key_unsupported = "mlx_lm.server has no API key option"
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         gpus = model.gpus

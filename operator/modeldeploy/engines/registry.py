@@ -74,6 +74,11 @@ def refused_arg(name: str, key: str) -> str | None:
     return get(name).refused_arg(key, allow_trust_remote_code=True)
 
 
+def api_key_problem(name: str) -> str | None:
+    """Why the engine called `name` cannot take spec.auth's API key (None: it can; docs/security.md)."""
+    return get(name).api_key_refusal()
+
+
 def engines() -> tuple[Engine, ...]:
     """Every engine, in registration order (the order of the CRD's enums)."""
     return tuple(_ENGINES.values())

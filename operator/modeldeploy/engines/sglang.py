@@ -39,6 +39,11 @@ class SGLang(FlagEngine):
     bool_style = "store_true"
     # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
     trust_remote_code_arg = "trust-remote-code"
+    # SGLang reads its key only from --api-key, and logs every server argument (the key included) at
+    # start-up, so no route keeps it out of the Deployment or the logs (docs/security.md, "API keys").
+    api_key_unsupported = (
+        "SGLang takes its key only on its command line and logs its server arguments, the key included, at start-up"
+    )
     refused_args = {
         "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
         "admin-api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",

@@ -37,6 +37,7 @@ class Transformers(FlagEngine):
     bool_style = "negatable"  # typer's --flag/--no-flag
     # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
     trust_remote_code_arg = "trust-remote-code"
+    api_key_unsupported = "transformers serve has no API key option"
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format

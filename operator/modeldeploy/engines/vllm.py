@@ -61,9 +61,13 @@ class VLLM(FlagEngine):
     bool_style = "negatable"  # argparse.BooleanOptionalAction
     # Lets a model repository run its own code in the server (docs/security.md, "Engine arguments").
     trust_remote_code_arg = "trust-remote-code"
+    # vLLM's own variable: its middleware then asks for the key on /v1 routes only, so /health (the
+    # probes) and /metrics (the picker, the autoscaler) stay open (docs/security.md, "API keys").
+    api_key_env = "VLLM_API_KEY"
     refused_args = {
         "allowed-local-media-path": "lets requests read files of the pod's filesystem as media",
-        "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
+        "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it; "
+        "set spec.auth instead",
         "ssl-keyfile": "opens a key file of the pod's filesystem",
         "ssl-certfile": "opens a certificate file of the pod's filesystem",
         "ssl-ca-certs": "opens a certificate file of the pod's filesystem",

@@ -10,8 +10,10 @@ from __future__ import annotations
 from modeldeploy.engines.base import PORT, RenderError
 
 PORT_NAME = "http"
+# The port /metrics is relayed on when the server asks for the API key there (engines/base.py).
+METRICS_PORT_NAME = "metrics"
 
-__all__ = ["PORT", "PORT_NAME", "RenderError", "fetch_command"]
+__all__ = ["METRICS_PORT_NAME", "PORT", "PORT_NAME", "RenderError", "fetch_command"]
 
 
 def fetch_command(uri: str, dest: str, files: list[str], sha256: str | None) -> list[str]:

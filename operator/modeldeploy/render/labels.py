@@ -14,6 +14,9 @@ INSTANCE = "app.kubernetes.io/instance"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
 ENGINE = "modeldeploy.io/engine"
+# On pods whose /metrics is relayed on the port named `metrics` (an API key on llama.cpp): the chart's
+# PodMonitor scrapes that port and skips `http`, which asks for the key (docs/security.md, "API keys").
+METRICS_PORT_LABEL = "modeldeploy.io/metrics-port"
 
 MANAGER = "modeldeploy"
 COMPONENT_VALUE = "model-server"

@@ -24,7 +24,7 @@ from modeldeploy.model_paths import CACHE_MOUNT, NGL_DIR, PVC_MOUNT_ROOT, ModelL
 from modeldeploy.modelcache.plan import mount_shared, plan_cache
 from modeldeploy.render import containers as c
 from modeldeploy.render.containers import RenderError
-from modeldeploy.render.labels import pod_annotations, pod_labels
+from modeldeploy.render.labels import METRICS_PORT_LABEL, pod_annotations, pod_labels
 from modeldeploy.render.scheduling import canonical, scheduling_fields
 from modeldeploy.selection.types import Placement
 
@@ -189,7 +189,26 @@ def _engine_env(md: ModelDeployment, engine: Engine, placement: Placement) -> li
         ours.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     user = [canonical(e) for e in md.spec.env]
     user_names = {e.get("name") for e in user}
-    return [e for e in ours if e["name"] not in user_names] + user
+    return [e for e in ours if e["name"] not in user_names] + user + _api_key_env(md, engine, user_names)
+
+
+def _api_key_env(md: ModelDeployment, engine: Engine, user_names: set[Any]) -> list[dict[str, Any]]:
+    """spec.auth's key as the engine's own variable, taken from the Secret by the kubelet (secretKeyRef):
+    the key is in no object the operator writes, no argv and no status (docs/security.md, "API keys")."""
+    auth = md.spec.auth
+    if auth is None:
+        return []
+    refusal = engine.api_key_refusal()
+    if refusal is not None or engine.api_key_env is None:
+        raise RenderError(refusal or f"{engine.label} cannot take an API key")
+    if engine.api_key_env in user_names:
+        raise RenderError(
+            f"spec.env must not set {engine.api_key_env} when spec.auth is set: the key comes from "
+            "spec.auth.apiKeySecret"
+        )
+    ref = auth.api_key_secret
+    secret = {"name": ref.name, "key": ref.key, "optional": False}
+    return [canonical({"name": engine.api_key_env, "valueFrom": {"secretKeyRef": secret}})]
 
 
 def launch_for(
@@ -205,6 +224,7 @@ def launch_for(
         n_gpu_layers=spec.engine.n_gpu_layers,
         args=spec.engine.args,
         allow_trust_remote_code=config.allow_trust_remote_code,
+        api_key=spec.auth is not None,
     )
 
 
@@ -229,6 +249,9 @@ def engine_container(
     if env:
         container["env"] = env
     container["ports"] = [{"name": c.PORT_NAME, "containerPort": c.PORT, "protocol": "TCP"}]
+    relay = engine.metrics_port(launch.api_key)
+    if relay is not None and relay != c.PORT:
+        container["ports"].append({"name": c.METRICS_PORT_NAME, "containerPort": relay, "protocol": "TCP"})
     resources = engine_resources(md, placement)
     if resources:
         container["resources"] = resources
@@ -321,8 +344,12 @@ def pod_template(md: ModelDeployment, name: str, placement: Placement, config: O
     spec["containers"] = [engine_container(md, engine, placement, launch, location, config, with_ngl=with_ngl)]
     spec["volumes"] = volumes(md, engine, location, with_ngl)
 
+    labels = pod_labels(md, name)
+    relay = engine.metrics_port(launch.api_key)
+    if relay is not None and relay != c.PORT:
+        labels[METRICS_PORT_LABEL] = c.METRICS_PORT_NAME
     template = {
-        "metadata": {"labels": pod_labels(md, name), "annotations": pod_annotations(md, ENGINE_CONTAINER)},
+        "metadata": {"labels": labels, "annotations": pod_annotations(md, ENGINE_CONTAINER)},
         "spec": spec,
     }
     shared = plan_cache(md, config)

@@ -12,6 +12,7 @@ from typing import Any
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
+from modeldeploy.engines import registry
 from modeldeploy.render.containers import PORT
 from modeldeploy.render.labels import selector_labels
 from modeldeploy.render.objects import object_meta
@@ -49,6 +50,8 @@ def with_scaling(
         deployment = next(o for o in objects if o["kind"] == "Deployment")
         deployment["spec"]["replicas"] = plan.initial_replicas
     spec = md.spec.autoscaling
+    # Where the picker scrapes /metrics: the serving port, or the relay an API key on llama.cpp needs.
+    scraped = registry.get(engine).metrics_port(md.spec.auth is not None)
     extra = scaling_objects(
         meta=object_meta(md, engine),
         selector=selector_labels(md),
@@ -61,5 +64,6 @@ def with_scaling(
         settings=config.autoscaling,
         gateway=config.gateway,
         engine=engine,
+        metrics_port=scraped if scraped not in (None, PORT) else None,
     )
     return objects + extra, plan

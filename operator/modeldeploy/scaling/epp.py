@@ -83,8 +83,13 @@ def _meta(meta: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
-def epp_args(pool: str, namespace: str, engine: str, gateway: GatewaySettings) -> list[str]:
-    """The picker's command line: its pool, its ports, and the engine's gauge names."""
+def epp_args(
+    pool: str, namespace: str, engine: str, gateway: GatewaySettings, metrics_port: int | None = None
+) -> list[str]:
+    """The picker's command line: its pool, its ports, and the engine's gauge names.
+
+    `metrics_port`: where the model pods serve /metrics when it is not the pool's target port (llama.cpp
+    with an API key relays it on its own port; docs/security.md, "API keys")."""
     args = ["--pool-name", pool, "--pool-namespace", namespace]
     args += ["--grpc-port", str(gateway.endpoint_picker_port), "--grpc-health-port", str(GRPC_HEALTH_PORT)]
     args += ["--metrics-port", str(METRICS_PORT), "--zap-encoder", "json", "--tracing=false"]
@@ -93,10 +98,14 @@ def epp_args(pool: str, namespace: str, engine: str, gateway: GatewaySettings) -
     args += ["--metrics-endpoint-auth=false"]
     for flag, value in ENGINE_METRIC_FLAGS.get(engine, ()):
         args += [flag, value]
+    if metrics_port is not None:
+        args += ["--model-server-metrics-port", str(metrics_port)]
     return args
 
 
-def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> list[dict[str, Any]]:
+def epp_objects(
+    meta: dict[str, Any], engine: str, gateway: GatewaySettings, metrics_port: int | None = None
+) -> list[dict[str, Any]]:
     """ServiceAccount, Role, RoleBinding, Deployment and Service of the pool's picker, in that order.
 
     Empty when the pool has no endpointPickerRef (port 0) or the gateway brings its own picker.
@@ -112,7 +121,7 @@ def epp_objects(meta: dict[str, Any], engine: str, gateway: GatewaySettings) -> 
         "name": "epp",
         "image": gateway.endpoint_picker.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": epp_args(pool, namespace, engine, gateway),
+        "args": epp_args(pool, namespace, engine, gateway, metrics_port),
         "ports": [
             {"name": "grpc", "containerPort": gateway.endpoint_picker_port},
             {"name": "grpc-health", "containerPort": GRPC_HEALTH_PORT},

@@ -224,8 +224,11 @@ def scaling_objects(
     settings: AutoscalingSettings,
     gateway: GatewaySettings,
     engine: str = "",
+    metrics_port: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object the plan asks for, in a fixed order (the pool's endpoint picker after the route)."""
+    """Every object the plan asks for, in a fixed order (the pool's endpoint picker after the route).
+
+    `metrics_port`: where the picker scrapes /metrics when it is not the serving port."""
     out: list[dict[str, Any]] = []
     if plan.autoscaler == "keda":
         out.append(scaled_object(meta, plan, metrics, target, delay_s, settings))
@@ -236,5 +239,5 @@ def scaling_objects(
     if plan.route:
         out.append(inference_pool(meta, selector, port, gateway))
         out.append(http_route(meta, served_name, plan, gateway, settings))
-        out.extend(epp_objects(meta, engine, gateway))
+        out.extend(epp_objects(meta, engine, gateway, metrics_port))
     return out

@@ -59,6 +59,7 @@ def model_view(spec: ModelDeploymentSpec, config: OperatorConfig) -> ModelView:
         args=spec.engine.args,
         extra_families=tuple(config.vllm_extra_families),
         allow_trust_remote_code=config.allow_trust_remote_code,
+        api_key=spec.auth is not None,
     )
 
 
@@ -72,7 +73,7 @@ def judge(
     """Apply every model rule and the node rules of the engine called `name`."""
     engine = registry.get(name)
     view = model_view(spec, config)
-    results = [r for r in engine.model_rules(view) if r is not None]
+    results = [r for r in (*engine.model_rules(view), engine.api_key_rule(view)) if r is not None]
     # What render would refuse of engine.args, refused here too, so select and render agree.
     args_problem = engine.args_problem(view.args, allow_trust_remote_code=view.allow_trust_remote_code)
     if args_problem:

@@ -41,9 +41,22 @@ def test_toggles_reach_the_operator_and_render_one_podmonitor_per_engine(helm: P
         "sglang",
         "llama.cpp",
     ]
+    http = {"port": "http", "path": "/metrics", "interval": "15s"}
+    for m in monitors[:2]:
+        assert m["spec"]["podMetricsEndpoints"] == [http]
+    # llama.cpp with an API key relays /metrics on the port named `metrics`, and its pods carry a label
+    # that keeps them from being scraped (and failing with 401) on `http` (docs/security.md, "API keys").
+    drop = {
+        "sourceLabels": ["__meta_kubernetes_pod_label_modeldeploy_io_metrics_port"],
+        "regex": "metrics",
+        "action": "drop",
+    }
+    assert monitors[2]["spec"]["podMetricsEndpoints"] == [
+        {**http, "relabelings": [drop]},
+        {"port": "metrics", "path": "/metrics", "interval": "15s"},
+    ]
     for m in monitors:
         assert m["metadata"]["labels"]["release"] == "prometheus"
-        assert m["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
         assert m["spec"]["namespaceSelector"] == {"any": True}
 
 

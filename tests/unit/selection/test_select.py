@@ -401,3 +401,19 @@ def test_llamacpp_warnings_only_for_llamacpp() -> None:
     args = {"engine": {"args": {"n_ctx": 512}}}
     assert select_engine(spec(**GGUF, **args), MIXED, CONFIG).warnings != ()
     assert select_engine(spec(**args), MIXED, CONFIG).warnings == ()
+
+
+AUTH = {"apiKeySecret": {"name": "model-keys", "key": "api-key"}}
+
+
+def test_with_an_api_key_auto_passes_over_engines_that_cannot_take_one_and_says_why() -> None:
+    """docs/security.md, "API keys": transformers would serve this model on a CPU-only cluster, but has no
+    API key; nothing is chosen and the candidate says why. With a GPU, vLLM (which takes one) is chosen
+    even where SGLang is preferred."""
+    d = select_engine(spec(auth=AUTH), [cpu("cpu-1")], CONFIG)
+    assert d.engine is None
+    assert any("transformers serve has no API key option" in r for r in candidate(d, "transformers").reasons)
+    d = select_engine(spec(auth=AUTH, engine={"preference": ["sglang", "vllm"]}), [gpu("gpu-1")], CONFIG)
+    assert d.engine == "vllm"
+    assert any("logs its server arguments" in r for r in candidate(d, "sglang").reasons)
+    assert "vLLM reads spec.auth's API key from VLLM_API_KEY, set from the Secret" in candidate(d, "vllm").reasons

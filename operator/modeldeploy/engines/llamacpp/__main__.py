@@ -17,6 +17,7 @@ from typing import Any
 from modeldeploy.engines.llamacpp import preflight
 from modeldeploy.engines.llamacpp.ngl_file import NglFileError, hide_gpus_for_zero_layers, read_ngl_file
 from modeldeploy.engines.llamacpp.params import (
+    API_KEY_ENV,
     OFF_UNLESS_ASKED,
     ParamError,
     apply_params,
@@ -61,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="a llama.cpp common_params field, nested with dots (n_ctx=4096, sampling.top_k=20)",
+    )
+    parser.add_argument(
+        "--metrics-relay-port",
+        type=int,
+        help="also serve GET /metrics on this port without the API key (llama.cpp asks for the key there "
+        "when one is set; the endpoint picker and Prometheus send none)",
     )
     parser.add_argument(
         "--preflight",
@@ -128,6 +135,12 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         # The web UI and /slots are off unless engine.args turns them on (docs/security.md).
         if feature not in applied:
             setattr(params, feature, False)
+    api_key = os.environ.get(API_KEY_ENV, "")
+    if api_key:
+        # From spec.auth's Secret (a secretKeyRef): never in argv, and only its presence is logged below.
+        # llama.cpp then asks for it on every route but its health endpoints (/health, /v1/health), so the
+        # probes keep working (docs/security.md, "API keys").
+        params.api_keys = [api_key]
 
     ngl_record: dict[str, Any]
     if args.ngl_file:
@@ -162,6 +175,7 @@ def configure(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "port": params.port,
         "alias": args.alias,
         "metrics": params.endpoint_metrics,
+        "api_key": bool(api_key),  # whether one is required; never the key
         "n_gpu_layers": params.n_gpu_layers,
         "tensor_split": describe(params.tensor_split),
         "ngl": ngl_record,
@@ -241,7 +255,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from modeldeploy.engines.llamacpp.server import serve
 
-    return serve(params, log)
+    def ready(_address: str) -> None:
+        if args.metrics_relay_port:
+            from modeldeploy.engines.llamacpp import relay
+
+            key = next(iter(params.api_keys), None)
+            relay.start(args.metrics_relay_port, f"http://127.0.0.1:{params.port}", key, log)
+
+    return serve(params, log, ready)
 
 
 if __name__ == "__main__":

@@ -48,8 +48,15 @@ REFUSED: dict[str, str] = {
     "video_ffmpeg_bin_dir": "runs an ffmpeg binary from a directory of the pod's filesystem",
     "ssl_file_key": "opens a key file of the pod's filesystem",
     "ssl_file_cert": "opens a certificate file of the pod's filesystem",
-    "api_keys": "puts the keys in the Deployment's command line and the start-up log",
+    "api_keys": "puts the keys in the Deployment's command line and the start-up log; set spec.auth instead",
 }
+
+# The variable the entrypoint reads the API key from (llama-server's own name for it); the renderer sets it
+# from spec.auth's Secret with a secretKeyRef (docs/security.md, "API keys").
+API_KEY_ENV = "LLAMA_API_KEY"
+# With a key, llama.cpp asks for it on /metrics too; the entrypoint then relays /metrics alone on this port
+# (named `metrics` in the pod) for the endpoint picker and Prometheus.
+METRICS_RELAY_PORT = 8001
 
 # Server features the entrypoint turns off unless `engine.args` turns them on: the web UI and /slots
 # (which shows every slot's prompt and can save or erase slots) are not needed to serve the API.

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from modeldeploy.engines.args import format_value
 from modeldeploy.engines.base import HOST, PORT, Engine, Launch, Metrics, ModelView, NodeNeed, RenderError, RuleResult
 from modeldeploy.engines.llamacpp.checks import llamacpp_warnings
-from modeldeploy.engines.llamacpp.params import REFUSED
+from modeldeploy.engines.llamacpp.params import API_KEY_ENV, METRICS_RELAY_PORT, REFUSED
 from modeldeploy.engines.rules import gpu_when_available_needs, gpu_when_available_reason
 from modeldeploy.formats import ArgValue, ModelFormat, truthy
 from modeldeploy.model_paths import NGL_FILE
@@ -43,6 +43,12 @@ class LlamaCpp(Engine):
     reserved_args = frozenset({"n_gpu_layers", "port", "hostnames", "model.path", "mmproj.path", "model_alias"})
     arg_spelling = "param"  # common_params names, compared before the first dot
     refused_args = REFUSED  # the entrypoint refuses the same table (engines/llamacpp/params.py)
+    # The entrypoint reads the key from this variable (llama-server's own name for it) into the server's
+    # api_keys and never logs it; /health stays open for the probes (docs/security.md, "API keys").
+    api_key_env = API_KEY_ENV
+    # llama.cpp asks for the key on /metrics as well; with one, the entrypoint relays /metrics (only) on
+    # this port, so the picker and Prometheus read the gauges without the key (docs/security.md).
+    metrics_relay_port = METRICS_RELAY_PORT
 
     def model_rules(self, model: ModelView) -> Sequence[RuleResult | None]:
         fmt = model.format
@@ -90,6 +96,8 @@ class LlamaCpp(Engine):
         cmd += ["--alias", launch.served_name]
         if launch.mmproj_path:
             cmd += ["--mmproj", launch.mmproj_path]
+        if launch.api_key:
+            cmd += ["--metrics-relay-port", str(METRICS_RELAY_PORT)]
         if auto_ngl(launch.n_gpu_layers, launch.gpus):
             cmd += ["--ngl-file", NGL_FILE]
         else:
