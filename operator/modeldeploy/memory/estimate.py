@@ -9,8 +9,8 @@ The arithmetic follows the engines' own start-up (docs/memory-placement.md cites
 - SGLang may use `total × mem-fraction-static` (0.88 at tp 1 down to 0.79 at tp 16) for weights and
   the KV pool; activations and CUDA graphs live in the remainder.
 
-Weights are the model's files when their size is known (the shared cache's listing), else the
-parameters times the bytes of the quantization. All sizes are bytes per GPU at a tensor-parallel size.
+Weights are the parameters times the bytes of the quantization, or the model's files (the shared cache's
+listing) when the parameters are unknown. All sizes are bytes per GPU at a tensor-parallel size.
 """
 
 from __future__ import annotations
@@ -132,14 +132,14 @@ def model_memory(
     quantization: str | None,
     listed_bytes: int | None = None,
 ) -> ModelMemory | None:
-    """The model's memory facts, or None when neither its files, its shape nor its size are known."""
+    """The model's memory facts, or None when neither its shape, its size nor its files are known."""
     shape = find_shape(name, size_in_billions, uri)
     kind = quant_kind(fmt, quantization, shape)
     params_b = shape.params_b if shape else parse_billions(size_in_billions)
-    if listed_bytes:
-        return ModelMemory(listed_bytes, "listing", kind, shape, params_b)
     if params_b is None:
-        return None
+        # A repository's listing may hold the weights twice (Meta's repositories add `original/*.pth`), so
+        # it is read only when nothing else tells the size.
+        return ModelMemory(listed_bytes, "listing", kind, shape, None) if listed_bytes else None
     per_param = _BYTES_PER_PARAM[kind]
     params = params_b * 1e9
     if shape is not None and per_param < 2:

@@ -78,17 +78,18 @@ def judge_memory(
     engine: Engine,
     spec: ModelDeploymentSpec,
     classes: Sequence[NodeClass],
-    names: Sequence[str],
+    nodes: Sequence[NodeFacts],
     mappings: LabelMappings,
     listed_bytes: int | None = None,
 ) -> MemoryVerdict | None:
-    """Judge the usable CUDA classes (`names`: every node's name by position); None: nothing to judge."""
+    """Judge the usable CUDA classes of `nodes` (the whole node list); None: nothing to judge."""
     profile = engine.memory
     if profile is None or not classes:
         return None
     model = spec_memory(spec, listed_bytes)
     if model is None:
         return None
+    names = _Names(nodes)
     fixed = spec.resources.gpus
     first = [_judge(profile, model, spec, c, fixed) for c in classes]
     sizes = [j.tp for j in first if j.ok and j.tp is not None]
@@ -111,6 +112,16 @@ def judge_memory(
     return MemoryVerdict(fitting, tp, tuple(reasons), alternatives, hosts)
 
 
+class _Names:
+    """Node names by position, read only where a reason names a node (the list may hold 500 nodes)."""
+
+    def __init__(self, nodes: Sequence[NodeFacts]) -> None:
+        self._nodes = nodes
+
+    def __getitem__(self, position: int) -> str:
+        return self._nodes[position].name
+
+
 def _capped(lines: list[str]) -> list[str]:
     if len(lines) <= MAX_CLASSES:
         return lines
@@ -124,7 +135,7 @@ def _pinning(
     classes: Sequence[NodeClass],
     fitting: Sequence[NodeClass],
     final: Sequence[GpuJudgement | None],
-    names: Sequence[str],
+    names: _Names,
     mappings: LabelMappings,
 ) -> tuple[tuple[tuple[dict[str, Any], ...], ...], tuple[str, ...]]:
     """Expressions that keep the pods on nodes like `fitting`, by labels where all carry them."""
@@ -228,7 +239,7 @@ class Preference:
 
 
 def prefer_gpu_share(
-    spec: ModelDeploymentSpec, classes: Sequence[NodeClass], names: Sequence[str], gpus: int
+    spec: ModelDeploymentSpec, classes: Sequence[NodeClass], nodes: Sequence[NodeFacts], gpus: int
 ) -> Preference | None:
     """Weights that add up, per node, to the share of the model its `gpus` GPUs hold (in percent).
 
@@ -255,6 +266,7 @@ def prefer_gpu_share(
             preference = {"matchExpressions": [{"key": label, "operator": "Gt", "values": [str(mib - 1)]}]}
             terms.append({"weight": percent - previous, "preference": preference})
             previous = percent
+    names = _Names(nodes)
     ranked = sorted(classes, key=lambda c: (-shares[c.facts.gpu_memory_mib or 0], c.first))
     listed = ", ".join(f"{names[c.first]} {round(100 * shares[c.facts.gpu_memory_mib or 0])} %" for c in ranked)
     reason = (

@@ -214,7 +214,7 @@ def evaluate_nodes(
             continue
         memory = None
         if need.tier == Tier.CUDA:
-            memory = judge_memory(engine, spec, ok, [n.name for n in nodes], mappings, listed_bytes)
+            memory = judge_memory(engine, spec, ok, nodes, mappings, listed_bytes)
         if memory is not None and not memory.fitting:
             held = "; ".join(memory.reasons)
             return NodeVerdict(
@@ -232,7 +232,7 @@ def evaluate_nodes(
             reasons.extend(memory.reasons)
         preference = None
         if need.tier == Tier.CUDA and engine.prefers_gpu_share:
-            preference = prefer_gpu_share(spec, ok, [n.name for n in nodes], need.gpus)
+            preference = prefer_gpu_share(spec, ok, nodes, need.gpus)
             if preference is not None:
                 reasons.append(preference.reason)
         # Every member of a class carries the representative's gpu_present label (node_classes.shape).

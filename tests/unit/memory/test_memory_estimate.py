@@ -75,9 +75,12 @@ def test_weights_from_parameters_match_the_files(
     assert memory.weights / 1e9 == pytest.approx(published_gb, rel=tolerance)
 
 
-def test_the_listing_wins_over_the_parameters() -> None:
-    memory = model_memory("x", "7", "hf://Qwen/Qwen2.5-7B-Instruct", ModelFormat.PYTORCH, "none", listed_bytes=123)
-    assert memory is not None and memory.weights == 123 and memory.weights_from == "listing"
+def test_the_listing_is_read_only_when_the_parameters_are_unknown() -> None:
+    """A listing may hold the weights twice (safetensors and original/*.pth), so parameters win."""
+    known = model_memory("x", "7", "hf://Qwen/Qwen2.5-7B-Instruct", ModelFormat.PYTORCH, "none", listed_bytes=123)
+    assert known is not None and known.weights_from == "parameters"
+    unknown = model_memory("custom", None, "hf://org/custom", ModelFormat.PYTORCH, "none", listed_bytes=123)
+    assert unknown is not None and unknown.weights == 123 and unknown.weights_from == "listing"
 
 
 def test_without_shape_the_size_in_billions_gives_the_weights() -> None:
