@@ -114,6 +114,15 @@ def judge_gpu(
             )
     context = requested_context(model, engine, args) or 0
     sizes = (fixed_tp,) if fixed_tp else tensor_parallel_sizes(model.shape, gpus)
+    shape = model.shape
+    if fixed_tp and shape is not None and fixed_tp not in tensor_parallel_sizes(shape, fixed_tp):
+        allowed = ", ".join(str(tp) for tp in tensor_parallel_sizes(shape, max(gpus, fixed_tp)))
+        return GpuJudgement(
+            False,
+            None,
+            f"tensor parallel {fixed_tp} does not divide {shape.key}'s {shape.heads} attention heads and "
+            f"{shape.kv_heads} KV heads, which {engine.label} refuses (resources.gpus: {allowed})",
+        )
     if gpu_mib is None:
         tp = sizes[0] if sizes else 1
         assumed.append(f"GPU memory unknown: assumed it holds {gib(model.weights)} of weights")

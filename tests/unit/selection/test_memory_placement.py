@@ -215,3 +215,12 @@ def test_llama_cpp_has_no_preference_where_every_node_holds_it_all() -> None:
     decision = gguf_decision(CLUSTER, size="1")
     assert decision.placement is not None and decision.placement.preferred_terms == ()
     assert "preferred" not in reasons(decision, "llama.cpp")
+
+
+def test_a_gpu_count_that_does_not_divide_the_heads_is_refused() -> None:
+    decision = decide("hf://Qwen/Qwen2.5-7B-Instruct", [A100], gpus=3)
+    assert decision.engine is None
+    assert (
+        "tensor parallel 3 does not divide Qwen2.5-7B's 28 attention heads and 4 KV heads, which vLLM refuses "
+        "(resources.gpus: 1, 2, 4)"
+    ) in reasons(decision)
