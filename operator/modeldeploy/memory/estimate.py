@@ -39,6 +39,7 @@ CONTEXT_STEP = 256  # the largest context that fits is reported in steps of this
 _BYTES_PER_PARAM: dict[str, float] = {
     "bf16": 2.0,
     "fp16": 2.0,
+    "16bit": 2.0,
     "fp8": 1.0,
     "int8": 1.0 + 20 / 128 / 8,
     "int4": 0.5 + 20 / 128 / 8,
@@ -87,14 +88,17 @@ def arg(args: Mapping[str, ArgValue], key: str) -> ArgValue | None:
 
 
 def quant_kind(fmt: ModelFormat, quantization: str | None, shape: ModelShape | None) -> str:
-    """The kind of weights the GPU runs: bf16, fp16, fp8, int4, int8, int3, fp4, bnb4 or bnb8."""
+    """The kind of weights the GPU runs: bf16, fp16, 16bit (one of the two), fp8, int4, int8, int3, fp4, bnb4
+    or bnb8."""
     q = (quantization or "none").lower()
     if fmt == ModelFormat.PYTORCH:
         if q == "fp8":
             return "fp8"
         if q in ("4bit", "8bit"):
             return "bnb4" if q == "4bit" else "bnb8"
-        return "fp16" if shape is not None and not shape.bf16 else "bf16"
+        if shape is None:
+            return "16bit"  # bfloat16 or float16: unknown without config.json, so no capability is required
+        return "bf16" if shape.bf16 else "fp16"
     if fmt in (ModelFormat.AWQ, ModelFormat.GPTQ):
         for bits in ("8", "3"):
             if q.startswith(f"int{bits}"):
@@ -106,7 +110,7 @@ def quant_kind(fmt: ModelFormat, quantization: str | None, shape: ModelShape | N
         return "fp4"
     if fmt == ModelFormat.BNB:
         return "bnb8" if q == "8bit" else "bnb4"
-    return "bf16"
+    return "16bit"
 
 
 @dataclass(frozen=True)

@@ -224,3 +224,13 @@ def test_a_gpu_count_that_does_not_divide_the_heads_is_refused() -> None:
         "tensor parallel 3 does not divide Qwen2.5-7B's 28 attention heads and 4 KV heads, which vLLM refuses "
         "(resources.gpus: 1, 2, 4)"
     ) in reasons(decision)
+
+
+def test_a_model_of_unknown_dtype_is_not_refused_for_bfloat16() -> None:
+    """Without config.json facts the dtype is unknown: only the weights are judged, no capability required."""
+    decision = decide("hf://org/custom-7b", [T4], model={"sizeInBillions": "3"})
+    assert decision.engine == "vllm"
+    text = reasons(decision)
+    assert "compute capability" not in text
+    assert "t4-1 [Tesla-T4, 1 GPU(s)] holds it: 1 × 15.0 GiB × 0.9 = 13.5 GiB ≥ 5.6 GiB weights" in text
+    assert "the KV cache (not counted: the model's config.json facts are unknown)" in text
