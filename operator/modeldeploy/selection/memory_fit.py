@@ -47,7 +47,7 @@ def spec_memory(spec: ModelDeploymentSpec, listed_bytes: int | None) -> ModelMem
     return model_memory(model.name, model.size_in_billions, model.uri, model.format, model.quantization, listed_bytes)
 
 
-def _class_name(nodes_count: int, cls: NodeClass, name: str) -> str:
+def _class_name(cls: NodeClass, name: str) -> str:
     more = len(cls.members) - 1
     return f"{name} (and {more} like it)" if more else name
 
@@ -55,7 +55,7 @@ def _class_name(nodes_count: int, cls: NodeClass, name: str) -> str:
 def _describe(cls: NodeClass, member_name: str) -> str:
     facts = cls.facts
     product = f"{facts.gpu_product}, " if facts.gpu_product else ""
-    return f"{_class_name(len(cls.members), cls, member_name)} [{product}{facts.gpus} GPU(s)]"
+    return f"{_class_name(cls, member_name)} [{product}{facts.gpus} GPU(s)]"
 
 
 def _judge(
@@ -79,7 +79,6 @@ def judge_memory(
     spec: ModelDeploymentSpec,
     classes: Sequence[NodeClass],
     nodes: Sequence[NodeFacts],
-    mappings: LabelMappings,
     listed_bytes: int | None = None,
 ) -> MemoryVerdict | None:
     """Judge the usable CUDA classes of `nodes` (the whole node list); None: nothing to judge."""
@@ -108,7 +107,7 @@ def judge_memory(
     reasons = _capped(lines)
     if fixed is None and tp > 1:
         reasons.insert(0, f"tensor parallel {tp}: the smallest that holds {model.name} (resources.gpus not set)")
-    alternatives, hosts = _pinning(profile, model, spec, classes, fitting, final, names, mappings)
+    alternatives, hosts = _pinning(profile, model, spec, classes, fitting, final, names)
     return MemoryVerdict(fitting, tp, tuple(reasons), alternatives, hosts)
 
 
@@ -136,7 +135,6 @@ def _pinning(
     fitting: Sequence[NodeClass],
     final: Sequence[GpuJudgement | None],
     names: _Names,
-    mappings: LabelMappings,
 ) -> tuple[tuple[tuple[dict[str, Any], ...], ...], tuple[str, ...]]:
     """Expressions that keep the pods on nodes like `fitting`, by labels where all carry them."""
     excluded = len(fitting) < len(classes)
@@ -218,7 +216,7 @@ def memory_table(
             rows.append(
                 MemoryRow(
                     engine.name,
-                    _class_name(len(cls.members), cls, nodes[cls.first].name),
+                    _class_name(cls, nodes[cls.first].name),
                     facts.gpus,
                     facts.gpu_memory_mib,
                     capability,

@@ -214,7 +214,7 @@ def evaluate_nodes(
             continue
         memory = None
         if need.tier == Tier.CUDA:
-            memory = judge_memory(engine, spec, ok, nodes, mappings, listed_bytes)
+            memory = judge_memory(engine, spec, ok, nodes, listed_bytes)
         if memory is not None and not memory.fitting:
             held = "; ".join(memory.reasons)
             return NodeVerdict(
