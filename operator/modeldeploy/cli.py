@@ -139,6 +139,34 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_memory(args: argparse.Namespace) -> int:
+    """The memory estimate per engine and kind of GPU node (docs/memory-placement.md)."""
+    from modeldeploy.engines import registry
+    from modeldeploy.memory.estimate import gib
+    from modeldeploy.selection.memory_fit import memory_table
+    from modeldeploy.selection.nodes import node_facts
+
+    config = _load_config(args.config)
+    facts = [node_facts(n, config.label_mappings) for n in _read_nodes(args.nodes)]
+    for md in load_model_deployments(args.filename):
+        model, rows = memory_table(md.spec, facts, config.label_mappings, registry.engines())
+        print(f"{md.metadata.namespace}/{md.metadata.name}:")
+        if model is None:
+            print("  nothing is known of the model's size (no known model, no sizeInBillions): not judged")
+            continue
+        shape = f"{model.shape.key} ({model.shape.source})" if model.shape else "unknown architecture"
+        print(f"  {shape}, {model.kind}, {gib(model.weights)} of weights from the {model.weights_from}")
+        print(f"  {'engine':<8} {'nodes':<28} {'GPUs':>4} {'GiB':>6} {'CC':>4} {'tp':>3} {'fits':<5} arithmetic")
+        for row in rows:
+            size = f"{row.gpu_mib / 1024:.1f}" if row.gpu_mib else "?"
+            tp = str(row.tp) if row.tp else "-"
+            print(
+                f"  {row.engine:<8} {row.nodes:<28} {row.gpus:>4} {size:>6} {row.capability:>4} {tp:>3} "
+                f"{row.verdict:<5} {row.text}"
+            )
+    return 0
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     from modeldeploy.api.crd import crd_yaml
     from modeldeploy.engines import registry
@@ -207,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
         "keda, keda-http-addon, gateway-api, inference-extension (default: none; docs/autoscaling.md)",
     )
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("memory", help="print the GPU memory estimate per engine and kind of GPU node")
+    decision_args(p)
+    p.set_defaults(func=cmd_memory)
 
     p = sub.add_parser("crd", help="print the CustomResourceDefinition generated from the API models")
     p.set_defaults(func=cmd_crd)

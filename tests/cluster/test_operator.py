@@ -120,7 +120,9 @@ class World:
         self.kubelet.nodes = self.nodes  # one set: nodes added or removed here are the kubelet's too
 
     # nodes
-    def add_node(self, name: str, *, gpus: int = 0, apple: bool = False) -> None:
+    def add_node(
+        self, name: str, *, gpus: int = 0, apple: bool = False, gpu_labels: dict[str, str] | None = None
+    ) -> None:
         labels = {
             "kubernetes.io/hostname": name,
             "kubernetes.io/os": "darwin" if apple else "linux",
@@ -135,7 +137,7 @@ class World:
                 "nvidia.com/gpu.memory": "81559",
                 "nvidia.com/gpu.compute.major": "9",
                 "nvidia.com/gpu.compute.minor": "0",
-            }
+            } | (gpu_labels or {})
             taints = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
         if apple:
             labels["modeldeploy.io/accelerator"] = "apple-silicon"
@@ -697,3 +699,95 @@ def test_peering_one_active_replica(
     finally:
         low.stop()
         high.stop()
+
+
+# Three kinds of GPU node as GPU Feature Discovery labels them (docs/memory-placement.md).
+GPU_CLASSES = {
+    "e2e-t4-1": (1, ("Tesla-T4", "15360", "7", "5")),
+    "e2e-l4-1": (1, ("NVIDIA-L4", "23034", "8", "9")),
+    "e2e-a100-1": (8, ("NVIDIA-A100-SXM4-80GB", "81920", "8", "0")),
+}
+BY_MEMORY = {
+    # name: (spec, nodes it must not land on, a sentence of status.selection's vLLM reasons)
+    "qwen7b-bf16": (
+        md_doc(
+            "qwen7b-bf16",
+            {
+                "name": "qwen2.5-instruct",
+                "format": "pytorch",
+                "quantization": "none",
+                "uri": "hf://Qwen/Qwen2.5-7B-Instruct",
+            },
+            engine={"name": "vllm", "args": {"max-model-len": 8192}},
+        ),
+        {"e2e-t4-1"},
+        "e2e-t4-1 [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's bfloat16 weights need",
+    ),
+    "qwen7b-fp8": (
+        md_doc(
+            "qwen7b-fp8",
+            {"name": "qwen2.5-instruct", "format": "fp8", "uri": "hf://RedHatAI/Qwen2.5-7B-Instruct-FP8-dynamic"},
+            engine={"name": "vllm", "args": {"max-model-len": 8192}},
+        ),
+        {"e2e-t4-1"},
+        "e2e-t4-1 [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's FP8 weights need",
+    ),
+    "qwen72b-awq": (
+        md_doc(
+            "qwen72b-awq",
+            {
+                "name": "qwen2.5-instruct",
+                "format": "awq",
+                "quantization": "Int4",
+                "uri": "hf://Qwen/Qwen2.5-72B-Instruct-AWQ",
+            },
+            engine={"name": "vllm", "args": {"max-model-len": 8192}},
+        ),
+        {"e2e-t4-1", "e2e-l4-1"},
+        "e2e-l4-1 [NVIDIA-L4, 1 GPU(s)] cannot hold it: 1 × 22.5 GiB × 0.9 = 20.2 GiB < 38.6 GiB weights",
+    ),
+    "llama70b": (
+        md_doc(
+            "llama70b",
+            {
+                "name": "llama-3.1-instruct",
+                "format": "pytorch",
+                "quantization": "none",
+                "uri": "hf://meta-llama/Llama-3.1-70B-Instruct",
+            },
+            engine={"name": "vllm"},
+        ),
+        {"e2e-t4-1", "e2e-l4-1"},
+        "tensor parallel 4: the smallest that holds Llama-3.1-70B (resources.gpus not set)",
+    ),
+}
+
+
+def test_vllm_lands_only_where_the_model_fits_with_the_arithmetic_in_status(
+    world: World, operator: OperatorProcess
+) -> None:
+    """T4, L4 and A100 nodes: each model's pod is scheduled on a node that can hold it, the GPU request is
+    the tensor-parallel size, and status.selection says why the others cannot."""
+    for node, (gpus, (product, memory, major, minor)) in GPU_CLASSES.items():
+        labels = {
+            "nvidia.com/gpu.product": product,
+            "nvidia.com/gpu.memory": memory,
+            "nvidia.com/gpu.compute.major": major,
+            "nvidia.com/gpu.compute.minor": minor,
+        }
+        world.add_node(node, gpus=gpus, gpu_labels=labels)
+    for doc, _, _ in BY_MEMORY.values():
+        world.create_md(doc)
+    for name, (_, avoided, sentence) in BY_MEMORY.items():
+        eventually(lambda n=name: world.md(n).get("status", {}).get("engine") == "vllm", f"{name} on vLLM")
+        expect_rendered(world, name)
+        vllm = next(c for c in world.md(name)["status"]["selection"] if c["engine"] == "vllm")
+        assert any(sentence in reason for reason in vllm["reasons"]), (name, vllm["reasons"])
+
+        def placed(n: str = name) -> list[Any]:
+            pods = pods_of(world, n)
+            return pods if pods and all(p.spec.node_name for p in pods) else []
+
+        for pod in eventually(placed, f"{name}'s pod scheduled"):
+            assert pod.spec.node_name not in avoided, f"{name} on {pod.spec.node_name}"
+            assert gpu_limit(pod) == (4 if name == "llama70b" else 1)

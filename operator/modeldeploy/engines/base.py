@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import ClassVar, Literal
 
 from modeldeploy.formats import ArgValue, ModelFormat, truthy
+from modeldeploy.memory.estimate import EngineMemory
 
 PORT = 8000  # every engine serves its OpenAI-compatible API here (the Service's target)
 HOST = "0.0.0.0"
@@ -182,6 +183,12 @@ class Engine:
         if api_key and self.metrics_relay_port is not None:
             return self.metrics_relay_port
         return self.metrics.port
+
+    # How the engine divides a GPU's memory and which compute capability its kernels need; None: the
+    # engine is not sized by memory (docs/memory-placement.md).
+    memory: ClassVar[EngineMemory | None] = None
+    # Sized on the node by auto-NGL: placement prefers the nodes whose GPUs hold the most of the model.
+    prefers_gpu_share: ClassVar[bool] = False
 
     def arg_name(self, key: str) -> str:
         """An `engine.args` key as `reserved_args` and `refused_args` spell it."""

@@ -60,7 +60,11 @@ def gpu_required_rule(engine: Engine, gpus: int | None) -> RuleResult:
         return RuleResult(False, f"{label} needs at least 1 GPU per replica; resources.gpus is 0")
     if gpus:
         return RuleResult(True, f"{label} gets {gpus} GPU(s) per replica from resources.gpus (tensor parallel {gpus})")
-    return RuleResult(True, f"{label} gets 1 GPU per replica (resources.gpus not set; tensor parallel 1)")
+    return RuleResult(
+        True,
+        f"{label} gets 1 GPU per replica (resources.gpus not set; tensor parallel 1, or more where the memory "
+        "estimate asks for it)",
+    )
 
 
 def gpu_required_needs(gpus: int | None) -> tuple[NodeNeed, ...]:

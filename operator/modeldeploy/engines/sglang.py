@@ -16,6 +16,22 @@ from modeldeploy.engines.args import FlagEngine, flag_args, normalise_flag
 from modeldeploy.engines.base import HOST, PORT, Launch, Metrics, ModelView, NodeNeed, RuleResult
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.formats import ModelFormat
+from modeldeploy.memory.estimate import EngineMemory
+
+# SGLang's memory budget and kernels (docs/memory-placement.md cites each figure): mem-fraction-static
+# defaults by tensor parallel size (python/sglang/srt/server_args.py) and holds the weights and the KV
+# pool; activations and CUDA graphs live in the rest. bfloat16 needs compute capability 8.0, FP8 8.0
+# (Marlin weight-only below 8.9), AWQ 7.5, GPTQ 6.0. Sliding-window layers are counted at the full
+# context (its separate window pool is not the default everywhere): an overestimate at worst.
+MEMORY = EngineMemory(
+    label="SGLang",
+    fraction_arg="mem-fraction-static",
+    fraction_by_tp=((16, 0.79), (8, 0.83), (4, 0.85), (2, 0.87), (1, 0.88)),
+    context_arg="context-length",
+    profiles_activation=False,
+    min_capability={"bf16": (8, 0), "fp8": (8, 0), "awq": (7, 5), "gptq": (6, 0)},
+    sliding_window_pool=False,
+)
 
 # Plain pytorch only (docs/selection.md); gptq/awq/fp8 carry their own quantization.
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {ModelFormat.PYTORCH: ("none",)}
@@ -44,6 +60,7 @@ class SGLang(FlagEngine):
     api_key_unsupported = (
         "SGLang takes its key only on its command line and logs its server arguments, the key included, at start-up"
     )
+    memory = MEMORY
     refused_args = {
         "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",
         "admin-api-key": "puts the key in the Deployment's command line, readable by everyone who can read it",

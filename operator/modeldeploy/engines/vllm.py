@@ -18,6 +18,21 @@ from modeldeploy.engines.base import HOST, PORT, Launch, Metrics, ModelView, Nod
 from modeldeploy.engines.rules import format_rule, gpu_required_needs, gpu_required_rule, quantization_rule
 from modeldeploy.engines.vllm_models import is_vllm_supported
 from modeldeploy.formats import ModelFormat
+from modeldeploy.memory.estimate import EngineMemory
+
+# vLLM's memory budget and kernels (docs/memory-placement.md cites each figure): gpu-memory-utilization
+# defaults to 0.9 (vllm/config CacheConfig); weights, the profiled activation peak and non-torch memory
+# come out of it before the KV cache. bfloat16 needs compute capability 8.0; FP8 runs W8A8 from 8.9 and
+# weight-only through Marlin from 8.0; AWQ from 7.5 (awq_marlin from 8.0); GPTQ from 6.0; FP4 (NVFP4)
+# from 10.0.
+MEMORY = EngineMemory(
+    label="vLLM",
+    fraction_arg="gpu-memory-utilization",
+    fraction_by_tp=((1, 0.9),),
+    context_arg="max-model-len",
+    profiles_activation=True,
+    min_capability={"bf16": (8, 0), "fp8": (8, 0), "awq": (7, 5), "gptq": (6, 0), "fp4": (10, 0)},
+)
 
 # vLLM's quantization conditions from the seed (compared case-insensitively); formats absent here have none.
 QUANTIZATION: dict[ModelFormat, tuple[str, ...]] = {
@@ -64,6 +79,7 @@ class VLLM(FlagEngine):
     # vLLM's own variable: its middleware then asks for the key on /v1 routes only, so /health (the
     # probes) and /metrics (the picker, the autoscaler) stay open (docs/security.md, "API keys").
     api_key_env = "VLLM_API_KEY"
+    memory = MEMORY
     refused_args = {
         "allowed-local-media-path": "lets requests read files of the pod's filesystem as media",
         "api-key": "puts the key in the Deployment's command line, readable by everyone who can read it; "

@@ -17,6 +17,7 @@ from typing import Any
 from modeldeploy.selection.types import Placement
 
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+PREFERRED = "preferredDuringSchedulingIgnoredDuringExecution"
 TERMS = "nodeSelectorTerms"
 _TERM_LISTS = ("matchExpressions", "matchFields")
 _TOLERATION_ORDER = ("key", "operator", "value", "effect", "tolerationSeconds")
@@ -94,6 +95,10 @@ def merge_affinity(user_affinity: Mapping[str, Any] | None, placement: Placement
     if terms:
         required = {**required, TERMS: terms}
         node_affinity = {**node_affinity, REQUIRED: required}
+    if placement.preferred_terms:
+        # The user's preferences first, then the engine's (docs/memory-placement.md, "llama.cpp").
+        preferred = _dedupe([*(node_affinity.get(PREFERRED) or []), *(canonical(t) for t in placement.preferred_terms)])
+        node_affinity = {**node_affinity, PREFERRED: preferred}
     if node_affinity:
         # nodeAffinity first for readability, then the user's other kinds in key order.
         affinity = {

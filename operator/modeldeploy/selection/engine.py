@@ -69,6 +69,7 @@ def judge(
     nodes: Sequence[NodeFacts],
     config: OperatorConfig,
     classes: Sequence[NodeClass] | None = None,
+    listed_bytes: int | None = None,
 ) -> Judgement:
     """Apply every model rule and the node rules of the engine called `name`."""
     engine = registry.get(name)
@@ -78,7 +79,7 @@ def judge(
     args_problem = engine.args_problem(view.args, allow_trust_remote_code=view.allow_trust_remote_code)
     if args_problem:
         results.append(RuleResult(False, args_problem))
-    verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes)
+    verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes, listed_bytes)
     failures = [r.reason for r in results if not r.ok]
     if not verdict.ok:
         failures.extend(verdict.reasons)
@@ -115,6 +116,7 @@ def select_engine(
     current: str | None = None,
     reselect: bool = False,
     classes: Sequence[NodeClass] | None = None,
+    listed_bytes: int | None = None,
 ) -> Decision:
     """Choose the engine for `spec` on `nodes`, explaining every candidate.
 
@@ -122,12 +124,14 @@ def select_engine(
     `reselect` is the `modeldeploy.io/reselect: "true"` annotation, which lets a better engine replace it.
     `classes` is `nodes` grouped by node_classes.group_nodes, when the caller keeps them (the operator
     groups once per change of the node facts); otherwise they are grouped here, once for every engine.
+    `listed_bytes`: the model's files' total from the shared cache's listing (status.model.bytesTotal),
+    which the memory estimate prefers to sizeInBillions (docs/memory-placement.md).
     """
     order, how = engine_order(spec)
     every = registry.listing_order()  # candidates not tried are listed in this order after the tried ones
     if classes is None:
         classes = group_nodes(nodes, config.label_mappings)
-    judged = {e: judge(e, spec, nodes, config, classes) for e in every}
+    judged = {e: judge(e, spec, nodes, config, classes, listed_bytes) for e in every}
     fresh = next((e for e in order if judged[e].eligible), None)
     notes: dict[str, list[str]] = {e: [] for e in every}
     for engine in every:

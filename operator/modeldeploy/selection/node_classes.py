@@ -43,6 +43,9 @@ def shape(node: NodeFacts, mappings: LabelMappings, by_host: bool = False) -> tu
         node.unschedulable,
         node.taints,
         node.label(mappings.gpu_present),
+        node.gpu_memory_mib,  # what memory_fit.py judges
+        node.compute_capability,
+        node.gpu_product,
     )
     if by_host:
         key += (node.name, node.labels)

@@ -23,6 +23,7 @@ from typing import Any
 from modeldeploy.api.v1alpha1 import ModelDeploymentSpec
 from modeldeploy.config import LabelMappings
 from modeldeploy.engines.base import Engine, NodeNeed, Tier
+from modeldeploy.selection.memory_fit import MemoryVerdict, Preference, judge_memory, prefer_gpu_share
 from modeldeploy.selection.node_classes import NodeClass, count_by_text, group_nodes, member_names
 from modeldeploy.selection.nodes import ARCH_LABEL, OS_LABEL
 from modeldeploy.selection.scheduling import (
@@ -121,8 +122,15 @@ class NodeVerdict:
     placement: Placement | None
 
 
-def placement_for(need: NodeNeed, chosen: Sequence[NodeFacts], mappings: LabelMappings) -> Placement:
-    """Label terms, tolerations and GPUs per replica that pin the pods to nodes like `chosen`."""
+def placement_for(
+    need: NodeNeed,
+    chosen: Sequence[NodeFacts],
+    mappings: LabelMappings,
+    memory: MemoryVerdict | None = None,
+    preference: Preference | None = None,
+) -> Placement:
+    """Label terms, tolerations and GPUs per replica that pin the pods to nodes like `chosen`; `memory`
+    adds the GPU memory and compute capability the model needs (selection/memory_fit.py)."""
     if need.tier == Tier.APPLE:
         terms: tuple[dict[str, Any], ...] = (
             {
@@ -144,11 +152,18 @@ def placement_for(need: NodeNeed, chosen: Sequence[NodeFacts], mappings: LabelMa
     if need.tier == Tier.CUDA and chosen and all(n.label(mappings.gpu_present) == "true" for n in chosen):
         # Only when every chosen node carries it; otherwise the GPU resource limit alone finds GPU nodes.
         expressions.append({"key": mappings.gpu_present, "operator": "In", "values": ["true"]})
+    terms = ({"matchExpressions": expressions},)
+    if memory is not None and memory.hosts:
+        fields = [{"key": "metadata.name", "operator": "In", "values": list(memory.hosts)}]
+        terms = ({"matchExpressions": expressions, "matchFields": fields},)
+    elif memory is not None and memory.alternatives:
+        terms = tuple({"matchExpressions": [*expressions, *alt]} for alt in memory.alternatives)
     return Placement(
-        node_selector_terms=({"matchExpressions": expressions},),
+        node_selector_terms=terms,
         tolerations=tier_tolerations(need, mappings),
         gpus=need.gpus if need.tier == Tier.CUDA else 0,
         gpu_resource=mappings.gpu_resource,
+        preferred_terms=preference.terms if preference else (),
     )
 
 
@@ -175,8 +190,12 @@ def evaluate_nodes(
     nodes: Sequence[NodeFacts],
     mappings: LabelMappings,
     classes: Sequence[NodeClass] | None = None,
+    listed_bytes: int | None = None,
 ) -> NodeVerdict:
     """Apply the engine's node rules to every node: the first tier with a usable node wins.
+
+    On CUDA, an engine sized by memory keeps only the nodes that hold the model (memory_fit.py);
+    `listed_bytes` is the model's size from the shared cache's listing, when known.
 
     `classes`: `nodes` grouped by node_classes.group_nodes (without by_host), when the caller has them;
     each class is judged once. A spec that may name hosts is judged node by node.
@@ -193,13 +212,31 @@ def evaluate_nodes(
                 texts = [(p.text, c) for c, p in zip(classes, problems, strict=True) if p]
                 reasons.append(f"no usable node is {need.phrase()} ({count_by_text(texts, len(nodes))})")
             continue
+        memory = None
+        if need.tier == Tier.CUDA:
+            memory = judge_memory(engine, spec, ok, nodes, listed_bytes)
+        if memory is not None and not memory.fitting:
+            held = "; ".join(memory.reasons)
+            return NodeVerdict(
+                False, (*reasons, f"no usable node can hold the model ({need.phrase()}): {held}"), (), None
+            )
+        if memory is not None:
+            ok = list(memory.fitting)
+            need = NodeNeed(need.tier, memory.tp)
         names = member_names(nodes, ok)
         reasons.append(f"{len(names)} of {len(nodes)} nodes can host it ({need.phrase()}): {_names(names)}")
         gpu_reason = engine.gpu_rule_reason(need, spec.resources.gpus, index > 0)
         if gpu_reason:
             reasons.append(gpu_reason)
+        if memory is not None:
+            reasons.extend(memory.reasons)
+        preference = None
+        if need.tier == Tier.CUDA and engine.prefers_gpu_share:
+            preference = prefer_gpu_share(spec, ok, nodes, need.gpus)
+            if preference is not None:
+                reasons.append(preference.reason)
         # Every member of a class carries the representative's gpu_present label (node_classes.shape).
-        placement = placement_for(need, [c.facts for c in ok], mappings)
+        placement = placement_for(need, [c.facts for c in ok], mappings, memory, preference)
         return NodeVerdict(True, tuple(reasons), names, placement)
     # No tier works: say per node why, reporting for each node the tier it came closest to.
     combined = [(_closest_problem(needs, [problems[i] for problems in per_tier]), c) for i, c in enumerate(classes)]

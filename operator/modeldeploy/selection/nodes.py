@@ -18,6 +18,18 @@ from modeldeploy.selection.types import NodeFacts, Taint
 OS_LABEL = "kubernetes.io/os"
 ARCH_LABEL = "kubernetes.io/arch"
 LIST_KINDS = ("List", "NodeList")
+# Labels an admin sets by hand where no discovery runs (docs/memory-placement.md, "Node facts"): the
+# same meaning and units as GPU Feature Discovery's, read after the operator config's labelMappings.
+HAND_MEMORY = "modeldeploy.io/gpu.memory"  # MiB per GPU
+HAND_PRODUCT = "modeldeploy.io/gpu.product"
+HAND_MAJOR = "modeldeploy.io/gpu.compute.major"
+HAND_MINOR = "modeldeploy.io/gpu.compute.minor"
+# AMD's node labeller (k8s-device-plugin) and Intel's GPU plugin with NFD publish memory and product, in
+# their own units; they carry no CUDA compute capability.
+AMD_VRAM = "amd.com/gpu.vram"  # "64G"
+AMD_PRODUCT = "amd.com/gpu.product-name"
+INTEL_MEMORY = "gpu.intel.com/memory.max"  # bytes
+INTEL_PRODUCT = "gpu.intel.com/product"
 
 
 class NodesFileError(ValueError):
@@ -46,6 +58,32 @@ def _gpu_count(labels: Mapping[str, str], allocatable: Mapping[str, Any], mappin
     return 0
 
 
+def _gpu_memory(labels: Mapping[str, str], mappings: LabelMappings) -> tuple[int | None, str | None]:
+    """MiB per GPU and the label that says it in MiB (None when it came from AMD's or Intel's units)."""
+    for key in (mappings.gpu_memory, HAND_MEMORY):
+        value = _int_or_none(labels.get(key))
+        if value:
+            return value, key
+    vram = labels.get(AMD_VRAM, "")
+    if vram[:-1].isdigit() and vram[-1:].upper() in ("G", "M"):
+        return int(vram[:-1]) * (1024 if vram[-1:].upper() == "G" else 1), None
+    intel = _int_or_none(labels.get(INTEL_MEMORY))
+    if intel:
+        return intel // (1024 * 1024), None
+    return None, None
+
+
+def _capability(
+    labels: Mapping[str, str], mappings: LabelMappings
+) -> tuple[tuple[int, int] | None, tuple[str, str] | None]:
+    """CUDA compute capability from GFD's labels (or the hand-set ones) and the labels that say it."""
+    for major_key, minor_key in ((mappings.gpu_compute_major, mappings.gpu_compute_minor), (HAND_MAJOR, HAND_MINOR)):
+        major = _int_or_none(labels.get(major_key))
+        if major is not None:
+            return (major, _int_or_none(labels.get(minor_key)) or 0), (major_key, minor_key)
+    return None, None
+
+
 def _ready(conditions: Sequence[Mapping[str, Any]]) -> bool:
     """True only when the node reports a Ready condition with status True (no condition: not ready)."""
     return any(c.get("type") == "Ready" and str(c.get("status")) == "True" for c in conditions or ())
@@ -64,8 +102,10 @@ def node_facts(node: Mapping[str, Any], mappings: LabelMappings) -> NodeFacts:
     allocatable = status.get("allocatable") or {}
     gpus = _gpu_count(labels, allocatable, mappings)
 
-    major = _int_or_none(labels.get(mappings.gpu_compute_major))
-    minor = _int_or_none(labels.get(mappings.gpu_compute_minor))
+    memory, memory_label = _gpu_memory(labels, mappings) if gpus else (None, None)
+    capability, capability_labels = _capability(labels, mappings) if gpus else (None, None)
+    product = labels.get(mappings.gpu_product) or labels.get(HAND_PRODUCT) or labels.get(AMD_PRODUCT)
+    product = product or labels.get(INTEL_PRODUCT)
     os_name = labels.get(OS_LABEL)
     arch = labels.get(ARCH_LABEL)
     apple = (os_name == "darwin" and arch == "arm64") or labels.get(
@@ -76,14 +116,16 @@ def node_facts(node: Mapping[str, Any], mappings: LabelMappings) -> NodeFacts:
         os=os_name,
         arch=arch,
         gpus=gpus,
-        gpu_memory_mib=_int_or_none(labels.get(mappings.gpu_memory)) if gpus else None,
-        gpu_product=labels.get(mappings.gpu_product) if gpus else None,
-        compute_capability=(major, minor or 0) if gpus and major is not None else None,
+        gpu_memory_mib=memory,
+        gpu_product=product if gpus else None,
+        compute_capability=capability,
         apple_silicon=apple,
         ready=_ready(status.get("conditions") or ()),
         unschedulable=bool(spec.get("unschedulable", False)),
         taints=_taints(spec.get("taints")),
         labels=tuple(sorted(labels.items())),
+        gpu_memory_label=memory_label,
+        compute_labels=capability_labels,
     )
 
 

@@ -35,6 +35,10 @@ class NodeFacts:
     unschedulable: bool
     taints: tuple[Taint, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs, hashable
+    # The labels that gave gpu_memory_mib (in MiB) and compute_capability (major, minor), so placement
+    # can pin by them; None when the fact came from a label no affinity can compare (AMD's "16G").
+    gpu_memory_label: str | None = None
+    compute_labels: tuple[str, str] | None = None
 
     def label(self, key: str) -> str | None:
         """The value of one label, or None."""
@@ -76,6 +80,9 @@ class Placement:
     gpus: int  # nvidia.com/gpu limit per replica; 0 = CPU only
     gpu_resource: str = "nvidia.com/gpu"
     apple_silicon: bool = False
+    # Preferred node-affinity terms (weight, preference): llama.cpp toward the nodes whose GPUs hold the
+    # most of the model (docs/memory-placement.md, "llama.cpp").
+    preferred_terms: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -112,3 +112,20 @@ def test_engine_placement_is_not_mutated() -> None:
     before = repr(placement)
     pod_spec(with_spec(VLLM_SPEC, affinity={"nodeAffinity": {}}), placement)
     assert repr(placement) == before
+
+
+def test_preferred_terms_of_the_placement_follow_the_users() -> None:
+    from modeldeploy.render.scheduling import merge_affinity
+    from modeldeploy.selection.types import Placement
+
+    ours = {
+        "weight": 40,
+        "preference": {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["23033"]}]},
+    }
+    theirs = {"weight": 5, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
+    placement = Placement(node_selector_terms=(), tolerations=(), gpus=1, preferred_terms=(ours,))
+    user = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [theirs]}}
+    merged = merge_affinity(user, placement)
+    assert merged is not None
+    assert merged["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == [theirs, ours]
+    assert merge_affinity(None, Placement(node_selector_terms=(), tolerations=(), gpus=1)) is None

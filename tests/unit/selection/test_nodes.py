@@ -171,3 +171,44 @@ def test_example_node_sets_parse(repo_root: Path, name: str) -> None:
     text = (repo_root / "examples" / "nodes" / name).read_text()
     nodes = facts_from_document(text, MAPPINGS)
     assert nodes and all(n.name and n.os for n in nodes)
+
+
+def test_hand_set_labels_give_memory_and_compute_capability_where_no_discovery_runs() -> None:
+
+    node = node_dict(
+        "gpu-hand",
+        gpus=1,
+        gfd=False,
+        labels={
+            "modeldeploy.io/gpu.memory": "40960",
+            "modeldeploy.io/gpu.product": "A100-PCIE-40GB",
+            "modeldeploy.io/gpu.compute.major": "8",
+            "modeldeploy.io/gpu.compute.minor": "0",
+        },
+    )
+    got = node_facts(node, LabelMappings())
+    assert got.gpu_memory_mib == 40960 and got.gpu_memory_label == "modeldeploy.io/gpu.memory"
+    assert got.compute_capability == (8, 0)
+    assert got.compute_labels == ("modeldeploy.io/gpu.compute.major", "modeldeploy.io/gpu.compute.minor")
+    assert got.gpu_product == "A100-PCIE-40GB"
+
+
+def test_amd_and_intel_memory_labels_are_read_but_not_pinned_by() -> None:
+
+    amd = node_facts(
+        node_dict("amd", gpus=1, gfd=False, labels={"amd.com/gpu.vram": "192G", "amd.com/gpu.product-name": "MI300X"}),
+        LabelMappings(),
+    )
+    assert (amd.gpu_memory_mib, amd.gpu_memory_label, amd.gpu_product) == (192 * 1024, None, "MI300X")
+    assert amd.compute_capability is None
+    intel = node_facts(
+        node_dict("intel", gpus=1, gfd=False, labels={"gpu.intel.com/memory.max": str(48 * 1024**3)}), LabelMappings()
+    )
+    assert intel.gpu_memory_mib == 48 * 1024 and intel.gpu_memory_label is None
+
+
+def test_gfd_labels_record_which_labels_gave_the_facts() -> None:
+
+    got = node_facts(node_dict("gpu", gpus=1), LabelMappings())
+    assert got.gpu_memory_label == "nvidia.com/gpu.memory"
+    assert got.compute_labels == ("nvidia.com/gpu.compute.major", "nvidia.com/gpu.compute.minor")

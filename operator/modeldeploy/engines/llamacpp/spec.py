@@ -34,6 +34,7 @@ class LlamaCpp(Engine):
     image_key = "llamacpp"
     formats = frozenset({ModelFormat.GGUFV2})
     auto_rank = 1
+    prefers_gpu_share = True
     # The entrypoint turns endpoint_metrics on unless engine.args turns it off (tests/engine measures the gauges).
     metrics = Metrics(port=PORT, load=("llamacpp:requests_processing", "llamacpp:requests_deferred"))
     runs_as_non_root = True
