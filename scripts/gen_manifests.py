@@ -4,7 +4,8 @@
 The chart is the one source: deploy/ is `helm template` of charts/modeldeploy with its default values,
 plus the chart's CRDs and a Namespace labelled for the restricted Pod Security Standard. The output is
 committed; tests/unit/chart/test_deploy_manifests.py fails when it is stale. The ModelDeployment CRD is
-first copied from crds/ (what `modeldeploy crd` generates) into the chart's crds/.
+first copied from crds/ (what `modeldeploy crd` generates) into the chart's crds/, and the admission
+policy's spec is written to the chart's files/ (operator/modeldeploy/api/admission.py).
 
     .venv/bin/python scripts/gen_manifests.py            # write deploy/
     .venv/bin/python scripts/gen_manifests.py --check    # exit 1 when deploy/ is stale
@@ -24,6 +25,8 @@ CHART = REPO / "charts" / "modeldeploy"
 DEPLOY = REPO / "deploy"
 ROOT_CRD = REPO / "crds" / "modeldeploy.io_modeldeployments.yaml"
 CHART_CRD = CHART / "crds" / ROOT_CRD.name
+# The ValidatingAdmissionPolicy's spec, generated from the API (operator/modeldeploy/api/admission.py).
+CHART_ADMISSION = CHART / "files" / "admission-policy.yaml"
 RELEASE = "modeldeploy"
 NAMESPACE = "modeldeploy-system"
 
@@ -97,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if chart_crd_stale:
         CHART_CRD.write_text(ROOT_CRD.read_text())
+    from modeldeploy.api.admission import policy_spec_yaml
+
+    admission = policy_spec_yaml()
+    if not CHART_ADMISSION.is_file() or CHART_ADMISSION.read_text() != admission:
+        if args.check:
+            print(f"{CHART_ADMISSION.relative_to(REPO)} is stale: run scripts/gen_manifests.py", file=sys.stderr)
+            return 1
+        CHART_ADMISSION.parent.mkdir(parents=True, exist_ok=True)
+        CHART_ADMISSION.write_text(admission)
     files = generate(_helm())
     if args.check:
         bad = stale(files)

@@ -83,11 +83,16 @@ def one_line(exc: BaseException) -> str:
 
 def _decide(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     """(ModelDeployment, Decision) for each document of `-f`."""
+    from modeldeploy.api.policy import refusal
     from modeldeploy.selection.engine import select_engine
     from modeldeploy.selection.nodes import node_facts
 
     config = _load_config(args.config)
     mds = load_model_deployments(args.filename)
+    for md in mds:  # docs/security.md, "Pod policy": the operator refuses the same spec in status
+        refused = refusal(md.spec, config)
+        if refused is not None:
+            raise UserInputError(f"{args.filename}: {md.metadata.name}: {refused}")
     facts = [node_facts(n, config.label_mappings) for n in _read_nodes(args.nodes)]
     return [(md, select_engine(md.spec, facts, config)) for md in mds]
 

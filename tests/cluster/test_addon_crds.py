@@ -46,7 +46,7 @@ from modeldeploy.selection.nodes import facts_from_document
 from modeldeploy_dev import BuildError, LocalCluster, addon_crds, ensure_binaries
 from modeldeploy_dev.nodes import FakeKubelet, create_node, is_ready, load_node_set
 from tests.cluster.test_operator import OperatorProcess, eventually
-from tests.support.chart import by_kind, template
+from tests.support.chart import operator_roles, template
 from tests.support.tools import ensure_helm, unavailable
 
 # No pytest timeout: the first run on a fresh machine builds the control plane inside the fixture (minutes);
@@ -469,7 +469,7 @@ def test_the_charts_rbac_lets_the_operator_create_the_pickers_role(kube: Kube) -
     """Under the chart's own ClusterRole (gateway on), the operator creates `<name>-epp`'s Role: the
     apiserver's escalation check passes only because the chart grants it every right that Role grants."""
     _install_md_crd(kube)
-    (chart_role,) = by_kind(template(ensure_helm(), "--set", "config.gateway.name=inference"), "ClusterRole")
+    (chart_role,) = operator_roles(template(ensure_helm(), "--set", "config.gateway.name=inference"))
     account = "chart-operator"
     kube.request("POST", f"/api/v1/namespaces/{NS}/serviceaccounts", body={"metadata": {"name": account}})
     rbac = "/apis/rbac.authorization.k8s.io/v1"

@@ -28,3 +28,15 @@ def template(helm: Path, *args: str, release: str = "md", namespace: str = NAMES
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
+
+
+AGGREGATE_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def operator_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ClusterRoles the operator runs with: not those that add ModelDeployments to edit/admin/view."""
+    return [
+        o
+        for o in by_kind(objects, "ClusterRole")
+        if not any(k.startswith(AGGREGATE_LABEL) for k in (o["metadata"].get("labels") or {}))
+    ]

@@ -72,5 +72,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .storageClassName }}{{ $_ := set $cache "storageClassName" .storageClassName }}{{ end }}
 {{- $_ := set $config "modelCache" $cache }}
 {{- end }}
+{{- with .Values.config.policy }}{{ $_ := set $config "policy" . }}{{ end }}
 {{- toYaml $config }}
 {{- end }}

@@ -68,6 +68,14 @@ GPU_ENV_ALLOWED_TEXT = (
 )
 
 
+def policed(key: str) -> str:
+    """The end of a pod-shaping field's description (docs/security.md, "Pod policy" and "Admission")."""
+    return (
+        f" The operator's policy may refuse it (config.policy.{key}); setting it needs the right to create pods "
+        "in the namespace (docs/security.md)."
+    )
+
+
 def _one_of(allowed: tuple[str, ...]) -> str:
     """'a', 'b' or 'c': how pydantic words a Literal, so engine names read like every other enum error."""
     quoted = [repr(a) for a in allowed]
@@ -207,7 +215,8 @@ class ModelSource(_Model):
         "URI's scheme (HF_TOKEN, HUGGING_FACE_HUB_TOKEN, MODELSCOPE_API_TOKEN, HTTP_BEARER_TOKEN, "
         "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION, "
         "AWS_DEFAULT_REGION) are given to it as environment variables, never rendered into args; a token is "
-        "never sent over plain http:// but to loopback. Part of the shared cache's name (docs/security.md).",
+        "never sent over plain http:// but to loopback. Part of the shared cache's name (docs/security.md)."
+        + policed("credentialsSecrets"),
     )
     abilities: list[Ability] = Field(
         default_factory=lambda: list[Ability](["chat"]),
@@ -345,7 +354,10 @@ class CacheSpec(_Model):
     """Where weights are kept between restarts. Exactly one of pvc, emptyDir or shared."""
 
     pvc: str | None = Field(
-        default=None, pattern=DNS1123, description="Name of an existing PersistentVolumeClaim to cache weights in."
+        default=None,
+        pattern=DNS1123,
+        description="Name of an existing PersistentVolumeClaim to cache weights in (mounted read-write)."
+        + policed("claims"),
     )
     empty_dir: EmptyDirCache | None = Field(default=None, description="Cache in an emptyDir volume.")
     shared: SharedCache | None = Field(
@@ -384,7 +396,9 @@ class AuthSpec(_Model):
 
 
 class ModelDeploymentSpec(_Model):
-    """The desired model deployment."""
+    """The desired model deployment. Creating one runs pods in its namespace under the operator's identity;
+    the fields that shape those pods need the operator's policy and the right to create pods
+    (docs/security.md)."""
 
     model: ModelSource = Field(description="The model and where its weights are.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine choice and parameters.")
@@ -397,32 +411,46 @@ class ModelDeploymentSpec(_Model):
     images: dict[ImageKey, str] = Field(
         default_factory=dict,
         description="Per-engine image overrides for this deployment (keys vllm, sglang, llamacpp, "
-        "transformers, mlx, ngl, fetch).",
+        "transformers, mlx, ngl, fetch)." + policed("images"),
     )
     cache: CacheSpec | None = Field(
         default=None, description="Where weights are kept between restarts (default: an emptyDir)."
     )
     node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Added to the engine's own node requirements (never replaces them)."
+        default_factory=dict,
+        description="Added to the engine's own node requirements (never replaces them)." + policed("nodeLabelKeys"),
     )
     tolerations: list[Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]] = Field(
         default_factory=list,
-        description="Tolerations (as in a PodSpec), added to those the engine needs.",
+        description="Tolerations (as in a PodSpec), added to those the engine needs." + policed("tolerationKeys"),
     )
     affinity: Annotated[dict[str, Any] | None, Field(json_schema_extra=PRESERVE)] = Field(
         default=None,
-        description="Affinity (as in a PodSpec); its required node terms are combined with the engine's.",
+        description="Affinity (as in a PodSpec); its required node terms are combined with the engine's."
+        + policed("nodeLabelKeys"),
     )
     env: list[Annotated[dict[str, Any], Field(json_schema_extra=PRESERVE)]] = Field(
         default_factory=list,
         max_length=ENV_MAX_ITEMS,
         description="Environment variables (as in a container spec) for the engine. NVIDIA_* and "
-        "CUDA_VISIBLE_DEVICES are refused: the operator sets them to isolate GPUs (use resources.gpus).",
+        "CUDA_VISIBLE_DEVICES are refused: the operator sets them to isolate GPUs (use resources.gpus). A "
+        "valueFrom.secretKeyRef needs the operator's policy (config.policy.envSecrets) and the right to create "
+        "pods in the namespace (docs/security.md).",
     )
-    pod_annotations: dict[str, str] = Field(default_factory=dict, description="Annotations added to the pods.")
-    pod_labels: dict[str, str] = Field(default_factory=dict, description="Labels added to the pods.")
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="Annotations added to the pods. Setting them needs the right to create pods in the namespace "
+        "(docs/security.md).",
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels added to the pods (the operator's own win)." + policed("podLabelKeys"),
+    )
     service_account_name: str | None = Field(
-        default=None, pattern=DNS1123, description="ServiceAccount the model pods run as."
+        default=None,
+        pattern=DNS1123,
+        description="ServiceAccount the model pods run as (its token is mounted in them)."
+        + policed("serviceAccountNames"),
     )
     auth: AuthSpec | None = Field(
         default=None,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modeldeploy import __version__
+from modeldeploy.config.policy import PodPolicy
 from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 
 DEFAULT_REGISTRY = "ghcr.io/modeldeploy"
@@ -107,6 +108,11 @@ class OperatorConfig(_Model):
         "a proxy (HTTPS_PROXY). Secrets belong in model.credentialsSecret, not here.",
     )
     model_cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
+    policy: PodPolicy = Field(
+        default_factory=PodPolicy,
+        description="What a ModelDeployment may put in its pods: images, ServiceAccount, claims, Secrets, "
+        'tolerations, node keys, pod labels (docs/security.md, "Pod policy").',
+    )
 
     def image_for(self, key: str, overrides: dict[str, str] | None = None) -> str:
         """The image for `key`, a per-deployment override first, then this config, then the default."""

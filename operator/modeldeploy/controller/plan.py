@@ -7,8 +7,8 @@ watches show into a `Plan` for execute.py, the one module that writes. Rendered 
 back: what the plan needs of them (kind, name, hash, labels) is kept beside them (`ChildPlan`).
 
 The rules that protect running workloads (docs/selection.md):
-- a spec only the operator can refuse, or no eligible engine: nothing is applied; the Deployment, when
-  there is one, is left exactly as it is (never deleted or replaced);
+- a spec only the operator can refuse (its pod policy included), or no eligible engine: nothing is
+  applied; the Deployment, when there is one, is left exactly as it is (never deleted or replaced);
 - the running engine is kept while it stays possible (`current`), unless the spec changed (generation
   moved since the status was written) or `modeldeploy.io/reselect: "true"` asks for a fresh choice;
 - the running engine became impossible: the Deployment is kept and the status turns Degraded.
@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modeldeploy.api.conditions import Condition
+from modeldeploy.api.policy import refusal
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import model_cache, scaling
@@ -31,7 +32,7 @@ from modeldeploy.controller.apply import AppliedMemory, with_hash
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.routing import older_route
-from modeldeploy.controller.status import INVALID_SPEC
+from modeldeploy.controller.status import INVALID_SPEC, REFUSED_BY_POLICY
 from modeldeploy.controller.views import ChildView, DeploymentView, PodView, digest
 from modeldeploy.engines import registry
 from modeldeploy.loader import describe_validation_error
@@ -277,7 +278,10 @@ def decide(
     objects: tuple[tuple[dict[str, Any], str], ...] = ()
     extra: tuple[Condition, ...] = ()
     problem: Problem | None = (INVALID_SPEC, invalid) if invalid else None
-    if md is not None:
+    refused = refusal(md.spec, config) if md is not None else None
+    if refused is not None:
+        problem = (REFUSED_BY_POLICY, refused)  # docs/security.md, "Pod policy": nothing is selected or applied
+    elif md is not None:
         decision = select_engine(
             md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes
         )

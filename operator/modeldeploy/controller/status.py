@@ -6,7 +6,7 @@ keeps a quiet cluster quiet (no resourceVersion churn, no watch events for GitOp
 
 Conditions (docs/api.md), with kstatus semantics so Argo CD and Flux read health without custom code:
 - `EngineSelected`: the selection for the current generation found an engine (False: NoEligibleEngine,
-  InvalidSpec, EngineNoLongerPossible).
+  InvalidSpec, RefusedByPolicy, EngineNoLongerPossible).
 - `Ready`: the Deployment for the current spec is rolled out and its replicas are ready.
 - `Progressing`: True while the Deployment rolls out.
 - `Degraded`: True when something is wrong but the workload is kept (EngineNoLongerPossible, a rollout
@@ -50,6 +50,7 @@ ABNORMAL_TRUE = frozenset({RECONCILING, STALLED})  # written only while True (ks
 # Reasons users and tests match on.
 NO_ELIGIBLE_ENGINE = "NoEligibleEngine"
 INVALID_SPEC = "InvalidSpec"
+REFUSED_BY_POLICY = "RefusedByPolicy"  # the operator's pod policy (docs/security.md, "Pod policy")
 ENGINE_NO_LONGER_POSSIBLE = "EngineNoLongerPossible"
 LLAMACPP_CONFIG_RISK = "LlamaCppConfigRisk"
 
@@ -106,8 +107,8 @@ class Observation:
     """Everything one reconcile learned, the input of `compute_status`.
 
     `problem` is what stopped this generation from being applied: (reason, message) for a spec only the
-    operator can refuse (InvalidSpec) or an apply the apiserver refused. The Deployment, when one exists,
-    is the one running now (just applied, or left as it was). `retrying` says the apply failed for a
+    operator can refuse (InvalidSpec, RefusedByPolicy) or an apply the apiserver refused. The Deployment,
+    when one exists, is the one running now (just applied, or left as it was). `retrying` says the apply failed for a
     reason that may pass on its own (5xx, 429, a timeout, a webhook that is down): kstatus Reconciling,
     not Stalled, since the operator keeps trying with backoff.
     """
@@ -135,8 +136,8 @@ def desired_conditions(obs: Observation) -> list[Condition]:
     kept = "; the running Deployment is left as it is" if dep is not None else ""
 
     # EngineSelected: did this generation get an engine?
-    if obs.problem is not None and obs.problem[0] == INVALID_SPEC:
-        selected = _condition(ENGINE_SELECTED, False, INVALID_SPEC, obs.problem[1] + kept)
+    if obs.problem is not None and obs.problem[0] in (INVALID_SPEC, REFUSED_BY_POLICY):
+        selected = _condition(ENGINE_SELECTED, False, obs.problem[0], obs.problem[1] + kept)
     elif decision is None:
         selected = _condition(ENGINE_SELECTED, False, INVALID_SPEC, "the spec could not be read" + kept)
     elif decision.current_impossible:

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from modeldeploy.config import OperatorConfig
-from tests.support.chart import CHART, by_kind, run_helm, template
+from tests.support.chart import CHART, by_kind, operator_roles, run_helm, template
 
 TOGGLES = ("-f", str(CHART / "ci" / "autoscaling-values.yaml"))
 
@@ -61,7 +61,7 @@ def test_toggles_reach_the_operator_and_render_one_podmonitor_per_engine(helm: P
 
 
 def test_rbac_covers_the_autoscaling_and_routing_kinds(helm: Path) -> None:
-    (role,) = by_kind(template(helm), "ClusterRole")
+    (role,) = operator_roles(template(helm))
     granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     for pair in [
         ("keda.sh", "scaledobjects"),

@@ -11,7 +11,7 @@ import yaml
 
 from modeldeploy.config import LabelMappings, OperatorConfig, default_images, load_config
 from modeldeploy.engines import registry
-from tests.support.chart import CHART, NAMESPACED_VALUES, REPO, by_kind, run_helm
+from tests.support.chart import CHART, NAMESPACED_VALUES, REPO, by_kind, operator_roles, run_helm
 
 NAMESPACED = ("-f", str(NAMESPACED_VALUES))
 WATCHED = ["team-a", "team-b"]
@@ -69,17 +69,24 @@ def test_include_crds_renders_all_three(render) -> None:
 # --- rendering ----------------------------------------------------------------------------------------
 
 
+ADMISSION_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
 def test_default_render_is_cluster_wide_single_replica(render) -> None:
     objects = render()
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == [
         "ClusterRole",
+        "ClusterRole",  # ModelDeployments in the default edit/admin roles
+        "ClusterRole",  # and in view
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     deployment = _deployment(objects)
     assert deployment["spec"]["replicas"] == 1
@@ -106,7 +113,7 @@ def test_default_render_is_cluster_wide_single_replica(render) -> None:
     (service,) = by_kind(objects, "Service")
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
     for obj in objects:
-        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding", *ADMISSION_KINDS):
             assert obj["metadata"]["namespace"] == "modeldeploy-system", obj["kind"]
 
 
@@ -154,6 +161,7 @@ def test_optional_objects_can_be_turned_off(render) -> None:
         "serviceAccount.create=false",
         "serviceAccount.name=existing",
         "rbac.create=false",
+        "admissionPolicy.enabled=false",
     ]
     objects = render("--set", ",".join(settings))
     assert sorted(o["kind"] for o in objects) == ["ConfigMap", "Deployment"]
@@ -368,14 +376,14 @@ def _grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(render) -> None:
-    (role,) = by_kind(render(), "ClusterRole")
+    (role,) = operator_roles(render())
     assert _grants(role) == {**CLUSTER_READS, **NAMESPACED_RULES}
     (binding,) = by_kind(render(), "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "md-modeldeploy", "namespace": "modeldeploy-system"}
     ]
-    (peered,) = by_kind(render("--set", "replicas=2"), "ClusterRole")
+    (peered,) = operator_roles(render("--set", "replicas=2"))
     assert _grants(peered) == {
         **CLUSTER_READS,
         **NAMESPACED_RULES,
@@ -385,7 +393,7 @@ def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(render) -> None:
 
 def test_namespaced_rbac_grants_workloads_only_in_watched_namespaces(render) -> None:
     objects = render(*NAMESPACED)
-    (cluster_role,) = by_kind(objects, "ClusterRole")
+    (cluster_role,) = operator_roles(objects)
     assert _grants(cluster_role) == {**CLUSTER_READS, ("", "namespaces"): {"list", "watch"}}
     for role in by_kind(objects, "Role"):
         assert _grants(role) == {**NAMESPACED_RULES, ("kopf.dev", "kopfpeerings"): {"list", "watch", "patch"}}
@@ -396,7 +404,7 @@ def test_namespaced_rbac_grants_workloads_only_in_watched_namespaces(render) -> 
 
 @pytest.mark.parametrize("values", [(), NAMESPACED], ids=["default", "namespaced"])
 def test_rbac_has_no_dangerous_grants(render, values: tuple[str, ...]) -> None:
-    for role in by_kind(render(*values), "ClusterRole") + by_kind(render(*values), "Role"):
+    for role in operator_roles(render(*values)) + by_kind(render(*values), "Role"):
         for (group, resource), verbs in _grants(role).items():
             assert "*" not in verbs and resource != "*" and group != "*"
             assert resource not in ("secrets", "pods/exec", "serviceaccounts/token", "clusterroles")
@@ -425,7 +433,7 @@ EPP_EXTRA = {
 def test_a_gateway_adds_exactly_what_the_endpoint_picker_needs(render) -> None:
     from modeldeploy.scaling.epp import EPP_RULES
 
-    (role,) = by_kind(render(*GATEWAY), "ClusterRole")
+    (role,) = operator_roles(render(*GATEWAY))
     grants = _grants(role)
     expected = {**CLUSTER_READS, **NAMESPACED_RULES}
     for key, verbs in EPP_EXTRA.items():
@@ -436,7 +444,7 @@ def test_a_gateway_adds_exactly_what_the_endpoint_picker_needs(render) -> None:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 assert set(rule["verbs"]) <= grants[(group, resource)], (group, resource)
-    (off,) = by_kind(render(*GATEWAY, "--set", "config.gateway.endpointPicker.deploy=false"), "ClusterRole")
+    (off,) = operator_roles(render(*GATEWAY, "--set", "config.gateway.endpointPicker.deploy=false"))
     assert _grants(off) == {**CLUSTER_READS, **NAMESPACED_RULES}
     for namespaced in by_kind(render(*GATEWAY, *NAMESPACED), "Role"):
         assert set(EPP_RULES[0]["verbs"]) <= _grants(namespaced)[("", "pods")]
