@@ -37,6 +37,7 @@ POD_SHAPING_FIELDS: tuple[tuple[str, str, str, str], ...] = (
         "has({o}.spec.model.credentialsSecret)",
         "{o}.spec.model.credentialsSecret",
     ),
+    ("auth", "spec.auth", "has({o}.spec.auth)", "{o}.spec.auth"),
     (
         "envValueFrom",
         "spec.env[].valueFrom",
@@ -68,7 +69,7 @@ POD_SHAPING_FIELDS: tuple[tuple[str, str, str, str], ...] = (
 CAN_CREATE_PODS = "authorizer.group('').resource('pods').namespace(object.metadata.namespace).check('create').allowed()"
 MESSAGE = (
     "setting or changing a field of a ModelDeployment that shapes its pods (images, serviceAccountName, "
-    "cache.pvc, a pvc:// uri, credentialsSecret, env valueFrom, tolerations, nodeSelector, affinity, podLabels, "
+    "cache.pvc, a pvc:// uri, credentialsSecret, auth, env valueFrom, tolerations, nodeSelector, affinity, podLabels, "
     "podAnnotations) needs the right to create pods in its namespace (docs/security.md, Admission)"
 )
 

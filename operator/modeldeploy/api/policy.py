@@ -71,6 +71,9 @@ def _secrets(spec: ModelDeploymentSpec, policy: PodPolicy) -> Iterator[str]:
     secret = spec.model.credentials_secret
     if secret and not policy.credentials_secrets.permits(secret):
         yield _not_allowed(f"model.credentialsSecret names Secret {secret!r}", "credentialsSecrets")
+    if spec.auth is not None and not policy.api_key_secrets.permits(spec.auth.api_key_secret.name):
+        name = spec.auth.api_key_secret.name
+        yield _not_allowed(f"spec.auth.apiKeySecret names Secret {name!r}", "apiKeySecrets")
     for i, item in enumerate(spec.env):
         ref = _mapping(_mapping(item.get("valueFrom")).get("secretKeyRef"))
         if ref:

@@ -455,7 +455,7 @@ class ModelDeploymentSpec(_Model):
     auth: AuthSpec | None = Field(
         default=None,
         description='Require an API key from clients, read from a Secret (docs/security.md, "API keys"). '
-        "Unset: the model server answers anyone who can reach it.",
+        "Unset: the model server answers anyone who can reach it." + policed("apiKeySecrets"),
     )
 
     @field_validator("env")

@@ -76,6 +76,11 @@ class PodPolicy(_Model):
         description="Secrets model.credentialsSecret may name (given to the operator's fetcher only, and "
         "sent to the model's source).",
     )
+    api_key_secrets: Names = Field(
+        default_factory=lambda: _names(["*"]),
+        description="Secrets spec.auth.apiKeySecret may name (the key reaches the model server only, which "
+        "compares it with what clients send).",
+    )
     toleration_keys: Names = Field(
         default_factory=lambda: _names(["*"], REFUSED_TOLERATION_KEYS),
         description="Taint keys spec.tolerations may tolerate; the empty key is a toleration without a key "

@@ -130,6 +130,14 @@ def test_claims_of_pvc_uris_and_credentials_secrets_follow_their_rules() -> None
     assert "model.credentialsSecret names Secret 'hf-token'" in (refusal(creds, narrowed) or "")
 
 
+def test_the_api_key_secret_follows_its_rule() -> None:
+    keyed = spec_of(auth={"apiKeySecret": {"name": "model-keys", "key": "api-key"}})
+    assert refusal(keyed, OperatorConfig()) is None  # allowed by default: only the model server gets the key
+    narrowed = config_with({"apiKeySecrets": {"allowed": ["serving-*"], "refused": []}})
+    assert "spec.auth.apiKeySecret names Secret 'model-keys'" in (refusal(keyed, narrowed) or "")
+    assert refusal(spec_of(auth={"apiKeySecret": {"name": "serving-keys", "key": "k"}}), narrowed) is None
+
+
 def test_the_operators_own_images_pass_and_patterns_match_prefixes_and_digests() -> None:
     own = {"llamacpp": default_image("llamacpp"), "fetch": "mirror.internal/fetch:1"}
     config = OperatorConfig.model_validate({"images": {"fetch": "mirror.internal/fetch:1"}})
@@ -180,6 +188,7 @@ def test_every_policed_field_is_one_the_admission_policy_guards() -> None:
         "spec.cache.pvc",
         "spec.model.uri (pvc://)",
         "spec.model.credentialsSecret",
+        "spec.auth",
         "spec.env[].valueFrom",
         "spec.tolerations",
         "spec.nodeSelector",
