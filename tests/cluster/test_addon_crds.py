@@ -381,7 +381,7 @@ def test_a_second_modeldeployment_serving_the_same_model_name_is_not_routed(kube
     assert kube.get(f"{routes}/team-a") is not None
     routed = _conditions(kube, "team-b")["Routed"]
     assert (routed["status"], routed["reason"]) == ("False", "ModelNameConflict")
-    assert f"by ModelDeployment {NS}/team-a" in routed["message"]
+    assert "by ModelDeployment team-a, created earlier" in routed["message"]  # same namespace: named
     assert kube.get(f"{routes}/team-b") is None
     assert kube.get(f"/apis/inference.networking.k8s.io/v1/namespaces/{NS}/inferencepools/team-b") is not None
 
@@ -419,7 +419,8 @@ def test_the_operator_hands_a_model_name_to_the_next_once_the_older_goes(
 
         def yielded() -> bool:
             routed = _conditions(kube, "op-newer").get("Routed") or {}
-            return routed.get("reason") == "ModelNameConflict" and f"{NS}/op-older" in routed.get("message", "")
+            message = routed.get("message", "")
+            return routed.get("reason") == "ModelNameConflict" and "ModelDeployment op-older" in message
 
         eventually(yielded, "Routed=False ModelNameConflict on the newer", timeout=90)
         assert kube.get(f"{routes}/op-newer") is None

@@ -30,7 +30,7 @@ from modeldeploy.controller import model_cache, scaling
 from modeldeploy.controller.apply import AppliedMemory, with_hash
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
-from modeldeploy.controller.routing import older_route
+from modeldeploy.controller.routing import refused_route
 from modeldeploy.controller.status import INVALID_SPEC
 from modeldeploy.controller.views import ChildView, DeploymentView, PodView, digest
 from modeldeploy.engines import registry
@@ -380,7 +380,7 @@ def plan(
     planned, made = decide(body, status, world, config, memory, key, crds)
     reported = [c.reported for (kind, _), c in world.others.items() if kind == "ScaledObject" and c.view.name == name]
     conditions = with_keda_status(planned.extra_conditions, reported[0] if reported else ())
-    conditions, routed_by = older_route(body, world.rivals, config, conditions)  # another holds the name: no route
+    conditions, no_route = refused_route(body, world.rivals, config, conditions)  # name not granted, or held
     steps: list[Step] = []
     cache: ModelDeployment | None = None
     live: dict[Any, ChildView | None] = {}
@@ -390,7 +390,7 @@ def plan(
         children = planned.children
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:
             cache = planned.md  # docs/model-cache.md: the Deployment waits for the weights
-        if routed_by is not None:
+        if no_route:
             children = tuple(c for c in children if c.kind != "HTTPRoute")
             if ("HTTPRoute", name) in world.others:
                 steps.append(Step(Mode.DELETE, "HTTPRoute", name))
