@@ -340,7 +340,8 @@ class Plan:
     `steps`: the children to apply and the objects to delete, in order. `cache`: the parsed spec when it
     uses the shared model cache, whose objects execute.py creates once (its claim, ServiceAccount, Role,
     RoleBinding and Jobs, modelcache/plan.py) and whose state holds the Deployment back until the
-    weights are ready. `prune`: remove our autoscaling/routing objects this rendering no longer has.
+    weights are ready. `prune`: remove our autoscaling/routing objects and NetworkPolicies this rendering
+    no longer has.
     """
 
     key: Key
@@ -363,6 +364,13 @@ class Plan:
     @property
     def deletes(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.mode == Mode.DELETE)
+
+
+def stale_policies(world: World, planned: Planned) -> bool:
+    """Whether the watches show a NetworkPolicy of ours this plan does not render (the operator config
+    switched them off, or the picker went): execute.py's prune removes it."""
+    rendered = {(c.kind, c.name) for c in planned.children}
+    return any(kind == "NetworkPolicy" and (kind, name) not in rendered for kind, name in world.others)
 
 
 def plan(
@@ -404,7 +412,7 @@ def plan(
         steps=tuple(steps),
         conditions=conditions,
         cache=cache,
-        prune=bool(planned.extra_conditions) or scaling.had_scaling(status),
+        prune=bool(planned.extra_conditions) or scaling.had_scaling(status) or stale_policies(world, planned),
         crds=crds,
         live=live,
         cache_seen=world.cache,

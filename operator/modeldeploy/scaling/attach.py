@@ -61,5 +61,6 @@ def with_scaling(
         settings=config.autoscaling,
         gateway=config.gateway,
         engine=engine,
+        network=config.network_policies,
     )
     return objects + extra, plan

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modeldeploy.config.network import NetworkPolicySettings
 from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 from modeldeploy.scaling.epp import epp_name, epp_objects
 from modeldeploy.scaling.plan import ScalingPlan
@@ -224,6 +225,7 @@ def scaling_objects(
     settings: AutoscalingSettings,
     gateway: GatewaySettings,
     engine: str = "",
+    network: NetworkPolicySettings | None = None,
 ) -> list[dict[str, Any]]:
     """Every object the plan asks for, in a fixed order (the pool's endpoint picker after the route)."""
     out: list[dict[str, Any]] = []
@@ -236,5 +238,5 @@ def scaling_objects(
     if plan.route:
         out.append(inference_pool(meta, selector, port, gateway))
         out.append(http_route(meta, served_name, plan, gateway, settings))
-        out.extend(epp_objects(meta, engine, gateway))
+        out.extend(epp_objects(meta, engine, gateway, network))
     return out
