@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["json", "table"], default="table")
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("render", help="print the Deployment and Service the operator would apply")
+    p = sub.add_parser("render", help="print the Deployment, Service and NetworkPolicy the operator would apply")
     decision_args(p)
     p.add_argument(
         "--addons",

@@ -381,7 +381,7 @@ def test_a_second_modeldeployment_serving_the_same_model_name_is_not_routed(kube
     assert kube.get(f"{routes}/team-a") is not None
     routed = _conditions(kube, "team-b")["Routed"]
     assert (routed["status"], routed["reason"]) == ("False", "ModelNameConflict")
-    assert f"by ModelDeployment {NS}/team-a" in routed["message"]
+    assert "by ModelDeployment team-a, created earlier" in routed["message"]  # same namespace: named
     assert kube.get(f"{routes}/team-b") is None
     assert kube.get(f"/apis/inference.networking.k8s.io/v1/namespaces/{NS}/inferencepools/team-b") is not None
 
@@ -392,6 +392,63 @@ def test_a_second_modeldeployment_serving_the_same_model_name_is_not_routed(kube
     assert route is not None
     match = route["spec"]["rules"][0]["matches"][0]["headers"][0]
     assert match["value"] == "shared-chat"
+
+
+NETPOL = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+
+
+def test_reconcile_applies_the_network_policies_and_removes_them_when_switched_off(kube: Kube) -> None:
+    """docs/security.md, "NetworkPolicies": the model's and the picker's policies exist with the selectors and
+    ports rendered, owned by the ModelDeployment; switched off in the operator config, the operator deletes
+    them and nothing else. (No CNI here enforces NetworkPolicies: the objects are checked, not the traffic.)"""
+    _install_md_crd(kube)
+    forget_discovery()
+    gateway = GatewaySettings(name="inference", namespace="gateways")
+    kube.request("POST", MD_PATH, body=_md("guarded", None))
+    _reconcile(kube, "guarded", OperatorConfig(gateway=gateway))
+    uid = kube.get(f"{MD_PATH}/guarded")["metadata"]["uid"]
+
+    model = kube.get(f"{NETPOL}/guarded")
+    assert model is not None and model["metadata"]["ownerReferences"][0]["uid"] == uid
+    deployment = kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/guarded")
+    assert model["spec"]["podSelector"] == deployment["spec"]["selector"]
+    assert model["spec"]["policyTypes"] == ["Ingress"]  # the pod's fetcher downloads: egress open
+    (rule,) = model["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    assert rule["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateways"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    picker = kube.get(f"{NETPOL}/guarded-epp")
+    epp = kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/guarded-epp")
+    assert picker is not None and picker["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert picker["spec"]["podSelector"] == epp["spec"]["selector"]
+    grpc, metrics = picker["spec"]["ingress"]
+    assert grpc == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateways"}}}],
+        "ports": [{"protocol": "TCP", "port": 9002}],
+    }
+    assert metrics["ports"] == [{"protocol": "TCP", "port": 9090}]
+
+    # Switched off: ours go, the workload and the route stay.
+    off = OperatorConfig.model_validate({"gateway": {"name": "inference", "namespace": "gateways"},
+                                         "networkPolicies": {"enabled": False}})  # fmt: skip
+    _reconcile(kube, "guarded", off)
+    assert kube.get(f"{NETPOL}/guarded") is None and kube.get(f"{NETPOL}/guarded-epp") is None
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/guarded") is not None
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/guarded-epp") is not None
+    # and on again: back, as rendered
+    _reconcile(kube, "guarded", OperatorConfig(gateway=gateway))
+    assert kube.get(f"{NETPOL}/guarded")["spec"] == model["spec"]
+
+    # Without a gateway (no routing in status to prompt a prune), the policy the config dropped still goes.
+    kube.request("POST", MD_PATH, body=_md("plain", None))
+    _reconcile(kube, "plain", OperatorConfig())
+    assert kube.get(f"{NETPOL}/plain") is not None and kube.get(f"{NETPOL}/plain-epp") is None
+    _reconcile(kube, "plain", OperatorConfig.model_validate({"networkPolicies": {"enabled": False}}))
+    assert kube.get(f"{NETPOL}/plain") is None
+    assert kube.get(f"/apis/apps/v1/namespaces/{NS}/deployments/plain") is not None
 
 
 def test_the_operator_hands_a_model_name_to_the_next_once_the_older_goes(
@@ -419,7 +476,8 @@ def test_the_operator_hands_a_model_name_to_the_next_once_the_older_goes(
 
         def yielded() -> bool:
             routed = _conditions(kube, "op-newer").get("Routed") or {}
-            return routed.get("reason") == "ModelNameConflict" and f"{NS}/op-older" in routed.get("message", "")
+            message = routed.get("message", "")
+            return routed.get("reason") == "ModelNameConflict" and "ModelDeployment op-older" in message
 
         eventually(yielded, "Routed=False ModelNameConflict on the newer", timeout=90)
         assert kube.get(f"{routes}/op-newer") is None

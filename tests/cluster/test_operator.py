@@ -327,7 +327,7 @@ def expect_rendered(world: World, name: str) -> dict[str, Any]:
     decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=None)
     if current and decision.engine and decision.engine != current:
         decision = select_engine(md.spec, world.node_facts(), OperatorConfig(), current=current)
-    deployment, service = render(md, decision, OperatorConfig())
+    deployment, service = render(md, decision, OperatorConfig())[:2]  # then its NetworkPolicy
     live_dep, live_svc = world.deployment(name), world.service(name)
     problems = subset(deployment, live_dep) + subset(service, live_svc)
     assert not problems, "\n".join(problems[:20])

@@ -107,3 +107,38 @@ def test_a_deleted_or_edited_hpa_is_applied_again(env: Env) -> None:
         )
 
     eventually(repaired, "the edited HPA to be repaired", timeout=90)
+
+
+def test_a_deleted_or_edited_network_policy_is_applied_again(env: Env) -> None:
+    """The model's NetworkPolicy (docs/security.md, "NetworkPolicies") is watched like the HPA."""
+    net = client.NetworkingV1Api(env.world.api)
+
+    def policy() -> dict[str, Any] | None:
+        try:
+            return env.world.api.sanitize_for_serialization(net.read_namespaced_network_policy(NAME, NS))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    if env.condition("Autoscaling") is None:  # run alone: the ModelDeployment of the test above
+        test_a_deleted_or_edited_hpa_is_applied_again(env)
+    first = eventually(policy, "the operator's NetworkPolicy", timeout=90)
+    assert first["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    net.delete_namespaced_network_policy(NAME, NS)
+
+    def recreated() -> dict[str, Any] | None:
+        got = policy()
+        return got if got and got["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    second = eventually(recreated, "the NetworkPolicy to be re-created", timeout=90)
+    assert second["spec"] == first["spec"]
+    wide_open = {"spec": {"ingress": [{}]}}  # someone lets everything in
+    net.patch_namespaced_network_policy(NAME, NS, wide_open, field_manager="someone")
+
+    def repaired() -> bool:
+        got = policy()
+        assert got is not None and got["metadata"]["uid"] == second["metadata"]["uid"]
+        return bool(got["spec"] == first["spec"])
+
+    eventually(repaired, "the edited NetworkPolicy to be repaired", timeout=90)

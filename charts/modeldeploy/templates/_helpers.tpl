@@ -66,6 +66,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.config.vllmExtraFamilies }}{{ $_ := set $config "vllmExtraFamilies" .Values.config.vllmExtraFamilies }}{{ end }}
 {{- with .Values.config.autoscaling }}{{ $_ := set $config "autoscaling" . }}{{ end }}
 {{- if .Values.config.gateway.name }}{{ $_ := set $config "gateway" .Values.config.gateway }}{{ end }}
+{{- with .Values.config.networkPolicies }}{{ $_ := set $config "networkPolicies" . }}{{ end }}
 {{- if .Values.config.fetchEnv }}{{ $_ := set $config "fetchEnv" .Values.config.fetchEnv }}{{ end }}
 {{- with .Values.config.modelCache }}
 {{- $cache := omit . "storageClassName" }}

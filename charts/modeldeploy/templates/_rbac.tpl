@@ -26,6 +26,12 @@
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# The NetworkPolicies of each model and endpoint picker (docs/security.md, "NetworkPolicies"): applied,
+# watched (our label only) so that one deleted or edited by someone else is applied again, and deleted
+# when the operator config switches them off.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Autoscaling and routing (docs/autoscaling.md, docs/gateway.md), applied only when their CRDs exist:
 # KEDA ScaledObjects or, without KEDA, HPAs; the HTTP add-on's HTTPScaledObjects for scale-to-zero;
 # an InferencePool and an HTTPRoute per model behind a Gateway. Deleted by the operator when the spec

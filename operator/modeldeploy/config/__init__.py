@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from modeldeploy import __version__
+from modeldeploy.config.network import NetworkPolicySettings
 from modeldeploy.config.policy import PodPolicy
 from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 
@@ -101,6 +102,7 @@ class OperatorConfig(_Model):
     image_pull_policy: str = Field(default="IfNotPresent")
     autoscaling: AutoscalingSettings = Field(default_factory=AutoscalingSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    network_policies: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     fetch_env: list[EnvVar] = Field(
         default_factory=list,
         description="Environment of the weights fetcher init container, for every ModelDeployment: a Hub "

@@ -8,6 +8,8 @@ so that they may scale to zero (docs/autoscaling.md, docs/gateway.md).
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -62,6 +64,18 @@ class EndpointPickerSettings(_Model):
     )
 
 
+class ModelNameGrant(_Model):
+    """Namespaces that may route model names on the Gateway (shell-style patterns: `team-a`, `llama-*`)."""
+
+    namespaces: list[str] = Field(min_length=1, description="Namespace names or patterns (`*`, `?`, `[...]`).")
+    names: list[str] = Field(min_length=1, description="Model names (spec.model.name) or patterns they may route.")
+
+    def grants(self, namespace: str, served: str) -> bool:
+        return any(fnmatchcase(namespace, n) for n in self.namespaces) and any(
+            fnmatchcase(served, n) for n in self.names
+        )
+
+
 class GatewaySettings(_Model):
     """The Gateway (API) that serves one OpenAI endpoint for every model; empty name = no gateway."""
 
@@ -76,7 +90,16 @@ class GatewaySettings(_Model):
         "the pool without an endpointPickerRef.",
     )
     endpoint_picker: EndpointPickerSettings = Field(default_factory=EndpointPickerSettings)
+    model_names: list[ModelNameGrant] = Field(
+        default_factory=list,
+        description="Which namespaces may route which model names on the Gateway (docs/security.md, "
+        "'Gateway model names'); empty: any namespace any name, the oldest ModelDeployment keeping a name.",
+    )
 
     @property
     def enabled(self) -> bool:
         return bool(self.name)
+
+    def may_route(self, namespace: str, served: str) -> bool:
+        """Whether a ModelDeployment of `namespace` may route the model name `served` (no grants: any)."""
+        return not self.model_names or any(g.grants(namespace, served) for g in self.model_names)

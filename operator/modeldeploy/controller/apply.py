@@ -83,10 +83,12 @@ class ApplyError(Exception):
         return self.error.transient
 
 
-# The kinds we apply: the workload, and the autoscaling and routing objects (docs/autoscaling.md).
+# The kinds we apply: the workload and its NetworkPolicy, and the autoscaling and routing objects
+# (docs/autoscaling.md, docs/security.md).
 PLURALS = {
     "Deployment": "deployments",
     "Service": "services",
+    "NetworkPolicy": "networkpolicies",
     "ScaledObject": "scaledobjects",
     "HTTPScaledObject": "httpscaledobjects",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",

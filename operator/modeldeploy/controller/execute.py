@@ -208,6 +208,9 @@ MANAGED: tuple[tuple[str, str, Callable[[str], str], str | None], ...] = (
     ("autoscaling/v2", "HorizontalPodAutoscaler", _suffixed(""), None),
     ("inference.networking.k8s.io/v1", "InferencePool", _suffixed(""), INFERENCE_POOL),
     ("gateway.networking.k8s.io/v1", "HTTPRoute", _suffixed(""), HTTP_ROUTE),
+    # The NetworkPolicies of the model and of its picker (render/network.py), while the config asks for them.
+    ("networking.k8s.io/v1", "NetworkPolicy", _suffixed(""), None),
+    ("networking.k8s.io/v1", "NetworkPolicy", epp_name, None),
     # The pool's endpoint picker (scaling/epp.py); built-in kinds, looked up only while routing was on.
     ("apps/v1", "Deployment", epp_name, None),
     ("v1", "Service", epp_name, None),
@@ -220,7 +223,8 @@ MANAGED: tuple[tuple[str, str, Callable[[str], str], str | None], ...] = (
 async def prune(
     kube: AsyncKube, md: ModelDeployment, rendered: Sequence[Mapping[str, Any]], owner_uid: str | None
 ) -> list[str]:
-    """Delete our autoscaling/routing objects the current plan no longer renders; return 'Kind/name's."""
+    """Delete our autoscaling/routing objects and NetworkPolicies the current plan no longer renders;
+    return 'Kind/name's."""
     if not owner_uid:
         return []
     keep = {(o["kind"], o["metadata"]["name"]) for o in rendered}

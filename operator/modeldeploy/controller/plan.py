@@ -31,7 +31,7 @@ from modeldeploy.controller import model_cache, scaling
 from modeldeploy.controller.apply import AppliedMemory, with_hash
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
-from modeldeploy.controller.routing import older_route
+from modeldeploy.controller.routing import refused_route
 from modeldeploy.controller.status import INVALID_SPEC, REFUSED_BY_POLICY
 from modeldeploy.controller.views import ChildView, DeploymentView, PodView, digest
 from modeldeploy.engines import registry
@@ -344,7 +344,8 @@ class Plan:
     `steps`: the children to apply and the objects to delete, in order. `cache`: the parsed spec when it
     uses the shared model cache, whose objects execute.py creates once (its claim, ServiceAccount, Role,
     RoleBinding and Jobs, modelcache/plan.py) and whose state holds the Deployment back until the
-    weights are ready. `prune`: remove our autoscaling/routing objects this rendering no longer has.
+    weights are ready. `prune`: remove our autoscaling/routing objects and NetworkPolicies this rendering
+    no longer has.
     """
 
     key: Key
@@ -369,6 +370,13 @@ class Plan:
         return tuple(s for s in self.steps if s.mode == Mode.DELETE)
 
 
+def stale_policies(world: World, planned: Planned) -> bool:
+    """Whether the watches show a NetworkPolicy of ours this plan does not render (the operator config
+    switched them off, or the picker went): execute.py's prune removes it."""
+    rendered = {(c.kind, c.name) for c in planned.children}
+    return any(kind == "NetworkPolicy" and (kind, name) not in rendered for kind, name in world.others)
+
+
 def plan(
     world: World,
     status: Mapping[str, Any],
@@ -384,7 +392,7 @@ def plan(
     planned, made = decide(body, status, world, config, memory, key, crds)
     reported = [c.reported for (kind, _), c in world.others.items() if kind == "ScaledObject" and c.view.name == name]
     conditions = with_keda_status(planned.extra_conditions, reported[0] if reported else ())
-    conditions, routed_by = older_route(body, world.rivals, config, conditions)  # another holds the name: no route
+    conditions, no_route = refused_route(body, world.rivals, config, conditions)  # name not granted, or held
     steps: list[Step] = []
     cache: ModelDeployment | None = None
     live: dict[Any, ChildView | None] = {}
@@ -394,7 +402,7 @@ def plan(
         children = planned.children
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:
             cache = planned.md  # docs/model-cache.md: the Deployment waits for the weights
-        if routed_by is not None:
+        if no_route:
             children = tuple(c for c in children if c.kind != "HTTPRoute")
             if ("HTTPRoute", name) in world.others:
                 steps.append(Step(Mode.DELETE, "HTTPRoute", name))
@@ -408,7 +416,7 @@ def plan(
         steps=tuple(steps),
         conditions=conditions,
         cache=cache,
-        prune=bool(planned.extra_conditions) or scaling.had_scaling(status),
+        prune=bool(planned.extra_conditions) or scaling.had_scaling(status) or stale_policies(world, planned),
         crds=crds,
         live=live,
         cache_seen=world.cache,

@@ -22,13 +22,16 @@ from modeldeploy.api.v1alpha1 import API_VERSION, KIND
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import scaling
 from modeldeploy.controller.apply import ApplyError
+from modeldeploy.controller.children import Child
 from modeldeploy.controller.events import EventSpec
 from modeldeploy.controller.execute import execute, write_status
+from modeldeploy.controller.indexes import owner_name
 from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.plan import Key, Memory, World, plan
 from modeldeploy.controller.report import Report, report
 from modeldeploy.controller.routing import claimants
 from modeldeploy.controller.views import ENGINE_LABEL, ChildView, PodView, md_view, newer_status, rv_int
+from modeldeploy.render.labels import MANAGED_BY, MANAGER
 from modeldeploy.scaling.conflicts import served_name
 from modeldeploy.selection.types import Decision, NodeFacts
 
@@ -134,6 +137,17 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
     pods = await kube.request(
         "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", f"app.kubernetes.io/instance={name}")]
     )
+    # Its NetworkPolicies (the model's and the picker's), so that ones the config no longer asks for go.
+    policies = await kube.request(
+        "GET",
+        f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+        query=[("labelSelector", f"app.kubernetes.io/instance={name},{MANAGED_BY}={MANAGER}")],
+    )
+    others = {
+        ("NetworkPolicy", str(p["metadata"]["name"])): Child.from_object(name, p)
+        for p in policies.get("items") or ()
+        if owner_name(p) == name
+    }
     return World(
         body=md_view(body) if body else None,
         deployment=ChildView.from_object(deployment) if deployment else None,
@@ -141,6 +155,7 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
         pods=tuple(PodView.from_object(p) for p in pods.get("items") or ()),
         nodes=nodes,
         facts_version=hash(nodes),
+        others=others,
         rivals=claimants(every, served),
     )
 

@@ -41,15 +41,16 @@ COMPONENT = "modeldeploy"
 KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-configuration
 POSTING_WORKERS = 8  # Events posted at once
 OURS_SELECTOR = f"{MANAGED_BY}={MANAGER}"
-# The autoscaling and routing children beside a model's Deployment and Service (controller/scaling.py
-# applies them, child_handlers.py watches them); the endpoint picker's Deployment and Service come through
-# the Deployment and Service watches.
+# The children beside a model's Deployment and Service: its NetworkPolicies (render/network.py) and the
+# autoscaling and routing objects (controller/scaling.py); child_handlers.py watches them. The endpoint
+# picker's Deployment and Service come through the Deployment and Service watches.
 SCALING_CHILDREN: tuple[tuple[str, ...], ...] = (
     ("keda.sh", "v1alpha1", "scaledobjects"),
     ("http.keda.sh", "v1alpha1", "httpscaledobjects"),
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("inference.networking.k8s.io", "v1", "inferencepools"),
     ("gateway.networking.k8s.io", "v1", "httproutes"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
     ("v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),

@@ -1,4 +1,5 @@
-"""Rendering: a ModelDeployment and a Decision in, the Deployment and Service out. Pure, deterministic.
+"""Rendering: a ModelDeployment and a Decision in, the Deployment, Service and NetworkPolicy out. Pure,
+deterministic.
 
 Same inputs, same bytes: no timestamps, random names or hashes of the spec (a hash annotation would roll
 the pods on every cosmetic change); dict keys are emitted in a fixed order and user-written structures
@@ -14,7 +15,9 @@ import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
+from modeldeploy.modelcache.plan import plan_cache
 from modeldeploy.render.containers import RenderError
+from modeldeploy.render.network import model_network_policy
 from modeldeploy.render.objects import deployment, service
 from modeldeploy.render.pod import pod_template
 from modeldeploy.selection.types import Decision
@@ -23,7 +26,8 @@ __all__ = ["RenderError", "dump_yaml", "render"]
 
 
 def render(md: ModelDeployment, decision: Decision, config: OperatorConfig) -> list[dict[str, Any]]:
-    """[Deployment, Service] for a ModelDeployment whose engine has been chosen.
+    """[Deployment, Service] for a ModelDeployment whose engine has been chosen, and its NetworkPolicy
+    unless the operator config switches policies off (docs/security.md, "NetworkPolicies").
 
     Raises RenderError (a ValueError) with a sentence fit for status when there is no engine, no
     placement, or the spec cannot be rendered for this engine (e.g. an engine.args key ModelDeploy sets).
@@ -34,7 +38,10 @@ def render(md: ModelDeployment, decision: Decision, config: OperatorConfig) -> l
         raise RenderError(f"{md.metadata.name}: engine {decision.engine} was selected without a placement")
     engine, placement = decision.engine, decision.placement
     template = pod_template(md, engine, placement, config)
-    return [deployment(md, engine, placement, template), service(md, engine)]
+    objects = [deployment(md, engine, placement, template), service(md, engine)]
+    if config.network_policies.enabled:
+        objects.append(model_network_policy(md, engine, config, shared_cache=plan_cache(md, config) is not None))
+    return objects
 
 
 def dump_yaml(objects: Iterable[dict[str, Any]]) -> str:

@@ -65,5 +65,6 @@ def with_scaling(
         gateway=config.gateway,
         engine=engine,
         metrics_port=scraped if scraped not in (None, PORT) else None,
+        network=config.network_policies,
     )
     return objects + extra, plan

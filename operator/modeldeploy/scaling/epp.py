@@ -16,9 +16,11 @@ import copy
 import hashlib
 from typing import Any
 
+from modeldeploy.config.network import NetworkPolicySettings
 from modeldeploy.config.scaling import GatewaySettings
 from modeldeploy.render.labels import COMPONENT as COMPONENT_LABEL
 from modeldeploy.render.labels import INSTANCE, NAME
+from modeldeploy.render.network import picker_network_policy
 
 EPP_SUFFIX = "-epp"
 # A Service name (and a label value) is at most 63 characters; a ModelDeployment name may be 63 itself.
@@ -104,9 +106,14 @@ def epp_args(
 
 
 def epp_objects(
-    meta: dict[str, Any], engine: str, gateway: GatewaySettings, metrics_port: int | None = None
+    meta: dict[str, Any],
+    engine: str,
+    gateway: GatewaySettings,
+    metrics_port: int | None = None,
+    network: NetworkPolicySettings | None = None,
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, Role, RoleBinding, Deployment and Service of the pool's picker, in that order.
+    """ServiceAccount, Role, RoleBinding, Deployment and Service of the pool's picker, in that order, then
+    its NetworkPolicy when `network` is enabled (docs/security.md, "NetworkPolicies").
 
     Empty when the pool has no endpointPickerRef (port 0) or the gateway brings its own picker.
     """
@@ -198,4 +205,8 @@ def epp_objects(
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
     }
-    return [account, role, binding, deployment, service]
+    objects: list[dict[str, Any]] = [account, role, binding, deployment, service]
+    if network is not None and network.enabled:
+        port = gateway.endpoint_picker_port
+        objects.append(picker_network_policy(_meta(meta, name), selector, port, METRICS_PORT, gateway, network))
+    return objects

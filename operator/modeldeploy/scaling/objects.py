@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from modeldeploy.config.network import NetworkPolicySettings
 from modeldeploy.config.scaling import AutoscalingSettings, GatewaySettings
 from modeldeploy.scaling.epp import epp_name, epp_objects
 from modeldeploy.scaling.plan import ScalingPlan
@@ -225,6 +226,7 @@ def scaling_objects(
     gateway: GatewaySettings,
     engine: str = "",
     metrics_port: int | None = None,
+    network: NetworkPolicySettings | None = None,
 ) -> list[dict[str, Any]]:
     """Every object the plan asks for, in a fixed order (the pool's endpoint picker after the route).
 
@@ -239,5 +241,5 @@ def scaling_objects(
     if plan.route:
         out.append(inference_pool(meta, selector, port, gateway))
         out.append(http_route(meta, served_name, plan, gateway, settings))
-        out.extend(epp_objects(meta, engine, gateway, metrics_port))
+        out.extend(epp_objects(meta, engine, gateway, metrics_port, network))
     return out

@@ -335,6 +335,8 @@ NAMESPACED_RULES = {
     ("modeldeploy.io", "modeldeployments/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},
+    # each model's and picker's NetworkPolicy (docs/security.md): watched, applied, deleted when switched off
+    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "watch"},  # read-only: auto-NGL's termination message, unschedulable pods
     ("", "events"): {"create"},
     # autoscaling and routing (docs/autoscaling.md, docs/gateway.md): watched, applied, deleted when unasked
@@ -362,6 +364,7 @@ PRUNABLE = {
     ("autoscaling", "horizontalpodautoscalers"),
     ("inference.networking.k8s.io", "inferencepools"),
     ("gateway.networking.k8s.io", "httproutes"),
+    ("networking.k8s.io", "networkpolicies"),  # ours, once the config switches them off
 }
 
 
@@ -484,3 +487,19 @@ def test_trust_remote_code_is_off_by_default_and_reaches_the_config(render) -> N
     """engine.args trust-remote-code is refused unless the chart's config.allowTrustRemoteCode says otherwise."""
     assert _config(render()).allow_trust_remote_code is False
     assert _config(render("--set", "config.allowTrustRemoteCode=true")).allow_trust_remote_code is True
+
+
+def test_model_network_policies_are_on_by_default_and_reach_the_config(render) -> None:
+    """docs/security.md, "NetworkPolicies": safe by default; the chart's values reach the operator's config."""
+    on = _config(render()).network_policies
+    assert on.enabled and on.monitoring_namespace_selector == {"kubernetes.io/metadata.name": "monitoring"}
+    off = _config(
+        render("--set", "config.networkPolicies.enabled=false,config.networkPolicies.gatewayNamespaceSelector.gw=yes")
+    )
+    assert not off.network_policies.enabled and off.network_policies.gateway_namespace_selector == {"gw": "yes"}
+
+
+def test_gateway_model_names_reach_the_config(render) -> None:
+    grants = "config.gateway.modelNames[0].namespaces[0]=team-a,config.gateway.modelNames[0].names[0]=llama-*"
+    config = _config(render("--set", f"config.gateway.name=gw,{grants}"))
+    assert config.gateway.may_route("team-a", "llama-3") and not config.gateway.may_route("team-b", "llama-3")

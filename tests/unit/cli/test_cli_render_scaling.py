@@ -33,22 +33,24 @@ def _render(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> 
 def test_with_every_addon(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     objects = _render(tmp_path, capsys, "--addons", EVERYTHING)
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["Deployment", "Service", "ScaledObject", "HTTPScaledObject", "InferencePool", "HTTPRoute"] + [
+    model = ["Deployment", "Service", "NetworkPolicy"]
+    assert kinds == [*model, "ScaledObject", "HTTPScaledObject", "InferencePool", "HTTPRoute"] + [
         "ServiceAccount",
         "Role",
         "RoleBinding",
         "Deployment",
         "Service",
+        "NetworkPolicy",
     ]
-    assert all(o["metadata"]["name"] == objects[0]["metadata"]["name"] + "-epp" for o in objects[6:])
-    assert objects[0]["spec"]["replicas"] == 1 and objects[2]["spec"]["minReplicaCount"] == 0
+    assert all(o["metadata"]["name"] == objects[0]["metadata"]["name"] + "-epp" for o in objects[7:])
+    assert objects[0]["spec"]["replicas"] == 1 and objects[3]["spec"]["minReplicaCount"] == 0
     assert "--alias" in objects[0]["spec"]["template"]["spec"]["containers"][0]["command"]
 
 
 def test_on_a_plain_cluster_an_hpa_and_no_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     objects = _render(tmp_path, capsys)
-    assert [o["kind"] for o in objects] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
-    assert objects[2]["spec"]["minReplicas"] == 1
+    assert [o["kind"] for o in objects] == ["Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler"]
+    assert objects[3]["spec"]["minReplicas"] == 1
 
 
 def test_unknown_addon_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -51,6 +51,7 @@ def test_a_new_model_plans_its_deployment_and_service_to_apply(repo_root: Path) 
     assert [(s.mode, s.kind, s.name) for s in made.steps] == [
         (Mode.APPLY, "Deployment", "smollm2"),
         (Mode.APPLY, "Service", "smollm2"),
+        (Mode.APPLY, "NetworkPolicy", "smollm2"),
     ]
     assert all(s.hash for s in made.steps)  # each carries its rendered object's hash
     assert made.deletes == () and made.cache is None and made.conditions == () and made.prune is False
@@ -94,6 +95,31 @@ def test_a_route_an_older_model_holds_is_deleted_not_applied(repo_root: Path) ->
     assert (Mode.APPLY, "HTTPRoute") not in {(s.mode, s.kind) for s in made.steps}
     assert made.deletes == (Step(Mode.DELETE, "HTTPRoute", KEY[1]),)
     assert [(c.type, c.status) for c in made.conditions if c.type == "Routed"] == [("Routed", "False")]
+
+
+def test_a_namespace_not_granted_its_model_name_plans_no_route(repo_root: Path) -> None:
+    grants = [{"namespaces": ["other-team"], "names": ["*"]}]
+    config = OperatorConfig.model_validate({"gateway": {"name": "gw", "namespace": "gws", "modelNames": grants}})
+    made = plan(world(repo_root, body(repo_root)), {}, config, Memory(), KEY, frozenset({HTTP_ROUTE, INFERENCE_POOL}))
+    assert (Mode.APPLY, "HTTPRoute") not in {(s.mode, s.kind) for s in made.steps}
+    assert (Mode.APPLY, "InferencePool") in {(s.mode, s.kind) for s in made.steps}
+    assert [(c.type, c.reason) for c in made.conditions if c.type == "Routed"] == [("Routed", "ModelNameNotAllowed")]
+
+
+def test_policies_switched_off_are_pruned_and_not_applied(repo_root: Path) -> None:
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": KEY[1], "namespace": KEY[0], "labels": {"app.kubernetes.io/instance": KEY[1]}},
+    }
+    others = {("NetworkPolicy", KEY[1]): Child.from_object(KEY[1], policy)}
+    on = plan(world(repo_root, body(repo_root), others=others), {}, CONFIG, Memory(), KEY)
+    assert (Mode.APPLY, "NetworkPolicy") in {(s.mode, s.kind) for s in on.steps} and on.prune is False
+    off_config = OperatorConfig.model_validate({"networkPolicies": {"enabled": False}})
+    off = plan(world(repo_root, body(repo_root), others=others), {}, off_config, Memory(), KEY)
+    assert "NetworkPolicy" not in {s.kind for s in off.steps} and off.prune is True
+    gone = plan(world(repo_root, body(repo_root)), {}, off_config, Memory(), KEY)
+    assert gone.prune is False  # nothing of ours left to remove: no request for it
 
 
 def test_report_of_a_first_apply_says_what_was_created(repo_root: Path) -> None:

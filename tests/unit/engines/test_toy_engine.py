@@ -113,7 +113,8 @@ def test_preference_lists_it(toy: Toy, capsys: pytest.CaptureFixture[str], tmp_p
 def test_render_uses_its_container(toy: Toy, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = cli(capsys, tmp_path, md_yaml(), "render")
     assert code == 0
-    deployment, service = yaml.safe_load_all(out)
+    deployment, service, policy = yaml.safe_load_all(out)
+    assert policy["kind"] == "NetworkPolicy"
     assert deployment["metadata"]["labels"]["modeldeploy.io/engine"] == "toy"
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -62,7 +62,7 @@ def test_every_rendered_field_is_a_kubernetes_field(name: str) -> None:
     api = ApiClient()
     md, decision = case(name)
     for obj in render(md, decision, CONFIG):
-        kind = {"Deployment": "V1Deployment", "Service": "V1Service"}[obj["kind"]]
+        kind = {"Deployment": "V1Deployment", "Service": "V1Service", "NetworkPolicy": "V1NetworkPolicy"}[obj["kind"]]
         text = json.dumps(obj)
         try:
             model = api.deserialize(text, kind, "application/json")

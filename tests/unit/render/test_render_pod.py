@@ -59,11 +59,12 @@ def test_render_error_when_gpu_engine_has_no_gpus() -> None:
 
 
 def test_deployment_then_service_with_stable_selector() -> None:
-    dep, svc = objects(VLLM_SPEC, "vllm", gpu_placement(2))
-    assert (dep["kind"], svc["kind"]) == ("Deployment", "Service")
+    dep, svc, policy = objects(VLLM_SPEC, "vllm", gpu_placement(2))
+    assert (dep["kind"], svc["kind"], policy["kind"]) == ("Deployment", "Service", "NetworkPolicy")
     selector = {"app.kubernetes.io/instance": "m", "app.kubernetes.io/component": "model-server"}
     assert dep["spec"]["selector"] == {"matchLabels": selector}
     assert svc["spec"]["selector"] == selector
+    assert policy["spec"]["podSelector"] == {"matchLabels": selector}
     assert svc["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert dep["spec"]["template"]["metadata"]["labels"]["modeldeploy.io/engine"] == "vllm"
     # Switching engine keeps the selector (Deployment selectors are immutable).
@@ -78,7 +79,7 @@ def test_pod_labels_cannot_override_ours() -> None:
 
 
 def test_owner_reference_only_with_uid() -> None:
-    dep, svc = objects(VLLM_SPEC, "vllm", gpu_placement(2), uid="u-1")
+    dep, svc, policy = objects(VLLM_SPEC, "vllm", gpu_placement(2), uid="u-1")
     expected = [
         {
             "apiVersion": "modeldeploy.io/v1alpha1",
@@ -90,6 +91,7 @@ def test_owner_reference_only_with_uid() -> None:
         }
     ]
     assert dep["metadata"]["ownerReferences"] == expected == svc["metadata"]["ownerReferences"]
+    assert policy["metadata"]["ownerReferences"] == expected
     for obj in objects(VLLM_SPEC, "vllm", gpu_placement(2)):
         assert "ownerReferences" not in obj["metadata"]
 
