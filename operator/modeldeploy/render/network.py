@@ -1,12 +1,12 @@
 """The NetworkPolicies of a ModelDeployment: who may reach its model server and its endpoint picker. Pure.
 
-docs/security.md ("NetworkPolicies"). The model pods accept connections on the serving port only (and the metrics relay's, where an API key
-puts /metrics on a port of its own), from
-pods of their own namespace (clients, the endpoint picker scraping `/metrics`), from the Gateway's
-namespace, from the monitoring namespace, and from KEDA's HTTP add-on interceptor when the model scales
-from zero. Their egress is left open, as the fetch init container downloads the weights, except where the
-weights come from the shared model cache (docs/model-cache.md): then the pod downloads nothing and may
-only resolve names (DNS). The endpoint picker accepts its gRPC port from the Gateway's namespace and its
+docs/security.md ("NetworkPolicies"). The model pods accept connections on the serving port only (and on
+the metrics relay's, where an API key puts /metrics on a port of its own), from pods of their own
+namespace (clients, the endpoint picker scraping `/metrics`), from the Gateway's namespace, from the
+monitoring namespace, and from KEDA's HTTP add-on interceptor when the model scales from zero. Their
+egress is left open, as the fetch init container downloads the weights, except where the weights come
+from the shared model cache (docs/model-cache.md): then the pod downloads nothing and may only resolve
+names (DNS). The endpoint picker accepts its gRPC port from the Gateway's namespace and its
 unauthenticated metrics port from the monitoring namespace only.
 
 Namespace selectors come from the operator config (config/network.py); a namespace is selected by name
