@@ -224,7 +224,7 @@ def test_the_operator_plans_nothing_and_says_one_sentence_in_status() -> None:
     assert selected["message"] == refusal(spec_of(serviceAccountName="deployer"), OperatorConfig())
     assert conditions["Stalled"]["reason"] == "RefusedByPolicy"
     allowed = config_with({"serviceAccountNames": {"allowed": ["deployer"], "refused": []}})
-    assert [s.kind for s in plan(w, {}, allowed, Memory(), key).steps] == ["Deployment", "Service"]
+    assert [s.kind for s in plan(w, {}, allowed, Memory(), key).steps] == ["Deployment", "Service", "NetworkPolicy"]
 
 
 @pytest.mark.parametrize("command", ["select", "render"])
