@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -40,22 +39,13 @@ from modeldeploy_dev.hubserver import HubServer
 from modeldeploy_dev.nodeconfig import NO_REGISTRY
 from modeldeploy_dev.realnode import RealNode
 from tests.support.tools import unavailable
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, http_status
 
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
 NS = f"md-pods-{uuid.uuid4().hex[:6]}"
-T = TypeVar("T")
-
-
-def http_status(url: str, timeout: float = 2) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except OSError:
-        return None
 
 
 class Pods:
@@ -271,7 +261,9 @@ def test_a_wrong_port_never_gets_ready_and_the_probe_says_why(pods: Pods) -> Non
     eventually(serving_on_8001, "the server to answer on 8001", timeout=180)
     before = len(refused())
     # ...and still the startup probe, on the rendered port, fails: the next one (every 10 s) is refused too.
-    events = eventually(lambda: len(refused()) > before and refused(), "a startup probe after the server is up")
+    events = eventually(
+        lambda: len(refused()) > before and refused(), "a startup probe after the server is up", timeout=120
+    )
     assert "connection refused" in events[-1] and ":8000/health" in events[-1], events
     pod = pods.pod(name)
     assert "running" in _engine(pod)["state"] and not _engine(pod)["ready"]

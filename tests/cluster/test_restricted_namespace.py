@@ -16,12 +16,10 @@ ModelDeployment there uses `cache.shared`; they are checked by the render test, 
 from __future__ import annotations
 
 import json
-import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -37,6 +35,7 @@ from modeldeploy_dev.dev import on_the_real_node
 from modeldeploy_dev.hubserver import HubServer
 from modeldeploy_dev.realnode import RealNode
 from tests.support.tools import unavailable
+from tests.support.waiting import eventually, http_status
 
 pytestmark = pytest.mark.cluster
 
@@ -44,29 +43,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "modeldeployments" / "llamacpp-smollm2.yaml"
 NS = f"md-restricted-{uuid.uuid4().hex[:6]}"
 ENFORCE = "pod-security.kubernetes.io/enforce"
-T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], what: str, timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (ApiException, AssertionError, KeyError, IndexError, StopIteration) as exc:
-            last = exc
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
-def http_status(url: str, timeout: float = 2) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except OSError:
-        return None
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,3 +30,12 @@ def eventually(fn: Callable[[], T], what: str, timeout: float = 60.0, interval: 
             last = exc
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def http_status(url: str, timeout: float = 2) -> int | None:
+    """The HTTP status of a GET, or None while nothing answers (connection refused, reset, timed out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except OSError:
+        return None
