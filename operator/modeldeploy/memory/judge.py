@@ -112,6 +112,9 @@ def judge_gpu(
                 f"compute capability {capability[0]}.{capability[1]} < {major}.{minor} that {engine.label}'s "
                 f"{what} need{hint}",
             )
+    if fixed_tp and 0 < gpus < fixed_tp:
+        # The node rules pass over such a node anyway; the memory table says so rather than "fits".
+        return GpuJudgement(False, None, f"{gpus} GPU(s) < tensor parallel {fixed_tp} (resources.gpus)")
     context = requested_context(model, engine, args) or 0
     sizes = (fixed_tp,) if fixed_tp else tensor_parallel_sizes(model.shape, gpus)
     shape = model.shape

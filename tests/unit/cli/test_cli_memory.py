@@ -65,3 +65,16 @@ def test_render_with_nodes_requests_the_tensor_parallel_size_select_decided(
         "operator": "Gt",
         "values": ["7"],
     }
+
+
+def test_a_node_with_fewer_gpus_than_the_asked_tensor_parallel_does_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    md = tmp_path / "md.yaml"
+    md.write_text(LLAMA_70B.replace("llama70b", "llama8b").replace("70B", "8B") + "  resources: {gpus: 2}\n")
+    code, out = run(capsys, "memory", "-f", str(md), "--nodes", NODES)
+    assert code == 0
+    l4 = next(line for line in out.splitlines() if line.startswith("  vllm") and "gpu-l4-1" in line)
+    assert " no " in l4 and "1 GPU(s) < tensor parallel 2 (resources.gpus)" in l4
+    a100 = next(line for line in out.splitlines() if line.startswith("  vllm") and "gpu-a100-1" in line)
+    assert " fits " in a100
