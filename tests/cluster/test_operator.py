@@ -708,7 +708,8 @@ GPU_CLASSES = {
     "e2e-a100-1": (8, ("NVIDIA-A100-SXM4-80GB", "81920", "8", "0")),
 }
 BY_MEMORY = {
-    # name: (spec, nodes it must not land on, a sentence of status.selection's vLLM reasons)
+    # name: (spec, nodes it must not land on, a sentence of status.selection's vLLM reasons, which name kinds of
+    # node, not nodes: docs/operator-at-scale.md, "Node churn")
     "qwen7b-bf16": (
         md_doc(
             "qwen7b-bf16",
@@ -721,7 +722,7 @@ BY_MEMORY = {
             engine={"name": "vllm", "args": {"max-model-len": 8192}},
         ),
         {"e2e-t4-1"},
-        "e2e-t4-1 [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's bfloat16 weights need",
+        "nodes with [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's bfloat16 weights need",
     ),
     "qwen7b-fp8": (
         md_doc(
@@ -730,7 +731,7 @@ BY_MEMORY = {
             engine={"name": "vllm", "args": {"max-model-len": 8192}},
         ),
         {"e2e-t4-1"},
-        "e2e-t4-1 [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's FP8 weights need",
+        "nodes with [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's FP8 weights need",
     ),
     "qwen72b-awq": (
         md_doc(
@@ -744,7 +745,7 @@ BY_MEMORY = {
             engine={"name": "vllm", "args": {"max-model-len": 8192}},
         ),
         {"e2e-t4-1", "e2e-l4-1"},
-        "e2e-l4-1 [NVIDIA-L4, 1 GPU(s)] cannot hold it: 1 × 22.5 GiB × 0.9 = 20.2 GiB < 38.6 GiB weights",
+        "nodes with [NVIDIA-L4, 1 GPU(s)] cannot hold it: 1 × 22.5 GiB × 0.9 = 20.2 GiB < 38.6 GiB weights",
     ),
     "llama70b": (
         md_doc(

@@ -522,7 +522,14 @@ class Candidate(_Model):
     reasons: list[str] = Field(
         default_factory=list, description="Each rule that passed or failed, in words a user understands."
     )
-    nodes: int = Field(default=0, ge=0, description="How many usable nodes could host it.")
+    nodes: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "How many usable nodes could host it: written by operators before node churn stopped rewriting "
+            "the status (docs/operator-at-scale.md); `modeldeploy select` prints it."
+        ),
+    )
 
 
 class Condition(_Model):

@@ -268,7 +268,7 @@ def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) ->
     if dep is not None and dep.image:
         status["image"] = dep.image
     # A refused spec has no selection of its own; keep explaining nothing rather than an older decision.
-    status["selection"] = [c.as_status() for c in decision.candidates] if decision is not None else []
+    status["selection"] = [c.status_entry() for c in decision.candidates] if decision is not None else []
     if obs.endpoint and dep is not None:
         status["endpoint"] = obs.endpoint
     if dep is not None:

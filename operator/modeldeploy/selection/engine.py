@@ -70,6 +70,7 @@ def judge(
     config: OperatorConfig,
     classes: Sequence[NodeClass] | None = None,
     listed_bytes: int | None = None,
+    counts: bool = True,
 ) -> Judgement:
     """Apply every model rule and the node rules of the engine called `name`."""
     engine = registry.get(name)
@@ -79,7 +80,7 @@ def judge(
     args_problem = engine.args_problem(view.args, allow_trust_remote_code=view.allow_trust_remote_code)
     if args_problem:
         results.append(RuleResult(False, args_problem))
-    verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes, listed_bytes)
+    verdict = evaluate_nodes(engine, spec, nodes, config.label_mappings, classes, listed_bytes, counts)
     failures = [r.reason for r in results if not r.ok]
     if not verdict.ok:
         failures.extend(verdict.reasons)
@@ -117,6 +118,7 @@ def select_engine(
     reselect: bool = False,
     classes: Sequence[NodeClass] | None = None,
     listed_bytes: int | None = None,
+    counts: bool = True,
 ) -> Decision:
     """Choose the engine for `spec` on `nodes`, explaining every candidate.
 
@@ -126,12 +128,14 @@ def select_engine(
     groups once per change of the node facts); otherwise they are grouped here, once for every engine.
     `listed_bytes`: the model's files' total from the shared cache's listing (status.model.bytesTotal),
     which the memory estimate prefers to sizeInBillions (docs/memory-placement.md).
+    `counts`: reasons count and name nodes (`modeldeploy select`); the operator's status passes False
+    (node_rules.evaluate_nodes: kinds of node only, so node churn within a pool does not rewrite it).
     """
     order, how = engine_order(spec)
     every = registry.listing_order()  # candidates not tried are listed in this order after the tried ones
     if classes is None:
         classes = group_nodes(nodes, config.label_mappings)
-    judged = {e: judge(e, spec, nodes, config, classes, listed_bytes) for e in every}
+    judged = {e: judge(e, spec, nodes, config, classes, listed_bytes, counts) for e in every}
     fresh = next((e for e in order if judged[e].eligible), None)
     notes: dict[str, list[str]] = {e: [] for e in every}
     for engine in every:

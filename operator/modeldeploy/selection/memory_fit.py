@@ -52,10 +52,17 @@ def _class_name(cls: NodeClass, name: str) -> str:
     return f"{name} (and {more} like it)" if more else name
 
 
-def _describe(cls: NodeClass, member_name: str) -> str:
+def _describe(cls: NodeClass, member_name: str, counts: bool = True) -> str:
+    """'gpu-1 (and 9 like it) [H100, 8 GPU(s)]'; without `counts`, 'nodes with [H100, 8 GPU(s)]'."""
     facts = cls.facts
     product = f"{facts.gpu_product}, " if facts.gpu_product else ""
-    return f"{_class_name(cls, member_name)} [{product}{facts.gpus} GPU(s)]"
+    named = _class_name(cls, member_name) if counts else "nodes with"
+    return f"{named} [{product}{facts.gpus} GPU(s)]"
+
+
+def _ordered(lines: list[str], counts: bool) -> list[str]:
+    """Node-list order with counts; else sorted and distinct, so that only the kinds of node matter."""
+    return lines if counts else sorted(set(lines))
 
 
 def _judge(
@@ -80,6 +87,7 @@ def judge_memory(
     classes: Sequence[NodeClass],
     nodes: Sequence[NodeFacts],
     listed_bytes: int | None = None,
+    counts: bool = True,
 ) -> MemoryVerdict | None:
     """Judge the usable CUDA classes of `nodes` (the whole node list); None: nothing to judge."""
     profile = engine.memory
@@ -93,8 +101,8 @@ def judge_memory(
     first = [_judge(profile, model, spec, c, fixed) for c in classes]
     sizes = [j.tp for j in first if j.ok and j.tp is not None]
     if not sizes:
-        lines = [f"{_describe(c, names[c.first])}: {j.text}" for c, j in zip(classes, first, strict=True)]
-        return MemoryVerdict((), 0, tuple(_capped(lines)), ())
+        lines = [f"{_describe(c, names[c.first], counts)}: {j.text}" for c, j in zip(classes, first, strict=True)]
+        return MemoryVerdict((), 0, tuple(_capped(_ordered(lines, counts))), ())
     tp = min(sizes)
     final = [_judge(profile, model, spec, c, tp) if c.facts.gpus >= tp else None for c in classes]
     fitting = tuple(c for c, j in zip(classes, final, strict=True) if j is not None and j.ok)
@@ -103,8 +111,8 @@ def judge_memory(
         # A class with fewer GPUs than `tp` is shown as judged on its own GPUs (it cannot hold it there).
         shown = j if j is not None else alone
         verdict = "holds it" if shown.ok else "cannot hold it"
-        lines.append(f"{_describe(cls, names[cls.first])} {verdict}: {shown.text}")
-    reasons = _capped(lines)
+        lines.append(f"{_describe(cls, names[cls.first], counts)} {verdict}: {shown.text}")
+    reasons = _capped(_ordered(lines, counts))
     if fixed is None and tp > 1:
         reasons.insert(0, f"tensor parallel {tp}: the smallest that holds {model.name} (resources.gpus not set)")
     alternatives, hosts = _pinning(profile, model, spec, classes, fitting, final, names)
@@ -237,7 +245,11 @@ class Preference:
 
 
 def prefer_gpu_share(
-    spec: ModelDeploymentSpec, classes: Sequence[NodeClass], nodes: Sequence[NodeFacts], gpus: int
+    spec: ModelDeploymentSpec,
+    classes: Sequence[NodeClass],
+    nodes: Sequence[NodeFacts],
+    gpus: int,
+    counts: bool = True,
 ) -> Preference | None:
     """Weights that add up, per node, to the share of the model its `gpus` GPUs hold (in percent).
 
@@ -265,8 +277,12 @@ def prefer_gpu_share(
             terms.append({"weight": percent - previous, "preference": preference})
             previous = percent
     names = _Names(nodes)
-    ranked = sorted(classes, key=lambda c: (-shares[c.facts.gpu_memory_mib or 0], c.first))
-    listed = ", ".join(f"{names[c.first]} {round(100 * shares[c.facts.gpu_memory_mib or 0])} %" for c in ranked)
+    if counts:
+        ranked = sorted(classes, key=lambda c: (-shares[c.facts.gpu_memory_mib or 0], c.first))
+        listed = ", ".join(f"{names[c.first]} {round(100 * shares[c.facts.gpu_memory_mib or 0])} %" for c in ranked)
+    else:  # by GPU memory, not by a node's name: the same text whichever nodes the pools hold
+        by_share = sorted(shares.items(), key=lambda pair: (-pair[1], pair[0]))
+        listed = ", ".join(f"{mib} MiB GPUs {round(100 * share)} %" for mib, share in by_share)
     reason = (
         f"preferred: the nodes whose GPUs hold the most of the {gib(weights)} GGUF, where auto-NGL puts the most "
         f"layers on the GPU ({listed})"

@@ -46,6 +46,8 @@ def shape(node: NodeFacts, mappings: LabelMappings, by_host: bool = False) -> tu
         node.gpu_memory_mib,  # what memory_fit.py judges
         node.compute_capability,
         node.gpu_product,
+        node.gpu_memory_label,  # where placement pins by memory (memory_fit._pinning)
+        node.compute_labels,
     )
     if by_host:
         key += (node.name, node.labels)
@@ -67,12 +69,19 @@ def member_names(nodes: Sequence[NodeFacts], classes: Sequence[NodeClass]) -> tu
     return tuple(nodes[i].name for i in sorted(i for c in classes for i in c.members))
 
 
-def count_by_text(judged: Sequence[tuple[str, NodeClass]], total: int) -> str:
-    """'N nodes: a <text>, b <text>', texts in order of first appearance in the node list."""
+def count_by_text(judged: Sequence[tuple[str, NodeClass]], total: int, counts: bool = True) -> str:
+    """'N nodes: a <text>, b <text>', texts in order of first appearance in the node list.
+
+    Without `counts`: 'nodes: <text>, <text>', the distinct texts sorted, which depends only on which
+    kinds of node exist, not on how many nodes each has (the operator's status: a node joining a pool
+    does not rewrite it, docs/operator-at-scale.md).
+    """
     if total == 0:
         return "the cluster has no nodes"
-    counts: dict[str, int] = {}
+    if not counts:
+        return "nodes: " + ", ".join(sorted({text for text, _ in judged}))
+    tally: dict[str, int] = {}
     for text, cls in sorted(judged, key=lambda pair: pair[1].first):
-        counts[text] = counts.get(text, 0) + len(cls.members)
-    parts = ", ".join(f"{n} {text}" for text, n in counts.items())
+        tally[text] = tally.get(text, 0) + len(cls.members)
+    parts = ", ".join(f"{n} {text}" for text, n in tally.items())
     return f"{total} node{'s' if total != 1 else ''}: {parts}"

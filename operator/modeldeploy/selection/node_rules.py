@@ -191,6 +191,7 @@ def evaluate_nodes(
     mappings: LabelMappings,
     classes: Sequence[NodeClass] | None = None,
     listed_bytes: int | None = None,
+    counts: bool = True,
 ) -> NodeVerdict:
     """Apply the engine's node rules to every node: the first tier with a usable node wins.
 
@@ -199,6 +200,11 @@ def evaluate_nodes(
 
     `classes`: `nodes` grouped by node_classes.group_nodes (without by_host), when the caller has them;
     each class is judged once. A spec that may name hosts is judged node by node.
+
+    Without `counts` (the operator's status), the reasons name kinds of node, never how many nodes or
+    which ones, and `nodes` is empty: the verdict then depends only on which classes exist (and, for a
+    spec judged node by node or pinned by host name, on the nodes), so a node joining an existing pool
+    changes nothing (docs/operator-at-scale.md, "Node churn").
     """
     needs = engine.node_needs(spec.resources.gpus)
     if classes is None or _by_host(spec):
@@ -210,11 +216,11 @@ def evaluate_nodes(
         if not ok:
             if len(needs) > 1 and index < len(needs) - 1:
                 texts = [(p.text, c) for c, p in zip(classes, problems, strict=True) if p]
-                reasons.append(f"no usable node is {need.phrase()} ({count_by_text(texts, len(nodes))})")
+                reasons.append(f"no usable node is {need.phrase()} ({count_by_text(texts, len(nodes), counts)})")
             continue
         memory = None
         if need.tier == Tier.CUDA:
-            memory = judge_memory(engine, spec, ok, nodes, listed_bytes)
+            memory = judge_memory(engine, spec, ok, nodes, listed_bytes, counts)
         if memory is not None and not memory.fitting:
             held = "; ".join(memory.reasons)
             return NodeVerdict(
@@ -223,8 +229,12 @@ def evaluate_nodes(
         if memory is not None:
             ok = list(memory.fitting)
             need = NodeNeed(need.tier, memory.tp)
-        names = member_names(nodes, ok)
-        reasons.append(f"{len(names)} of {len(nodes)} nodes can host it ({need.phrase()}): {_names(names)}")
+        if counts:
+            names = member_names(nodes, ok)
+            reasons.append(f"{len(names)} of {len(nodes)} nodes can host it ({need.phrase()}): {_names(names)}")
+        else:
+            names = ()
+            reasons.append(f"usable nodes can host it ({need.phrase()})")
         gpu_reason = engine.gpu_rule_reason(need, spec.resources.gpus, index > 0)
         if gpu_reason:
             reasons.append(gpu_reason)
@@ -232,7 +242,7 @@ def evaluate_nodes(
             reasons.extend(memory.reasons)
         preference = None
         if need.tier == Tier.CUDA and engine.prefers_gpu_share:
-            preference = prefer_gpu_share(spec, ok, nodes, need.gpus)
+            preference = prefer_gpu_share(spec, ok, nodes, need.gpus, counts)
             if preference is not None:
                 reasons.append(preference.reason)
         # Every member of a class carries the representative's gpu_present label (node_classes.shape).
@@ -240,7 +250,7 @@ def evaluate_nodes(
         return NodeVerdict(True, tuple(reasons), names, placement)
     # No tier works: say per node why, reporting for each node the tier it came closest to.
     combined = [(_closest_problem(needs, [problems[i] for problems in per_tier]), c) for i, c in enumerate(classes)]
-    failure = f"no usable node is {engine_phrase(needs)} ({count_by_text(combined, len(nodes))})"
+    failure = f"no usable node is {engine_phrase(needs)} ({count_by_text(combined, len(nodes), counts)})"
     return NodeVerdict(False, (failure,), (), None)
 
 

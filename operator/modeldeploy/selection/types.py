@@ -66,6 +66,11 @@ class EngineCandidate:
             "nodes": len(self.nodes),
         }
 
+    def status_entry(self) -> dict[str, Any]:
+        """The `status.selection[]` entry the operator writes: no node count, which every node joining or
+        leaving would move, rewriting the status of every ModelDeployment (docs/operator-at-scale.md)."""
+        return {"engine": self.engine, "eligible": self.eligible, "reasons": list(self.reasons)}
+
 
 @dataclass(frozen=True)
 class Placement:
