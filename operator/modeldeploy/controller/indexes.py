@@ -111,6 +111,7 @@ def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]
         facts_version=state.facts.version,
         others=state.children.for_owner(namespace, name),
         classes=state.facts.classes(state.config.label_mappings),
+        kinds_version=state.facts.kinds_version,  # after classes(): current for this version
         cache=CacheObjects.from_indexes(indexes),
         rivals=rivals_of(body, indexes.get("served_names_index")),
     )

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.config import LabelMappings
-from modeldeploy.selection.node_classes import NodeClass, group_nodes
+from modeldeploy.selection.node_classes import NodeClass, group_nodes, shape
 from modeldeploy.selection.nodes import node_facts
 from modeldeploy.selection.types import NodeFacts
 
@@ -40,6 +40,9 @@ class FactsMemory:
     `version` moves on every real change, so a decision made at one version is reused until the nodes
     change (reconciles that only follow a Deployment's status do not run the selection again), and the
     sorted snapshot and its classes of identical nodes are built once per version, not once per reconcile.
+
+    `kinds_version` moves only when the set of node kinds changes (a class appears or its last member
+    goes): a decision that reads kinds only (plan.still_holds) holds across the churn inside a pool.
     """
 
     def __init__(self) -> None:
@@ -47,6 +50,8 @@ class FactsMemory:
         self.version = 0
         self._snapshot: tuple[int, tuple[NodeFacts, ...]] = (0, ())
         self._classes: tuple[int, LabelMappings | None, tuple[NodeClass, ...]] = (0, None, ())
+        self._kinds: frozenset[tuple[object, ...]] = frozenset()
+        self.kinds_version = 0
 
     def observe(self, name: str, facts: NodeFacts | None) -> bool:
         """Record a node's facts (None: deleted); True when they differ from what was known."""
@@ -72,6 +77,10 @@ class FactsMemory:
         if version != self.version or mapped is not mappings:
             classes = group_nodes(self.snapshot(), mappings)
             self._classes = (self.version, mappings, classes)
+            kinds = frozenset(shape(c.facts, mappings) for c in classes)
+            if kinds != self._kinds or mapped is not mappings:
+                self._kinds = kinds
+                self.kinds_version = self.version
         return classes
 
     def __len__(self) -> int:

@@ -56,7 +56,8 @@ class PlanKey:
 
     `running` is the engine running now, recorded only when the decision departed from a fresh selection
     because of it (see `departs_from_fresh`); `config` is the operator config's identity (a reload makes
-    a new object).
+    a new object). The node facts are not part of it: `still_holds` says whether they moved in a way the
+    decision reads.
     """
 
     uid: str | None
@@ -64,7 +65,6 @@ class PlanKey:
     metadata: str  # digest of labels and annotations
     running: str | None
     reselect: bool
-    facts_version: int
     config: int
     crds: frozenset[str]
 
@@ -123,6 +123,9 @@ class World:
     facts_version: int
     others: Mapping[tuple[str, str], Child] = field(default_factory=dict)  # autoscaling/routing, by (kind, name)
     classes: tuple[NodeClass, ...] | None = None  # `nodes` grouped (node_classes.py), kept per facts version
+    # The version of the set of node kinds (nodes_index.FactsMemory.kinds_version); None: unknown, so a
+    # decision holds only for the very facts it was made on.
+    kinds_version: int | None = None
     cache: CacheObjects | None = None  # the shared model cache's objects (None: read from the API)
     rivals: tuple[Claimant, ...] = ()  # ModelDeployments serving the same model name (routing.py)
 
@@ -172,6 +175,36 @@ class Planned:
     spec_replicas: int | None = None
     model: tuple[tuple[str, Any], ...] = ()  # status.model without the shared cache's part
     md: ModelDeployment | None = None  # only when the spec uses a model cache
+    kinds_version: int | None = None  # World.kinds_version when decided
+    by_node: bool = True  # the decision reads individual nodes, not only which kinds of node exist
+
+
+def reads_nodes(md: ModelDeployment | None, decision: Decision | None) -> bool:
+    """Whether a decision depends on individual nodes rather than on the set of node kinds.
+
+    A spec with a nodeSelector or affinity is judged node by node (node_rules._by_host), and a placement
+    pinned by host names (memory_fit._pinning, where no label tells the fitting nodes apart) lists them.
+    Every other decision is made on node classes with reasons that name kinds of node only
+    (`select_engine(counts=False)`), so it is the same for any membership of the same classes.
+    """
+    if md is None:
+        return False
+    if md.spec.node_selector or md.spec.affinity is not None:
+        return True
+    placement = decision.placement if decision is not None else None
+    return placement is not None and any("matchFields" in term for term in placement.node_selector_terms)
+
+
+def still_holds(planned: Planned, facts_version: int, kinds_version: int | None) -> bool:
+    """Whether a decision made earlier is the one the node facts now give.
+
+    Node churn inside a pool (a node joining, losing its not-ready taint, leaving while others of its kind
+    stay) leaves the set of node kinds as it was: a decision that reads only kinds holds, so it is neither
+    made again nor swept (docs/operator-at-scale.md, "Node churn").
+    """
+    if planned.facts_version == facts_version:
+        return True
+    return not planned.by_node and kinds_version is not None and planned.kinds_version == kinds_version
 
 
 @dataclass(frozen=True)
@@ -267,12 +300,16 @@ def decide(
         metadata=digest([meta.get("labels"), meta.get("annotations")]),
         running=current,
         reselect=reselect,
-        facts_version=world.facts_version,
         config=id(config),
         crds=crds,
     )
     if cached is not None and cached.key in (cache_key, fresh_key(cache_key, cached)):
-        return cached, None
+        if cached.facts_version == world.facts_version:
+            return cached, None
+        if still_holds(cached, world.facts_version, world.kinds_version):
+            kept = replace(cached, facts_version=world.facts_version)  # the sweep sees it current
+            memory.plans[key] = kept
+            return kept, None
     md, invalid = parse(body)
     decision: Decision | None = None
     objects: tuple[tuple[dict[str, Any], str], ...] = ()
@@ -283,7 +320,7 @@ def decide(
         problem = (REFUSED_BY_POLICY, refused)  # docs/security.md, "Pod policy": nothing is selected or applied
     elif md is not None:
         decision = select_engine(
-            md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes
+            md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes, counts=False
         )
         if len(memory.interned) > INTERNED_MAX:
             memory.interned.clear()  # candidates of node facts long gone; the plans keep their own
@@ -306,6 +343,8 @@ def decide(
         spec_replicas=md.spec.replicas if md is not None else None,
         model=tuple(model_cache.model_status(md, None).items()) if md is not None else (),
         md=md if md is not None and md.spec.cache is not None else None,
+        kinds_version=world.kinds_version,
+        by_node=reads_nodes(md, decision),
     )
     memory.plans[key] = planned
     return planned, Rendering(md, objects)

@@ -11,8 +11,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from modeldeploy.controller.plan import still_holds
 from modeldeploy.controller.retries import run_reconcile
-from modeldeploy.controller.state import state_of
+from modeldeploy.controller.state import State, state_of
 
 SWEEP_DELAY_S = 1.0  # a sweep starts once the nodes have not changed for this long...
 
@@ -23,11 +24,21 @@ SWEEP_MAX_DELAY_S = 10.0  # ...or once they have kept changing for this long
 SWEEP_WORKERS = 8  # re-evaluations at once (each is a reconcile; most write nothing)
 
 
+def stale_plans(state: State) -> list[tuple[str, str]]:
+    """The ModelDeployments whose decision the node facts no longer give: those that read a node that
+    changed, and all of them once the set of node kinds changed (plan.still_holds). Churn inside a pool
+    (nodes of a kind joining, losing their not-ready taint) sweeps none."""
+    state.facts.classes(state.config.label_mappings)  # brings kinds_version up to the current facts
+    version, kinds = state.facts.version, state.facts.kinds_version
+    return sorted(k for k, plan in state.memory.plans.items() if not still_holds(plan, version, kinds))
+
+
 def schedule_sweep(memo: Any, indexes: Mapping[str, Any], logger: logging.Logger) -> None:
     """Once a burst of node changes is over, reconcile the ModelDeployments decided on older facts.
 
     One sweep at a time; changes that arrive while it runs are picked up by another pass. A ModelDeployment
-    not decided yet is not swept: its own reconcile decides on the newest facts. While nodes keep changing
+    not decided yet is not swept: its own reconcile decides on the newest facts, and neither is one whose
+    decision the change cannot move (`stale_plans`). While nodes keep changing
     (a pool joining a few nodes a second), a pass waits for a quiet second, at most SWEEP_MAX_DELAY_S: each
     pass rewrites every status whose selection moved, and one per second of churn was 2.8 status writes
     per ModelDeployment (docs/operator-at-scale.md).
@@ -58,7 +69,7 @@ def schedule_sweep(memo: Any, indexes: Mapping[str, Any], logger: logging.Logger
         while True:
             await quiet_nodes()
             version = state.facts.version
-            stale = sorted(k for k, plan in state.memory.plans.items() if plan.facts_version != version)
+            stale = stale_plans(state)
             if stale:
                 logger.info("nodes changed: re-evaluating %d ModelDeployments", len(stale))
                 await reconcile_each(stale)

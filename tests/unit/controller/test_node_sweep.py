@@ -26,7 +26,7 @@ def run_sweep(monkeypatch: Any, objects: int, changes: int, change_while_sweepin
         state.facts.observe(f"n{i}", facts(f"n{i}"))
     keys = [("ns", f"md-{i:03d}") for i in range(objects)]
     for key in keys:
-        state.memory.plans[key] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
+        state.memory.plans[key] = SimpleNamespace(facts_version=state.facts.version, by_node=True)  # type: ignore[assignment]
     seen: dict[str, Any] = {"calls": [], "running": 0, "most": 0}
 
     async def reconcile(memo: Any, namespace: str, name: str, indexes: Any, logger: Any, **kw: Any) -> None:
@@ -36,7 +36,7 @@ def run_sweep(monkeypatch: Any, objects: int, changes: int, change_while_sweepin
         if change_while_sweeping and len(seen["calls"]) == 20:
             state.facts.observe("late", facts("late"))  # a node changes while the sweep runs
         await asyncio.sleep(0.001)
-        state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
+        state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version, by_node=True)  # type: ignore[assignment]
         seen["running"] -= 1
 
     monkeypatch.setattr(sweep, "run_reconcile", reconcile)
@@ -80,12 +80,12 @@ def churn(monkeypatch: Any, *, changes: int, every_s: float, max_delay_s: float)
     """Nodes change one by one, `every_s` apart; when each sweep pass began, and when the churn ended."""
     state = State(config=OperatorConfig())
     memo = {"modeldeploy": state}
-    state.memory.plans[("ns", "md")] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
+    state.memory.plans[("ns", "md")] = SimpleNamespace(facts_version=state.facts.version, by_node=True)  # type: ignore[assignment]
     passes: list[float] = []
 
     async def reconcile(memo: Any, namespace: str, name: str, indexes: Any, logger: Any, **kw: Any) -> None:
         passes.append(asyncio.get_running_loop().time())
-        state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version)  # type: ignore[assignment]
+        state.memory.plans[(namespace, name)] = SimpleNamespace(facts_version=state.facts.version, by_node=True)  # type: ignore[assignment]
 
     monkeypatch.setattr(sweep, "run_reconcile", reconcile)
     monkeypatch.setattr(sweep, "SWEEP_DELAY_S", 0.05)
