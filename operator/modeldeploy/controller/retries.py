@@ -14,7 +14,7 @@ import kopf
 from modeldeploy.controller.indexes import world_of
 from modeldeploy.controller.kube import KubeError
 from modeldeploy.controller.reconcile import reconcile
-from modeldeploy.controller.state import state_of
+from modeldeploy.controller.state import State, state_of
 
 
 async def run_reconcile(
@@ -42,27 +42,8 @@ async def run_reconcile(
         if not go:
             state.metrics.reconciled(trigger, "skipped", 0.0, None)
             return
-        world = world_of(state, namespace, name, indexes)  # inside the lock: the newest views
-        started = time.monotonic()
-        failure: str | None = None
-        try:
-            result = await reconcile(state.kube, namespace, name, world, state.config, state.memory)
-        except KubeError as exc:
-            state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
-            failure = f"apiserver: {exc}"
-        except Exception:
-            state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
-            raise
-        else:
-            state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
-            state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
-            state.metrics.requested(result.requests)
-            post_events(result)
-            if result.failed is not None:
-                failure = f"apply failed: {result.failed}"
-            elif result.status_written or result.events:
-                summary = f", {result.decision.summary}" if result.decision else ""
-                logger.info("%s/%s (%s): %s%s", namespace, name, trigger, result.outcome, summary)
+        async with state.slots:
+            failure = await reconcile_in_slot(state, namespace, name, indexes, logger, trigger)
     if failure is None:
         state.failures.pop(key, None)
         return
@@ -71,6 +52,39 @@ async def run_reconcile(
     delay = retry_delay(attempt)
     logger.warning("%s/%s (%s): %s; retrying in %.0f s", namespace, name, trigger, failure, delay)
     schedule_retry(memo, key, indexes, logger, delay)
+
+
+async def reconcile_in_slot(
+    state: State, namespace: str, name: str, indexes: Mapping[str, Any], logger: logging.Logger, trigger: str
+) -> str | None:
+    """One reconcile, holding one of `state.slots`: why it failed, or None.
+
+    The slots bound the reconciles at once to the API client's connections. Without them every new
+    object's reconcile queued its apply at once, and each status write, the second request of its
+    reconcile, waited behind the applies of every object created since: in a burst the status followed its
+    Deployment by seconds (docs/operator-at-scale.md, "Node churn").
+    """
+    assert state.kube is not None
+    world = world_of(state, namespace, name, indexes)  # inside the lock and the slot: the newest views
+    started = time.monotonic()
+    try:
+        result = await reconcile(state.kube, namespace, name, world, state.config, state.memory)
+    except KubeError as exc:
+        state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
+        return f"apiserver: {exc}"
+    except Exception:
+        state.metrics.reconciled(trigger, "error", time.monotonic() - started, None)
+        raise
+    state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
+    state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
+    state.metrics.requested(result.requests)
+    post_events(result)
+    if result.failed is not None:
+        return f"apply failed: {result.failed}"
+    if result.status_written or result.events:
+        summary = f", {result.decision.summary}" if result.decision else ""
+        logger.info("%s/%s (%s): %s%s", namespace, name, trigger, result.outcome, summary)
+    return None
 
 
 def schedule_retry(
