@@ -722,7 +722,7 @@ BY_MEMORY = {
             engine={"name": "vllm", "args": {"max-model-len": 8192}},
         ),
         {"e2e-t4-1"},
-        "nodes with [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's bfloat16 weights need",
+        "with [Tesla-T4, 1 GPU(s)] cannot hold it: compute capability 7.5 < 8.0 that vLLM's bfloat16 weights need",
     ),
     "qwen7b-fp8": (
         md_doc(
