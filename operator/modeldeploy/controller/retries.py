@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from modeldeploy.controller import tuning
 from modeldeploy.controller.indexes import world_of
 from modeldeploy.controller.kube import KubeError
 from modeldeploy.controller.reconcile import reconcile
@@ -43,7 +44,13 @@ async def run_reconcile(
             state.metrics.reconciled(trigger, "skipped", 0.0, None)
             return
         async with state.slots:
-            failure = await reconcile_in_slot(state, namespace, name, indexes, logger, trigger)
+            state.busy += 1
+            try:
+                failure = await reconcile_in_slot(state, namespace, name, indexes, logger, trigger)
+            finally:
+                state.busy -= 1
+                state.since_release += 1
+                release_after_burst(state)
     if failure is None:
         state.failures.pop(key, None)
         return
@@ -52,6 +59,28 @@ async def run_reconcile(
     delay = retry_delay(attempt)
     logger.warning("%s/%s (%s): %s; retrying in %.0f s", namespace, name, trigger, failure, delay)
     schedule_retry(memo, key, indexes, logger, delay)
+
+
+BURST = 200  # reconciles since the last release that make a burst worth giving memory back after
+QUIET_S = 5.0  # ...once no reconcile has run for this long
+
+
+def release_after_burst(state: State) -> None:
+    """Once a burst of reconciles is over (none running for QUIET_S), give its memory back
+    (tuning.release_memory): a full collection and a trim cost tens of milliseconds, once per burst."""
+    if state.busy or state.since_release < BURST or (state.release is not None and not state.release.done()):
+        return
+
+    async def when_quiet() -> None:
+        while True:
+            seen = state.since_release
+            await asyncio.sleep(QUIET_S)
+            if not state.busy and state.since_release == seen:
+                break
+        state.since_release = 0
+        tuning.release_memory()
+
+    state.release = asyncio.create_task(when_quiet())
 
 
 async def reconcile_in_slot(

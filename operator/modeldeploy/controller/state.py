@@ -44,6 +44,9 @@ class State:
     # Reconciles at once (controller/retries.py): as many as the API client's connections, so a status
     # write never queues behind the applies of objects that arrived after it (docs/operator-at-scale.md).
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LIMIT))
+    busy: int = 0  # reconciles holding a slot
+    since_release: int = 0  # reconciles since memory was last given back (retries.release_after_burst)
+    release: asyncio.Task[None] | None = None
 
 
 def state_of(memo: Any) -> State:

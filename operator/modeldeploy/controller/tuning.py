@@ -18,7 +18,10 @@ internals for nothing measurable).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+from collections.abc import Callable
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 MIDDLE_THRESHOLD = 20  # young collections per middle one (default: 10)
@@ -32,3 +35,27 @@ def tune_gc() -> tuple[int, int, int]:
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
     return before
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (musl, macOS: their allocators return memory by themselves)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def release_memory(trim: Callable[[int], int] | None = None) -> None:
+    """Give the memory a burst used back to the system once it is over.
+
+    A burst's watch bodies, tasks and responses are freed when handled, but glibc keeps the freed pages
+    of its heaps for the next allocation, so RSS stayed at the burst's peak (docs/operator-at-scale.md,
+    "Node churn"). A full collection first (the young threshold above leaves the burst's few cycles for
+    later), then `malloc_trim(0)`, which returns every free page of the heaps to the system.
+    """
+    gc.collect()
+    trim = trim or _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import retries
+from modeldeploy.controller import retries, tuning
 from modeldeploy.controller.kube import LIMIT
 from modeldeploy.controller.plan import World, decide
 from modeldeploy.controller.state import State
@@ -199,22 +200,6 @@ def test_a_status_write_does_not_queue_behind_the_applies_of_later_objects(monke
         await request("status", i)
         return retries_result()
 
-    def retries_result() -> Any:
-        return type(
-            "R",
-            (),
-            {
-                "outcome": "applied",
-                "engine": None,
-                "status_written": True,
-                "children_changed": [],
-                "requests": 2,
-                "events": [],
-                "failed": None,
-                "decision": None,
-            },
-        )()
-
     state = State(config=CONFIG, kube=object())  # type: ignore[arg-type]
     monkeypatch.setattr(retries, "reconcile", reconcile)
     monkeypatch.setattr(retries, "world_of", lambda *args: None)
@@ -230,3 +215,46 @@ def test_a_status_write_does_not_queue_behind_the_applies_of_later_objects(monke
     for i in range(200):
         between = order.index(("status", i)) - order.index(("apply", i))
         assert between <= LIMIT, (i, between)
+
+
+async def burst_of(state: State, count: int) -> None:
+    memo = {"modeldeploy": state}
+    log = logging.getLogger("test")
+    await asyncio.gather(
+        *(retries.run_reconcile(memo, "ns", str(i), {}, log, trigger="create", coalesce=True) for i in range(count))
+    )
+    if state.release is not None:
+        await state.release
+
+
+def retries_result() -> Any:
+    fields = {"outcome": "applied", "engine": None, "status_written": True, "children_changed": [], "requests": 2}
+    return SimpleNamespace(**fields, events=[], failed=None, decision=None)
+
+
+def test_memory_is_given_back_once_a_burst_is_over(monkeypatch: Any) -> None:
+    released: list[int] = []
+    monkeypatch.setattr(retries, "QUIET_S", 0.01)
+    monkeypatch.setattr(retries.tuning, "release_memory", lambda: released.append(1))
+    state = State(config=CONFIG, kube=object())  # type: ignore[arg-type]
+
+    async def reconcile(kube: Any, namespace: str, name: str, *args: Any) -> Any:
+        await asyncio.sleep(0)
+        return retries_result()
+
+    monkeypatch.setattr(retries, "reconcile", reconcile)
+    monkeypatch.setattr(retries, "world_of", lambda *args: None)
+
+    async def bursts() -> None:
+        await burst_of(state, retries.BURST - 1)
+        assert released == []  # a few reconciles are no burst
+        await burst_of(state, 51)
+        assert released == [1] and state.since_release == 0
+
+    asyncio.run(bursts())
+
+
+def test_release_memory_trims_the_heaps() -> None:
+    calls: list[int] = []
+    tuning.release_memory(lambda pad: calls.append(pad) or 1)
+    assert calls == [0]
