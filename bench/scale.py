@@ -17,8 +17,9 @@ What it does, in order:
    per second, while two watches record when each object's Deployment appears and when its status
    shows a decision for its generation;
 5. prints: converge time (burst start until every object is decided and, where an engine was chosen,
-   its Deployment exists), create -> Deployment p50/p99, operator CPU per ModelDeployment (the burst
-   until convergence), API requests per ModelDeployment by verb, RSS, and then, once every rollout is
+   its Deployment exists), create -> Deployment p50/p99, create -> status p50/p99 (the status naming the
+   engine) and how far it trails its Deployment, operator CPU per ModelDeployment (the burst until
+   convergence) and in the 30 s after it, API requests per ModelDeployment by verb, RSS, and then, once every rollout is
    over and the operator has made no request for `--settle` seconds, a steady-state round:
    one node relabelled (every ModelDeployment is re-evaluated, nothing changes) and the requests and
    writes that cost per object.
@@ -239,6 +240,7 @@ class Recorder:
         self.created: dict[str, float] = {}
         self.deployment_at: dict[str, float] = {}
         self.decided_at: dict[str, float] = {}
+        self.engine_at: dict[str, float] = {}  # when the status first named the engine it chose
         self.engine: dict[str, str | None] = {}
         self.lock = threading.Lock()
         self._stop = threading.Event()
@@ -256,32 +258,49 @@ class Recorder:
 
     def _watch_deployments(self) -> None:
         apps = client.AppsV1Api(self.api)
+        version: str | None = None
         while not self._stop.is_set():
             w = watch.Watch()
-            with contextlib.suppress(Exception):
-                for event in w.stream(apps.list_namespaced_deployment, NS, timeout_seconds=5, _request_timeout=30):
+            try:
+                # Resumed from the last version seen: a reconnect that listed every object again would
+                # hold the next events back behind a replay of them all (and time them late).
+                for event in w.stream(
+                    apps.list_namespaced_deployment,
+                    NS,
+                    timeout_seconds=30,
+                    _request_timeout=60,
+                    resource_version=version,
+                ):
                     name = event["object"].metadata.name
+                    version = event["object"].metadata.resource_version
                     with self.lock:
                         self.deployment_at.setdefault(name, time.time())
                     if self._stop.is_set():
                         break
+            except client.ApiException as exc:
+                version = None if exc.status == 410 else version
+            except Exception:  # noqa: BLE001 - a dropped connection: resume
+                pass
 
     def _watch_mds(self) -> None:
         crs = client.CustomObjectsApi(self.api)
+        version: str | None = None
         while not self._stop.is_set():
             w = watch.Watch()
-            with contextlib.suppress(Exception):
+            try:
                 for event in w.stream(
                     crs.list_namespaced_custom_object,
                     GROUP,
                     VERSION,
                     NS,
                     PLURAL,
-                    timeout_seconds=5,
-                    _request_timeout=30,
+                    timeout_seconds=30,
+                    _request_timeout=60,
+                    resource_version=version,
                 ):
                     obj = event["object"]
                     name = obj["metadata"]["name"]
+                    version = obj["metadata"].get("resourceVersion") or version
                     status = obj.get("status") or {}
                     decided = status.get("observedGeneration") == obj["metadata"].get("generation") and (
                         status.get("engine") or status.get("reason")
@@ -291,11 +310,17 @@ class Recorder:
                         chosen = (conditions.get("EngineSelected") or {}).get("status") == "True"
                         with self.lock:
                             self.decided_at.setdefault(name, time.time())
+                            if status.get("engine"):
+                                self.engine_at.setdefault(name, time.time())
                             # An engine was chosen: converged only once its Deployment exists (an apply
                             # the apiserver refused for now is decided, not converged).
                             self.engine[name] = status.get("engine") or ("chosen" if chosen else None)
                     if self._stop.is_set():
                         break
+            except client.ApiException as exc:
+                version = None if exc.status == 410 else version
+            except Exception:  # noqa: BLE001 - a dropped connection: resume
+                pass
 
     def converged(self, names: list[str]) -> bool:
         with self.lock:
@@ -356,6 +381,13 @@ def untainted(core: client.CoreV1Api) -> bool:
     )
 
 
+def tainted(core: client.CoreV1Api) -> int:
+    """How many nodes still carry the not-ready taint."""
+    return sum(
+        any(t.key == "node.kubernetes.io/not-ready" for t in (n.spec.taints or ())) for n in core.list_node().items
+    )
+
+
 def model_deployments(count: int) -> list[dict[str, Any]]:
     templates = [yaml.safe_load(p.read_text()) for p in EXAMPLES]
     out = []
@@ -391,6 +423,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kubelet: FakeKubelet | None = None
     recorder: Recorder | None = None
     result: dict[str, Any] = {"nodes": args.nodes, "objects": args.objects, "rate": args.rate}
+    result["load_before"] = Path("/proc/loadavg").read_text().split()[:3]
     try:
         cluster.start()
         api = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
@@ -404,6 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # (every ModelDeployment re-evaluated as each node becomes schedulable).
         if not args.during_node_churn:
             wait("the nodes' not-ready taints to go", lambda: untainted(core), 300, interval=2)
+        tainted_at_burst: int | None = None
         install_crd(api)
         core.create_namespace({"metadata": {"name": NS}})
         audit = Audit(audit_log)
@@ -432,6 +466,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         audit.mark()
         cpu0 = operator.cpu_s()
         t0 = time.time()
+        if args.during_node_churn:
+            tainted_at_burst = tainted(core)  # still to lose the taint as the burst starts
+            say(f"{tainted_at_burst} of {args.nodes} nodes still carry the not-ready taint")
         say(f"creating {len(docs)} ModelDeployments at {args.rate}/s")
         for i, doc in enumerate(docs):
             due = t0 + i / args.rate
@@ -454,17 +491,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu_burst = operator.cpu_s() - cpu0
         burst_counts = audit.since_mark()
         latencies = [recorder.deployment_at[n] - recorder.created[n] for n in md_names if n in recorder.deployment_at]
+        # The status that names the engine, against its own Deployment (the same object's): how far the status
+        # a user reads trails what the operator did.
+        with_engine = [n for n in md_names if n in recorder.engine_at and n in recorder.deployment_at]
+        to_status = [recorder.engine_at[n] - recorder.created[n] for n in with_engine]
+        behind = [recorder.engine_at[n] - recorder.deployment_at[n] for n in with_engine]
         result |= {
             "converge_s": round(t_done - t0, 1),
             "deployments": len(latencies),
             "create_to_deployment_p50_ms": round(1000 * percentile(latencies, 0.5)),
             "create_to_deployment_p99_ms": round(1000 * percentile(latencies, 0.99)),
+            "create_to_status_p50_ms": round(1000 * percentile(to_status, 0.5)),
+            "create_to_status_p99_ms": round(1000 * percentile(to_status, 0.99)),
+            "status_after_deployment_p50_ms": round(1000 * percentile(behind, 0.5)),
+            "status_after_deployment_p99_ms": round(1000 * percentile(behind, 0.99)),
             "operator_cpu_ms_per_object": round(1000 * cpu_burst / args.objects, 1),
             "requests_per_object": {k: round(v / args.objects, 2) for k, v in sorted(verbs(burst_counts).items())},
             "requests_per_object_by_resource": {k: round(v / args.objects, 2) for k, v in sorted(burst_counts.items())},
         }
         rss, peak = operator.memory_mib()
         result |= {"rss_mib": round(rss, 1), "rss_peak_mib": round(peak, 1)}
+        # After convergence: the operator's CPU in the next 10 s and in the 20 s after those (the rollouts of
+        # the fake kubelet's pods go on meanwhile: their status writes are work, not idling).
+        cpu_converged = operator.cpu_s()
+        time.sleep(max(0.0, t_done + 10 - time.time()))
+        cpu_10 = operator.cpu_s()
+        time.sleep(20)
+        result["cpu_s_after_converge_0_10s"] = round(cpu_10 - cpu_converged, 2)
+        result["cpu_s_after_converge_10_30s"] = round(operator.cpu_s() - cpu_10, 2)
+        result["rss_mib_after_converge_30s"] = round(operator.memory_mib()[0], 1)
 
         # Steady state: let rollouts finish, then node changes that change no decision: a label no rule
         # reads. The operator re-evaluates every ModelDeployment (any decision may depend on any label).
@@ -508,6 +563,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["idle_requests_after"] = sum(audit.since_mark().values())
         result["rss_mib_end"] = round(operator.memory_mib()[0], 1)
         result["load"] = Path("/proc/loadavg").read_text().split()[:3]
+        result["tainted_at_burst_start"] = tainted_at_burst
         result["cpus"] = os.cpu_count()
         return result
     finally:
