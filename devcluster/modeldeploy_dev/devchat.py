@@ -74,13 +74,37 @@ def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> st
     return f"http://{service.spec.cluster_ip}:{port}"
 
 
+def route(api: client.ApiClient, name: str, namespace: str, interceptor: str | None) -> tuple[str, str | None]:
+    """Where to send the request, and the Host header: a model that scales from zero is asked through the
+    KEDA HTTP add-on's interceptor, which holds the request while the first replica starts (its Service
+    has no endpoint at zero, docs/autoscaling.md); any other through its Service."""
+    try:
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise ChatError(f"there is no ModelDeployment {namespace}/{name} in the dev cluster") from None
+        raise
+    scaling = (obj.get("spec") or {}).get("autoscaling") or {}
+    if scaling and scaling.get("minReplicas") == 0:
+        if interceptor is None:
+            raise ChatError(f"ModelDeployment {namespace}/{name} scales from zero and no interceptor runs here")
+        return interceptor, f"{name}.{namespace}.svc"
+    return endpoint(api, name, namespace), None
+
+
 # Greedy decoding makes the answer repeatable; a 135M model needs a plain system prompt to stay on task
 # (without one, SmolLM2's GGUF template adds its own, and greedy decoding then rambles in French).
 SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 def chat(
-    base: str, model: str, prompt: str, max_tokens: int = 96, timeout: float = 120, system: str = SYSTEM_PROMPT
+    base: str,
+    model: str,
+    prompt: str,
+    max_tokens: int = 96,
+    timeout: float = 120,
+    system: str = SYSTEM_PROMPT,
+    host: str | None = None,
 ) -> Reply:
     """One streamed chat completion at temperature 0; the reply's text and timings."""
     messages = [{"role": "system", "content": system}] if system else []
@@ -94,7 +118,7 @@ def chat(
     request = urllib.request.Request(
         f"{base}/v1/chat/completions",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **({"Host": host} if host else {})},
     )
     started = time.monotonic()
     first: float | None = None
