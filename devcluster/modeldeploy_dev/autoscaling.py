@@ -38,6 +38,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from modeldeploy.controller.blocking import Kube, KubeError
 from modeldeploy_dev import addon_crds, certs
 from modeldeploy_dev.build import ensure_autoscaling
 from modeldeploy_dev.cluster import free_port
@@ -238,10 +239,12 @@ class Stack:
         return self
 
     def _objects(self, api: client.ApiClient) -> None:
+        kube = Kube(api)
+
         def request(method: str, path: str, body: dict[str, object]) -> None:
             try:
-                api.call_api(path, method, body=body, response_type="object", auth_settings=["BearerToken"])
-            except ApiException as exc:
+                kube.request(method, path, body=body)
+            except KubeError as exc:
                 if exc.status != 409:  # already there (a second stack on the same cluster)
                     raise
 
