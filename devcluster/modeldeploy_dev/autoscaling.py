@@ -96,7 +96,7 @@ def prometheus_config(kubeconfig: Path, interval: str = SCRAPE_INTERVAL) -> dict
 
 @dataclass
 class Stack:
-    """The five processes in `workdir`; start() after the cluster, stop() before it."""
+    """The processes in `workdir`; start() after the cluster, stop() before it."""
 
     workdir: Path
     kubeconfig: Path
@@ -214,6 +214,24 @@ class Stack:
                 "KEDA_HTTP_PROXY_PORT": str(self.ports["proxy"]),
                 "KEDA_HTTP_ADMIN_PORT": str(self.ports["admin"]),
                 "OTEL_PROM_EXPORTER_PORT": str(self.ports["interceptor-metrics"]),
+            },
+        )
+        # The add-on's operator: HTTPScaledObjects' status (ours ask it to create no ScaledObject).
+        self._spawn(
+            "addon-operator",
+            [
+                str(bins["keda-http-add-on"]["operator"]),
+                f"--metrics-bind-address=127.0.0.1:{self.ports['addon-metrics']}",
+                f"--health-probe-bind-address=127.0.0.1:{self.ports['addon-probe']}",
+            ],
+            {
+                **kube_env,
+                "KEDA_HTTP_OPERATOR_NAMESPACE": NAMESPACE,
+                "KEDAHTTP_INTERCEPTOR_SERVICE": "keda-add-ons-http-interceptor-proxy",
+                "KEDAHTTP_INTERCEPTOR_PROXY_PORT": str(self.ports["proxy"]),
+                "KEDAHTTP_INTERCEPTOR_ADMIN_PORT": str(self.ports["admin"]),
+                "KEDAHTTP_OPERATOR_EXTERNAL_SCALER_SERVICE": "keda-add-ons-http-external-scaler",
+                "KEDAHTTP_OPERATOR_EXTERNAL_SCALER_PORT": str(self.ports["scaler"]),
             },
         )
         self._spawn(
