@@ -22,6 +22,7 @@ from modeldeploy.api.v1alpha1 import API_VERSION, KIND
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import scaling
 from modeldeploy.controller.apply import ApplyError
+from modeldeploy.controller.children import Child
 from modeldeploy.controller.events import EventSpec
 from modeldeploy.controller.execute import execute, write_status
 from modeldeploy.controller.kube import AsyncKube
@@ -134,6 +135,10 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
     pods = await kube.request(
         "GET", f"/api/v1/namespaces/{namespace}/pods", query=[("labelSelector", f"app.kubernetes.io/instance={name}")]
     )
+    # KEDA's conditions on the ScaledObject feed the Autoscaling condition (scaling/keda_status.py); the
+    # operator has them from its watch, a reconcile outside it reads them here (absent CRD: a 404 too).
+    scaled = await kube.get(f"/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects/{name}")
+    others = {("ScaledObject", name): Child.from_object(name, scaled)} if scaled else {}
     return World(
         body=md_view(body) if body else None,
         deployment=ChildView.from_object(deployment) if deployment else None,
@@ -142,6 +147,7 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
         nodes=nodes,
         facts_version=hash(nodes),
         rivals=claimants(every, served),
+        others=others,
     )
 
 
