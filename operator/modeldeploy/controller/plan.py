@@ -397,7 +397,14 @@ def plan(
     cache: ModelDeployment | None = None
     live: dict[Any, ChildView | None] = {}
     if planned.children and planned.problem is None:
-        live = {"Deployment": world.deployment, "Service": world.service}
+        deployment = world.deployment
+        md = planned.md
+        if deployment is not None and md is not None and md.spec.autoscaling is not None:
+            # docs/autoscaling.md: created with the minimum, then spec.replicas is the autoscaler's. KEDA's
+            # scale to zero takes the field from our apply without an entry of its own in managedFields,
+            # so ownership alone cannot tell: a re-apply would set the minimum back (0 -> 1).
+            deployment = replace(deployment, yielded=tuple(dict.fromkeys((*deployment.yielded, "spec.replicas"))))
+        live = {"Deployment": deployment, "Service": world.service}
         live.update({key: child.view for key, child in world.others.items()})  # by (kind, name)
         children = planned.children
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:

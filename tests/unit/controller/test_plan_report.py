@@ -152,3 +152,22 @@ def test_report_of_a_refused_apply_warns_once_and_says_failed(repo_root: Path) -
     # The next reconcile reads that status back: the same refusal is not announced again.
     later = replace(made, status=said.status)
     assert not [e for e in report(later, done, w, NOW).events if e.reason == APPLY_FAILED]
+
+
+def test_with_autoscaling_the_replica_count_of_a_live_deployment_is_the_autoscalers(repo_root: Path) -> None:
+    """KEDA's scale to zero leaves no managedFields entry of its own: the plan yields spec.replicas anyway, so a
+    reconcile at zero does not set the minimum back (docs/autoscaling.md)."""
+    from modeldeploy.controller.views import ChildView
+
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": KEY[1], "namespace": KEY[0], "uid": "d-1", "generation": 3, "managedFields": []},
+        "spec": {"replicas": 0},
+    }
+    scaled = body(repo_root, autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    view = ChildView.from_object(live)
+    made = plan(replace(world(repo_root, scaled), deployment=view), {}, CONFIG, Memory(), KEY)
+    assert made.live["Deployment"] is not None and "spec.replicas" in made.live["Deployment"].yielded
+    fixed = plan(replace(world(repo_root, body(repo_root)), deployment=view), {}, CONFIG, Memory(), KEY)
+    assert fixed.live["Deployment"] is not None and fixed.live["Deployment"].yielded == ()
