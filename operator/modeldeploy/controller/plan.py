@@ -67,6 +67,7 @@ class PlanKey:
     facts_version: int
     config: int
     crds: frozenset[str]
+    listed_bytes: int | None = None  # the shared cache's listing total (status.model.bytesTotal), once known
 
     def fresh(self) -> PlanKey:
         """This key as a decision that did not depart from the fresh choice records it: no running engine."""
@@ -91,6 +92,13 @@ def current_engine(status: Mapping[str, Any], deployment_engine: str | None) -> 
         if value and value in registry.names():
             return str(value)
     return None
+
+
+def listed_bytes(status: Mapping[str, Any]) -> int | None:
+    """The model's files' total from the shared cache's listing, which sizes a model of unknown size for
+    memory placement (docs/memory-placement.md); None until the listing has run."""
+    total = (status.get("model") or {}).get("bytesTotal")
+    return total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None
 
 
 def stability_inputs(
@@ -270,6 +278,7 @@ def decide(
         facts_version=world.facts_version,
         config=id(config),
         crds=crds,
+        listed_bytes=listed_bytes(status),
     )
     if cached is not None and cached.key in (cache_key, fresh_key(cache_key, cached)):
         return cached, None
@@ -283,7 +292,13 @@ def decide(
         problem = (REFUSED_BY_POLICY, refused)  # docs/security.md, "Pod policy": nothing is selected or applied
     elif md is not None:
         decision = select_engine(
-            md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes
+            md.spec,
+            world.nodes,
+            config,
+            current=current,
+            reselect=reselect,
+            classes=world.classes,
+            listed_bytes=cache_key.listed_bytes,
         )
         if len(memory.interned) > INTERNED_MAX:
             memory.interned.clear()  # candidates of node facts long gone; the plans keep their own

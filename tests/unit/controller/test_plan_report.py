@@ -171,3 +171,26 @@ def test_with_autoscaling_the_replica_count_of_a_live_deployment_is_the_autoscal
     assert made.live["Deployment"] is not None and "spec.replicas" in made.live["Deployment"].yielded
     fixed = plan(replace(world(repo_root, body(repo_root)), deployment=view), {}, CONFIG, Memory(), KEY)
     assert fixed.live["Deployment"] is not None and fixed.live["Deployment"].yielded == ()
+
+
+def test_the_shared_caches_listing_sizes_a_model_of_unknown_size(repo_root: Path) -> None:
+    """A model the estimate knows nothing of (no known repository, no sizeInBillions) is sized by its files'
+    total once the listing has put it in status (docs/memory-placement.md); before, it is not judged."""
+    found = nodes(repo_root, "gpu-classes")
+    md = body(
+        repo_root,
+        model={"name": "qwen2.5-instruct", "format": "pytorch", "quantization": "none", "uri": "hf://acme/in-house"},
+        engine={"name": "vllm", "args": {"max-model-len": 4096}},
+        cache={"shared": {}},
+    )
+    w = World(body=md, deployment=None, service=None, pods=(), nodes=found, facts_version=hash(found))
+    memory = Memory()
+    before = plan(w, {}, CONFIG, memory, KEY).planned.decision
+    assert before is not None and before.placement is not None
+    listed = {"model": {"phase": "Ready", "bytesTotal": 40 << 30}}
+    after = plan(w, listed, CONFIG, memory, KEY).planned.decision
+    assert after is not None and after is not before  # the listing is an input of the decision
+    vllm = next(c for c in after.candidates if c.engine == "vllm")
+    text = " ".join(vllm.reasons)
+    assert "gpu-l4-1" in text and "cannot hold it" in text, text
+    assert "gpu-a100-1" in vllm.nodes and "gpu-l4-1" not in vllm.nodes
