@@ -47,7 +47,18 @@ class AddonModule:
 KEDA = AddonModule(
     "github.com/kedacore/keda/v2",
     "v2.21.0",
-    ("config/crd/bases/keda.sh_scaledobjects.yaml", "config/crd/bases/keda.sh_triggerauthentications.yaml"),
+    # All of KEDA's kinds: its operator watches each one and does not start without their CRDs.
+    tuple(
+        f"config/crd/bases/{f}.yaml"
+        for f in (
+            "keda.sh_scaledobjects",
+            "keda.sh_triggerauthentications",
+            "keda.sh_scaledjobs",
+            "keda.sh_clustertriggerauthentications",
+            "eventing.keda.sh_cloudeventsources",
+            "eventing.keda.sh_clustercloudeventsources",
+        )
+    ),
 )
 KEDA_HTTP = AddonModule(
     "github.com/kedacore/http-add-on", "v0.12.0", ("config/crd/bases/http.keda.sh_httpscaledobjects.yaml",)

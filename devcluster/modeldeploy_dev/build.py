@@ -16,6 +16,7 @@ machine pays for the builds (minutes on two cores; docs/development.md has the f
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -60,6 +61,10 @@ class GoBuild:
     ldflags: str = "-s -w"
     tags: tuple[str, ...] = ()
     what: str = field(default="", compare=False)
+    # Set for a release built as its own main module (module@version from the Go module proxy, built in
+    # its read-only module-cache folder with its own go.mod, replace directives included); commands are
+    # then paths relative to it. Unset: module_dir is a wrapper module of ours.
+    main_module: str | None = None
 
     def bin_dir(self) -> Path:
         if override := os.environ.get(self.override_env):
@@ -115,6 +120,48 @@ CONTAINERD = GoBuild(
     what=f"containerd {CONTAINERD_VERSION}",
 )
 
+# The autoscaling stack (docs/autoscaling.md): the releases whose CRDs addon_crds.py installs. Each is
+# built as its own main module: KEDA and Prometheus carry replace directives a wrapper module would
+# drop, and the module proxy serves the exact tagged sources. No webhooks for KEDA (the dev cluster has
+# no admission webhooks) and no promtool.
+KEDA_VERSION = "v2.21.0"
+KEDA_HTTP_VERSION = "v0.12.0"
+PROMETHEUS_MODULE_VERSION = "v0.316.0"  # Prometheus 3.16.0 (its module is tagged v0.3XX.Y)
+KEDA = GoBuild(
+    name="keda",
+    version=KEDA_VERSION,
+    module_dir=GOMOD_DIR,
+    main_module=f"github.com/kedacore/keda/v2@{KEDA_VERSION}",
+    commands={"operator": "./cmd/operator", "adapter": "./cmd/adapter"},
+    override_env="MODELDEPLOY_KEDA_BIN",
+    ldflags=(
+        f"-s -w -X github.com/kedacore/keda/v2/version.Version={KEDA_VERSION.lstrip('v')}"
+        f" -X github.com/kedacore/keda/v2/version.GitCommit={KEDA_VERSION}"
+    ),
+    what=f"KEDA {KEDA_VERSION} (operator, metrics adapter)",
+)
+KEDA_HTTP = GoBuild(
+    name="keda-http-add-on",
+    version=KEDA_HTTP_VERSION,
+    module_dir=GOMOD_DIR,
+    main_module=f"github.com/kedacore/http-add-on@{KEDA_HTTP_VERSION}",
+    commands={"operator": "./operator", "interceptor": "./interceptor", "scaler": "./scaler"},
+    override_env="MODELDEPLOY_KEDA_HTTP_BIN",
+    ldflags=f"-s -w -X github.com/kedacore/http-add-on/pkg/build.version={KEDA_HTTP_VERSION}",
+    what=f"KEDA HTTP add-on {KEDA_HTTP_VERSION} (operator, interceptor, scaler)",
+)
+PROMETHEUS = GoBuild(
+    name="prometheus",
+    version=PROMETHEUS_MODULE_VERSION,
+    module_dir=GOMOD_DIR,
+    main_module=f"github.com/prometheus/prometheus@{PROMETHEUS_MODULE_VERSION}",
+    commands={"prometheus": "./cmd/prometheus"},
+    override_env="MODELDEPLOY_PROMETHEUS_BIN",
+    ldflags="-s -w -X github.com/prometheus/common/version.Version=3.16.0",
+    what="Prometheus 3.16.0 (its HTTP API; the web UI's assets are not built)",
+)
+AUTOSCALING = (KEDA, KEDA_HTTP, PROMETHEUS)
+
 
 def bin_dir(version: str = K8S_VERSION) -> Path:
     """Where the Kubernetes binaries are (MODELDEPLOY_K8S_BIN overrides the cache)."""
@@ -160,16 +207,42 @@ def _build(build: GoBuild, directory: Path, log: Log) -> None:
         staging = directory.parent / "bin.partial"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
+        cwd = _module_source(go, build.main_module) if build.main_module else build.module_dir
         cmd = [go, "build", "-mod=readonly", "-trimpath", "-ldflags", build.ldflags]
         if build.tags:
             cmd += ["-tags", " ".join(build.tags)]
         cmd += ["-o", f"{staging}/", *build.commands.values()]
         log(f"building {build.what} with Go (first run only; minutes) into {directory}")
         started = time.monotonic()
-        env = {**os.environ, "GOFLAGS": "-buildvcs=false", "CGO_ENABLED": "0"}
-        proc = subprocess.run(cmd, cwd=build.module_dir, env=env, capture_output=True, text=True)
+        # GOWORK=off: Prometheus's zip ships a go.work naming nested modules that zips leave out.
+        env = {**os.environ, "GOFLAGS": "-buildvcs=false", "CGO_ENABLED": "0", "GOWORK": "off"}
+        proc = subprocess.run(["nice", "-n", "19", *cmd], cwd=cwd, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise BuildError(f"go build failed in {build.module_dir} (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            raise BuildError(f"go build failed in {cwd} (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         shutil.rmtree(directory, ignore_errors=True)
         staging.rename(directory)
         log(f"built {build.what} in {time.monotonic() - started:.0f} s")
+
+
+def _module_source(go: str, module: str) -> Path:
+    """The pinned module's source folder in the Go module cache (downloaded from the proxy first)."""
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOWORK": "off"}
+    proc = subprocess.run(
+        [go, "mod", "download", "-json", module], cwd=GOMOD_DIR, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise BuildError(f"go mod download {module} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return Path(json.loads(proc.stdout)["Dir"])
+
+
+def ensure_autoscaling(log: Log = _stderr) -> dict[str, dict[str, Path]]:
+    """KEDA, its HTTP add-on and Prometheus (build name -> binary name -> path), built on first use."""
+    return {build.name: ensure(build, log) for build in AUTOSCALING}
+
+
+if __name__ == "__main__":
+    # `python -m modeldeploy_dev.build autoscaling` fills the cache ahead of a test run (CI does).
+    targets = {"k8s": (KUBERNETES,), "containerd": (CONTAINERD,), "autoscaling": AUTOSCALING}
+    for arg in sys.argv[1:] or ["k8s", "containerd", "autoscaling"]:
+        for target in targets[arg]:
+            ensure(target)

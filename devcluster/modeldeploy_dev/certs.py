@@ -77,6 +77,7 @@ class CertificateAuthority:
         *,
         org: str | None = None,
         server: bool = False,
+        client: bool = False,
         dns: tuple[str, ...] = (),
         ips: tuple[str, ...] = (),
     ) -> Pair:
@@ -84,7 +85,9 @@ class CertificateAuthority:
         address pods reach the apiserver at, a kubelet's node name and address) or client."""
         key = _key()
         now = dt.datetime.now(dt.UTC)
-        usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+        usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        if client or not server:  # `client` with `server`: one pair for both ends of a mutual-TLS link
+            usage.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(cn, org))

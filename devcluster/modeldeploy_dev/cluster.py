@@ -109,6 +109,13 @@ class LocalCluster:
         kcm = ca.issue("controller-manager", "system:kube-controller-manager")
         sched = ca.issue("scheduler", "system:kube-scheduler")
         sa = certs.service_account_keys(pki)
+        # Aggregation (an extension API server such as KEDA's metrics adapter, docs/autoscaling.md): the
+        # apiserver proxies with this client certificate and the user in X-Remote-* headers; extension
+        # servers trust those headers from this CA's `front-proxy-client` only (the CA and names reach
+        # them through the kube-system/extension-apiserver-authentication ConfigMap).
+        (pki / "front-proxy").mkdir(exist_ok=True)
+        front_ca = certs.CertificateAuthority(pki / "front-proxy")
+        front = front_ca.issue("client", "front-proxy-client")
         self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "kcm", "scheduler")}
         self.ports["apiserver"] = free_port(self.address)
         for stem, pair, user in (
@@ -166,6 +173,13 @@ class LocalCluster:
                     f"--endpoint-reconciler-type={'none' if self.address.startswith('127.') else 'lease'}",
                     "--profiling=false",
                     "--enable-priority-and-fairness=false",
+                    f"--requestheader-client-ca-file={front_ca.pair.cert}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={front.cert}",
+                    f"--proxy-client-key-file={front.key}",
                     "--v=1",
                     *self.apiserver_args,
                 ],

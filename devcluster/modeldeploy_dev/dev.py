@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.config import CONFIG_ENV
 from modeldeploy.status_table import format_table
-from modeldeploy_dev import devchat, helm, images, nodeconfig, realnode, testmodel
+from modeldeploy_dev import autoscaling, devchat, helm, images, nodeconfig, realnode, testmodel
 from modeldeploy_dev.build import BuildError, cache_root
 from modeldeploy_dev.cluster import SERVICE_CIDR, ClusterError, LocalCluster, free_port, is_alive
 from modeldeploy_dev.nodes import create_node, is_ready, load_node_set
@@ -206,8 +206,24 @@ def up(workdir: Path, nodes_file: Path) -> LocalCluster:
             {CONFIG_ENV: str(config_file)},
         )
     (workdir / HELPERS_FILE).write_text(json.dumps(pids))
+    config: dict[str, Any] = {"fetchEnv": fetch_env}
     if node is not None:
-        install_operator(workdir, api, {"fetchEnv": fetch_env})
+        # KEDA, its HTTP add-on and Prometheus beside the cluster: models may scale to zero and back
+        # (docs/autoscaling.md). The operator only writes their addresses into the ScaledObjects.
+        assert cluster.ca is not None
+        stack = autoscaling.Stack(workdir / "autoscaling", workdir / "kubeconfig", cluster.ca, address, _say)
+        try:
+            stack.start(api)
+            config["autoscaling"] = {
+                "prometheusAddress": stack.prometheus_url,
+                "httpAddon": {"enabled": True, "scalerAddress": stack.scaler_address},
+            }
+        except (BuildError, autoscaling.StackError) as exc:
+            stack.stop()
+            _say(f"no KEDA here, so no scale from zero (minReplicas 0 is raised to 1): {exc}")
+        pids.update({f"autoscaling-{k}": v for k, v in stack.pids().items()})
+        (workdir / HELPERS_FILE).write_text(json.dumps(pids))
+        install_operator(workdir, api, config)
     where = f"on {node.name} from its image (Helm chart)" if node else "as a process"
     real = f", real node {node.name} Ready" if node else ""
     _say(
@@ -435,12 +451,15 @@ def chat_action(args: argparse.Namespace, workdir: Path) -> int:
         return 1
     try:
         api = _api(workdir)
+        base, host = devchat.route(api, args.name, args.namespace, autoscaling.interceptor_url(workdir))
         reply = devchat.chat(
-            devchat.endpoint(api, args.name, args.namespace),
+            base,
             args.name,
             args.prompt,
             max_tokens=args.max_tokens,
             system=args.system,
+            host=host,
+            timeout=600,
             key=devchat.api_key(api, args.name, args.namespace),
         )
     except devchat.ChatError as exc:

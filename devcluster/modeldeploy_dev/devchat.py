@@ -76,15 +76,20 @@ def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> st
     return f"http://{service.spec.cluster_ip}:{port}"
 
 
-def api_key(api: client.ApiClient, name: str, namespace: str = "default") -> str | None:
-    """The key spec.auth names, read from its Secret as any client that holds the key would have it; None
-    when the ModelDeployment asks for none (docs/security.md, "API keys")."""
+def _model_deployment(api: client.ApiClient, name: str, namespace: str) -> dict[str, Any]:
     try:
         obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as exc:
         if exc.status == 404:
             raise ChatError(f"there is no ModelDeployment {namespace}/{name} in the dev cluster") from None
         raise
+    return dict(obj)
+
+
+def api_key(api: client.ApiClient, name: str, namespace: str = "default") -> str | None:
+    """The key spec.auth names, read from its Secret as any client that holds the key would have it; None
+    when the ModelDeployment asks for none (docs/security.md, "API keys")."""
+    obj = _model_deployment(api, name, namespace)
     ref = (((obj.get("spec") or {}).get("auth") or {}).get("apiKeySecret")) or {}
     if not ref:
         return None
@@ -101,6 +106,19 @@ def api_key(api: client.ApiClient, name: str, namespace: str = "default") -> str
         raise ChatError(f"the Secret {namespace}/{ref['name']} key {ref['key']} is not text") from None
 
 
+def route(api: client.ApiClient, name: str, namespace: str, interceptor: str | None) -> tuple[str, str | None]:
+    """Where to send the request, and the Host header: a model that scales from zero is asked through the
+    KEDA HTTP add-on's interceptor, which holds the request while the first replica starts (its Service
+    has no endpoint at zero, docs/autoscaling.md); any other through its Service."""
+    obj = _model_deployment(api, name, namespace)
+    scaling = (obj.get("spec") or {}).get("autoscaling") or {}
+    if scaling and scaling.get("minReplicas") == 0:
+        if interceptor is None:
+            raise ChatError(f"ModelDeployment {namespace}/{name} scales from zero and no interceptor runs here")
+        return interceptor, f"{name}.{namespace}.svc"
+    return endpoint(api, name, namespace), None
+
+
 # Greedy decoding makes the answer repeatable; a 135M model needs a plain system prompt to stay on task
 # (without one, SmolLM2's GGUF template adds its own, and greedy decoding then rambles in French).
 SYSTEM_PROMPT = "You are a helpful assistant."
@@ -114,6 +132,7 @@ def chat(
     timeout: float = 120,
     system: str = SYSTEM_PROMPT,
     key: str | None = None,
+    host: str | None = None,
 ) -> Reply:
     """One streamed chat completion at temperature 0 (with `key` as the bearer token when the model server
     asks for one); the reply's text and timings."""
@@ -125,7 +144,7 @@ def chat(
         "temperature": 0,
         "stream": True,
     }
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(f"{base}/v1/chat/completions", data=json.dumps(body).encode(), headers=headers)

@@ -483,7 +483,10 @@ def test_the_operator_hands_a_model_name_to_the_next_once_the_older_goes(
         assert kube.get(f"{routes}/op-newer") is None
         kube.request("DELETE", f"{MD_PATH}/op-older")
         eventually(lambda: kube.get(f"{routes}/op-newer"), "the newer's HTTPRoute once the older is gone", timeout=90)
-        assert _conditions(kube, "op-newer")["Routed"]["status"] == "True"
+        # The route is applied before the status that reports it is written.
+        eventually(
+            lambda: _conditions(kube, "op-newer")["Routed"]["status"] == "True", "Routed=True on the newer", timeout=30
+        )
     finally:
         operator.stop()
         kubelet.stop()

@@ -178,26 +178,3 @@ def install_actionlint() -> Path:
 def ensure_actionlint() -> Path:
     """install_actionlint() for tests: fails in CI, skips elsewhere, when actionlint cannot be had."""
     return _ensure(install_actionlint)
-
-
-# The HPA scaling test needs a custom-metrics API for the real HPA controller to read. The Kubernetes
-# project's own test adapter (sigs.k8s.io/custom-metrics-apiserver/test-adapter) serves custom.metrics.k8s.io
-# from values written to it; it stands in for Prometheus + prometheus-adapter, which are not built here.
-# About 6 minutes on the busy 2-core machine (3 min of CPU), once.
-METRICS_ADAPTER_PACKAGE = "sigs.k8s.io/custom-metrics-apiserver/test-adapter"
-METRICS_ADAPTER_VERSION = "v1.36.0"
-
-
-def install_metrics_adapter() -> Path:
-    """The test-adapter binary (the cached build, built on first use); ToolUnavailable."""
-    binary = cache_dir() / f"custom-metrics-test-adapter-{METRICS_ADAPTER_VERSION}" / "test-adapter"
-    if not binary.exists():
-        error = _go_install(METRICS_ADAPTER_PACKAGE, METRICS_ADAPTER_VERSION, "test-adapter", binary.parent)
-        if error:
-            raise ToolUnavailable(error)
-    return binary
-
-
-def ensure_metrics_adapter() -> Path:
-    """install_metrics_adapter() for tests: fails in CI, skips elsewhere."""
-    return _ensure(install_metrics_adapter)

@@ -67,6 +67,7 @@ class PlanKey:
     reselect: bool
     config: int
     crds: frozenset[str]
+    listed_bytes: int | None = None  # the shared cache's listing total (status.model.bytesTotal), once known
 
     def fresh(self) -> PlanKey:
         """This key as a decision that did not depart from the fresh choice records it: no running engine."""
@@ -91,6 +92,13 @@ def current_engine(status: Mapping[str, Any], deployment_engine: str | None) -> 
         if value and value in registry.names():
             return str(value)
     return None
+
+
+def listed_bytes(status: Mapping[str, Any]) -> int | None:
+    """The model's files' total from the shared cache's listing, which sizes a model of unknown size for
+    memory placement (docs/memory-placement.md); None until the listing has run."""
+    total = (status.get("model") or {}).get("bytesTotal")
+    return total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None
 
 
 def stability_inputs(
@@ -302,6 +310,7 @@ def decide(
         reselect=reselect,
         config=id(config),
         crds=crds,
+        listed_bytes=listed_bytes(status),
     )
     if cached is not None and cached.key in (cache_key, fresh_key(cache_key, cached)):
         if cached.facts_version == world.facts_version:
@@ -320,7 +329,14 @@ def decide(
         problem = (REFUSED_BY_POLICY, refused)  # docs/security.md, "Pod policy": nothing is selected or applied
     elif md is not None:
         decision = select_engine(
-            md.spec, world.nodes, config, current=current, reselect=reselect, classes=world.classes, counts=False
+            md.spec,
+            world.nodes,
+            config,
+            current=current,
+            reselect=reselect,
+            classes=world.classes,
+            listed_bytes=cache_key.listed_bytes,
+            counts=False,
         )
         if len(memory.interned) > INTERNED_MAX:
             memory.interned.clear()  # candidates of node facts long gone; the plans keep their own
@@ -436,7 +452,14 @@ def plan(
     cache: ModelDeployment | None = None
     live: dict[Any, ChildView | None] = {}
     if planned.children and planned.problem is None:
-        live = {"Deployment": world.deployment, "Service": world.service}
+        deployment = world.deployment
+        md = planned.md
+        if deployment is not None and md is not None and md.spec.autoscaling is not None:
+            # docs/autoscaling.md: created with the minimum, then spec.replicas is the autoscaler's. KEDA's
+            # scale to zero takes the field from our apply without an entry of its own in managedFields,
+            # so ownership alone cannot tell: a re-apply would set the minimum back (0 -> 1).
+            deployment = replace(deployment, yielded=tuple(dict.fromkeys((*deployment.yielded, "spec.replicas"))))
+        live = {"Deployment": deployment, "Service": world.service}
         live.update({key: child.view for key, child in world.others.items()})  # by (kind, name)
         children = planned.children
         if planned.md is not None and planned.md.spec.cache is not None and planned.md.spec.cache.shared:

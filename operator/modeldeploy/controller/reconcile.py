@@ -148,6 +148,11 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
         for p in policies.get("items") or ()
         if owner_name(p) == name
     }
+    # KEDA's conditions on the ScaledObject feed the Autoscaling condition (scaling/keda_status.py); the
+    # operator has them from its watch, a reconcile outside it reads them here (absent CRD: a 404 too).
+    scaled = await kube.get(f"/apis/keda.sh/v1alpha1/namespaces/{namespace}/scaledobjects/{name}")
+    if scaled:
+        others[("ScaledObject", name)] = Child.from_object(name, scaled)
     return World(
         body=md_view(body) if body else None,
         deployment=ChildView.from_object(deployment) if deployment else None,
@@ -155,8 +160,8 @@ async def read_world(kube: AsyncKube, namespace: str, name: str, nodes: tuple[No
         pods=tuple(PodView.from_object(p) for p in pods.get("items") or ()),
         nodes=nodes,
         facts_version=hash(nodes),
-        others=others,
         rivals=claimants(every, served),
+        others=others,
     )
 
 

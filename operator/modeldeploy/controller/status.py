@@ -278,6 +278,10 @@ def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) ->
     else:
         status["ready"] = f"0/{obs.spec_replicas if obs.spec_replicas is not None else 0}"
     reason = summary_reason(conditions)
+    ready = next((c for c in conditions if c["type"] == READY), None)
+    if reason is None and ready is not None and ready["reason"] == "ScaledToZero":
+        # `kubectl get` shows 0/0 with a word for it: scaled to zero on purpose, not broken.
+        reason = "ScaledToZero"
     if reason:
         status["reason"] = reason
     if obs.auto_ngl:

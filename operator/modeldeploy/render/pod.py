@@ -44,8 +44,11 @@ HF_HOME = f"{CACHE_MOUNT}/hf-home"  # tokenizer/hub caches land on the cache vol
 # Probes: the startup probe gives a model up to 30 minutes to load (weights are already fetched by the
 # init container, so this is load time only); after it passes, readiness drops a stuck pod from the
 # Service within 30 s and liveness restarts it after 2 minutes of failed health checks.
-STARTUP_PERIOD_S = 10
-STARTUP_FAILURES = 180
+# The startup probe asks every second: a model that loads in 0.2 s is Ready a second later, not up to a
+# period of 10 s later, which a request held at zero replicas would wait for (docs/autoscaling.md). The
+# kubelet runs the readiness probe at once when the startup probe passes, so its period adds nothing.
+STARTUP_PERIOD_S = 1
+STARTUP_FAILURES = 1800
 # A Deployment reports ProgressDeadlineExceeded (which kstatus, Argo CD and Flux read as failed) after
 # this long without progress; the default 600 s is shorter than a large download plus a 30-minute load.
 PROGRESS_DEADLINE_S = 3600

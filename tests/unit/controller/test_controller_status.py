@@ -179,8 +179,11 @@ def test_apply_refused_by_apiserver_is_reported() -> None:
 
 
 def test_scaled_to_zero_is_ready() -> None:
-    c = conds(compute_status(obs(decision=decision(), deployment=view(replicas=0), spec_replicas=0), None, T1))
+    status = compute_status(obs(decision=decision(), deployment=view(replicas=0), spec_replicas=0), None, T1)
+    c = conds(status)
     assert c["Ready"] == ("True", "ScaledToZero")
+    # The printer columns say so: 0/0, ScaledToZero (not an empty reason beside 0 ready replicas).
+    assert status["ready"] == "0/0" and status["reason"] == "ScaledToZero"
 
 
 def test_rollout_rules_follow_kubectl() -> None:

@@ -152,3 +152,46 @@ def test_report_of_a_refused_apply_warns_once_and_says_failed(repo_root: Path) -
     # The next reconcile reads that status back: the same refusal is not announced again.
     later = replace(made, status=said.status)
     assert not [e for e in report(later, done, w, NOW).events if e.reason == APPLY_FAILED]
+
+
+def test_with_autoscaling_the_replica_count_of_a_live_deployment_is_the_autoscalers(repo_root: Path) -> None:
+    """KEDA's scale to zero leaves no managedFields entry of its own: the plan yields spec.replicas anyway, so a
+    reconcile at zero does not set the minimum back (docs/autoscaling.md)."""
+    from modeldeploy.controller.views import ChildView
+
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": KEY[1], "namespace": KEY[0], "uid": "d-1", "generation": 3, "managedFields": []},
+        "spec": {"replicas": 0},
+    }
+    scaled = body(repo_root, autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    view = ChildView.from_object(live)
+    made = plan(replace(world(repo_root, scaled), deployment=view), {}, CONFIG, Memory(), KEY)
+    assert made.live["Deployment"] is not None and "spec.replicas" in made.live["Deployment"].yielded
+    fixed = plan(replace(world(repo_root, body(repo_root)), deployment=view), {}, CONFIG, Memory(), KEY)
+    assert fixed.live["Deployment"] is not None and fixed.live["Deployment"].yielded == ()
+
+
+def test_the_shared_caches_listing_sizes_a_model_of_unknown_size(repo_root: Path) -> None:
+    """A model the estimate knows nothing of (no known repository, no sizeInBillions) is sized by its files'
+    total once the listing has put it in status (docs/memory-placement.md); before, it is not judged."""
+    found = nodes(repo_root, "gpu-classes")
+    md = body(
+        repo_root,
+        model={"name": "qwen2.5-instruct", "format": "pytorch", "quantization": "none", "uri": "hf://acme/in-house"},
+        engine={"name": "vllm", "args": {"max-model-len": 4096}},
+        cache={"shared": {}},
+    )
+    w = World(body=md, deployment=None, service=None, pods=(), nodes=found, facts_version=hash(found))
+    memory = Memory()
+    before = plan(w, {}, CONFIG, memory, KEY).planned.decision
+    assert before is not None and before.placement is not None
+    listed = {"model": {"phase": "Ready", "bytesTotal": 40 << 30}}
+    after = plan(w, listed, CONFIG, memory, KEY).planned.decision
+    assert after is not None and after is not before  # the listing is an input of the decision
+    vllm = next(c for c in after.candidates if c.engine == "vllm")
+    text = " ".join(vllm.reasons)
+    # The status names kinds of node, not nodes (docs/operator-at-scale.md, "Node churn").
+    assert "[NVIDIA-L4, 1 GPU(s)] cannot hold it" in text, text
+    assert "[NVIDIA-A100-SXM4-80GB, 8 GPU(s)] holds it" in text, text

@@ -296,6 +296,9 @@ def test_probes_on_health_endpoint() -> None:
     ]:
         c = container(spec, engine, placement)
         assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 1800
+        # A request held at zero replicas waits for the first passing probe: at most a second, not a
+        # 10 s period after a model that loads in 0.2 s (docs/autoscaling.md).
+        assert c["startupProbe"]["periodSeconds"] == 1
         assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
         assert c["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
 
