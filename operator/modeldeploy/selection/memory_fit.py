@@ -110,7 +110,8 @@ def judge_memory(
     for cls, j, alone in zip(classes, final, first, strict=True):
         # A class with fewer GPUs than `tp` is shown as judged on its own GPUs (it cannot hold it there).
         shown = j if j is not None else alone
-        verdict = "holds it" if shown.ok else "cannot hold it"
+        # "gpu-1 (and 9 like it) [...] holds it", "nodes with [...] hold it"
+        verdict = ("holds it" if counts else "hold it") if shown.ok else "cannot hold it"
         lines.append(f"{_describe(cls, names[cls.first], counts)} {verdict}: {shown.text}")
     reasons = _capped(_ordered(lines, counts))
     if fixed is None and tp > 1:

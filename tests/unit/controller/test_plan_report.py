@@ -194,4 +194,4 @@ def test_the_shared_caches_listing_sizes_a_model_of_unknown_size(repo_root: Path
     text = " ".join(vllm.reasons)
     # The status names kinds of node, not nodes (docs/operator-at-scale.md, "Node churn").
     assert "[NVIDIA-L4, 1 GPU(s)] cannot hold it" in text, text
-    assert "[NVIDIA-A100-SXM4-80GB, 8 GPU(s)] holds it" in text, text
+    assert "[NVIDIA-A100-SXM4-80GB, 8 GPU(s)] hold it" in text, text
