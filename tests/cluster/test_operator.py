@@ -646,61 +646,6 @@ def test_metrics_and_liveness(operator: OperatorProcess) -> None:
     assert operator.healthy()
 
 
-PEERING_CRDS = REPO / "deploy" / "crds" / "kopf.dev_peerings.yaml"
-
-
-def test_peering_one_active_replica(
-    world: World, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """Two replicas with Kopf peering: the higher priority works, the other pauses, and takes over."""
-    operator.stop()
-    for crd in yaml.safe_load_all(PEERING_CRDS.read_text()):
-        with contextlib.suppress(ApiException):
-            world.ext.create_custom_resource_definition(crd)
-    peering = "modeldeploy-e2e"
-
-    def peering_object() -> bool:
-        with contextlib.suppress(ApiException):
-            world.crs.create_cluster_custom_object(
-                "kopf.dev",
-                "v1",
-                "clusterkopfpeerings",
-                {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}},
-            )
-        return bool(world.crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering))
-
-    eventually(peering_object, "the ClusterKopfPeering object (its CRD established)")
-    logs = tmp_path_factory.mktemp("peering")
-    high = OperatorProcess(world.kubeconfig, logs / "high.log", f"--peering={peering}", "--priority=20")
-    low = OperatorProcess(world.kubeconfig, logs / "low.log", f"--peering={peering}", "--priority=10")
-    try:
-        high.start()
-        low.start()
-
-        # Both replicas publish keep-alives; the low one starts paused and stays so while the high one lives.
-        def peers() -> int:
-            body = world.crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
-            return len(body.get("status") or {})
-
-        eventually(lambda: peers() == 2, "both replicas in the peering object")
-        world.create_md(md_doc("peered", {**CUSTOM["spec"]["model"]}))
-        eventually(lambda: world.deployment("peered"), "the Deployment, made by the active replica")
-        assert metric(high, "modeldeploy_reconciles_total", 'trigger="create"') >= 1
-        assert metric(low, "modeldeploy_reconciles_total") == 0
-        high.stop()  # a graceful exit leaves the peering: the low replica resumes at once
-        eventually(lambda: "Resuming operations" in low.log.read_text(), "the low replica to resume", timeout=90)
-        md = world.patch_md("peered", {"spec": {"replicas": 2}})
-        eventually(
-            lambda: world.md("peered")["status"].get("observedGeneration") == md["metadata"]["generation"],
-            "the spec change handled by the remaining replica",
-        )
-        assert world.deployment("peered")["spec"]["replicas"] == 2  # type: ignore[index]
-        assert metric(low, "modeldeploy_reconciles_total", 'trigger="update"') >= 1
-    finally:
-        low.stop()
-        high.stop()
-
-
 # Three kinds of GPU node as GPU Feature Discovery labels them (docs/memory-placement.md).
 GPU_CLASSES = {
     "e2e-t4-1": (1, ("Tesla-T4", "15360", "7", "5")),
@@ -792,3 +737,59 @@ def test_vllm_lands_only_where_the_model_fits_with_the_arithmetic_in_status(
         for pod in eventually(placed, f"{name}'s pod scheduled"):
             assert pod.spec.node_name not in avoided, f"{name} on {pod.spec.node_name}"
             assert gpu_limit(pod) == (4 if name == "llama70b" else 1)
+
+
+# The peering test stops the module's operator: it stays last.
+PEERING_CRDS = REPO / "deploy" / "crds" / "kopf.dev_peerings.yaml"
+
+
+def test_peering_one_active_replica(
+    world: World, operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two replicas with Kopf peering: the higher priority works, the other pauses, and takes over."""
+    operator.stop()
+    for crd in yaml.safe_load_all(PEERING_CRDS.read_text()):
+        with contextlib.suppress(ApiException):
+            world.ext.create_custom_resource_definition(crd)
+    peering = "modeldeploy-e2e"
+
+    def peering_object() -> bool:
+        with contextlib.suppress(ApiException):
+            world.crs.create_cluster_custom_object(
+                "kopf.dev",
+                "v1",
+                "clusterkopfpeerings",
+                {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": peering}},
+            )
+        return bool(world.crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering))
+
+    eventually(peering_object, "the ClusterKopfPeering object (its CRD established)")
+    logs = tmp_path_factory.mktemp("peering")
+    high = OperatorProcess(world.kubeconfig, logs / "high.log", f"--peering={peering}", "--priority=20")
+    low = OperatorProcess(world.kubeconfig, logs / "low.log", f"--peering={peering}", "--priority=10")
+    try:
+        high.start()
+        low.start()
+
+        # Both replicas publish keep-alives; the low one starts paused and stays so while the high one lives.
+        def peers() -> int:
+            body = world.crs.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+            return len(body.get("status") or {})
+
+        eventually(lambda: peers() == 2, "both replicas in the peering object")
+        world.create_md(md_doc("peered", {**CUSTOM["spec"]["model"]}))
+        eventually(lambda: world.deployment("peered"), "the Deployment, made by the active replica")
+        assert metric(high, "modeldeploy_reconciles_total", 'trigger="create"') >= 1
+        assert metric(low, "modeldeploy_reconciles_total") == 0
+        high.stop()  # a graceful exit leaves the peering: the low replica resumes at once
+        eventually(lambda: "Resuming operations" in low.log.read_text(), "the low replica to resume", timeout=90)
+        md = world.patch_md("peered", {"spec": {"replicas": 2}})
+        eventually(
+            lambda: world.md("peered")["status"].get("observedGeneration") == md["metadata"]["generation"],
+            "the spec change handled by the remaining replica",
+        )
+        assert world.deployment("peered")["spec"]["replicas"] == 2  # type: ignore[index]
+        assert metric(low, "modeldeploy_reconciles_total", 'trigger="update"') >= 1
+    finally:
+        low.stop()
+        high.stop()
