@@ -241,7 +241,7 @@ class OperatorProcess:
             sys.executable,
             "-m",
             "modeldeploy.controller.run",
-            "--all-namespaces",
+            *(() if any(a.startswith(("--namespace", "-n")) for a in self.args) else ("--all-namespaces",)),
             *self.args,
             "--verbose",
             f"--metrics-port={self.metrics_port}",
