@@ -45,15 +45,20 @@ def _ready(obj: dict[str, Any]) -> bool:
     return bool(want) and done == want and want != "0"
 
 
-def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> str:
-    """The base URL (http://CLUSTER-IP:PORT) of the ModelDeployment's Service, once a pod that runs on this
-    machine (not a fake node's) is among its ready endpoints."""
+def _model_deployment(api: client.ApiClient, name: str, namespace: str) -> dict[str, Any]:
     try:
         obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     except ApiException as exc:
         if exc.status == 404:
             raise ChatError(f"there is no ModelDeployment {namespace}/{name} in the dev cluster") from None
         raise
+    return dict(obj)
+
+
+def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> str:
+    """The base URL (http://CLUSTER-IP:PORT) of the ModelDeployment's Service, once a pod that runs on this
+    machine (not a fake node's) is among its ready endpoints."""
+    obj = _model_deployment(api, name, namespace)
     status = obj.get("status") or {}
     if not _ready(obj):
         reason = status.get("reason") or "not rolled out yet"
@@ -74,16 +79,6 @@ def endpoint(api: client.ApiClient, name: str, namespace: str = "default") -> st
         raise ChatError(f"ModelDeployment {namespace}/{name} has no Service ({exc.status})") from None
     port = next((p.port for p in service.spec.ports or () if p.target_port in (PORT, str(PORT), "http")), PORT)
     return f"http://{service.spec.cluster_ip}:{port}"
-
-
-def _model_deployment(api: client.ApiClient, name: str, namespace: str) -> dict[str, Any]:
-    try:
-        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as exc:
-        if exc.status == 404:
-            raise ChatError(f"there is no ModelDeployment {namespace}/{name} in the dev cluster") from None
-        raise
-    return dict(obj)
 
 
 def api_key(api: client.ApiClient, name: str, namespace: str = "default") -> str | None:
