@@ -722,8 +722,23 @@ def test_vllm_lands_only_where_the_model_fits_with_the_arithmetic_in_status(
             "nvidia.com/gpu.compute.minor": minor,
         }
         world.add_node(node, gpus=gpus, gpu_labels=labels)
+    # Only these three kinds of node: the session's cluster may hold others (the real node, earlier tests'
+    # GPU nodes), and status.selection lists a few kinds of node only.
+    on_these = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": sorted(GPU_CLASSES)}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
     for doc, _, _ in BY_MEMORY.values():
-        world.create_md(doc)
+        world.create_md({**doc, "spec": {**doc["spec"], "affinity": on_these}})
     for name, (_, avoided, sentence) in BY_MEMORY.items():
         eventually(lambda n=name: world.md(n).get("status", {}).get("engine") == "vllm", f"{name} on vLLM")
         expect_rendered(world, name)

@@ -40,6 +40,7 @@ from modeldeploy_dev.dev import on_the_real_node
 from modeldeploy_dev.hubserver import HubServer
 from modeldeploy_dev.realnode import RealNode
 from tests.support.tools import unavailable
+from tests.support.waiting import eventually
 
 pytest.importorskip("xllamacpp")
 pytestmark = pytest.mark.cluster
@@ -113,6 +114,19 @@ def world(
             kube.request("DELETE", f"/api/v1/namespaces/{NS}")
     finally:
         stack.stop()
+        # The session's cluster is shared: later tests expect no KEDA there (without it the operator renders an
+        # HPA), so the CRDs the stack installed go with it.
+        ext = client.ApiextensionsV1Api(kube_api)
+        keda = [
+            c.metadata.name for c in ext.list_custom_resource_definition().items if c.spec.group.endswith("keda.sh")
+        ]
+        for name in keda:
+            ext.delete_custom_resource_definition(name)
+        eventually(
+            lambda: not any(c.spec.group.endswith("keda.sh") for c in ext.list_custom_resource_definition().items),
+            "KEDA's CRDs to go",
+            timeout=60,
+        )
 
 
 def _reconcile(world: World, name: str) -> None:
