@@ -12,6 +12,7 @@ user's client sends it for a model that scales from zero: to the interceptor, `H
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from modeldeploy.config import EnvVar, LabelMappings, OperatorConfig
 from modeldeploy.config.scaling import AutoscalingSettings, HttpAddonSettings
@@ -116,12 +118,17 @@ def world(
         stack.stop()
         # The session's cluster is shared: later tests expect no KEDA there (without it the operator renders an
         # HPA), so the CRDs the stack installed go with it.
-        ext = client.ApiextensionsV1Api(kube_api)
-        keda = [
-            c.metadata.name for c in ext.list_custom_resource_definition().items if c.spec.group.endswith("keda.sh")
-        ]
-        for name in keda:
-            ext.delete_custom_resource_definition(name)
+        # KEDA's finalizers stay on objects it can no longer clean up, and would hold their CRDs forever.
+        ext, crs = client.ApiextensionsV1Api(kube_api), client.CustomObjectsApi(kube_api)
+        keda = [c for c in ext.list_custom_resource_definition().items if c.spec.group.endswith("keda.sh")]
+        for crd in keda:
+            group, version, plural = crd.spec.group, crd.spec.versions[0].name, crd.spec.names.plural
+            for obj in crs.list_cluster_custom_object(group, version, plural)["items"]:
+                meta = obj["metadata"]
+                with contextlib.suppress(ApiException):
+                    patch = {"metadata": {"finalizers": None}}
+                    crs.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch)
+            ext.delete_custom_resource_definition(crd.metadata.name)
         eventually(
             lambda: not any(c.spec.group.endswith("keda.sh") for c in ext.list_custom_resource_definition().items),
             "KEDA's CRDs to go",
