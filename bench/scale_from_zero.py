@@ -7,8 +7,9 @@ For SmolLM2-135M (examples/modeldeployments/llamacpp-smollm2.yaml on the real no
 it runs two cases, `--rounds` times each:
 
 - cold cache: no model cache volume, so every new pod fetches the model from the local Hub server;
-- warm cache: a cache claim (`spec.cache.pvc`), filled by a first start that is not counted, so the
-  fetch init container finds the file and only checks it.
+- warm cache: the shared model cache (`spec.cache.shared`, docs/model-cache.md: a claim the operator's
+  download Job fills once, mounted read-only by every pod of the model), filled before the first round,
+  so the fetch init container finds the file and only checks it.
 
 Each round waits until KEDA has the Deployment at zero, sends one streamed chat request through the HTTP
 add-on's interceptor (as `modeldeploy dev chat` does for a model at zero) and prints where the time went
@@ -63,14 +64,9 @@ def _create(api: client.ApiClient, name: str, cache: bool) -> dict[str, Any]:
     md["metadata"] = {"name": name, "namespace": NS}
     md["spec"]["autoscaling"] = {"minReplicas": 0, "maxReplicas": 1, "scaleDownDelaySeconds": IDLE_S}
     if cache:
-        md["spec"]["cache"] = {"pvc": f"{name}-cache"}
-        client.CoreV1Api(api).create_namespaced_persistent_volume_claim(
-            NS,
-            {
-                "metadata": {"name": f"{name}-cache"},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-            },
-        )
+        # The shared cache, not a claim of the user's own: the operator's default policy refuses mounting a
+        # user's claim read-write (docs/security.md, "Pod policy").
+        md["spec"]["cache"] = {"shared": {}}
     client.CustomObjectsApi(api).create_namespaced_custom_object(
         "modeldeploy.io", "v1alpha1", NS, "modeldeployments", md
     )
@@ -93,6 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", type=Path, default=default_dir(), help="the dev cluster's directory")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cases", default="cold,warm", help="which of cold,warm to run")
     args = parser.parse_args()
     interceptor = autoscaling.interceptor_url(args.dir / "autoscaling")
     if interceptor is None:
@@ -106,10 +103,12 @@ def main() -> int:
         if exc.status != 409:
             raise
     for case, cache in (("cold", False), ("warm", True)):
+        if case not in args.cases.split(","):
+            continue
         name = f"zero-{case}"
         md = _create(api, name, cache)
         model = md["spec"]["model"]["name"]
-        if cache:  # the first start fills the cache; not counted
+        if cache:  # the first start waits for the download Job; not counted
             _round(api, interceptor, name, model)
         for i in range(args.rounds):
             seen = _round(api, interceptor, name, model)

@@ -89,16 +89,28 @@ class Watch:
 
 
 def parts(seen: dict[str, float]) -> list[tuple[str, float | None]]:
-    """The report's parts, in seconds (None where a step was not seen)."""
+    """The report's parts, in seconds (None where a step was not seen).
+
+    A step that did not happen (no `fetch` init container where the shared model cache's claim already
+    holds the file, docs/model-cache.md) is None, and the next part is counted from the step before it,
+    so the parts still add up to the whole.
+    """
     out: list[tuple[str, float | None]] = []
+    last: float | None = None
     for label, start, end in PARTS:
-        a, b = seen.get(start), seen.get(end)
+        a, b = seen.get(start, last), seen.get(end)
         out.append((label, None if a is None or b is None else max(0.0, b - a)))
+        last = b if b is not None else a
     return out
 
 
 def report(seen: dict[str, float]) -> str:
-    lines = [f"  {label:<28} {'?' if took is None else f'{took:5.1f} s'}" for label, took in parts(seen)]
+    measured = parts(seen)
+    lines = []
+    for n, (label, took) in enumerate(measured):
+        later = any(t is not None for _, t in measured[n + 1 :])
+        shown = f"{took:5.1f} s" if took is not None else "  none" if later else "     ?"
+        lines.append(f"  {label:<28} {shown}")
     total = seen.get("first_token")
     lines.append(f"  {'zero -> first token':<28} {'?' if total is None else f'{total:5.1f} s'}")
     return "\n".join(lines)
