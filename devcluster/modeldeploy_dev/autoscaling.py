@@ -60,7 +60,8 @@ class StackError(RuntimeError):
 
 def prometheus_config(kubeconfig: Path, interval: str = SCRAPE_INTERVAL) -> dict[str, object]:
     """The scrape configuration the chart's PodMonitors amount to: pods labelled managed-by modeldeploy
-    with one of the engines that export a load signal, port `http`, /metrics, labelled namespace and pod
+    with one of the engines that export a load signal, port `http` (or `metrics` where the pod says so),
+    /metrics, labelled namespace and pod
     (the labels the ScaledObject's query matches on, scaling/objects.py)."""
     keep = "|".join(e.replace(".", r"\.") for e in ENGINES)
     return {
@@ -82,8 +83,14 @@ def prometheus_config(kubeconfig: Path, interval: str = SCRAPE_INTERVAL) -> dict
                         "action": "keep",
                     },
                     {
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "regex": "http",
+                        # Port `http`, or `metrics` for a pod labelled to be scraped there: llama.cpp with an
+                        # API key asks for it on /metrics too, and its entrypoint relays /metrics alone on the
+                        # port named `metrics` (docs/security.md, "API keys"), as the chart's PodMonitor does.
+                        "source_labels": [
+                            "__meta_kubernetes_pod_label_modeldeploy_io_metrics_port",
+                            "__meta_kubernetes_pod_container_port_name",
+                        ],
+                        "regex": ";http|metrics;metrics",
                         "action": "keep",
                     },
                     {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},

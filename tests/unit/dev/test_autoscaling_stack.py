@@ -32,8 +32,9 @@ def _relabel(config: dict[str, Any], labels: dict[str, str]) -> dict[str, str] |
     return out
 
 
-def _pod(engine: str, port: str = "http", managed: str = "modeldeploy") -> dict[str, str]:
+def _pod(engine: str, port: str = "http", managed: str = "modeldeploy", metrics_port: str = "") -> dict[str, str]:
     return {
+        "__meta_kubernetes_pod_label_modeldeploy_io_metrics_port": metrics_port,
         "__meta_kubernetes_pod_label_app_kubernetes_io_managed_by": managed,
         "__meta_kubernetes_pod_label_modeldeploy_io_engine": engine,
         "__meta_kubernetes_pod_container_port_name": port,
@@ -55,6 +56,9 @@ def test_prometheus_scrapes_the_engines_the_chart_podmonitors_select() -> None:
     assert 'namespace="ml",pod=~"qwen-' in load_query(("llamacpp:requests_processing",), "ml", "qwen")
     for refused in (_pod("transformers"), _pod("llamaXcpp"), _pod("vllm", port="metrics"), _pod("vllm", managed="")):
         assert _relabel(config, refused) is None, refused
+    # A llama.cpp pod with an API key is scraped on its relay port `metrics` only, as the chart's PodMonitor does.
+    assert _relabel(config, _pod("llama.cpp", port="metrics", metrics_port="metrics")) is not None
+    assert _relabel(config, _pod("llama.cpp", port="http", metrics_port="metrics")) is None
 
 
 def test_the_interceptor_resolves_each_service_to_its_cluster_ip() -> None:
