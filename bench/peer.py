@@ -19,9 +19,11 @@ and what the controller costs. This measures both on the same cluster, in one ru
    controller, measures it idle, creates M objects at `--rate` per second (ours: the llama.cpp SmolLM2
    example as a ModelDeployment; KServe: an InferenceService for the same model with its Hugging Face
    runtime), records when each object's Deployment appears and when its status is first written for
-   its generation, then measures the 30 s after convergence, a node relabelled twice (what node churn
-   costs each), and idle again. The phase's namespace is then deleted, and waited for, so the next
-   controller starts on the same cluster as the first did;
+   its generation, then measures the 30 s after convergence, the burst's whole cost once the controller
+   has gone quiet (no request for `--settle` s: a controller may work through a backlog after its
+   objects converged), a node relabelled twice (what node churn costs each), and idle again. The
+   phase's namespace is then deleted, and waited for, so the next controller starts on the same
+   cluster as the first did;
 4. prints the raw figures for both and the ratios ours / theirs.
 
 Converge means every object has its Deployment and a status for its generation: pods cannot run on fake
@@ -55,6 +57,7 @@ from kubernetes.client.rest import ApiException
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scale import (  # noqa: E402 - bench/ is not a package: its sibling is imported by path
+    CLK_TCK,
     OPERATOR_USER,
     REPO,
     Audit,
@@ -101,8 +104,16 @@ COMPARED = (
     "create_to_status_p50_ms",
     "create_to_status_p99_ms",
     "cpu_ms_per_object",
+    "apiserver_cpu_ms_per_object",
+    "etcd_cpu_ms_per_object",
     "requests_per_object",
     "writes_per_object",
+    "quiet_after_burst_start_s",
+    "cpu_ms_per_object_until_quiet",
+    "requests_per_object_until_quiet",
+    "writes_per_object_until_quiet",
+    "apiserver_cpu_ms_per_object_until_quiet",
+    "etcd_cpu_ms_per_object_until_quiet",
     "rss_mib_idle",
     "rss_peak_mib",
     "rss_mib_end",
@@ -146,6 +157,12 @@ def latency_figures(created: dict[str, float], seen: dict[str, float], prefix: s
         f"{prefix}_p99_ms": round(1000 * percentile(values, 0.99)) if values else None,
         f"{prefix}_missing": len(created) - len(values),
     }
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def writes(counts: dict[str, int]) -> int:
@@ -410,7 +427,7 @@ class KServeSetup:
 # --- one phase ---------------------------------------------------------------------------------------------------
 
 
-def cpu_at_quiet(audit: Audit, seconds: float, limit: float) -> bool:
+def went_quiet(audit: Audit, seconds: float, limit: float) -> bool:
     """Wait until the controller makes no request for `seconds` (at most `limit`); False if it never did."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -422,8 +439,16 @@ def cpu_at_quiet(audit: Audit, seconds: float, limit: float) -> bool:
 
 
 def phase(
-    api: client.ApiClient, peer: Peer, audit_log: Path, workdir: Path, node: str, args: argparse.Namespace
+    api: client.ApiClient,
+    peer: Peer,
+    audit_log: Path,
+    workdir: Path,
+    node: str,
+    control_plane: dict[str, int],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
+    """One controller's run; `control_plane` (name -> pid) is billed too: the apiserver's and etcd's work
+    per object differs between controllers (server-side apply and CEL validation cost more than a create)."""
     core = client.CoreV1Api(api)
     crs = client.CustomObjectsApi(api)
     core.create_namespace({"metadata": {"name": peer.namespace}})
@@ -448,7 +473,10 @@ def phase(
         docs = peer.objects(peer.namespace, args.objects)
         group, version, plural = peer.kind
         audit.mark()
+        whole = Audit(audit_log, peer.user)  # the burst and everything it set going, until quiet
+        whole.mark()
         cpu0 = proc.cpu_s()
+        cp0 = {name: process_cpu_s(pid) for name, pid in control_plane.items()}
         t0 = time.time()
         say(f"{peer.name}: creating {len(docs)} objects at {args.rate}/s")
         for i, doc in enumerate(docs):
@@ -468,6 +496,8 @@ def phase(
             seen = [recorder.deployment_at.get(n, t0) for n in names] + [recorder.status_at.get(n, t0) for n in names]
         t_done = max(seen)
         cpu_burst = proc.cpu_s() - cpu0
+        for name, pid in control_plane.items():
+            result[f"{name}_cpu_ms_per_object"] = round(1000 * (process_cpu_s(pid) - cp0[name]) / args.objects, 1)
         counts = audit.since_mark()
         behind = [
             recorder.status_at[n] - recorder.deployment_at[n]
@@ -495,9 +525,25 @@ def phase(
         result["cpu_s_after_converge_10_30s"] = round(proc.cpu_s() - cpu_10, 2)
         result["rss_mib_after_converge_30s"] = round(proc.memory_mib()[0], 1)
 
-        # Node churn that changes no decision: a label no rule reads, twice. Ours re-judges its objects (a
+        # What the burst cost in all: a controller may still be working through it after convergence (its
+        # rollouts' status, a queue held back by client-side rate limits). Quiet: no request for `settle` s.
+        quiet = went_quiet(audit, args.settle, args.quiet_timeout)
+        total = whole.since_mark()
+        result |= {
+            "quiet_after_burst_start_s": round(time.time() - args.settle - t0, 1) if quiet else None,
+            "cpu_ms_per_object_until_quiet": round(1000 * (proc.cpu_s() - cpu0) / args.objects, 1),
+            "requests_per_object_until_quiet": round(sum(total.values()) / args.objects, 2),
+            "writes_per_object_until_quiet": round(writes(total) / args.objects, 2),
+            **{
+                f"{name}_cpu_ms_per_object_until_quiet": round(
+                    1000 * (process_cpu_s(pid) - cp0[name]) / args.objects, 1
+                )
+                for name, pid in control_plane.items()
+            },
+            "requests_until_quiet_by_resource": {k: round(v / args.objects, 2) for k, v in sorted(total.items())},
+        }
+        # Node churn that changes no decision: a label no rule reads, twice. Ours re-judges what it must (a
         # decision may read any label); a controller that does not read nodes does nothing.
-        result["quiet_before_node_change"] = cpu_at_quiet(audit, args.settle, 120)
         audit.mark()
         cpu0 = proc.cpu_s()
         for round_ in (1, 2):
@@ -593,7 +639,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
         }
         for name in args.order.split(","):
-            out[name] = phase(api, peers[name], audit_log, workdir, names[0], args)
+            control_plane = {c: cluster.procs[c].pid for c in ("apiserver", "etcd")}
+            out[name] = phase(api, peers[name], audit_log, workdir, names[0], control_plane, args)
         if "ours" in out and "kserve" in out:
             out["ratios_ours_over_kserve"] = ratios(out["ours"], out["kserve"])
         out["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -633,6 +680,12 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=10, help="seconds of quiet between phases")
     p.add_argument("--idle", type=float, default=15, help="seconds of idle CPU measurement")
     p.add_argument("--steady", type=float, default=10, help="seconds after each node change")
+    p.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=600,
+        help="seconds to wait, after convergence, for a controller to go quiet",
+    )
     p.add_argument("--no-clean", dest="clean", action="store_false", help="keep each phase's namespace")
     p.add_argument("--operator-src", type=Path, default=None, help="run the operator of another checkout")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, audit log)")
