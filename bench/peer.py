@@ -447,8 +447,8 @@ def phase(
     control_plane: dict[str, int],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """One controller's run; `control_plane` (name -> pid) is billed too: the apiserver's and etcd's work
-    per object differs between controllers (server-side apply and CEL validation cost more than a create)."""
+    """One controller's run; `control_plane` (name -> pid) is billed too: what a controller asks of the
+    apiserver and etcd (applies, creates, GETs, validation) is part of what it costs."""
     core = client.CoreV1Api(api)
     crs = client.CustomObjectsApi(api)
     core.create_namespace({"metadata": {"name": peer.namespace}})
