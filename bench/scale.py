@@ -87,8 +87,10 @@ def free_port() -> int:
 # --- the operator's own identity ---------------------------------------------------------------------------
 
 
-def operator_kubeconfig(workdir: Path, server: str) -> Path:
-    """A client certificate for OPERATOR_USER (system:masters), signed by the cluster's CA, and its kubeconfig."""
+def operator_kubeconfig(workdir: Path, server: str, user: str = OPERATOR_USER) -> Path:
+    """A client certificate for `user` (system:masters), signed by the cluster's CA, and its kubeconfig.
+
+    The audit log tells controllers apart by this user (bench/peer.py runs a peer's controller as another)."""
     pki = workdir / "pki"
     ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
     ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
@@ -96,7 +98,7 @@ def operator_kubeconfig(workdir: Path, server: str) -> Path:
     now = dt.datetime.now(dt.UTC)
     subject = x509.Name(
         [
-            x509.NameAttribute(NameOID.COMMON_NAME, OPERATOR_USER),
+            x509.NameAttribute(NameOID.COMMON_NAME, user),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
         ]
     )
@@ -111,8 +113,9 @@ def operator_kubeconfig(workdir: Path, server: str) -> Path:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
-    (pki / "operator.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (pki / "operator.key").write_bytes(
+    stem = "operator" if user == OPERATOR_USER else user
+    (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (pki / f"{stem}.key").write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     doc = {
@@ -122,13 +125,13 @@ def operator_kubeconfig(workdir: Path, server: str) -> Path:
         "users": [
             {
                 "name": "op",
-                "user": {"client-certificate": str(pki / "operator.crt"), "client-key": str(pki / "operator.key")},
+                "user": {"client-certificate": str(pki / f"{stem}.crt"), "client-key": str(pki / f"{stem}.key")},
             }
         ],
         "contexts": [{"name": "local", "context": {"cluster": "local", "user": "op"}}],
         "current-context": "local",
     }
-    path = workdir / "operator.kubeconfig"
+    path = workdir / f"{stem}.kubeconfig"
     path.write_text(yaml.safe_dump(doc))
     return path
 
@@ -189,10 +192,12 @@ class Operator:
 
 
 class Audit:
-    """The operator's requests, counted from the apiserver's audit log (JSON lines)."""
+    """The operator's requests, counted from the apiserver's audit log (JSON lines); `user` keeps one
+    client's requests where the policy logs several."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, user: str | None = None) -> None:
         self.path = path
+        self.user = user
         self.offset = 0
 
     def mark(self) -> None:
@@ -213,6 +218,8 @@ class Audit:
                     if (verb == "watch" and stage != "ResponseStarted") or (
                         verb != "watch" and stage != "ResponseComplete"
                     ):
+                        continue
+                    if self.user is not None and (event.get("user") or {}).get("username") != self.user:
                         continue
                     ref = event.get("objectRef") or {}
                     resource = ref.get("resource", "?") + (f"/{ref['subresource']}" if ref.get("subresource") else "")

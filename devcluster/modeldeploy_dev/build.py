@@ -162,6 +162,20 @@ PROMETHEUS = GoBuild(
 )
 AUTOSCALING = (KEDA, KEDA_HTTP, PROMETHEUS)
 
+# A peer's controller for bench/peer.py (docs/operator-at-scale.md, "Side by side with KServe"): KServe's
+# controller manager, built as its own main module like KEDA. KubeAI, the first choice, is not served by
+# the Go module proxy here. v0.17.0 is the newest KServe release the proxy serves.
+KSERVE_VERSION = "v0.17.0"
+KSERVE = GoBuild(
+    name="kserve",
+    version=KSERVE_VERSION,
+    module_dir=GOMOD_DIR,
+    main_module=f"github.com/kserve/kserve@{KSERVE_VERSION}",
+    commands={"manager": "./cmd/manager"},
+    override_env="MODELDEPLOY_KSERVE_BIN",
+    what=f"KServe {KSERVE_VERSION} (controller manager)",
+)
+
 
 def bin_dir(version: str = K8S_VERSION) -> Path:
     """Where the Kubernetes binaries are (MODELDEPLOY_K8S_BIN overrides the cache)."""
@@ -224,6 +238,14 @@ def _build(build: GoBuild, directory: Path, log: Log) -> None:
         log(f"built {build.what} in {time.monotonic() - started:.0f} s")
 
 
+def module_source(build: GoBuild) -> Path:
+    """A main-module build's source folder (its CRDs and config files come from there, at the pinned version)."""
+    go = shutil.which("go")
+    if go is None or build.main_module is None:
+        raise BuildError(f"the source of {build.what} comes from the Go module proxy: needs `go` and a main module")
+    return _module_source(go, build.main_module)
+
+
 def _module_source(go: str, module: str) -> Path:
     """The pinned module's source folder in the Go module cache (downloaded from the proxy first)."""
     env = {**os.environ, "GOFLAGS": "-mod=mod", "GOWORK": "off"}
@@ -242,7 +264,7 @@ def ensure_autoscaling(log: Log = _stderr) -> dict[str, dict[str, Path]]:
 
 if __name__ == "__main__":
     # `python -m modeldeploy_dev.build autoscaling` fills the cache ahead of a test run (CI does).
-    targets = {"k8s": (KUBERNETES,), "containerd": (CONTAINERD,), "autoscaling": AUTOSCALING}
+    targets = {"k8s": (KUBERNETES,), "containerd": (CONTAINERD,), "autoscaling": AUTOSCALING, "kserve": (KSERVE,)}
     for arg in sys.argv[1:] or ["k8s", "containerd", "autoscaling"]:
         for target in targets[arg]:
             ensure(target)
