@@ -21,10 +21,11 @@ And about staying up under load and faults (Kopf's docs on configuration and sca
   (a stream with no event or bookmark for that long is reconnected: Kopf issues #585, #957).
 - API requests (Kopf's own: status.kopf, Events) have request and connect timeouts.
 - Concurrency is bounded where it costs: the operator's API client keeps at most kube.LIMIT requests in
-  flight, and Kopf posts Events with at most POSTING_WORKERS workers. Kopf's per-object worker limit
-  (`settings.queueing.worker_limit`) is deliberately left unbounded: with indexes, each object's worker
-  indexes its object and then waits until every object is indexed, so a limit below the number of
-  Nodes (or ModelDeployments) deadlocks the start-up (measured: 64 workers, 200 nodes, nothing ever ran).
+  flight (and kube.STATUS_LIMIT status writes on connections of their own), and Kopf posts Events with
+  at most POSTING_WORKERS workers. Kopf's per-object worker limit (`settings.queueing.worker_limit`)
+  is deliberately left unbounded: with indexes, each object's worker indexes its object and then waits
+  until every object is indexed, so a limit below the number of Nodes (or ModelDeployments) deadlocks
+  the start-up (measured: 64 workers, 200 nodes, nothing ever ran).
 - Failed change handlers back off (retries.retry_delay); Kopf's own error backoffs stay.
 """
 
