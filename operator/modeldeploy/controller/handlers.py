@@ -73,6 +73,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     state = memo.get("modeldeploy")
     if state is None:
         return
+    for task in list(state.pending):  # queued reconciles (retries.reconcile_soon): the client closes below
+        task.cancel()
     if state.metrics_runner is not None:
         await state.metrics_runner.cleanup()
         state.metrics_runner = None
