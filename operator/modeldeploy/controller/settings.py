@@ -41,6 +41,7 @@ from modeldeploy.render.labels import MANAGED_BY, MANAGER
 COMPONENT = "modeldeploy"
 KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-configuration
 POSTING_WORKERS = 8  # Events posted at once
+IDLE_WORKER_S = 0.5  # how long Kopf's per-object worker waits for the next event before it exits
 OURS_SELECTOR = f"{MANAGED_BY}={MANAGER}"
 # The children beside a model's Deployment and Service: its NetworkPolicies (render/network.py) and the
 # autoscaling and routing objects (controller/scaling.py); child_handlers.py watches them. The endpoint
@@ -120,6 +121,11 @@ def configure(
     settings.watching.inactivity_timeout = 90  # bookmarks come about every minute
     for resource in LABELLED:
         settings.watching.label_selectors[cast(Any, resource)] = OURS_SELECTOR  # (group, version, plural)
+    # Kopf's per-object worker keeps the last event it handled (the whole decoded body) while it waits
+    # for the next one, and waits IDLE_WORKER_S before it exits: at Kopf's 5 s, in a burst, one body for
+    # every object that had an event in the last 5 s (most of them), the heap's peak that stays allocated
+    # after the burst (docs/operator-at-scale.md, round 6). A worker started again costs a task.
+    settings.queueing.idle_timeout = IDLE_WORKER_S
     # Kopf's own requests (status.kopf, Events): never wait forever on an apiserver that does not answer.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
