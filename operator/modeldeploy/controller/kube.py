@@ -59,6 +59,14 @@ class KubeError(Exception):
             return True
         return self.status in (409, 429) or self.status >= 500 or self.status == 0
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """A create refused because its namespace is being deleted (the apiserver's NamespaceLifecycle
+        admission names the cause `NamespaceTerminating`): the ModelDeployment goes with the namespace, so
+        there is nothing to report or retry (docs/operator-at-scale.md, "Status on every failure")."""
+        causes = (self.body.get("details") or {}).get("causes") or ()
+        return self.status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in causes)
+
 
 def json_headers(content_type: str | None) -> dict[str, str]:
     """The headers of a JSON request to the apiserver (both clients: this one and blocking.Kube)."""

@@ -74,6 +74,11 @@ async def reconcile(
     crds = await scaling.served_crds(kube) if scaling.wanted(body.get("spec"), config) else frozenset()
     planned = plan(world, newer_status(body, memory.written.get(key)), config, memory, key, crds)
     done = await execute(kube, planned, config, memory.applied)
+    if done.failed is not None and done.failed.error.namespace_terminating:
+        # Its namespace is being deleted, children first: re-creating them is refused, and writing that to
+        # a status about to go (then retrying) is only load on the apiserver.
+        memory.forget(key)
+        return Result("gone", requests=done.requests)
     said = report(planned, done, world, now())
     stored = await write_status(kube, namespace, name, said.patch) if said.patch else None
     requests = done.requests + (1 if said.patch else 0)
