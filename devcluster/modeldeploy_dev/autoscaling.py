@@ -3,7 +3,8 @@
 Why processes on the host and not pods on the real node: the interceptor must reach the model's Service
 and Prometheus the pods' IPs on the node's bridge (10.244.0.0/24) — both are reachable from the host,
 where kube-proxy's rules apply — and each binary then needs only a kubeconfig, with no image to build
-and no in-cluster DNS (the dev cluster runs none). The pieces that address each other by in-cluster
+and no in-cluster DNS (the dev cluster runs none). Each has its own, in the name of its upstream
+ServiceAccount, with the upstream roles (stack_rbac.py). The pieces that address each other by in-cluster
 names get loopback addresses instead:
 
 - KEDA's metrics adapter is the `v1beta1.external.metrics.k8s.io` APIService; the Service it names is
@@ -39,9 +40,9 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modeldeploy.controller.blocking import Kube, KubeError
-from modeldeploy_dev import addon_crds, certs
-from modeldeploy_dev.build import ensure_autoscaling
-from modeldeploy_dev.cluster import free_port
+from modeldeploy_dev import addon_crds, certs, stack_rbac
+from modeldeploy_dev.build import KEDA, KEDA_HTTP, ensure_autoscaling, module_source
+from modeldeploy_dev.cluster import free_port, kubeconfig_for
 
 NAMESPACE = "keda"
 STATE_FILE = "autoscaling.json"  # the ports, for `modeldeploy dev chat` (the interceptor's)
@@ -154,10 +155,14 @@ class Stack:
             (grpc_dir / dst).write_bytes(src.read_bytes())
         self.hosts_file.write_text("127.0.0.1 localhost\n")
         self._objects(api)
+        self._apply(api, stack_rbac.upstream_rbac(module_source(KEDA), module_source(KEDA_HTTP)))
+        own = self._identities()
 
-        kube_env = {"KUBECONFIG": str(self.kubeconfig)}
+        def kube_env(component: str) -> dict[str, str]:
+            return {"KUBECONFIG": str(own[component])}
+
         prom = self.workdir / "prometheus.yml"
-        prom.write_text(yaml.safe_dump(prometheus_config(self.kubeconfig)))
+        prom.write_text(yaml.safe_dump(prometheus_config(own["prometheus"])))
         self._spawn(
             "prometheus",
             [
@@ -169,7 +174,7 @@ class Stack:
             ],
             {},
         )
-        keda_env = {**kube_env, "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE, "WATCH_NAMESPACE": ""}
+        keda_env = {**kube_env("keda-operator"), "KEDA_CLUSTER_OBJECT_NAMESPACE": NAMESPACE, "WATCH_NAMESPACE": ""}
         keda_env["POD_NAMESPACE"] = NAMESPACE
         self._spawn(
             "keda-operator",
@@ -193,16 +198,16 @@ class Stack:
                 f"--cert-dir={grpc_dir}",
                 f"--tls-cert-file={pair.cert}",
                 f"--tls-private-key-file={pair.key}",
-                f"--lister-kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
+                f"--lister-kubeconfig={own['keda-adapter']}",
+                f"--authentication-kubeconfig={own['keda-adapter']}",
+                f"--authorization-kubeconfig={own['keda-adapter']}",
                 f"--metrics-service-address=127.0.0.1:{self.ports['grpc']}",
                 "--metrics-service-grpc-authority=localhost",
                 f"--port={self.ports['adapter-metrics']}",
             ],
-            keda_env,
+            {**keda_env, **kube_env("keda-adapter")},
         )
-        addon_env = {**kube_env, "KEDA_HTTP_CURRENT_NAMESPACE": NAMESPACE}
+        addon_env = {"KEDA_HTTP_CURRENT_NAMESPACE": NAMESPACE}
         self._spawn(
             "interceptor",
             [
@@ -218,6 +223,7 @@ class Stack:
             ],
             {
                 **addon_env,
+                **kube_env("interceptor"),
                 "KEDA_HTTP_PROXY_PORT": str(self.ports["proxy"]),
                 "KEDA_HTTP_ADMIN_PORT": str(self.ports["admin"]),
                 "OTEL_PROM_EXPORTER_PORT": str(self.ports["interceptor-metrics"]),
@@ -232,7 +238,7 @@ class Stack:
                 f"--health-probe-bind-address=127.0.0.1:{self.ports['addon-probe']}",
             ],
             {
-                **kube_env,
+                **kube_env("addon-operator"),
                 "KEDA_HTTP_OPERATOR_NAMESPACE": NAMESPACE,
                 "KEDAHTTP_INTERCEPTOR_SERVICE": "keda-add-ons-http-interceptor-proxy",
                 "KEDAHTTP_INTERCEPTOR_PROXY_PORT": str(self.ports["proxy"]),
@@ -246,6 +252,7 @@ class Stack:
             [str(bins["keda-http-add-on"]["scaler"])],
             {
                 **addon_env,
+                **kube_env("scaler"),
                 "KEDA_HTTP_SCALER_PORT": str(self.ports["scaler"]),
                 "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE": NAMESPACE,
                 "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE": INTERCEPTOR_ADMIN_SERVICE,
@@ -326,6 +333,30 @@ class Stack:
                 },
             },
         )
+
+    def _apply(self, api: client.ApiClient, docs: list[dict[str, object]]) -> None:
+        """Create the stack's roles and bindings (kept when there: a second stack on the same cluster)."""
+        kube = Kube(api)
+        for doc in docs:
+            meta: dict[str, str] = doc["metadata"]  # type: ignore[assignment]
+            plural = f"{str(doc['kind']).lower()}s"
+            where = f"namespaces/{meta['namespace']}/" if "namespace" in meta else ""
+            try:
+                kube.request("POST", f"/apis/rbac.authorization.k8s.io/v1/{where}{plural}", body=doc)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+
+    def _identities(self) -> dict[str, Path]:
+        """A kubeconfig per process, with a client certificate in its ServiceAccount's name (stack_rbac)."""
+        cluster = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]
+        out: dict[str, Path] = {}
+        for component in stack_rbac.IDENTITIES:
+            pair = self.ca.issue(f"sa-{component}", stack_rbac.user(component), org="system:serviceaccounts")
+            path = self.workdir / f"{component}.kubeconfig"
+            path.write_text(yaml.safe_dump(kubeconfig_for(cluster["server"], self.ca.pair.cert, pair, component)))
+            out[component] = path
+        return out
 
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}

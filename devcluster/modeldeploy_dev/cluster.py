@@ -55,7 +55,7 @@ def free_port(address: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _kubeconfig(server: str, ca: Path, client: certs.Pair, user: str) -> dict[str, object]:
+def kubeconfig_for(server: str, ca: Path, client: certs.Pair, user: str) -> dict[str, object]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
@@ -123,7 +123,7 @@ class LocalCluster:
             ("kcm.kubeconfig", kcm, "kcm"),
             ("scheduler.kubeconfig", sched, "scheduler"),
         ):
-            (self.workdir / stem).write_text(yaml.safe_dump(_kubeconfig(self.server, ca.pair.cert, pair, user)))
+            (self.workdir / stem).write_text(yaml.safe_dump(kubeconfig_for(self.server, ca.pair.cert, pair, user)))
         etcd_url = f"http://127.0.0.1:{self.ports['etcd']}"
         peer_url = f"http://127.0.0.1:{self.ports['etcd-peer']}"
         try:
