@@ -115,6 +115,7 @@ def test_the_demo_model_runs_and_answers_in_a_restricted_namespace(
     assert pod["spec"]["nodeName"] == real_node.name
     live = core.read_namespaced_service("smollm2", NS)
     base = f"http://{live.spec.cluster_ip}:{live.spec.ports[0].port}"
-    assert http_status(f"{base}/v1/models") == 200
+    # Ready is the kubelet's word; the Service answers once kube-proxy has the new endpoint (its next sync).
+    eventually(lambda: http_status(f"{base}/v1/models") == 200, "the model to answer through its Service", timeout=30)
     reply = devchat.chat(base, "smollm2", "What is the capital of France?", max_tokens=32)
     assert "paris" in reply.text.lower(), reply
