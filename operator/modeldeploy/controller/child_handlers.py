@@ -23,7 +23,7 @@ import kopf
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.indexes import owner_name
-from modeldeploy.controller.retries import reconcile_soon, run_reconcile
+from modeldeploy.controller.retries import run_reconcile
 from modeldeploy.controller.settings import SCALING_CHILDREN
 from modeldeploy.controller.state import OURS, state_of
 from modeldeploy.scaling.conflicts import Claimant, served_name
@@ -55,7 +55,7 @@ async def child_event(
         reported = child.reported != (before.reported if before is not None else ())
         if not edited and not reported:
             return
-    reconcile_soon(memo, namespace, owner, kwargs, logger, trigger="child")
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="child", coalesce=True)
 
 
 for _resource in WATCHED:

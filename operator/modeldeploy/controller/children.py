@@ -49,38 +49,24 @@ class Child:
 
 @dataclass
 class Children:
-    """(kind, namespace, name) -> Child, for the kinds child_handlers.py watches, and the same by owner.
-
-    Every reconcile reads its own children (`for_owner`); a scan of every entry made that O(objects)
-    per reconcile, measured at a third of `world_of`'s time at 1,000 ModelDeployments with a
-    NetworkPolicy each (docs/operator-at-scale.md), so the entries are kept by owner too.
-    """
+    """(kind, namespace, name) -> Child, for the kinds child_handlers.py watches."""
 
     entries: dict[tuple[str, str, str], Child] = field(default_factory=dict)
-    by_owner: dict[tuple[str, str], dict[tuple[str, str], Child]] = field(default_factory=dict)
 
     def put(self, namespace: str, child: Child) -> Child | None:
         """Store a child; return what was stored before."""
         key = (child.view.kind, namespace, child.view.name)
         before = self.entries.get(key)
-        if before is not None and before.owner != child.owner:
-            self._unlink(namespace, before)
         self.entries[key] = child
-        self.by_owner.setdefault((namespace, child.owner), {})[(key[0], key[2])] = child
         return before
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
-        before = self.entries.pop((kind, namespace, name), None)
-        if before is not None:
-            self._unlink(namespace, before)
-
-    def _unlink(self, namespace: str, child: Child) -> None:
-        owned = self.by_owner.get((namespace, child.owner))
-        if owned is not None:
-            owned.pop((child.view.kind, child.view.name), None)
-            if not owned:
-                del self.by_owner[(namespace, child.owner)]
+        self.entries.pop((kind, namespace, name), None)
 
     def for_owner(self, namespace: str, owner: str) -> dict[tuple[str, str], Child]:
         """The children of one ModelDeployment, by (kind, name)."""
-        return dict(self.by_owner.get((namespace, owner)) or {})
+        return {
+            (kind, name): child
+            for (kind, ns, name), child in self.entries.items()
+            if ns == namespace and child.owner == owner
+        }

@@ -35,7 +35,7 @@ from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.indexes import one, owner_name
 from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.pod_report import worth_a_reconcile
-from modeldeploy.controller.retries import only_indexes, reconcile_soon
+from modeldeploy.controller.retries import run_reconcile
 from modeldeploy.controller.settings import configure
 from modeldeploy.controller.state import MD, OURS, State, state_of
 from modeldeploy.controller.sweep import schedule_sweep
@@ -73,8 +73,6 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     state = memo.get("modeldeploy")
     if state is None:
         return
-    for task in list(state.pending):  # queued reconciles (retries.reconcile_soon): the client closes below
-        task.cancel()
     if state.metrics_runner is not None:
         await state.metrics_runner.cleanup()
         state.metrics_runner = None
@@ -128,7 +126,7 @@ async def modeldeployment_event(
     trigger = TRIGGERS.get(type, "update")
     if type is None and not (body.get("status") or {}).get("observedGeneration"):
         trigger = "create"  # listed, but never handled by any operator: new while none was watching
-    reconcile_soon(memo, namespace, name, kwargs, logger, trigger=trigger)
+    await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=True)
 
 
 @kopf.on.event("v1", "nodes")
@@ -145,7 +143,7 @@ async def node_event(type: str | None, name: str, memo: kopf.Memo, logger: loggi
     changed = state.facts.observe(name, None) if type == "DELETED" else name in state.node_changes
     state.node_changes.discard(name)
     if changed:
-        schedule_sweep(memo, only_indexes(kwargs), logger)
+        schedule_sweep(memo, kwargs, logger)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OURS)
@@ -172,7 +170,7 @@ async def deployment_event(
         view = (child or ChildView.from_object(body)).deployment
         if key in state.memory.seen and state.memory.seen[key] == view:
             return
-    reconcile_soon(memo, namespace, owner, kwargs, logger, trigger="deployment")
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="deployment", coalesce=True)
 
 
 @kopf.on.event("v1", "pods", labels=OURS)
@@ -188,7 +186,7 @@ async def pod_event(
         return
     if type is None and (namespace, owner) not in state_of(memo).memory.seen:
         return  # listed at start-up: the owner's own listing event reconciles it, reading the pod index
-    reconcile_soon(memo, namespace, owner, kwargs, logger, trigger="pod")
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="pod", coalesce=True)
 
 
 @kopf.on.event("v1", "services", labels=OURS)
@@ -207,4 +205,4 @@ async def service_event(
         view = ChildView.from_object(body)
         if remembered is None or (view.applied_hash, view.marker) == remembered:
             return  # ours as applied (or not applied by this process: the next reconcile looks at it)
-    reconcile_soon(memo, namespace, owner, kwargs, logger, trigger="service")
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="service", coalesce=True)

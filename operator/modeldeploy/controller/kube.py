@@ -8,10 +8,6 @@ same object Kopf's login gets, so both authenticate alike; a 401 reads a rotated
 retries once.
 
 - `limit` bounds the requests in flight (a burst never opens hundreds of connections);
-- status writes have connections of their own (`STATUS_LIMIT`, the status lane): a reconcile writes its
-  status right after applying its children, and on the shared connections that write waited behind the
-  applies other reconciles had queued meanwhile, so in a burst the status a user reads trailed its own
-  Deployment by seconds (docs/operator-at-scale.md, "Node churn");
 - every request has a total timeout (`timeout_s`), a connection timeout, and errors of the transport
   (refused, reset, timed out) become KubeError(status 0), which callers treat as transient.
 """
@@ -32,8 +28,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
-LIMIT = 16  # requests in flight at once, besides status writes
-STATUS_LIMIT = 4  # status writes in flight at once, on connections of their own
+LIMIT = 16  # requests in flight at once
 
 
 class KubeError(Exception):
@@ -76,29 +71,19 @@ def json_headers(content_type: str | None) -> dict[str, str]:
 class AsyncKube:
     """Minimal async JSON REST client for one apiserver. Create it on the running loop; close() it."""
 
-    def __init__(
-        self,
-        credentials: Credentials | Any,
-        *,
-        limit: int = LIMIT,
-        status_limit: int = STATUS_LIMIT,
-        timeout_s: float = TIMEOUT_S,
-    ) -> None:
+    def __init__(self, credentials: Credentials | Any, *, limit: int = LIMIT, timeout_s: float = TIMEOUT_S) -> None:
         """`credentials`: a `credentials.Credentials`, or the `kubernetes` package's client configuration
         (scripts and tests that already hold one)."""
         if not isinstance(credentials, Credentials):
             credentials = client_credentials(credentials)
         self.credentials = credentials
         self.host = credentials.server.rstrip("/")
-        ssl = credentials.ssl_context()
-        timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-
-        def session(connections: int) -> aiohttp.ClientSession:
-            connector = aiohttp.TCPConnector(ssl=ssl, limit=connections)
-            return aiohttp.ClientSession(connector=connector, timeout=timeout, json_serialize=json.dumps)
-
-        self.session = session(limit)
-        self.status_session = session(status_limit)  # the status lane (module docstring)
+        connector = aiohttp.TCPConnector(ssl=credentials.ssl_context(), limit=limit)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S),
+            json_serialize=json.dumps,
+        )
         self.requests = 0  # made since start (for the metrics)
         self.by_verb: Counter[str] = Counter()  # the same, by HTTP method
 
@@ -123,10 +108,7 @@ class AsyncKube:
         body: Any = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
-        lane: str = "default",
     ) -> dict[str, Any]:
-        """One request; `lane="status"` sends it on the status lane's connections (module docstring)."""
-        session = self.status_session if lane == "status" else self.session
         data = None if body is None else json.dumps(body).encode()
         if data is not None and content_type is None:
             content_type = "application/json"
@@ -135,7 +117,7 @@ class AsyncKube:
             self.by_verb[method] += 1
             sent = {**self._headers(content_type), **(headers or {})}
             try:
-                async with session.request(
+                async with self.session.request(
                     method, self.host + path, params=list(query), data=data, headers=sent
                 ) as response:
                     raw = await response.read()
@@ -171,14 +153,8 @@ class AsyncKube:
         """JSON merge patch of `.status` through the status subresource (never touches spec or metadata)."""
         query = [("fieldManager", FIELD_MANAGER)]
         return await self.request(
-            "PATCH",
-            path + "/status",
-            query=query,
-            body={"status": dict(status)},
-            content_type=MERGE_PATCH,
-            lane="status",
+            "PATCH", path + "/status", query=query, body={"status": dict(status)}, content_type=MERGE_PATCH
         )
 
     async def close(self) -> None:
         await self.session.close()
-        await self.status_session.close()

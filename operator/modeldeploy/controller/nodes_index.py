@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.config import LabelMappings
-from modeldeploy.selection.node_classes import NodeClass, group_by_shape, shape
+from modeldeploy.selection.node_classes import NodeClass, group_nodes, shape
 from modeldeploy.selection.nodes import node_facts
 from modeldeploy.selection.types import NodeFacts
 
@@ -52,22 +52,15 @@ class FactsMemory:
         self._classes: tuple[int, LabelMappings | None, tuple[NodeClass, ...]] = (0, None, ())
         self._kinds: frozenset[tuple[object, ...]] = frozenset()
         self.kinds_version = 0
-        # Each node's shape (node_classes.shape) for the facts it was computed from: under churn the
-        # version moves a few times a second and every reconcile after a move groups the nodes again;
-        # computing all 500 shapes each time was most of that (docs/operator-at-scale.md).
-        self._shapes: dict[str, tuple[NodeFacts, tuple[object, ...]]] = {}
-        self._shapes_for: LabelMappings | None = None
 
     def observe(self, name: str, facts: NodeFacts | None) -> bool:
         """Record a node's facts (None: deleted); True when they differ from what was known."""
         before = self._facts.get(name)
         if facts is None:
             changed = self._facts.pop(name, None) is not None
-            self._shapes.pop(name, None)
         else:
+            self._facts[name] = facts
             changed = before != facts
-            if changed:  # equal facts (a heartbeat) keep the object known, and the shape kept for it
-                self._facts[name] = facts
         if changed:
             self.version += 1
         return changed
@@ -82,25 +75,13 @@ class FactsMemory:
         """The snapshot grouped into classes of identical nodes (node_classes.py), once per version."""
         version, mapped, classes = self._classes
         if version != self.version or mapped is not mappings:
-            nodes = self.snapshot()
-            shapes = [self._shape(node, mappings) for node in nodes]
-            classes = group_by_shape(nodes, shapes)
+            classes = group_nodes(self.snapshot(), mappings)
             self._classes = (self.version, mappings, classes)
-            kinds = frozenset(shapes)
+            kinds = frozenset(shape(c.facts, mappings) for c in classes)
             if kinds != self._kinds or mapped is not mappings:
                 self._kinds = kinds
                 self.kinds_version = self.version
         return classes
-
-    def _shape(self, node: NodeFacts, mappings: LabelMappings) -> tuple[object, ...]:
-        if self._shapes_for is not mappings:
-            self._shapes, self._shapes_for = {}, mappings
-        known = self._shapes.get(node.name)
-        if known is not None and known[0] is node:
-            return known[1]
-        key = shape(node, mappings)
-        self._shapes[node.name] = (node, key)
-        return key
 
     def __len__(self) -> int:
         return len(self._facts)

@@ -61,42 +61,6 @@ async def run_reconcile(
     schedule_retry(memo, key, indexes, logger, delay)
 
 
-def reconcile_soon(
-    memo: Any, namespace: str, name: str, kwargs: Mapping[str, Any], logger: logging.Logger, *, trigger: str
-) -> None:
-    """Queue a reconcile of one ModelDeployment and return at once, so that the Kopf handler returns too.
-
-    A handler that awaited the reconcile kept its event's whole body (and Kopf's patch and cause for it)
-    alive while the reconcile waited for its object's lock and a slot: in a burst, some 1,700 bodies of
-    Deployments and ModelDeployments at once, most of the operator's peak memory, spread over the heap's
-    arenas where they kept them from being given back after the burst (docs/operator-at-scale.md,
-    "Node churn"). The reconcile reads the world from the indexes, never the event's body, so it gets
-    only the indexes (`only_indexes`). A request that would only repeat one already queued is dropped
-    here, without a task.
-    """
-    state = state_of(memo)
-    key = (namespace, name)
-    if state.serializer.queued(key):
-        state.metrics.reconciled(trigger, "skipped", 0.0, None)
-        return
-    indexes = only_indexes(kwargs)
-    task = asyncio.create_task(run_reconcile(memo, namespace, name, indexes, logger, trigger=trigger, coalesce=True))
-    state.pending.add(task)
-    task.add_done_callback(lambda done: finished(state, done, key, logger))
-
-
-def only_indexes(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """The Kopf indexes among a handler's arguments (not the event's body, patch or cause)."""
-    return {k: v for k, v in kwargs.items() if k.endswith("_index")}
-
-
-def finished(state: State, task: asyncio.Task[None], key: tuple[str, str], logger: logging.Logger) -> None:
-    """A queued reconcile is over: forget its task; an unexpected error is logged, as Kopf logs a handler's."""
-    state.pending.discard(task)
-    if not task.cancelled() and (error := task.exception()) is not None:
-        logger.error("%s/%s: reconcile failed: %r", key[0], key[1], error, exc_info=error)
-
-
 BURST = 200  # reconciles since the last release that make a burst worth giving memory back after
 QUIET_S = 5.0  # ...once no reconcile has run for this long
 

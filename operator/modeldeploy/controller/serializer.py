@@ -39,10 +39,6 @@ class Serializer:
             if not acquired:  # cancelled while waiting: do not leave a phantom "queued" behind
                 self._dequeue(key)
 
-    def queued(self, key: Hashable) -> bool:
-        """Whether a reconcile of `key` waits for its turn (a new request would only repeat it)."""
-        return self._queued[key] > 0 if key in self._queued else False
-
     def _dequeue(self, key: Hashable) -> None:
         self._queued[key] -= 1
         if self._queued[key] <= 0:

@@ -21,11 +21,10 @@ And about staying up under load and faults (Kopf's docs on configuration and sca
   (a stream with no event or bookmark for that long is reconnected: Kopf issues #585, #957).
 - API requests (Kopf's own: status.kopf, Events) have request and connect timeouts.
 - Concurrency is bounded where it costs: the operator's API client keeps at most kube.LIMIT requests in
-  flight (and kube.STATUS_LIMIT status writes on connections of their own), and Kopf posts Events with
-  at most POSTING_WORKERS workers. Kopf's per-object worker limit (`settings.queueing.worker_limit`)
-  is deliberately left unbounded: with indexes, each object's worker indexes its object and then waits
-  until every object is indexed, so a limit below the number of Nodes (or ModelDeployments) deadlocks
-  the start-up (measured: 64 workers, 200 nodes, nothing ever ran).
+  flight, and Kopf posts Events with at most POSTING_WORKERS workers. Kopf's per-object worker limit
+  (`settings.queueing.worker_limit`) is deliberately left unbounded: with indexes, each object's worker
+  indexes its object and then waits until every object is indexed, so a limit below the number of
+  Nodes (or ModelDeployments) deadlocks the start-up (measured: 64 workers, 200 nodes, nothing ever ran).
 - Failed change handlers back off (retries.retry_delay); Kopf's own error backoffs stay.
 """
 
@@ -41,7 +40,6 @@ from modeldeploy.render.labels import MANAGED_BY, MANAGER
 COMPONENT = "modeldeploy"
 KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-configuration
 POSTING_WORKERS = 8  # Events posted at once
-IDLE_WORKER_S = 0.5  # how long Kopf's per-object worker waits for the next event before it exits
 OURS_SELECTOR = f"{MANAGED_BY}={MANAGER}"
 # The children beside a model's Deployment and Service: its NetworkPolicies (render/network.py) and the
 # autoscaling and routing objects (controller/scaling.py); child_handlers.py watches them. The endpoint
@@ -121,11 +119,6 @@ def configure(
     settings.watching.inactivity_timeout = 90  # bookmarks come about every minute
     for resource in LABELLED:
         settings.watching.label_selectors[cast(Any, resource)] = OURS_SELECTOR  # (group, version, plural)
-    # Kopf's per-object worker keeps the last event it handled (the whole decoded body) while it waits
-    # for the next one, and waits IDLE_WORKER_S before it exits: at Kopf's 5 s, in a burst, one body for
-    # every object that had an event in the last 5 s (most of them), the heap's peak that stays allocated
-    # after the burst (docs/operator-at-scale.md, round 6). A worker started again costs a task.
-    settings.queueing.idle_timeout = IDLE_WORKER_S
     # Kopf's own requests (status.kopf, Events): never wait forever on an apiserver that does not answer.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10

@@ -47,7 +47,6 @@ class State:
     busy: int = 0  # reconciles holding a slot
     since_release: int = 0  # reconciles since memory was last given back (retries.release_after_burst)
     release: asyncio.Task[None] | None = None
-    pending: set[asyncio.Task[None]] = field(default_factory=set)  # queued reconciles (retries.reconcile_soon)
 
 
 def state_of(memo: Any) -> State:

@@ -56,14 +56,9 @@ def shape(node: NodeFacts, mappings: LabelMappings, by_host: bool = False) -> tu
 
 def group_nodes(nodes: Sequence[NodeFacts], mappings: LabelMappings, by_host: bool = False) -> tuple[NodeClass, ...]:
     """The classes of `nodes`, ordered by their first member (so problems are counted in node order)."""
-    return group_by_shape(nodes, [shape(node, mappings, by_host) for node in nodes])
-
-
-def group_by_shape(nodes: Sequence[NodeFacts], shapes: Sequence[tuple[object, ...]]) -> tuple[NodeClass, ...]:
-    """`group_nodes` with each node's shape given (the operator keeps them per node between changes)."""
     groups: dict[tuple[object, ...], list[int]] = {}
-    for position, key in enumerate(shapes):
-        groups.setdefault(key, []).append(position)
+    for position, node in enumerate(nodes):
+        groups.setdefault(shape(node, mappings, by_host), []).append(position)
     return tuple(NodeClass(nodes[members[0]], tuple(members)) for members in groups.values())
 
 

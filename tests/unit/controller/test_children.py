@@ -163,13 +163,3 @@ def test_a_rolebinding_is_applied_once_its_role_is() -> None:
     paths = [path.split("/")[-2] for path in kube.applied]
     assert paths.index("roles") < paths.index("rolebindings")  # the binding and the HPA after the Role
     assert kube.most == 2
-
-
-def test_a_child_another_owner_took_is_found_under_that_owner_only() -> None:
-    store = Children()
-    store.put("ns", Child.from_object("a", _hpa()))
-    store.put("ns", Child.from_object("b", _hpa()))
-    assert store.for_owner("ns", "a") == {}
-    assert set(store.for_owner("ns", "b")) == {("HorizontalPodAutoscaler", "m")}
-    store.drop("HorizontalPodAutoscaler", "ns", "m")
-    assert store.for_owner("ns", "b") == {} and store.by_owner == {}

@@ -40,11 +40,6 @@ def test_replicas_yielded_only_when_someone_else_owns_them() -> None:
     assert DEPLOYMENT["spec"]["replicas"] == 2  # the input is not mutated
 
 
-def test_nothing_yielded_sends_the_rendered_child_without_copying_it() -> None:
-    sent = yield_fields(DEPLOYMENT, ())
-    assert sent == DEPLOYMENT and sent is not DEPLOYMENT and sent["spec"] is DEPLOYMENT["spec"]
-
-
 def test_paths_and_owners() -> None:
     assert object_path(DEPLOYMENT) == "/apis/apps/v1/namespaces/ns/deployments/m"
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "m", "namespace": "ns"}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 
-from modeldeploy.controller.settings import IDLE_WORKER_S, NoDiffBase, configure
+from modeldeploy.controller.settings import NoDiffBase, configure
 
 
 def test_no_change_handlers_and_no_daemons() -> None:
@@ -25,11 +25,3 @@ def test_kopf_keeps_no_diff_base() -> None:
     assert isinstance(storage, NoDiffBase)
     body = kopf.Body({"metadata": {"name": "m"}, "spec": {"replicas": 1}})
     assert storage.build(body=body) is None and storage.fetch(body=body) is None
-
-
-def test_kopf_workers_do_not_keep_their_last_event_long() -> None:
-    """An idle per-object worker holds its last event's body until it exits (settings.IDLE_WORKER_S)."""
-    settings = kopf.OperatorSettings()
-    default = settings.queueing.idle_timeout
-    configure(settings)
-    assert settings.queueing.idle_timeout == IDLE_WORKER_S < default

@@ -17,14 +17,13 @@ import yaml
 
 from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
-from modeldeploy.controller import nodes_index, retries, tuning
+from modeldeploy.controller import retries, tuning
 from modeldeploy.controller.kube import LIMIT
 from modeldeploy.controller.plan import World, decide
 from modeldeploy.controller.state import State
 from modeldeploy.controller.status import Observation, compute_status
 from modeldeploy.controller.sweep import stale_plans
 from modeldeploy.selection import facts_from_document, select_engine
-from modeldeploy.selection.node_classes import group_nodes
 from modeldeploy.selection.types import NodeFacts, Taint
 
 CONFIG = OperatorConfig()
@@ -259,24 +258,3 @@ def test_release_memory_trims_the_heaps() -> None:
     calls: list[int] = []
     tuning.release_memory(lambda pad: calls.append(pad) or 1)
     assert calls == [0]
-
-
-def test_a_node_losing_its_taint_is_the_only_node_whose_shape_is_computed_again(
-    repo_root: Path, monkeypatch: Any
-) -> None:
-    memory = nodes_index.FactsMemory()
-    nodes = pools(repo_root)
-    for node in nodes:
-        memory.observe(node.name, node)
-    memory.classes(CONFIG.label_mappings)
-    computed: list[str] = []
-    real = nodes_index.shape
-    monkeypatch.setattr(nodes_index, "shape", lambda node, mappings: computed.append(node.name) or real(node, mappings))
-    for node in nodes:  # heartbeats: equal facts, new objects
-        memory.observe(node.name, dataclasses.replace(node))
-    tainted = next(n for n in nodes if NOT_READY in n.taints).name
-    nodes = untaint(nodes, tainted)
-    memory.observe(tainted, next(n for n in nodes if n.name == tainted))
-    classes = memory.classes(CONFIG.label_mappings)
-    assert computed == [tainted]
-    assert classes == group_nodes(nodes, CONFIG.label_mappings)
