@@ -62,6 +62,7 @@ from scale import (  # noqa: E402 - bench/ is not a package: its sibling is impo
     REPO,
     Audit,
     Operator,
+    after_convergence,
     free_port,
     make_nodes,
     operator_kubeconfig,
@@ -515,15 +516,7 @@ def phase(
             "requests_per_object_by_verb": {k: round(v / args.objects, 2) for k, v in sorted(verbs(counts).items())},
             "requests_per_object_by_resource": {k: round(v / args.objects, 2) for k, v in sorted(counts.items())},
         }
-        rss, peak = proc.memory_mib()
-        result |= {"rss_mib": round(rss, 1), "rss_peak_mib": round(peak, 1)}
-        cpu_converged = proc.cpu_s()
-        time.sleep(max(0.0, t_done + 10 - time.time()))
-        cpu_10 = proc.cpu_s()
-        time.sleep(20)
-        result["cpu_s_after_converge_0_10s"] = round(cpu_10 - cpu_converged, 2)
-        result["cpu_s_after_converge_10_30s"] = round(proc.cpu_s() - cpu_10, 2)
-        result["rss_mib_after_converge_30s"] = round(proc.memory_mib()[0], 1)
+        result |= after_convergence(proc, t_done)
 
         # What the burst cost in all: a controller may still be working through it after convergence (its
         # rollouts' status, a queue held back by client-side rate limits). Quiet: no request for `settle` s.

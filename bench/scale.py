@@ -415,6 +415,24 @@ def wait(what: str, fn: Any, timeout: float, interval: float = 0.5) -> None:
     raise SystemExit(f"scale: timed out after {timeout:.0f} s waiting for {what}")
 
 
+def after_convergence(proc: Any, t_done: float) -> dict[str, float]:
+    """RSS at convergence (and its peak), then the controller's CPU in the next 10 s and in the 20 s after
+    those, and its RSS 30 s after: the rollouts of the fake kubelet's pods go on meanwhile, and their status
+    writes are work, not idling. `proc` has cpu_s() and memory_mib() (Operator here; bench/peer.py's too)."""
+    rss, peak = proc.memory_mib()
+    cpu_converged = proc.cpu_s()
+    time.sleep(max(0.0, t_done + 10 - time.time()))
+    cpu_10 = proc.cpu_s()
+    time.sleep(20)
+    return {
+        "rss_mib": round(rss, 1),
+        "rss_peak_mib": round(peak, 1),
+        "cpu_s_after_converge_0_10s": round(cpu_10 - cpu_converged, 2),
+        "cpu_s_after_converge_10_30s": round(proc.cpu_s() - cpu_10, 2),
+        "rss_mib_after_converge_30s": round(proc.memory_mib()[0], 1),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="md-scale-"))
     policy = workdir / "audit-policy.yaml"
@@ -516,17 +534,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests_per_object": {k: round(v / args.objects, 2) for k, v in sorted(verbs(burst_counts).items())},
             "requests_per_object_by_resource": {k: round(v / args.objects, 2) for k, v in sorted(burst_counts.items())},
         }
-        rss, peak = operator.memory_mib()
-        result |= {"rss_mib": round(rss, 1), "rss_peak_mib": round(peak, 1)}
-        # After convergence: the operator's CPU in the next 10 s and in the 20 s after those (the rollouts of
-        # the fake kubelet's pods go on meanwhile: their status writes are work, not idling).
-        cpu_converged = operator.cpu_s()
-        time.sleep(max(0.0, t_done + 10 - time.time()))
-        cpu_10 = operator.cpu_s()
-        time.sleep(20)
-        result["cpu_s_after_converge_0_10s"] = round(cpu_10 - cpu_converged, 2)
-        result["cpu_s_after_converge_10_30s"] = round(operator.cpu_s() - cpu_10, 2)
-        result["rss_mib_after_converge_30s"] = round(operator.memory_mib()[0], 1)
+        result |= after_convergence(operator, t_done)
 
         # Steady state: let rollouts finish, then node changes that change no decision: a label no rule
         # reads. The operator re-evaluates every ModelDeployment (any decision may depend on any label).
