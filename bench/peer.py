@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -63,17 +63,18 @@ from scale import (  # noqa: E402 - bench/ is not a package: its sibling is impo
     Audit,
     Operator,
     after_convergence,
+    audited_cluster,
     free_port,
-    make_nodes,
     operator_kubeconfig,
     percentile,
+    start_with_nodes,
     untainted,
     verbs,
     wait,
 )
 
 from modeldeploy.api.v1alpha1 import GROUP, PLURAL, VERSION  # noqa: E402
-from modeldeploy_dev import LocalCluster, build  # noqa: E402
+from modeldeploy_dev import build  # noqa: E402
 from modeldeploy_dev.addon_crds import install as install_crds  # noqa: E402
 from modeldeploy_dev.addon_crds import load_crds  # noqa: E402
 from modeldeploy_dev.certs import CertificateAuthority  # noqa: E402
@@ -595,25 +596,12 @@ def audit_policy(users: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="md-peer-"))
-    policy = workdir / "audit-policy.yaml"
-    policy.write_text(yaml.safe_dump(audit_policy([OPERATOR_USER, KSERVE_USER])))
-    audit_log = workdir / "audit.log"
-    cluster = LocalCluster(
-        workdir / "cluster",
-        log=say,
-        apiserver_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}", "--audit-log-maxsize=0"],
-    )
+    cluster, audit_log = audited_cluster(workdir, audit_policy([OPERATOR_USER, KSERVE_USER]))
     kubelet: FakeKubelet | None = None
     out: dict[str, Any] = {"nodes": args.nodes, "objects": args.objects, "rate": args.rate, "cpus": os.cpu_count()}
     out["uptime_before"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     try:
-        cluster.start()
-        api = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
-        api.configuration.connection_pool_maxsize = 8
-        core = client.CoreV1Api(api)
-        say(f"creating {args.nodes} nodes")
-        names = make_nodes(core, args.nodes)
-        kubelet = FakeKubelet(api, names).start()
+        api, core, kubelet, names = start_with_nodes(cluster, args.nodes)
         wait("the nodes' not-ready taints to go", lambda: untainted(core), 300, interval=2)
         install_crd(api)
         kserve = KServeSetup(api, cluster.workdir, cluster.server)

@@ -433,30 +433,40 @@ def after_convergence(proc: Any, t_done: float) -> dict[str, float]:
     }
 
 
+def audited_cluster(workdir: Path, policy: dict[str, Any]) -> tuple[LocalCluster, Path]:
+    """A local control plane (not started) whose apiserver writes an audit log by `policy`: the request
+    counts come from there. Returns the cluster and the log's path."""
+    policy_file = workdir / "audit-policy.yaml"
+    policy_file.write_text(yaml.safe_dump(policy))
+    audit_log = workdir / "audit.log"
+    args = [f"--audit-policy-file={policy_file}", f"--audit-log-path={audit_log}", "--audit-log-maxsize=0"]
+    return LocalCluster(workdir / "cluster", log=say, apiserver_args=args), audit_log
+
+
+def start_with_nodes(
+    cluster: LocalCluster, count: int
+) -> tuple[client.ApiClient, client.CoreV1Api, FakeKubelet, list[str]]:
+    """Start the cluster, create `count` fake nodes and the kubelet that keeps them Ready; the nodes' names."""
+    cluster.start()
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
+    api.configuration.connection_pool_maxsize = 8
+    core = client.CoreV1Api(api)
+    say(f"creating {count} nodes")
+    names = make_nodes(core, count)
+    return api, core, FakeKubelet(api, names).start(), names
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="md-scale-"))
-    policy = workdir / "audit-policy.yaml"
     rules = [{**AUDIT_POLICY["rules"][0], "level": args.audit_level}, *AUDIT_POLICY["rules"][1:]]
-    policy.write_text(yaml.safe_dump({**AUDIT_POLICY, "rules": rules}))
-    audit_log = workdir / "audit.log"
-    cluster = LocalCluster(
-        workdir / "cluster",
-        log=say,
-        apiserver_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit_log}", "--audit-log-maxsize=0"],
-    )
+    cluster, audit_log = audited_cluster(workdir, {**AUDIT_POLICY, "rules": rules})
     operator: Operator | None = None
     kubelet: FakeKubelet | None = None
     recorder: Recorder | None = None
     result: dict[str, Any] = {"nodes": args.nodes, "objects": args.objects, "rate": args.rate}
     result["load_before"] = Path("/proc/loadavg").read_text().split()[:3]
     try:
-        cluster.start()
-        api = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
-        api.configuration.connection_pool_maxsize = 8
-        core = client.CoreV1Api(api)
-        say(f"creating {args.nodes} nodes")
-        names = make_nodes(core, args.nodes)
-        kubelet = FakeKubelet(api, names).start()
+        api, core, kubelet, names = start_with_nodes(cluster, args.nodes)
         # A new node carries the not-ready taint until the node lifecycle controller has seen it Ready, which
         # it does a few nodes a second; a burst into nodes still losing it measures node churn instead
         # (every ModelDeployment re-evaluated as each node becomes schedulable).
