@@ -57,7 +57,6 @@ from kubernetes.client.rest import ApiException
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scale import (  # noqa: E402 - bench/ is not a package: its sibling is imported by path
-    CLK_TCK,
     OPERATOR_USER,
     REPO,
     Audit,
@@ -67,6 +66,7 @@ from scale import (  # noqa: E402 - bench/ is not a package: its sibling is impo
     free_port,
     operator_kubeconfig,
     percentile,
+    process_cpu_s,
     start_with_nodes,
     untainted,
     verbs,
@@ -159,12 +159,6 @@ def latency_figures(created: dict[str, float], seen: dict[str, float], prefix: s
         f"{prefix}_p99_ms": round(1000 * percentile(values, 0.99)) if values else None,
         f"{prefix}_missing": len(created) - len(values),
     }
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def writes(counts: dict[str, int]) -> int:

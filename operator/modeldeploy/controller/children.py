@@ -49,24 +49,35 @@ class Child:
 
 @dataclass
 class Children:
-    """(kind, namespace, name) -> Child, for the kinds child_handlers.py watches."""
+    """(kind, namespace, name) -> Child, for the kinds child_handlers.py watches, and the same children by
+    owner: every reconcile reads its own (`for_owner`), and a scan of every child per reconcile made a
+    burst of N ModelDeployments cost N x N (docs/operator-at-scale.md)."""
 
     entries: dict[tuple[str, str, str], Child] = field(default_factory=dict)
+    by_owner: dict[tuple[str, str], dict[tuple[str, str], Child]] = field(default_factory=dict)
 
     def put(self, namespace: str, child: Child) -> Child | None:
         """Store a child; return what was stored before."""
         key = (child.view.kind, namespace, child.view.name)
         before = self.entries.get(key)
+        if before is not None and before.owner != child.owner:
+            self._unlink(namespace, before)
         self.entries[key] = child
+        self.by_owner.setdefault((namespace, child.owner), {})[(child.view.kind, child.view.name)] = child
         return before
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
-        self.entries.pop((kind, namespace, name), None)
+        before = self.entries.pop((kind, namespace, name), None)
+        if before is not None:
+            self._unlink(namespace, before)
+
+    def _unlink(self, namespace: str, child: Child) -> None:
+        owned = self.by_owner.get((namespace, child.owner))
+        if owned is not None:
+            owned.pop((child.view.kind, child.view.name), None)
+            if not owned:
+                del self.by_owner[(namespace, child.owner)]
 
     def for_owner(self, namespace: str, owner: str) -> dict[tuple[str, str], Child]:
-        """The children of one ModelDeployment, by (kind, name)."""
-        return {
-            (kind, name): child
-            for (kind, ns, name), child in self.entries.items()
-            if ns == namespace and child.owner == owner
-        }
+        """The children of one ModelDeployment, by (kind, name) (a copy: the reconcile reads it later)."""
+        return dict(self.by_owner.get((namespace, owner)) or {})

@@ -175,14 +175,24 @@ async def apply_children(
         if isinstance(stored, BaseException):
             raise stored
         memory.entries[key] = (value, drift_marker(stored))
-        version = (stored.get("metadata") or {}).get("resourceVersion")
-        before = view.resource_version if view is not None else None
         created = view is None and (stored.get("metadata") or {}).get("generation") in (None, 1)
-        results[slot] = Applied(kind, name, stored, changed=version != before, created=created)
+        changed = view is None or applied_change(view, stored)
+        results[slot] = Applied(kind, name, stored, changed=changed, created=created)
     done = [result for result in results if result is not None]
     if failure is not None:
         raise ApplyError(failure[0], failure[1], failure[2], done) from failure[2]
     return done
+
+
+def applied_change(view: ChildView, stored: Mapping[str, Any]) -> bool:
+    """Whether an apply changed what the child says: our applied hash, its spec (drift marker) or labels.
+
+    Not its resourceVersion: the watch's view may be older than the child's last status write by its own
+    controller (event_gate.py passes no event that changes nothing the views read), and an apply that
+    changed nothing returns that newer version.
+    """
+    now = ChildView.from_object(stored)
+    return (now.applied_hash, now.marker, now.labels) != (view.applied_hash, view.marker, view.labels)
 
 
 async def remove_route(kube: AsyncKube, namespace: str, name: str) -> int:

@@ -30,7 +30,7 @@ from typing import Any
 import kopf
 
 from modeldeploy.config import load_config
-from modeldeploy.controller import liveness, login, relist
+from modeldeploy.controller import event_gate, liveness, login, relist
 from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.indexes import one, owner_name
 from modeldeploy.controller.kube import AsyncKube
@@ -58,9 +58,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if "modeldeploy" not in memo:
         memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
+    event_gate.install(state.config.label_mappings)  # after relist: events no handler reads stop (event_gate.py)
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)
     state.metrics.client_requests = lambda: dict(state.kube.by_verb) if state.kube else {}
+    state.metrics.watch_events = lambda: dict(event_gate.counted)
     state.watch.silence_s = float(options.get("watch_silence_s") or liveness.SILENCE_S)
     port = options.get("metrics_port", 9090)
     if port:

@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator, in the text exposition format, served on `/metrics`.
 
-Handwritten (three metric families) rather than `prometheus_client`: it keeps the operator image's
+Handwritten (a few metric families) rather than `prometheus_client`: it keeps the operator image's
 dependencies to what Kopf already brings (aiohttp serves it), and the format is small and stable:
 https://prometheus.io/docs/instrumenting/exposition_formats/.
 
@@ -14,6 +14,8 @@ https://prometheus.io/docs/instrumenting/exposition_formats/.
 - `modeldeploy_api_client_requests_total{verb}`   counter: every request of the operator's API client, by
   HTTP method (the reconciles' and everything they call, the model cache's included; Kopf's own watches,
   status.kopf patches and Events are not in it): how "a steady reconcile makes no request" is checked
+- `modeldeploy_watch_events_total{resource,outcome}` counter: watch events of the Deployments, Services, pods
+  and Nodes, `passed` to Kopf's handlers or `skipped` (they changed nothing the operator reads, event_gate.py)
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Metrics:
         self.writes: Counter[str] = Counter()
         self.requests = 0
         self.client_requests: Callable[[], Mapping[str, int]] | None = None  # the API client's, by verb
+        self.watch_events: Callable[[], Mapping[tuple[str, str], int]] | None = None  # (resource, outcome)
         self._bucket_counts = [0] * len(self.buckets)
         self._sum = 0.0
         self._count = 0
@@ -107,6 +110,13 @@ class Metrics:
             ]
             for verb, n in sorted((self.client_requests() if self.client_requests else {}).items()):
                 lines.append(f"modeldeploy_api_client_requests_total{_labels([('verb', verb)])} {n}")
+            lines += [
+                "# HELP modeldeploy_watch_events_total Watch events passed to the handlers or skipped (nothing moved).",
+                "# TYPE modeldeploy_watch_events_total counter",
+            ]
+            for (resource, outcome), n in sorted((self.watch_events() if self.watch_events else {}).items()):
+                pairs = [("resource", resource), ("outcome", outcome)]
+                lines.append(f"modeldeploy_watch_events_total{_labels(pairs)} {n}")
             lines += [
                 "# HELP modeldeploy_reconcile_duration_seconds Time to reconcile one ModelDeployment.",
                 "# TYPE modeldeploy_reconcile_duration_seconds histogram",

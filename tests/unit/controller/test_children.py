@@ -61,6 +61,16 @@ def test_children_are_found_by_owner() -> None:
     assert set(store.for_owner("ns", "m")) == {("Role", "m-epp")}
 
 
+def test_a_child_that_changed_owner_is_found_under_its_new_owner_only() -> None:
+    store = Children()
+    store.put("ns", Child.from_object("m", _role(["get"])))
+    store.put("ns", Child.from_object("n", _role(["get"])))  # the same Role, now labelled for another owner
+    assert store.for_owner("ns", "m") == {}
+    assert set(store.for_owner("ns", "n")) == {("Role", "m-epp")}
+    store.drop("Role", "ns", "m-epp")
+    assert store.for_owner("ns", "n") == {} and store.by_owner == {}
+
+
 def test_keda_conditions_are_read_from_a_scaled_object_only() -> None:
     so = {
         "kind": "ScaledObject",

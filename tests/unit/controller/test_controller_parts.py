@@ -83,7 +83,10 @@ def test_metrics_exposition() -> None:
     m.reconciled("node", "skipped", 0.0, None)
     m.wrote(["status", "Deployment"])
     m.wrote([])
+    m.watch_events = lambda: {("apps/deployments", "skipped"): 4, ("pods", "passed"): 2}
     text = m.exposition()
+    assert 'modeldeploy_watch_events_total{resource="apps/deployments",outcome="skipped"} 4' in text
+    assert 'modeldeploy_watch_events_total{resource="pods",outcome="passed"} 2' in text
     assert 'modeldeploy_writes_total{kind="status"} 1' in text
     assert 'modeldeploy_reconciles_total{trigger="create",result="applied"} 1' in text
     assert 'modeldeploy_decisions_total{engine="vllm"} 1' in text
