@@ -149,6 +149,8 @@ def test_the_llamacpp_pod_answers_only_with_the_key_and_the_key_is_nowhere(world
     service = world.core.read_namespaced_service(NAME, NS)
     base = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
     chat = {"model": NAME, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
+    # Ready is the kubelet's word; the ClusterIP answers once kube-proxy has the new endpoint (its next sync).
+    eventually(lambda: request(f"{base}/health")[0] == 200, "the Service's ClusterIP to answer", timeout=30)
     assert request(f"{base}/v1/chat/completions", body=chat)[0] == 401
     assert request(f"{base}/v1/chat/completions", key="sk-wrong", body=chat)[0] == 401
     assert request(f"{base}/v1/chat/completions", key=KEY, body=chat)[0] == 200

@@ -150,10 +150,12 @@ def test_the_rendered_pod_serves_smollm2_for_real(pods: Pods) -> None:
     assert pod["spec"]["nodeName"] == pods.node.name and pod["status"]["podIP"].startswith("10.244.")
     assert engine["image"] in pods.node.images() and engine["imageID"], engine
 
-    # A user's client reaches it through the Service's ClusterIP (kube-proxy routes it to the pod).
+    # A user's client reaches it through the Service's ClusterIP (kube-proxy routes it to the pod). The route
+    # appears on kube-proxy's next sync after the EndpointSlice marks the pod ready, which can trail the pod's
+    # Ready condition by a moment: a client retries a refused connection until then.
     service = pods.core.read_namespaced_service(name, NS)
     base = f"http://{service.spec.cluster_ip}:{service.spec.ports[0].port}"
-    assert http_status(f"{base}/v1/models") == 200
+    assert eventually(lambda: http_status(f"{base}/v1/models") == 200, "the Service's ClusterIP to answer", 30)
     reply = devchat.chat(base, name, "What is the capital of France?", max_tokens=32)
     assert "paris" in reply.text.lower(), reply
 
