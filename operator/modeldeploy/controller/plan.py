@@ -45,6 +45,7 @@ from modeldeploy.selection.types import Decision, NodeFacts
 
 RESELECT_ANNOTATION = "modeldeploy.io/reselect"
 INTERNED_MAX = 20_000  # distinct candidates kept for sharing between plans (a few per spec shape and node version)
+SELECTIONS_MAX = 4_096  # selections kept for sharing between objects (one per distinct spec and stability inputs)
 
 Key = tuple[str, str]  # (namespace, name)
 Problem = tuple[str, str]  # (reason, message) of a spec or apply that cannot go through
@@ -187,6 +188,28 @@ class Planned:
     by_node: bool = True  # the decision reads individual nodes, not only which kinds of node exist
 
 
+@dataclass(frozen=True)
+class Selection:
+    """A selection made for one spec on the node facts of one version, shared by every object whose spec
+    and stability inputs are the same (`Memory.selections`).
+
+    Platforms deploy the same model many times (a copy per team or namespace), and a change in the kinds
+    of node re-judges every object: one selection per distinct spec then serves them all, and an object
+    whose decision it leaves as it was keeps its plan without rendering again (`decide`).
+    """
+
+    facts_version: int
+    kinds_version: int | None
+    by_node: bool
+    decision: Decision
+
+    def holds(self, facts_version: int, kinds_version: int | None) -> bool:
+        """Whether the node facts now give this selection (the rule of `still_holds`)."""
+        if self.facts_version == facts_version:
+            return True
+        return not self.by_node and kinds_version is not None and self.kinds_version == kinds_version
+
+
 def reads_nodes(md: ModelDeployment | None, decision: Decision | None) -> bool:
     """Whether a decision depends on individual nodes rather than on the set of node kinds.
 
@@ -239,6 +262,7 @@ class Memory:
     plans: dict[Key, Planned] = field(default_factory=dict)
     seen: dict[Key, DeploymentView | None] = field(default_factory=dict)
     interned: dict[Any, Any] = field(default_factory=dict)  # one copy of equal candidates across objects
+    selections: dict[tuple[Any, ...], Selection] = field(default_factory=dict)  # by spec and stability inputs
     # The ModelDeployment's resourceVersion each object's last reconcile left (its own status write, or
     # the version it read): an event for that version brings nothing new and is dropped unhandled.
     handled: dict[Key, str] = field(default_factory=dict)
@@ -287,6 +311,28 @@ def fresh_key(key: PlanKey, cached: Planned | None) -> PlanKey:
     return key.fresh() if engine is not None and key.running == engine else key
 
 
+def carried(cached: Planned, decision: Decision | None, by_node: bool, key: PlanKey, world: World) -> Planned | None:
+    """The plan of the same spec and inputs carried over to a decision judged again, when it renders the
+    same children (rendering reads the engine and the placement only: render/__init__.py), else None.
+
+    A change in the kinds of node re-judges every object; what it moves is mostly a reason of an engine
+    not chosen ("tainted ..." gone from a failure), so the children are kept and only the decision, which
+    the status reports, is new.
+    """
+    if not cached.valid or cached.problem is not None or cached.decision is None or decision is None:
+        return None
+    version, kinds = world.facts_version, world.kinds_version
+    if cached.decision == decision:
+        return replace(cached, facts_version=version, kinds_version=kinds)
+    if decision.engine is None or (decision.engine, decision.placement) != (
+        cached.decision.engine,
+        cached.decision.placement,
+    ):
+        return None
+    key = key if departs_from_fresh(decision) else fresh_key(key, None)
+    return replace(cached, key=key, decision=decision, by_node=by_node, facts_version=version, kinds_version=kinds)
+
+
 def decide(
     body: Mapping[str, Any],
     status: Mapping[str, Any],
@@ -312,11 +358,21 @@ def decide(
         crds=crds,
         listed_bytes=listed_bytes(status),
     )
-    if cached is not None and cached.key in (cache_key, fresh_key(cache_key, cached)):
+    same_key = cached is not None and cached.key in (cache_key, fresh_key(cache_key, cached))
+    if cached is not None and same_key:
         if cached.facts_version == world.facts_version:
             return cached, None
         if still_holds(cached, world.facts_version, world.kinds_version):
-            kept = replace(cached, facts_version=world.facts_version)  # the sweep sees it current
+            held = replace(cached, facts_version=world.facts_version)  # the sweep sees it current
+            memory.plans[key] = held
+            return held, None
+    selection_key = (digest(body.get("spec")), id(config), current, reselect, cache_key.listed_bytes)
+    shared = memory.selections.get(selection_key)
+    if shared is not None and not shared.holds(world.facts_version, world.kinds_version):
+        shared = None
+    if cached is not None and same_key and shared is not None:
+        kept = carried(cached, shared.decision, shared.by_node, cache_key, world)
+        if kept is not None:  # another object with this spec was judged on these facts already
             memory.plans[key] = kept
             return kept, None
     md, invalid = parse(body)
@@ -328,19 +384,31 @@ def decide(
     if refused is not None:
         problem = (REFUSED_BY_POLICY, refused)  # docs/security.md, "Pod policy": nothing is selected or applied
     elif md is not None:
-        decision = select_engine(
-            md.spec,
-            world.nodes,
-            config,
-            current=current,
-            reselect=reselect,
-            classes=world.classes,
-            listed_bytes=cache_key.listed_bytes,
-            counts=False,
-        )
-        if len(memory.interned) > INTERNED_MAX:
-            memory.interned.clear()  # candidates of node facts long gone; the plans keep their own
-        decision = intern_decision(decision, memory.interned)
+        if shared is not None:
+            decision = shared.decision
+        else:
+            decision = select_engine(
+                md.spec,
+                world.nodes,
+                config,
+                current=current,
+                reselect=reselect,
+                classes=world.classes,
+                listed_bytes=cache_key.listed_bytes,
+                counts=False,
+            )
+            if len(memory.interned) > INTERNED_MAX:
+                memory.interned.clear()  # candidates of node facts long gone; the plans keep their own
+            decision = intern_decision(decision, memory.interned)
+            if len(memory.selections) >= SELECTIONS_MAX:
+                memory.selections.clear()
+            by_node = reads_nodes(md, decision)
+            memory.selections[selection_key] = Selection(world.facts_version, world.kinds_version, by_node, decision)
+        if cached is not None and same_key:
+            kept = carried(cached, decision, reads_nodes(md, decision), cache_key, world)
+            if kept is not None:  # judged again; the same children: nothing to render
+                memory.plans[key] = kept
+                return kept, None
         if decision.engine is not None:
             try:
                 objects, extra = render_children(md, decision, config, crds)

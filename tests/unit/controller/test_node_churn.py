@@ -258,3 +258,96 @@ def test_release_memory_trims_the_heaps() -> None:
     calls: list[int] = []
     tuning.release_memory(lambda pad: calls.append(pad) or 1)
     assert calls == [0]
+
+
+def test_objects_with_one_spec_share_one_selection_and_a_sweep_renders_nothing_it_leaves_alone(
+    repo_root: Path, monkeypatch: Any
+) -> None:
+    """A platform's copies of one model (one per team): judged once per version of the node kinds, and an
+    object whose decision a change of kinds leaves as it was keeps its plan without rendering again."""
+    from modeldeploy.controller import plan as plan_mod
+
+    calls: list[str] = []
+    real = plan_mod.select_engine
+    monkeypatch.setattr(plan_mod, "select_engine", lambda spec, *a, **k: calls.append("select") or real(spec, *a, **k))
+    nodes = pools(repo_root)
+    state = churned_state(nodes)
+
+    def decide_copies(example: str, copies: int) -> list[Any]:
+        out = []
+        for i in range(copies):
+            body = doc(repo_root, example)
+            body["metadata"].update(name=f"copy-{i}", namespace=f"team-{i}", uid=f"u-{i}")
+            out.append(decide(body, {}, world(state), CONFIG, state.memory, (f"team-{i}", f"copy-{i}")))
+        return out
+
+    first = decide_copies("llamacpp-smollm2", 5)
+    assert calls == ["select"]  # one selection for the five
+    assert all(rendering is not None for _, rendering in first)  # each object renders its own children
+    assert len({id(planned.decision) for planned, _ in first}) == 1
+    # The last tainted node of a pool becomes schedulable: a kind of node goes, every plan is swept.
+    for node in [n for n in nodes if n.name.startswith("cpu-1-")]:
+        nodes = untaint(nodes, node.name)
+        state.facts.observe(node.name, next(n for n in nodes if n.name == node.name))
+    assert len(stale_plans(state)) == 5
+    calls.clear()
+    again = decide_copies("llamacpp-smollm2", 5)
+    assert calls == ["select"]
+    assert all(rendering is None for _, rendering in again)  # decided as before: nothing rendered again
+    assert stale_plans(state) == []
+    assert [p.decision for p, _ in again] == [p.decision for p, _ in first]
+    fresh = decide_all(repo_root, churned_state(nodes))  # a fresh operator on the new facts decides the same
+    assert next(p for p, _ in fresh if p.key.uid == "u-llamacpp-smollm2").decision == again[0][0].decision
+
+
+def test_a_spec_that_differs_is_judged_on_its_own(repo_root: Path, monkeypatch: Any) -> None:
+    from modeldeploy.controller import plan as plan_mod
+
+    calls: list[str] = []
+    real = plan_mod.select_engine
+    monkeypatch.setattr(plan_mod, "select_engine", lambda spec, *a, **k: calls.append("select") or real(spec, *a, **k))
+    state = churned_state(pools(repo_root))
+    decide(doc(repo_root, "vllm-qwen2.5-awq"), {}, world(state), CONFIG, state.memory, ("a", "m"))
+    decide(
+        doc(repo_root, "vllm-qwen2.5-awq", resources={"gpus": 2}), {}, world(state), CONFIG, state.memory, ("b", "m")
+    )
+    assert len(calls) == 2
+    assert all(planned.valid and planned.problem is None for planned in state.memory.plans.values())
+
+
+def test_a_plan_carried_over_a_change_of_kinds_is_what_a_fresh_operator_decides_and_renders(
+    repo_root: Path,
+) -> None:
+    """Every GPU node starts with the not-ready taint, then loses it: the kinds change and every plan is
+    judged again. A plan whose engine and placement stay keeps its children without rendering, and both
+    its decision (the reasons the status reports) and its children are what an operator started on the new
+    facts makes; a plan whose engine moved is rendered again."""
+    nodes = [
+        dataclasses.replace(n, taints=(*n.taints, NOT_READY)) if n.gpus else n for n in pools(repo_root, tainted_from=6)
+    ]
+    state = churned_state(nodes)
+    first = decide_all(repo_root, state)
+    for node in [n for n in nodes if NOT_READY in n.taints]:
+        nodes = untaint(nodes, node.name)
+        state.facts.observe(node.name, next(n for n in nodes if n.name == node.name))
+    assert len(stale_plans(state)) == len(EXAMPLES)
+    again = decide_all(repo_root, state)
+    fresh = decide_all(repo_root, churned_state(nodes))
+    outcomes = set()
+    for (before, _), (kept, rendering), (made, made_rendering) in zip(first, again, fresh, strict=True):
+        assert kept.decision == made.decision
+        assert kept.children == made.children
+        assert made_rendering is not None
+        engine_moved = (before.decision.engine, before.decision.placement) != (
+            kept.decision.engine,
+            kept.decision.placement,
+        )
+        assert (rendering is not None) == (engine_moved and kept.decision.engine is not None)
+        outcomes.add(
+            "rendered"
+            if rendering is not None
+            else "carried, reasons moved"
+            if before.decision != kept.decision
+            else "kept"
+        )
+    assert {"rendered", "carried, reasons moved"} <= outcomes
