@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modeldeploy_dev import LocalCluster, dev, ensure_binaries, realnode
+from modeldeploy_dev import BuildError, LocalCluster, dev, ensure_binaries, realnode
+from modeldeploy_dev.build import ensure_autoscaling
 from modeldeploy_dev.hoststate import HostState
 
 # Its own cluster and real node: it runs before the session's cluster takes the host's one node.
@@ -36,16 +38,30 @@ def _expected() -> dict[str, str]:
     return out
 
 
+def _run_demo(workdir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`dev demo`; past `timeout` its cluster is taken down before the test fails (the real node it holds is
+    the host's one, and the rest of the tier needs it)."""
+    argv = [sys.executable, "-m", "modeldeploy", "dev", "--dir", str(workdir)]
+    try:
+        return subprocess.run([*argv, "demo", "--timeout", "240"], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        subprocess.run([*argv, "down"], capture_output=True, timeout=180, check=False)
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        pytest.fail(f"`dev demo` ran past {timeout:.0f} s:\n{out}\n{err[-4000:]}")
+
+
 def test_demo_decides_every_example_as_select_does_and_cleans_up(tmp_path: Path) -> None:
+    # What the demo builds on a machine's first run (the control plane, KEDA, its HTTP add-on and
+    # Prometheus from their Go modules) is built before its clock starts: on a fresh 2-core machine those
+    # builds alone took more than the demo's 600 s. Where KEDA cannot be built the demo goes on without
+    # scale from zero, and says so.
     ensure_binaries()
+    with contextlib.suppress(BuildError):
+        ensure_autoscaling()
     before = HostState.capture()
     workdir = tmp_path / "dev"
-    proc = subprocess.run(
-        [sys.executable, "-m", "modeldeploy", "dev", "--dir", str(workdir), "demo", "--timeout", "240"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = _run_demo(workdir, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:6] == ["NAMESPACE", "NAME", "ENGINE", "READY", "MODEL", "REASON"]
