@@ -385,7 +385,7 @@ def decide(
         problem = (REFUSED_BY_POLICY, refused)  # docs/security.md, "Pod policy": nothing is selected or applied
     elif md is not None:
         if shared is not None:
-            decision = shared.decision
+            decision, by_node = shared.decision, shared.by_node
         else:
             decision = select_engine(
                 md.spec,
@@ -405,7 +405,7 @@ def decide(
             by_node = reads_nodes(md, decision)
             memory.selections[selection_key] = Selection(world.facts_version, world.kinds_version, by_node, decision)
         if cached is not None and same_key:
-            kept = carried(cached, decision, reads_nodes(md, decision), cache_key, world)
+            kept = carried(cached, decision, by_node, cache_key, world)
             if kept is not None:  # judged again; the same children: nothing to render
                 memory.plans[key] = kept
                 return kept, None
