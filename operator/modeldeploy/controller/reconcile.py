@@ -30,7 +30,7 @@ from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.plan import Key, Memory, World, plan
 from modeldeploy.controller.report import Report, report
 from modeldeploy.controller.routing import claimants
-from modeldeploy.controller.views import ENGINE_LABEL, ChildView, PodView, md_view, newer_status, rv_int
+from modeldeploy.controller.views import ENGINE_LABEL, ChildView, PodView, md_view, newer_status, rv_int, shared
 from modeldeploy.render.labels import MANAGED_BY, MANAGER
 from modeldeploy.scaling.conflicts import served_name
 from modeldeploy.selection.types import Decision, NodeFacts
@@ -80,6 +80,9 @@ async def reconcile(
         memory.forget(key)
         return Result("gone", requests=done.requests)
     said = report(planned, done, world, now())
+    # Before the status write: the ADDED event of a Deployment just created arrives while it is under
+    # way, and shows the view this status is computed from (handlers.deployment_event drops it).
+    memory.seen[key] = said.deployment
     stored = await write_status(kube, namespace, name, said.patch) if said.patch else None
     requests = done.requests + (1 if said.patch else 0)
     if said.patch and stored is None:
@@ -111,7 +114,8 @@ def remember(memory: Memory, key: Key, body: Mapping[str, Any], stored: Mapping[
     meta = body.get("metadata") or {}
     version = ((stored or {}).get("metadata") or {}).get("resourceVersion")
     if stored is not None and version:
-        written = {k: v for k, v in (stored.get("status") or {}).items() if k != "kopf"}
+        # Kept until a newer event passes the watch (its echo stops at the event gate): strings shared.
+        written = shared({k: v for k, v in (stored.get("status") or {}).items() if k != "kopf"})
         memory.written[key] = (str(version), written)
         memory.handled[key] = str(version)
     elif stored is None and meta.get("resourceVersion"):
