@@ -14,9 +14,20 @@ entry or wake a handler, so it is not passed to Kopf at all. Listings, ADDED and
 pass (and DELETED forgets the key); a resource without a key passes everything.
 
 What the key deliberately leaves out: a child's resourceVersion (it moves on every status write by its
-controller; execute.py tells a change by the applied hash and drift marker instead), and every field no
-view reads. A download or listing Job's pod is never gated: the model cache's handlers read its whole
-status (cache_handlers.py).
+controller; execute.py tells a change by the applied hash and drift marker instead), every field no
+view reads, and a Deployment's bookkeeping counts, which are kept only as the rollout they amount to
+(`status.shown`). So an index entry may keep such counts older than the object's: two views with one key
+give the same status, so nothing reads the difference. A download or listing Job's pod is never gated:
+the model cache's handlers read its whole status (cache_handlers.py).
+
+Two more kinds of event stop here:
+- a pod that says nothing (no placement failure, no auto-NGL decision: `pod_key` is None) and has never
+  been passed on: no index entry or handler reads such a pod, so Kopf does not hear of it until it says
+  something (most of our pods, whose ADDED and DELETED events then never reach Kopf);
+- the echo of the operator's own status write (`install(echo=...)`): the MODIFIED event that carries
+  exactly the resourceVersion that write returned. The reconcile already knows that object (it keeps the
+  status it wrote until a newer event passes, views.newer_status) and its handler would drop the event
+  at its first line; the liveness probe is told the version was delivered (liveness.WatchClock).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from typing import Any
 from kopf._cogs.clients import watching
 
 from modeldeploy.config import LabelMappings
+from modeldeploy.controller.status import shown
 from modeldeploy.controller.views import ChildView, PodView
 from modeldeploy.modelcache.listing import LISTING_LABEL
 from modeldeploy.modelcache.plan import CACHE_LABEL
@@ -36,27 +48,36 @@ from modeldeploy.render.labels import INSTANCE
 from modeldeploy.selection.nodes import node_facts
 
 Key = Callable[[Mapping[str, Any]], Hashable]
+Echo = Callable[[Mapping[str, Any]], bool]  # whether a MODIFIED object is the echo of our own write
 UNGATED = object()  # a key never equal to the one before: the event always passes
+# A key of None: the object says nothing any index or handler reads; one never passed on is not passed.
 
 # Events of the gated resources, by (resource "group/plural", "passed" or "skipped"), for the metrics endpoint.
 counted: collections.Counter[tuple[str, str]] = collections.Counter()
 
 
 def child_key(obj: Mapping[str, Any]) -> Hashable:
-    """A Deployment's or Service's view without its resourceVersion, and the owner that indexes it."""
+    """A Deployment's or Service's view without its resourceVersion (a Deployment's status as the
+    ModelDeployment's status shows it), and the owner that indexes it."""
     meta = obj.get("metadata") or {}
     owners = tuple(
         (ref.get("kind"), ref.get("name"), bool(ref.get("controller"))) for ref in meta.get("ownerReferences") or ()
     )
-    return dataclasses.replace(ChildView.from_object(obj), resource_version=None), owners
+    view = ChildView.from_object(obj)
+    deployment = shown(view.deployment) if view.deployment is not None else None
+    return dataclasses.replace(view, resource_version=None, deployment=None), deployment, owners
 
 
 def pod_key(obj: Mapping[str, Any]) -> Hashable:
-    """What pods_index and pod_event read of a model's pod: its view and its owner label."""
+    """What pods_index and pod_event read of a model's pod: its view and its owner label; None while
+    the pod says nothing they read (report.py reads a pod's auto-NGL decision and placement failure only)."""
     labels = (obj.get("metadata") or {}).get("labels") or {}
     if CACHE_LABEL in labels or LISTING_LABEL in labels:
         return UNGATED
-    return PodView.from_object(obj), labels.get(INSTANCE)
+    view = PodView.from_object(obj)
+    if view.n_gpu_layers is None and view.unschedulable is None:
+        return None
+    return view, labels.get(INSTANCE)
 
 
 def node_key(mappings: LabelMappings) -> Key:
@@ -74,48 +95,71 @@ def keys(mappings: LabelMappings) -> dict[tuple[str, str], Key]:
     }
 
 
-async def gated(events: AsyncIterator[Any], key: Key, name: str) -> AsyncIterator[Any]:
-    """The stream without the MODIFIED events whose object's key did not change since it last passed."""
+def _ungated(obj: Mapping[str, Any]) -> Hashable:
+    return UNGATED
+
+
+def stopped(kind: str | None, now: Hashable, known: bool, before: Hashable) -> bool:
+    """Whether an event of `kind` whose object's key is `now` stops here. Pure.
+
+    `known`: an event of the object passed before (`before` is its key). Listings always pass."""
+    if kind is None:
+        return False
+    if not known:
+        return now is None  # says nothing, never heard of: ADDED, MODIFIED and DELETED alike
+    return kind == "MODIFIED" and now is not UNGATED and before == now
+
+
+async def gated(events: AsyncIterator[Any], key: Key, name: str, echo: Echo | None = None) -> AsyncIterator[Any]:
+    """The stream without the events `stopped` stops and without the echoes of our own writes."""
     last: dict[str, Hashable] = {}
     async for event in events:
         if isinstance(event, dict) and isinstance(event.get("object"), dict):
             kind, obj = event.get("type"), event["object"]
             uid = (obj.get("metadata") or {}).get("uid")
-            if uid and kind == "DELETED":
-                last.pop(uid, None)
-            elif uid:
+            if uid:
                 now = key(obj)
-                if kind == "MODIFIED" and now is not UNGATED and last.get(uid) == now:
+                if stopped(kind, now, uid in last, last.get(uid)) or (
+                    kind == "MODIFIED" and echo is not None and echo(obj)
+                ):
                     counted[(name, "skipped")] += 1
                     continue
-                last[uid] = now
+                if kind == "DELETED":
+                    last.pop(uid, None)
+                else:
+                    last[uid] = now
             counted[(name, "passed")] += 1
         yield event
 
 
 _table: dict[tuple[str, str], Key] = {}  # the keys of the running operator's config (install)
+_echoes: dict[tuple[str, str], Echo] = {}  # (group, plural) -> the running operator's echo test
 
 
-def install(mappings: LabelMappings) -> None:
+def install(mappings: LabelMappings, echoes: Mapping[tuple[str, str], Echo] | None = None) -> None:
     """Put the gate in front of the watches Kopf reads (after relist.install; before the watches start).
 
-    Called at every start-up: the keys follow that start's label mappings; the wrapper is put in once."""
+    Called at every start-up: the keys follow that start's label mappings, the echo tests (by group and
+    plural) that start's state; the wrapper is put in once."""
     _table.clear()
     _table.update(keys(mappings))
+    _echoes.clear()
+    _echoes.update(echoes or {})
     inner = watching.continuous_watch
     if getattr(inner, "gated", False):
         return
 
     async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
         resource = kwargs.get("resource")
-        key = _table.get((getattr(resource, "group", None) or "", getattr(resource, "plural", None) or ""))
+        which = (getattr(resource, "group", None) or "", getattr(resource, "plural", None) or "")
+        key, echo = _table.get(which), _echoes.get(which)
         events = inner(**kwargs)
-        if key is None:
+        if key is None and echo is None:
             async for event in events:
                 yield event
             return
         name = f"{resource.group}/{resource.plural}" if resource.group else str(resource.plural)  # type: ignore[union-attr]
-        async for event in gated(events, key, name):
+        async for event in gated(events, key or _ungated, name, echo):
             yield event
 
     continuous_watch.gated = True  # type: ignore[attr-defined]

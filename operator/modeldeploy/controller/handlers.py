@@ -4,7 +4,7 @@ state.py's.
 
 What wakes a ModelDeployment's reconcile (all converge through the same level-triggered `reconcile`):
 - any event of its own that brings a resourceVersion not handled yet (created, edited, listed at a
-  restart); the echo of our own status write is dropped before any work;
+  restart); the echo of our own status write stops before Kopf (event_gate.py);
 - a node whose *facts* changed (joined, left, NotReady, cordoned, relabelled): every ModelDeployment is
   re-evaluated, since any decision may depend on any node (status.selection counts nodes per engine);
   decisions are cheap and pure, and writes only happen where something differs;
@@ -29,10 +29,11 @@ from typing import Any
 
 import kopf
 
+from modeldeploy.api.v1alpha1 import GROUP, PLURAL
 from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate, liveness, login, relist
 from modeldeploy.controller import metrics as metrics_mod
-from modeldeploy.controller.indexes import one, owner_name
+from modeldeploy.controller.indexes import one, own_status_echo, owner_name
 from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.pod_report import worth_a_reconcile
 from modeldeploy.controller.retries import run_reconcile
@@ -58,7 +59,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if "modeldeploy" not in memo:
         memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
-    event_gate.install(state.config.label_mappings)  # after relist: events no handler reads stop (event_gate.py)
+    # After relist: events no handler reads stop, and so do the echoes of our status writes (event_gate.py).
+    event_gate.install(state.config.label_mappings, {(GROUP, PLURAL): own_status_echo(state)})
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)
     state.metrics.client_requests = lambda: dict(state.kube.by_verb) if state.kube else {}
@@ -88,8 +90,8 @@ async def probe_watches(memo: kopf.Memo, modeldeployments_index: kopf.Index[Any,
     """Liveness: fails when the ModelDeployment watch went silent while objects changed (liveness.py)."""
     state = state_of(memo)
     assert state.kube is not None
-    seen = {key: body["metadata"].get("resourceVersion") for key, store in modeldeployments_index.items()
-            for body in store}  # fmt: skip
+    seen = {key: state.watch.delivered(key, body["metadata"].get("resourceVersion"))
+            for key, store in modeldeployments_index.items() for body in store}  # fmt: skip
     return await state.watch.check(state.kube, seen, nodes=len(state.facts))
 
 
@@ -106,10 +108,10 @@ async def modeldeployment_event(
     `status.kopf`, which costs a deep copy of the body per event and a status write per change, and make
     Kopf wait for the echo of its own write before the next change is handled. The reconcile needs none
     of it: it compares the world with the status itself. What is dropped before any work is an event
-    for a resourceVersion the last reconcile already handled: the echo of our own status write, or an
-    object listed again after a watch reconnect. A listing at start-up (type None) finds nothing
-    handled, so every object is reconciled once (what Kopf's resume handlers did). Failures are retried
-    with backoff by `run_reconcile` (Kopf never retries event handlers).
+    for a resourceVersion the last reconcile already handled: the echo of our own status write (most
+    stop before Kopf, at the event gate), or an object listed again after a watch reconnect. A listing
+    at start-up (type None) finds nothing handled, so every object is reconciled once (what Kopf's resume
+    handlers did). Failures are retried with backoff by `run_reconcile` (Kopf never retries event handlers).
     """
     state = state_of(memo)
     key = (namespace, name)

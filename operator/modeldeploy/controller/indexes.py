@@ -5,7 +5,7 @@ our children and pods are filtered by label on the apiserver (settings.py).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -63,6 +63,25 @@ async def modeldeployments_index(
             state.memory.written.pop(key, None)
     state.watch.saw("modeldeployments", key, view["metadata"].get("resourceVersion"))
     return {key: view}
+
+
+def own_status_echo(state: State) -> Callable[[Mapping[str, Any]], bool]:
+    """The event gate's test for the echo of our own status write (event_gate.py): a ModelDeployment whose
+    resourceVersion is the one that write returned. The index keeps the version before it, and the
+    reconcile keeps the status it wrote (`memory.written`, read through views.newer_status) until a newer
+    event passes; the liveness probe counts the version as delivered (liveness.WatchClock)."""
+
+    def echo(obj: Mapping[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        version = meta.get("resourceVersion")
+        written = state.memory.written.get(key)
+        if version is None or written is None or written[0] != version:
+            return False
+        state.watch.saw_echo("modeldeployments", key, str(version))
+        return True
+
+    return echo
 
 
 @kopf.index("apps", "v1", "deployments", labels=OURS)

@@ -58,14 +58,28 @@ class WatchClock:
     last_event: float = field(default_factory=time.monotonic)
     last_check: float = 0.0
     suspects: dict[Key, int] = field(default_factory=dict)
+    # The version of each object's last event the event gate stopped (the echo of our own status write):
+    # delivered, though no index holds it (event_gate.py).
+    echoed: dict[Key, str] = field(default_factory=dict)
 
     def saw(self, resource: str, key: Key | None = None, version: str | None = None) -> None:
         self.last_event = self.clock()
         if key is not None and key in self.suspects and (rv_int(version) or 0) >= self.suspects[key]:
             del self.suspects[key]
 
+    def saw_echo(self, resource: str, key: Key, version: str) -> None:
+        """An event the gate stopped before any index saw it: delivered all the same."""
+        self.saw(resource, key, version)
+        self.echoed[key] = version
+
+    def delivered(self, key: Key, indexed: str | None) -> str | None:
+        """The newest version of `key` the watch delivered: the indexed one, or a newer echo."""
+        echoed = self.echoed.get(key)
+        return echoed if (rv_int(echoed) or 0) > (rv_int(indexed) or 0) else indexed
+
     def forget(self, key: Key) -> None:
         self.suspects.pop(key, None)
+        self.echoed.pop(key, None)
 
     def judge(self, listed: Mapping[Key, str | None], seen: Mapping[Key, str | None]) -> None:
         """Compare a listing with the watch; raise WatchSilent when earlier suspects are still behind."""

@@ -102,6 +102,17 @@ def rollout(d: DeploymentView) -> Rollout:
     return Rollout("progressing", f"{d.status_replicas - d.updated_replicas} old replicas pending termination")
 
 
+def shown(d: DeploymentView) -> tuple[Any, ...]:
+    """Everything a ModelDeployment's status and its reconcile read of a Deployment's view, with the
+    controller's bookkeeping counts folded into the rollout they amount to (`rollout`).
+
+    Two views with the same `shown` give the same status, so a Deployment event that leaves it where it
+    was (the controller observing a new Deployment, counting its new ReplicaSet's pods as updated) wakes
+    nothing: the event gate stops it (event_gate.py, docs/operator-at-scale.md).
+    """
+    return (d.engine, d.image, d.generation, d.replicas, d.ready_replicas, d.deadline_exceeded, d.failure, rollout(d))
+
+
 @dataclass(frozen=True)
 class Observation:
     """Everything one reconcile learned, the input of `compute_status`.

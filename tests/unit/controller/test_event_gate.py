@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from typing import Any
 
 from kopf._cogs.clients import watching
@@ -11,7 +12,10 @@ from kopf._cogs.clients import watching
 from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate
 from modeldeploy.controller.execute import applied_change
-from modeldeploy.controller.views import ChildView
+from modeldeploy.controller.indexes import own_status_echo
+from modeldeploy.controller.state import State
+from modeldeploy.controller.status import Observation, compute_status
+from modeldeploy.controller.views import ChildView, DeploymentView
 from modeldeploy.engines import registry
 from modeldeploy.render.labels import INSTANCE
 
@@ -40,13 +44,13 @@ def _unschedulable(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-def _gate(events: list[Any], key: Any) -> list[Any]:
+def _gate(events: list[Any], key: Any, echo: Any = None) -> list[Any]:
     async def source():
         for event in events:
             yield event
 
     async def collect() -> list[Any]:
-        return [e async for e in event_gate.gated(source(), key, "test")]
+        return [e async for e in event_gate.gated(source(), key, "test", echo)]
 
     return asyncio.run(collect())
 
@@ -68,18 +72,26 @@ def test_a_deployment_status_write_that_moves_no_view_field_is_stopped() -> None
     assert event_gate.counted[("test", "passed")] - before[1] == 3  # objects only: the LISTED mark is no event of one
 
 
-def test_a_pod_moving_to_running_is_stopped_but_a_placement_failure_passes() -> None:
-    pending = _pod("1", "Pending")
+def test_a_pod_that_says_nothing_never_reaches_kopf_until_it_does() -> None:
+    """No index entry or handler reads a pod with no placement failure and no auto-NGL decision."""
     events = [
-        {"type": "ADDED", "object": pending},
+        {"type": "ADDED", "object": _pod("1", "Pending")},  # says nothing: Kopf never hears of it
         {"type": "MODIFIED", "object": _pod("2", "Running")},
-        {"type": "MODIFIED", "object": _unschedulable(_pod("3", "Pending"))},
-        {"type": "MODIFIED", "object": _unschedulable(_pod("4", "Pending"))},
-        {"type": "DELETED", "object": _pod("5", "Running")},
-        {"type": "ADDED", "object": _pod("6", "Running")},  # the same uid again: the key was forgotten
+        {"type": "MODIFIED", "object": _unschedulable(_pod("3", "Pending"))},  # passes: now it says something
+        {"type": "MODIFIED", "object": _unschedulable(_pod("4", "Pending"))},  # the same: stopped
+        {"type": "MODIFIED", "object": _pod("5", "Running")},  # placed: passes, the index entry must go quiet
+        {"type": "MODIFIED", "object": _pod("6", "Running")},
+        {"type": "DELETED", "object": _pod("7", "Running")},  # Kopf knows it: the deletion passes
+        {"type": "ADDED", "object": _pod("8", "Running")},  # the same uid again: forgotten, says nothing
+        {"type": "DELETED", "object": _pod("9", "Running")},  # never passed: Kopf has nothing to forget
     ]
     out = _gate(events, event_gate.pod_key)
-    assert [e["object"]["metadata"]["resourceVersion"] for e in out] == ["1", "3", "5", "6"]
+    assert [e["object"]["metadata"]["resourceVersion"] for e in out] == ["3", "5", "7"]
+
+
+def test_a_listed_pod_always_passes() -> None:
+    events = [{"type": None, "object": _pod("1", "Running")}, {"type": "MODIFIED", "object": _pod("2", "Running")}]
+    assert [e["object"]["metadata"]["resourceVersion"] for e in _gate(events, event_gate.pod_key)] == ["1"]
 
 
 def test_a_model_cache_jobs_pod_is_never_stopped() -> None:
@@ -108,12 +120,75 @@ def test_a_node_heartbeat_is_stopped_a_cordon_passes() -> None:
     assert [e["object"]["metadata"]["resourceVersion"] for e in _gate(events, key)] == ["1", "3"]
 
 
-def test_every_key_covers_what_the_indexes_read() -> None:
-    """Two objects with one key must give the index functions the same values (else a stopped event would
-    leave an index entry stale)."""
-    a, b = _deployment("1"), _deployment("2")
-    assert event_gate.child_key(a) == event_gate.child_key(b)
-    assert ChildView.from_object(a).deployment == ChildView.from_object(b).deployment
+def _bookkeeping(rv: str, **status: int) -> dict[str, Any]:
+    deployment = _deployment(rv)
+    deployment["status"] = {k: v for k, v in status.items() if v is not None}
+    return deployment
+
+
+def test_the_deployment_controllers_bookkeeping_is_stopped_a_replica_becoming_available_passes() -> None:
+    """A new Deployment is observed, then its pod counted as updated: the status says "0 of 1 replicas
+    available" throughout, so only the replica becoming available wakes the reconcile."""
+    events = [
+        {"type": "ADDED", "object": _bookkeeping("1")},
+        {"type": "MODIFIED", "object": _bookkeeping("2", observedGeneration=1)},
+        {"type": "MODIFIED", "object": _bookkeeping("3", observedGeneration=1, replicas=1, updatedReplicas=1)},
+        {
+            "type": "MODIFIED",
+            "object": _bookkeeping(
+                "4", observedGeneration=1, replicas=1, updatedReplicas=1, readyReplicas=1, availableReplicas=1
+            ),
+        },  # fmt: skip
+    ]
+    assert [e["object"]["metadata"]["resourceVersion"] for e in _gate(events, event_gate.child_key)] == ["1", "4"]
+
+
+def _status_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    observation = Observation(generation=1, decision=None, deployment=DeploymentView.from_object(deployment),
+                              endpoint="http://m.ns:8080", problem=None, spec_replicas=1)  # fmt: skip
+    return compute_status(observation, {}, "2026-12-07T00:00:00Z")
+
+
+def test_every_key_covers_what_the_reconcile_reads() -> None:
+    """Two objects with one key must give the reconcile the same outcome (a stopped event leaves the index
+    entry as it was): the same children view and the same status."""
+    pairs = [
+        (_deployment("1"), _deployment("2")),
+        (_bookkeeping("1"), _bookkeeping("3", observedGeneration=1, replicas=1, updatedReplicas=1)),
+    ]
+    for a, b in pairs:
+        assert event_gate.child_key(a) == event_gate.child_key(b)
+        view_a, view_b = ChildView.from_object(a), ChildView.from_object(b)
+        assert dataclasses.replace(view_a, resource_version=None, deployment=None) == dataclasses.replace(
+            view_b, resource_version=None, deployment=None
+        )
+        assert _status_of(a) == _status_of(b)
+    ready = _bookkeeping("4", observedGeneration=1, replicas=1, updatedReplicas=1, readyReplicas=1, availableReplicas=1)
+    assert event_gate.child_key(ready) != event_gate.child_key(_bookkeeping("1"))
+    assert _status_of(ready) != _status_of(_bookkeeping("1"))
+
+
+def _md(rv: str) -> dict[str, Any]:
+    meta = {"name": "m", "namespace": "ns", "uid": "md1", "resourceVersion": rv, "generation": 1}
+    return {"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "metadata": meta, "spec": {}}
+
+
+def test_the_echo_of_our_own_status_write_stops_and_counts_as_delivered() -> None:
+    state = State(config=load_config(None, registry.image_keys()))
+    echo = own_status_echo(state)
+    state.memory.written[("ns", "m")] = ("3", {"engine": "llama.cpp"})
+    events = [
+        {"type": None, "object": _md("1")},
+        {"type": "MODIFIED", "object": _md("2")},  # someone else's change: passes
+        {"type": "MODIFIED", "object": _md("3")},  # the version our write returned: its echo
+        {"type": "MODIFIED", "object": _md("4")},
+    ]
+    out = _gate(events, lambda obj: event_gate.UNGATED, echo)
+    assert [e["object"]["metadata"]["resourceVersion"] for e in out] == ["1", "2", "4"]
+    assert state.watch.delivered(("ns", "m"), "2") == "3"  # the probe counts the echo as delivered
+    assert state.watch.delivered(("ns", "m"), "4") == "4"
+    state.watch.forget(("ns", "m"))
+    assert state.watch.delivered(("ns", "m"), "2") == "2"
 
 
 def test_an_apply_that_changed_nothing_is_not_a_change_though_the_version_moved() -> None:
@@ -146,4 +221,8 @@ def test_the_gate_wraps_kopfs_watch_once_and_follows_the_last_start(monkeypatch:
     class Other:
         group, plural = "modeldeploy.io", "modeldeployments"
 
-    assert len(asyncio.run(collect(Other()))) == 2  # no key: everything passes
+    assert len(asyncio.run(collect(Other()))) == 2  # no key, no echo test: everything passes
+
+    event_gate.install(config.label_mappings, {("modeldeploy.io", "modeldeployments"): lambda obj: True})
+    assert len(asyncio.run(collect(Other()))) == 0  # every MODIFIED one an echo (as told)
+    event_gate.install(config.label_mappings)
