@@ -19,8 +19,10 @@ What it does, in order:
 5. prints: converge time (burst start until every object is decided and, where an engine was chosen,
    its Deployment exists), create -> Deployment p50/p99, create -> status p50/p99 (the status naming the
    engine) and how far it trails its Deployment, operator CPU per ModelDeployment (the burst until
-   convergence) and in the 30 s after it, API requests per ModelDeployment by verb, RSS, and then, once every rollout is
-   over and the operator has made no request for `--settle` seconds, a steady-state round:
+   convergence) and in the 30 s after it, how many rollouts ended in those 30 s and how far each Ready
+   status trailed its Deployment's available replicas, API requests per ModelDeployment by verb, RSS,
+   the operator's CPU in the 10 s after every status says Ready, and then, once the operator has made
+   no request for `--settle` seconds, a steady-state round:
    one node relabelled (every ModelDeployment is re-evaluated, nothing changes) and the requests and
    writes that cost per object.
 
@@ -251,6 +253,8 @@ class Recorder:
         self.api = api
         self.created: dict[str, float] = {}
         self.deployment_at: dict[str, float] = {}
+        self.available_at: dict[str, float] = {}  # when the Deployment first had all its replicas available
+        self.ready_at: dict[str, float] = {}  # when the status first said every replica is ready
         self.decided_at: dict[str, float] = {}
         self.engine_at: dict[str, float] = {}  # when the status first named the engine it chose
         self.engine: dict[str, str | None] = {}
@@ -283,10 +287,13 @@ class Recorder:
                     _request_timeout=60,
                     resource_version=version,
                 ):
-                    name = event["object"].metadata.name
-                    version = event["object"].metadata.resource_version
+                    obj = event["object"]
+                    name, version = obj.metadata.name, obj.metadata.resource_version
+                    wanted = obj.spec.replicas if obj.spec.replicas is not None else 1
                     with self.lock:
                         self.deployment_at.setdefault(name, time.time())
+                        if wanted and (obj.status.available_replicas or 0) >= wanted:
+                            self.available_at.setdefault(name, time.time())
                     if self._stop.is_set():
                         break
             except client.ApiException as exc:
@@ -317,6 +324,10 @@ class Recorder:
                     decided = status.get("observedGeneration") == obj["metadata"].get("generation") and (
                         status.get("engine") or status.get("reason")
                     )
+                    ready = str(status.get("ready") or "").split("/")
+                    if len(ready) == 2 and ready[1] not in ("", "0") and ready[0] == ready[1]:
+                        with self.lock:
+                            self.ready_at.setdefault(name, time.time())
                     if decided:
                         conditions = {c.get("type"): c for c in status.get("conditions") or ()}
                         chosen = (conditions.get("EngineSelected") or {}).get("status") == "True"
@@ -435,6 +446,21 @@ def after_convergence(proc: Any, t_done: float) -> dict[str, float]:
         "cpu_s_after_converge_0_10s": round(cpu_10 - cpu_converged, 2),
         "cpu_s_after_converge_10_30s": round(proc.cpu_s() - cpu_10, 2),
         "rss_mib_after_converge_30s": round(proc.memory_mib()[0], 1),
+    }
+
+
+def rollouts_after(recorder: Recorder, names: list[str], t_done: float) -> dict[str, Any]:
+    """How far the rollouts ran past convergence (every object decided and its Deployment created): the
+    operator's work in the 30 s after it (`after_convergence`) is mostly following them, one status write
+    per Deployment whose replicas became available. And how far each Ready status trailed its Deployment."""
+    with recorder.lock:
+        available = {n: recorder.available_at[n] for n in names if n in recorder.available_at}
+        behind = [recorder.ready_at[n] - t for n, t in available.items() if n in recorder.ready_at]
+    late = [t - t_done for t in available.values() if t > t_done]
+    return {
+        "rollouts_after_convergence": len(late),
+        "last_rollout_s_after_convergence": round(max(late), 1) if late else 0.0,
+        "ready_status_after_available_p99_ms": round(1000 * percentile(behind, 0.99)) if behind else None,
     }
 
 
@@ -559,6 +585,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests_per_object_by_resource": {k: round(v / args.objects, 2) for k, v in sorted(burst_counts.items())},
         }
         result |= after_convergence(operator, t_done)
+        result |= rollouts_after(recorder, md_names, t_done)
 
         # Steady state: let rollouts finish, then node changes that change no decision: a label no rule
         # reads. The operator re-evaluates every ModelDeployment (any decision may depend on any label).
@@ -574,6 +601,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         with contextlib.suppress(SystemExit):
             wait("every rollout", rolled_out, 180, interval=3)
+        # The operator once the last rollout is in every status: what is left of the burst's work.
+        cpu_rolled = operator.cpu_s()
+        time.sleep(10)
+        result["cpu_s_10s_after_rollouts"] = round(operator.cpu_s() - cpu_rolled, 2)
 
         def operator_quiet() -> bool:
             """No request from the operator for `settle` seconds (the burst's Events are posted by then)."""
