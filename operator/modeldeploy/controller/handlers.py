@@ -130,7 +130,11 @@ async def modeldeployment_event(
     trigger = TRIGGERS.get(type, "update")
     if type is None and not (body.get("status") or {}).get("observedGeneration"):
         trigger = "create"  # listed, but never handled by any operator: new while none was watching
-    await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=True)
+
+    def handled() -> bool:  # by the time its turn comes (the echo of a write still under way now)
+        return version is not None and state.memory.handled.get(key) == version
+
+    await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=True, unless=handled)
 
 
 @kopf.on.event("v1", "nodes")
@@ -174,7 +178,17 @@ async def deployment_event(
         view = (child or ChildView.from_object(body)).deployment
         if key in state.memory.seen and state.memory.seen[key] == view:
             return
-    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="deployment", coalesce=True)
+
+    def seen() -> bool:  # by the time its turn comes (the ADDED event of a Deployment it is creating now)
+        current = one(kwargs.get("deployments_index"), key)
+        return (
+            type != "DELETED"
+            and key in state.memory.seen
+            and current is not None
+            and (state.memory.seen[key] == current.deployment)
+        )
+
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="deployment", coalesce=True, unless=seen)
 
 
 @kopf.on.event("v1", "pods", labels=OURS)

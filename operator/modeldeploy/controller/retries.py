@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -28,18 +28,24 @@ async def run_reconcile(
     trigger: str,
     coalesce: bool,
     retry: int = 0,
+    unless: Callable[[], bool] | None = None,
 ) -> None:
     """Serialised, measured reconcile of one ModelDeployment, with its Events posted.
 
     On apiserver trouble (a status that cannot be written, an apply refused: the status says so when it
     can), a retry is scheduled with backoff (every trigger is a Kopf event handler, which Kopf never
     retries), so no failure is left to the next event that may never come. `coalesce=False` waits for
-    its turn even when another reconcile of the object is already queued.
+    its turn even when another reconcile of the object is already queued. `unless`, asked when the turn
+    comes, says the event that asked is already handled: the reconcile it waited for saw the same (the
+    ADDED event of a Deployment that reconcile created, the echo of its status write). It is skipped then,
+    unless other requests were folded into it (serializer.py).
     """
     state = state_of(memo)
     assert state.kube is not None
     key = (namespace, name)
     async with state.serializer.turn(key, coalesce=coalesce) as go:
+        if go and unless is not None and not state.serializer.joined(key) and unless():
+            go = False
         if not go:
             state.metrics.reconciled(trigger, "skipped", 0.0, None)
             return

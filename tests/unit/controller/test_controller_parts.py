@@ -125,6 +125,41 @@ def test_serializer_coalesces_queued_requests() -> None:
     assert asyncio.run(scenario()) == ["first", "queued", "forced"]
 
 
+def test_serializer_tells_a_turn_whether_requests_were_folded_into_it() -> None:
+    """A reconcile that finds nothing left to do when its turn comes may be skipped only when it stands for
+    no one else (retries.run_reconcile's `unless`)."""
+
+    async def scenario() -> list[tuple[str, bool]]:
+        s, seen = Serializer(), []
+        gate = asyncio.Event()
+
+        async def job(tag: str, coalesce: bool) -> None:
+            async with s.turn("k", coalesce=coalesce) as go:
+                if go:
+                    seen.append((tag, s.joined("k")))
+                    if tag == "first":
+                        await gate.wait()
+
+        first = asyncio.create_task(job("first", False))
+        await asyncio.sleep(0)
+        alone = asyncio.create_task(job("alone", True))
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, alone)
+        gate.clear()
+        first = asyncio.create_task(job("first", False))
+        await asyncio.sleep(0)
+        queued = asyncio.create_task(job("queued", True))
+        await asyncio.sleep(0)
+        folded = asyncio.create_task(job("folded", True))  # dropped: the queued one stands for it
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, queued, folded)
+        return seen
+
+    assert asyncio.run(scenario()) == [("first", False), ("alone", False), ("first", False), ("queued", True)]
+
+
 def test_serializer_survives_cancellation_while_waiting() -> None:
     async def scenario() -> bool:
         s = Serializer()

@@ -351,3 +351,52 @@ def test_a_plan_carried_over_a_change_of_kinds_is_what_a_fresh_operator_decides_
             else "kept"
         )
     assert {"rendered", "carried, reasons moved"} <= outcomes
+
+
+def test_an_event_already_handled_when_its_turn_comes_costs_no_reconcile(monkeypatch: Any) -> None:
+    """The ADDED event of a Deployment a running reconcile is creating (or the echo of its status write)
+    queues behind it; when its turn comes that reconcile has seen it, so it is skipped, unless a request
+    of another kind (a node sweep) was folded into it meanwhile."""
+    ran: list[str] = []
+    gate = asyncio.Event()
+    state = State(config=CONFIG, kube=object())  # type: ignore[arg-type]
+
+    async def reconcile(kube: Any, namespace: str, name: str, *args: Any) -> Any:
+        ran.append(name)
+        await gate.wait()
+        return retries_result()
+
+    monkeypatch.setattr(retries, "reconcile", reconcile)
+    monkeypatch.setattr(retries, "world_of", lambda *args: None)
+    handled = {"now": False}
+
+    async def scenario() -> None:
+        memo = {"modeldeploy": state}
+        log = logging.getLogger("test")
+
+        def run(trigger: str, unless: Any = None) -> Any:
+            return asyncio.create_task(
+                retries.run_reconcile(memo, "ns", "m", {}, log, trigger=trigger, coalesce=True, unless=unless)
+            )
+
+        first = run("create")
+        await asyncio.sleep(0)
+        event = run("deployment", unless=lambda: handled["now"])
+        await asyncio.sleep(0)
+        handled["now"] = True  # the running reconcile saw the event's view
+        gate.set()
+        await asyncio.gather(first, event)
+        assert ran == ["m"]
+        gate.clear()
+        first = run("create")
+        await asyncio.sleep(0)
+        event = run("deployment", unless=lambda: handled["now"])
+        sweep = run("node")  # folded into the queued one: it must run
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, event, sweep)
+        assert ran == ["m", "m", "m"]
+
+    asyncio.run(scenario())
+    assert state.metrics.reconciles[("deployment", "skipped")] == 1
+    assert state.metrics.reconciles[("node", "skipped")] == 1  # folded, and served by the one that ran
