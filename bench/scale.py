@@ -450,16 +450,19 @@ def after_convergence(proc: Any, t_done: float) -> dict[str, float]:
 
 
 def rollouts_after(recorder: Recorder, names: list[str], t_done: float) -> dict[str, Any]:
-    """How far the rollouts ran past convergence (every object decided and its Deployment created): the
-    operator's work in the 30 s after it (`after_convergence`) is mostly following them, one status write
-    per Deployment whose replicas became available. And how far each Ready status trailed its Deployment."""
+    """How far the rollouts ran past convergence (every object decided and its Deployment created), once
+    they are over: the operator's work after convergence (`after_convergence`) is mostly following them,
+    one status write per Deployment whose replicas became available, and the watch events of their pods.
+    And how far each Ready status trailed its Deployment's available replicas."""
     with recorder.lock:
         available = {n: recorder.available_at[n] for n in names if n in recorder.available_at}
         behind = [recorder.ready_at[n] - t for n, t in available.items() if n in recorder.ready_at]
     late = [t - t_done for t in available.values() if t > t_done]
     return {
         "rollouts_after_convergence": len(late),
+        "rollouts_in_30s_after_convergence": sum(1 for t in late if t <= 30),
         "last_rollout_s_after_convergence": round(max(late), 1) if late else 0.0,
+        "ready_status_after_available_p50_ms": round(1000 * percentile(behind, 0.5)) if behind else None,
         "ready_status_after_available_p99_ms": round(1000 * percentile(behind, 0.99)) if behind else None,
     }
 
@@ -585,7 +588,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "requests_per_object_by_resource": {k: round(v / args.objects, 2) for k, v in sorted(burst_counts.items())},
         }
         result |= after_convergence(operator, t_done)
-        result |= rollouts_after(recorder, md_names, t_done)
 
         # Steady state: let rollouts finish, then node changes that change no decision: a label no rule
         # reads. The operator re-evaluates every ModelDeployment (any decision may depend on any label).
@@ -600,7 +602,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return True
 
         with contextlib.suppress(SystemExit):
-            wait("every rollout", rolled_out, 180, interval=3)
+            wait("every rollout", rolled_out, 300, interval=3)
+        result |= rollouts_after(recorder, md_names, t_done)
         # The operator once the last rollout is in every status: what is left of the burst's work.
         cpu_rolled = operator.cpu_s()
         time.sleep(10)
