@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from modeldeploy.config import LabelMappings
@@ -98,17 +99,25 @@ def test_metrics_exposition() -> None:
     assert "# TYPE modeldeploy_reconcile_duration_seconds histogram" in text
 
 
+def _job(s: Serializer, gate: asyncio.Event, record: Callable[[str], None]) -> Callable[[str, bool], Awaitable[None]]:
+    """A reconcile of object "k" under `s`: records its tag when its turn comes; "first" holds its turn
+    until `gate` is set."""
+
+    async def job(tag: str, coalesce: bool) -> None:
+        async with s.turn("k", coalesce=coalesce) as go:
+            if go:
+                record(tag)
+                if tag == "first":
+                    await gate.wait()
+
+    return job
+
+
 def test_serializer_coalesces_queued_requests() -> None:
     async def scenario() -> list[str]:
         s, ran = Serializer(), []
         gate = asyncio.Event()
-
-        async def job(tag: str, coalesce: bool) -> None:
-            async with s.turn("k", coalesce=coalesce) as go:
-                if go:
-                    ran.append(tag)
-                    if tag == "first":
-                        await gate.wait()
+        job = _job(s, gate, ran.append)
 
         first = asyncio.create_task(job("first", False))
         await asyncio.sleep(0)
@@ -132,13 +141,7 @@ def test_serializer_tells_a_turn_whether_requests_were_folded_into_it() -> None:
     async def scenario() -> list[tuple[str, bool]]:
         s, seen = Serializer(), []
         gate = asyncio.Event()
-
-        async def job(tag: str, coalesce: bool) -> None:
-            async with s.turn("k", coalesce=coalesce) as go:
-                if go:
-                    seen.append((tag, s.joined("k")))
-                    if tag == "first":
-                        await gate.wait()
+        job = _job(s, gate, lambda tag: seen.append((tag, s.joined("k"))))
 
         first = asyncio.create_task(job("first", False))
         await asyncio.sleep(0)
