@@ -125,15 +125,15 @@ async def modeldeployment_event(
             pending.cancel()
         return
     version = (body.get("metadata") or {}).get("resourceVersion")
-    if version is not None and state.memory.handled.get(key) == version:
+
+    def handled() -> bool:  # now, and again when its turn comes (the echo of a write under way now)
+        return version is not None and state.memory.handled.get(key) == version
+
+    if handled():
         return
     trigger = TRIGGERS.get(type, "update")
     if type is None and not (body.get("status") or {}).get("observedGeneration"):
         trigger = "create"  # listed, but never handled by any operator: new while none was watching
-
-    def handled() -> bool:  # by the time its turn comes (the echo of a write still under way now)
-        return version is not None and state.memory.handled.get(key) == version
-
     await run_reconcile(memo, namespace, name, kwargs, logger, trigger=trigger, coalesce=True, unless=handled)
 
 
@@ -169,26 +169,22 @@ async def deployment_event(
     state = state_of(memo)
     state.watch.saw("deployments")
     key = (namespace, owner)
+
+    def seen(child: ChildView | None) -> bool:  # the last reconcile computed its status from this view
+        return child is not None and key in state.memory.seen and state.memory.seen[key] == child.deployment
+
     if type == "DELETED":
         state.memory.applied.drop("Deployment", namespace, name)
     else:
         if type is None and key not in state.memory.seen:
             return  # listed at start-up: the owner's own listing event reconciles it; after a re-list, only news count
-        child = one(kwargs.get("deployments_index"), key)  # this event's view, indexed
-        view = (child or ChildView.from_object(body)).deployment
-        if key in state.memory.seen and state.memory.seen[key] == view:
+        if seen(one(kwargs.get("deployments_index"), key) or ChildView.from_object(body)):  # this event's view
             return
 
-    def seen() -> bool:  # by the time its turn comes (the ADDED event of a Deployment it is creating now)
-        current = one(kwargs.get("deployments_index"), key)
-        return (
-            type != "DELETED"
-            and key in state.memory.seen
-            and current is not None
-            and (state.memory.seen[key] == current.deployment)
-        )
+    def still_seen() -> bool:  # when its turn comes (the ADDED event of a Deployment being created now)
+        return type != "DELETED" and seen(one(kwargs.get("deployments_index"), key))
 
-    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="deployment", coalesce=True, unless=seen)
+    await run_reconcile(memo, namespace, owner, kwargs, logger, trigger="deployment", coalesce=True, unless=still_seen)
 
 
 @kopf.on.event("v1", "pods", labels=OURS)
