@@ -16,11 +16,15 @@ https://prometheus.io/docs/instrumenting/exposition_formats/.
   status.kopf patches and Events are not in it): how "a steady reconcile makes no request" is checked
 - `modeldeploy_watch_events_total{resource,outcome}` counter: watch events of the Deployments, Services, pods
   and Nodes, `passed` to Kopf's handlers or `skipped` (they changed nothing the operator reads, event_gate.py)
+- `python_gc_collections_total{generation}`, `python_gc_objects_collected_total{generation}` counters: the
+  cyclic collector's runs and what they freed, under prometheus_client's names; the operator's share of
+  each watch event that only the collector frees (tuning.py)
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -130,7 +134,20 @@ class Metrics:
             lines.append(f'modeldeploy_reconcile_duration_seconds_bucket{{le="+Inf"}} {self._count}')
             lines.append(f"modeldeploy_reconcile_duration_seconds_sum {_num(self._sum)}")
             lines.append(f"modeldeploy_reconcile_duration_seconds_count {self._count}")
+        lines += _gc_lines(gc.get_stats())
         return "\n".join(lines) + "\n"
+
+
+def _gc_lines(stats: Sequence[Mapping[str, int]]) -> list[str]:
+    """The collector's counters, by generation (`gc.get_stats()`)."""
+    lines = []
+    for family, key, text in (
+        ("python_gc_collections_total", "collections", "Times the cyclic collector ran, by generation."),
+        ("python_gc_objects_collected_total", "collected", "Objects the cyclic collector freed, by generation."),
+    ):
+        lines += [f"# HELP {family} {text}", f"# TYPE {family} counter"]
+        lines += [f"{family}{_labels([('generation', str(g))])} {s[key]}" for g, s in enumerate(stats)]
+    return lines
 
 
 async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:  # noqa: S104 - scraped from the pod IP

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,6 +98,16 @@ def test_metrics_exposition() -> None:
     assert 'modeldeploy_reconcile_duration_seconds_bucket{le="+Inf"} 3' in text
     assert "modeldeploy_reconcile_duration_seconds_count 3" in text
     assert "# TYPE modeldeploy_reconcile_duration_seconds histogram" in text
+    gc.collect()
+    collected = dict(
+        line.rsplit(" ", 1) for line in Metrics().exposition().splitlines() if line.startswith("python_gc")
+    )
+    assert int(collected['python_gc_collections_total{generation="2"}']) >= 1
+    assert set(collected) == {
+        f'python_gc_{family}_total{{generation="{g}"}}'
+        for family in ("collections", "objects_collected")
+        for g in "012"
+    }
 
 
 def _job(s: Serializer, gate: asyncio.Event, record: Callable[[str], None]) -> Callable[[str, bool], Awaitable[None]]:
