@@ -42,6 +42,19 @@ def test_replicas_yielded_only_when_someone_else_owns_them() -> None:
     assert DEPLOYMENT["spec"]["replicas"] == 2  # the input is not mutated
 
 
+def test_yielding_copies_only_the_path_to_each_yielded_field() -> None:
+    desired = {
+        "metadata": {"name": "d", "labels": {"a": "b"}},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "engine"}]}}, "paused": "no"},
+    }
+    same = yield_fields(desired, ())
+    assert same == desired and same["spec"] is desired["spec"]  # nothing yielded: nothing copied
+    out = yield_fields(desired, ("spec.replicas", "spec.template.spec.containers", "spec.x.y", "spec.paused.z"))
+    assert out == {"metadata": desired["metadata"], "spec": {"template": {"spec": {}}, "paused": "no"}}
+    assert out["metadata"] is desired["metadata"]  # off every yielded path: shared
+    assert desired["spec"]["replicas"] == 2 and desired["spec"]["template"]["spec"]["containers"]  # not mutated
+
+
 def test_paths_and_owners() -> None:
     assert object_path(DEPLOYMENT) == "/apis/apps/v1/namespaces/ns/deployments/m"
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "m", "namespace": "ns"}}
