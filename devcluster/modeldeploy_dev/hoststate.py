@@ -217,9 +217,15 @@ def _restore_iptables(tool: str, rules: str) -> None:
 
 
 def kill_cgroup_tree(directory: Path) -> int:
-    """SIGKILL every process in a cgroup tree (containers the runtime left behind); how many."""
+    """SIGKILL every process in a cgroup tree (containers the runtime left behind); how many.
+
+    The tree changes under the walk: the runtime removes a container's cgroup as its processes die. So
+    the walk is `os.walk`, which skips a directory gone before it is listed (`Path.rglob` raised
+    FileNotFoundError there, and took a demo's teardown down with it), and a file gone before it is read
+    is skipped too."""
     killed = 0
-    for procs in sorted(directory.rglob("cgroup.procs"), reverse=True):
+    listed = [Path(dirpath) / "cgroup.procs" for dirpath, _dirs, files in os.walk(directory) if "cgroup.procs" in files]
+    for procs in sorted(listed, reverse=True):
         with contextlib.suppress(OSError):
             for pid in procs.read_text().split():
                 with contextlib.suppress(ProcessLookupError, PermissionError):

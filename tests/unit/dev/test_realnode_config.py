@@ -4,8 +4,11 @@ difference is found and described."""
 from __future__ import annotations
 
 import json
+import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -158,3 +161,51 @@ def test_the_image_store_outlives_the_node(tmp_path: Path) -> None:
     config = tomllib.loads(nodeconfig.containerd_config(kept, "/usr/sbin/runc", "/usr/lib/cni"))
     assert config["root"] == str(tmp_path / "store")
     assert config["state"].startswith(str(tmp_path / "node"))  # running state goes with the node
+
+
+def test_a_cgroup_tree_walk_kills_what_it_lists_and_skips_what_vanished(tmp_path: Path) -> None:
+    """The runtime removes a container's cgroup while its processes die: a directory or file gone
+    during the walk is skipped, not an error that stops a teardown half way."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        nested = tmp_path / "kubepods" / "besteffort" / "pod1" / "c1"
+        nested.mkdir(parents=True)
+        (nested / "cgroup.procs").write_text(f"{child.pid}\n")
+        gone = tmp_path / "kubepods" / "besteffort" / "pod2"
+        gone.mkdir()
+        (gone / "cgroup.procs").write_text("")
+        real_scandir = os.scandir
+
+        class ListedThenGone:
+            """os.scandir of pod2's parent, after which pod2 is removed (before the walk enters it)."""
+
+            def __init__(self, path: Any) -> None:
+                self.entries = iter(list(real_scandir(path)))
+                if Path(path) == gone.parent and gone.exists():
+                    (gone / "cgroup.procs").unlink()
+                    gone.rmdir()
+
+            def __enter__(self) -> ListedThenGone:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                return None
+
+            def __iter__(self) -> Iterator[os.DirEntry[str]]:
+                return self
+
+            def __next__(self) -> os.DirEntry[str]:
+                return next(self.entries)
+
+            def close(self) -> None:
+                return None
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "scandir", ListedThenGone)
+            assert hoststate.kill_cgroup_tree(tmp_path / "kubepods") == 1
+        assert child.wait(timeout=10) == -9
+        assert hoststate.kill_cgroup_tree(tmp_path / "no-such-tree") == 0
+    finally:
+        child.kill()
