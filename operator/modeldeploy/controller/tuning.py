@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -158,20 +159,15 @@ def acyclic_bodies() -> bool:
     return True
 
 
-_TRIM: list[Callable[[int], int] | None] = []  # glibc's malloc_trim, once looked up
-
-
+@functools.cache  # looked up once: `find_library` runs `ldconfig -p` in a subprocess
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None (musl, macOS: their allocators return memory by themselves).
-
-    Looked up once: `find_library` runs `ldconfig -p` in a subprocess."""
-    if not _TRIM:
-        name = ctypes.util.find_library("c")
-        try:
-            _TRIM.append(ctypes.CDLL(name).malloc_trim if name else None)
-        except (OSError, AttributeError):
-            _TRIM.append(None)
-    return _TRIM[0]
+    """glibc's malloc_trim, or None (musl, macOS: their allocators return memory by themselves)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def release_memory(trim: Callable[[int], int] | None = None) -> None:
