@@ -559,13 +559,26 @@ def test_spec_changes_are_followed(world: World, operator: OperatorProcess) -> N
     generation = md["metadata"]["generation"]
     eventually(lambda: world.md("vllm-only")["status"].get("observedGeneration") == generation, "observedGeneration")
     expect_rendered(world, "vllm-only")
-    # Events are posted by Kopf's posting queue after the status write: wait for them, do not race them.
+    # Events are posted from a queue after the status write (event_poster.py): wait for them, do not race them.
     eventually(lambda: {"EngineSelected", "EngineChanged"} <= event_reasons(world, "sglang"), "EngineChanged event")
+    # As `kubectl describe` reads them: about this very object, from the operator, with their times.
+    changed = next(e for e in events_of(world, "sglang") if e.reason == "EngineChanged")
+    involved = changed.involved_object
+    md_uid = world.md("sglang")["metadata"]["uid"]
+    assert (involved.kind, involved.api_version, involved.uid) == ("ModelDeployment", "modeldeploy.io/v1alpha1", md_uid)
+    assert changed.source.component == changed.reporting_component == "modeldeploy"
+    assert changed.type == "Normal" and changed.message == "engine changed from sglang to vllm"
+    assert changed.last_timestamp is not None and changed.event_time is not None
+
+
+def events_of(world: World, name: str) -> list[Any]:
+    """The Events posted about the ModelDeployment `name`."""
+    return list(world.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={name}").items)
 
 
 def event_reasons(world: World, name: str) -> set[str]:
     """The reasons of the Events posted about the ModelDeployment `name`."""
-    return {e.reason for e in world.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={name}").items}
+    return {e.reason for e in events_of(world, name)}
 
 
 def untouched_view(deployment: dict[str, Any] | None) -> tuple[Any, ...]:

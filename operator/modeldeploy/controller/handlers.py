@@ -33,11 +33,12 @@ from modeldeploy.api.v1alpha1 import GROUP, PLURAL
 from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate, liveness, login, relist
 from modeldeploy.controller import metrics as metrics_mod
+from modeldeploy.controller.event_poster import EventPoster
 from modeldeploy.controller.indexes import one, own_status_echo, owner_name
 from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.pod_report import worth_a_reconcile
 from modeldeploy.controller.retries import run_reconcile
-from modeldeploy.controller.settings import configure
+from modeldeploy.controller.settings import COMPONENT, configure
 from modeldeploy.controller.state import MD, OURS, State, state_of
 from modeldeploy.controller.sweep import schedule_sweep
 from modeldeploy.controller.views import ChildView
@@ -50,12 +51,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     """Settings, the API client, the config file, the metrics endpoint."""
     relist.install()  # objects deleted while a watch could not see them (relist.py)
     options = memo.get("options") or {}
-    configure(
-        settings,
-        peering_name=options.get("peering_name"),
-        priority=options.get("priority"),
-        instance=os.environ.get("POD_NAME") or os.environ.get("HOSTNAME"),
-    )
+    instance = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME")
+    configure(settings, peering_name=options.get("peering_name"), priority=options.get("priority"), instance=instance)
     if "modeldeploy" not in memo:
         memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
@@ -63,8 +60,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     event_gate.install(state.config.label_mappings, {(GROUP, PLURAL): own_status_echo(state)})
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)
+    if state.events is None:
+        state.events = EventPoster(state.kube, component=COMPONENT, instance=instance or COMPONENT)
     state.metrics.client_requests = lambda: dict(state.kube.by_verb) if state.kube else {}
     state.metrics.watch_events = lambda: dict(event_gate.counted)
+    state.metrics.events = lambda: dict(state.events.counts) if state.events else {}
     state.watch.silence_s = float(options.get("watch_silence_s") or liveness.SILENCE_S)
     port = options.get("metrics_port", 9090)
     if port:
@@ -80,6 +80,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if state.metrics_runner is not None:
         await state.metrics_runner.cleanup()
         state.metrics_runner = None
+    if state.events is not None:
+        await state.events.close()  # what the last reconciles queued, for a moment
+        state.events = None
     if state.kube is not None:
         await state.kube.close()
         state.kube = None

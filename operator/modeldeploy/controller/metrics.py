@@ -16,6 +16,8 @@ https://prometheus.io/docs/instrumenting/exposition_formats/.
   status.kopf patches and Events are not in it): how "a steady reconcile makes no request" is checked
 - `modeldeploy_watch_events_total{resource,outcome}` counter: watch events of the Deployments, Services, pods
   and Nodes, `passed` to Kopf's handlers or `skipped` (they changed nothing the operator reads, event_gate.py)
+- `modeldeploy_events_total{result}`               counter: the reconciles' Events, `posted`, `refused` by the
+  apiserver or `dropped` on a full queue (event_poster.py)
 - `python_gc_collections_total{generation}`, `python_gc_objects_collected_total{generation}` counters: the
   cyclic collector's runs and what they freed, under prometheus_client's names; the operator's share of
   each watch event that only the collector frees (tuning.py)
@@ -58,6 +60,7 @@ class Metrics:
         self.requests = 0
         self.client_requests: Callable[[], Mapping[str, int]] | None = None  # the API client's, by verb
         self.watch_events: Callable[[], Mapping[tuple[str, str], int]] | None = None  # (resource, outcome)
+        self.events: Callable[[], Mapping[str, int]] | None = None  # the Events, by result
         self._bucket_counts = [0] * len(self.buckets)
         self._sum = 0.0
         self._count = 0
@@ -121,6 +124,12 @@ class Metrics:
             for (resource, outcome), n in sorted((self.watch_events() if self.watch_events else {}).items()):
                 pairs = [("resource", resource), ("outcome", outcome)]
                 lines.append(f"modeldeploy_watch_events_total{_labels(pairs)} {n}")
+            lines += [
+                "# HELP modeldeploy_events_total The reconciles' Events: posted, refused by the apiserver, dropped.",
+                "# TYPE modeldeploy_events_total counter",
+            ]
+            for result, n in sorted((self.events() if self.events else {}).items()):
+                lines.append(f"modeldeploy_events_total{_labels([('result', result)])} {n}")
             lines += [
                 "# HELP modeldeploy_reconcile_duration_seconds Time to reconcile one ModelDeployment.",
                 "# TYPE modeldeploy_reconcile_duration_seconds histogram",

@@ -51,7 +51,7 @@ class Result:
     status_written: bool = False
     children_changed: list[str] = field(default_factory=list)  # kinds whose object the apply changed
     events: list[EventSpec] = field(default_factory=list)
-    owner: dict[str, Any] = field(default_factory=dict)  # a body reference for posting Events
+    owner: dict[str, Any] = field(default_factory=dict)  # the Events' involvedObject
     failed: ApplyError | None = None  # an apply the apiserver refused: in status already, to be retried
     requests: int = 0  # API requests this reconcile made
 
@@ -97,7 +97,7 @@ async def reconcile(
         status_written=said.patch is not None,
         children_changed=[child.kind for child in done.applied if child.changed],
         events=list(said.events),
-        owner={"apiVersion": API_VERSION, "kind": KIND, "metadata": owner_ref(body)},
+        owner={"apiVersion": API_VERSION, "kind": KIND, **owner_ref(body)},
         failed=done.failed,
         requests=requests,
     )

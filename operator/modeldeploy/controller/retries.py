@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import kopf
-
 from modeldeploy.controller import tuning
 from modeldeploy.controller.indexes import world_of
 from modeldeploy.controller.kube import KubeError
@@ -113,7 +111,7 @@ async def reconcile_in_slot(
     state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
     state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
     state.metrics.requested(result.requests)
-    post_events(result)
+    post_events(state, result)
     if result.failed is not None:
         return f"apply failed: {result.failed}"
     if result.status_written or result.events:
@@ -139,9 +137,10 @@ def schedule_retry(
     state.retries[key] = asyncio.create_task(later())
 
 
-def post_events(result: Any) -> None:
-    for event in result.events:
-        kopf.event(result.owner, type=event.type, reason=event.reason, message=event.message)
+def post_events(state: State, result: Any) -> None:
+    """Queue the reconcile's Events (event_poster.py); the reconcile does not wait for them."""
+    if state.events is not None:  # None only where a test runs reconciles without the start-up handler
+        state.events.post(result.owner, result.events)
     result.events = []  # posted once, even when the reconcile is retried
 
 

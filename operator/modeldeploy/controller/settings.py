@@ -10,8 +10,8 @@ Every choice here is about staying quiet for GitOps tools (Argo CD, Flux) that d
   ModelDeployment can be deleted while the operator is down. That is also why no Kopf daemon or timer is
   used (Kopf puts a finalizer on every object that has one): node and Deployment changes reach
   ModelDeployments through event handlers instead (see handlers.py).
-- Events: only the ones the operator posts on purpose (decisions, failures); log lines are not turned
-  into Events.
+- Events: only the ones the operator posts on purpose (decisions, failures), posted by its own API
+  client (event_poster.py); Kopf posts none, log lines included.
 - Peering: Kopf's own. With `--peering NAME` (and the KopfPeering/ClusterKopfPeering CRD installed), only
   the highest-priority replica works, the others pause; `--standalone` skips peering.
 
@@ -19,9 +19,9 @@ And about staying up under load and faults (Kopf's docs on configuration and sca
 - Watches of our children and pods are filtered by label on the apiserver (a cluster's other pods never
   reach the operator); every watch has a server timeout, a client timeout and Kopf's inactivity timeout
   (a stream with no event or bookmark for that long is reconnected: Kopf issues #585, #957).
-- API requests (Kopf's own: status.kopf, Events) have request and connect timeouts.
+- API requests (Kopf's own: status.kopf) have request and connect timeouts.
 - Concurrency is bounded where it costs: the operator's API client keeps at most kube.LIMIT requests in
-  flight, and Kopf posts Events with at most POSTING_WORKERS workers. Kopf's per-object worker limit
+  flight, and Events are posted by at most event_poster.WORKERS of them. Kopf's per-object worker limit
   (`settings.queueing.worker_limit`) is deliberately left unbounded: with indexes, each object's worker
   indexes its object and then waits until every object is indexed, so a limit below the number of
   Nodes (or ModelDeployments) deadlocks the start-up (measured: 64 workers, 200 nodes, nothing ever ran).
@@ -30,7 +30,6 @@ And about staying up under load and faults (Kopf's docs on configuration and sca
 
 from __future__ import annotations
 
-import logging
 from typing import Any, cast
 
 import kopf
@@ -39,7 +38,6 @@ from modeldeploy.render.labels import MANAGED_BY, MANAGER
 
 COMPONENT = "modeldeploy"
 KOPF_STATUS_NAME = "kopf"  # -> status.kopf.progress, status.kopf.last-handled-configuration
-POSTING_WORKERS = 8  # Events posted at once
 OURS_SELECTOR = f"{MANAGED_BY}={MANAGER}"
 # The children beside a model's Deployment and Service: its NetworkPolicies (render/network.py) and the
 # autoscaling and routing objects (controller/scaling.py); child_handlers.py watches them. The endpoint
@@ -98,13 +96,11 @@ def configure(
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS_NAME)
 
-    settings.posting.enabled = True
-    settings.posting.loggers = False  # only kopf.event() calls become Events
-    settings.posting.level = logging.INFO
+    settings.posting.enabled = False  # the operator posts its Events itself (event_poster.py)
+    settings.posting.loggers = False
     settings.posting.reporting_component = COMPONENT
     if instance:
         settings.posting.reporting_instance = instance
-    settings.posting.event_name_prefix = "modeldeploy-"
 
     if peering_name:
         settings.peering.name = peering_name
@@ -119,9 +115,8 @@ def configure(
     settings.watching.inactivity_timeout = 90  # bookmarks come about every minute
     for resource in LABELLED:
         settings.watching.label_selectors[cast(Any, resource)] = OURS_SELECTOR  # (group, version, plural)
-    # Kopf's own requests (status.kopf, Events): never wait forever on an apiserver that does not answer.
+    # Kopf's own requests (status.kopf): never wait forever on an apiserver that does not answer.
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 10
-    settings.posting.worker_limit = POSTING_WORKERS
     # A failed change handler is retried after this, unless it raised kopf.TemporaryError with its own delay.
     settings.execution.default_backoff = 10

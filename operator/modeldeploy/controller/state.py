@@ -12,6 +12,7 @@ from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import liveness, nodes_index
 from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.children import Children
+from modeldeploy.controller.event_poster import EventPoster
 from modeldeploy.controller.kube import LIMIT, AsyncKube
 from modeldeploy.controller.plan import Memory
 from modeldeploy.controller.serializer import Serializer
@@ -41,6 +42,7 @@ class State:
     failures: dict[tuple[str, str], int] = field(default_factory=dict)  # consecutive failed reconciles
     retries: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)  # pending retries
     metrics_runner: Any = None
+    events: EventPoster | None = None  # posts the reconciles' Events (event_poster.py), from start-up
     # Reconciles at once (controller/retries.py): as many as the API client's connections, so a status
     # write never queues behind the applies of objects that arrived after it (docs/operator-at-scale.md).
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LIMIT))

@@ -99,7 +99,11 @@ def test_metrics_exposition() -> None:
     m.wrote(["status", "Deployment"])
     m.wrote([])
     m.watch_events = lambda: {("apps/deployments", "skipped"): 4, ("pods", "passed"): 2}
+    assert "modeldeploy_events_total{" not in m.exposition()
+    m.events = lambda: {"posted": 7, "refused": 1}
     text = m.exposition()
+    assert 'modeldeploy_events_total{result="posted"} 7' in text
+    assert 'modeldeploy_events_total{result="refused"} 1' in text
     assert 'modeldeploy_watch_events_total{resource="apps/deployments",outcome="skipped"} 4' in text
     assert 'modeldeploy_watch_events_total{resource="pods",outcome="passed"} 2' in text
     assert 'modeldeploy_writes_total{kind="status"} 1' in text
