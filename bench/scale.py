@@ -21,7 +21,8 @@ What it does, in order:
    engine) and how far it trails its Deployment, operator CPU per ModelDeployment (the burst until
    convergence) and in the 30 s after it, how many rollouts ended in those 30 s and how far each Ready
    status trailed its Deployment's available replicas, API requests per ModelDeployment by verb, RSS,
-   the operator's CPU in the 10 s after every status says Ready, and then, once the operator has made
+   the operator's CPU in the 10 s after every status says Ready, how many of its Events were stored after
+   convergence (by reason) and the last one that is not a rollout's Ready, and then, once the operator has made
    no request for `--settle` seconds, a steady-state round:
    one node relabelled (every ModelDeployment is re-evaluated, nothing changes) and the requests and
    writes that cost per object.
@@ -467,6 +468,23 @@ def rollouts_after(recorder: Recorder, names: list[str], t_done: float) -> dict[
     }
 
 
+def events_after(core: client.CoreV1Api, t_done: float) -> dict[str, Any]:
+    """The operator's Events about the ModelDeployments, by when the apiserver stored them: how many came
+    after convergence, and the last one (its Ready Events follow the rollouts; the rest should not trail)."""
+    stored = [
+        (e.reason, e.metadata.creation_timestamp.timestamp())
+        for e in core.list_namespaced_event(NS).items
+        if e.involved_object.kind == "ModelDeployment"
+    ]
+    late = [(reason, t - t_done) for reason, t in stored if t > t_done + 1]  # creation times are whole seconds
+    others = [after for reason, after in late if reason != "Ready"]
+    return {
+        "events": len(stored),
+        "events_after_convergence": dict(sorted(collections.Counter(reason for reason, _ in late).items())),
+        "last_event_not_ready_s_after_convergence": round(max(others), 1) if others else 0.0,
+    }
+
+
 def audited_cluster(workdir: Path, policy: dict[str, Any]) -> tuple[LocalCluster, Path]:
     """A local control plane (not started) whose apiserver writes an audit log by `policy`: the request
     counts come from there. Returns the cluster and the log's path."""
@@ -604,6 +622,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with contextlib.suppress(SystemExit):
             wait("every rollout", rolled_out, 300, interval=3)
         result |= rollouts_after(recorder, md_names, t_done)
+        result |= events_after(core, t_done)
         # The operator once the last rollout is in every status: what is left of the burst's work.
         cpu_rolled = operator.cpu_s()
         time.sleep(10)
