@@ -109,7 +109,7 @@
   verbs: ["get", "list", "watch"]
 {{- end }}
 {{- end }}
-# Events about decisions and failures: kopf.event() POSTs core/v1 Events (it never patches them).
+# Events about decisions and failures: the operator POSTs core/v1 Events (it never patches them).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
