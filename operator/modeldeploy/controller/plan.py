@@ -266,12 +266,16 @@ class Memory:
     # The ModelDeployment's resourceVersion each object's last reconcile left (its own status write, or
     # the version it read): an event for that version brings nothing new and is dropped unhandled.
     handled: dict[Key, str] = field(default_factory=dict)
+    # Status writes under way: what the reconcile read of the object (status.reconcile_inputs) and the
+    # status it writes, so that the write's echo is known before its answer is (indexes.own_status_echo).
+    writing: dict[Key, tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)
         self.handled.pop(key, None)
         self.plans.pop(key, None)
         self.seen.pop(key, None)
+        self.writing.pop(key, None)
         self.applied.forget(*key)
 
 

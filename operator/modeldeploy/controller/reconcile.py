@@ -30,6 +30,7 @@ from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.plan import Key, Memory, World, plan
 from modeldeploy.controller.report import Report, report
 from modeldeploy.controller.routing import claimants
+from modeldeploy.controller.status import reconcile_inputs
 from modeldeploy.controller.views import ENGINE_LABEL, ChildView, PodView, md_view, newer_status, rv_int, shared
 from modeldeploy.render.labels import MANAGED_BY, MANAGER
 from modeldeploy.scaling.conflicts import served_name
@@ -83,7 +84,13 @@ async def reconcile(
     # Before the status write: the ADDED event of a Deployment just created arrives while it is under
     # way, and shows the view this status is computed from (handlers.deployment_event drops it).
     memory.seen[key] = said.deployment
-    stored = await write_status(kube, namespace, name, said.patch) if said.patch else None
+    stored = None
+    if said.patch:
+        memory.writing[key] = (reconcile_inputs(body), said.status)
+        try:
+            stored = await write_status(kube, namespace, name, said.patch)
+        finally:
+            memory.writing.pop(key, None)
     requests = done.requests + (1 if said.patch else 0)
     if said.patch and stored is None:
         memory.forget(key)

@@ -305,6 +305,26 @@ def compute_status(obs: Observation, old: Mapping[str, Any] | None, now: str) ->
     return status
 
 
+def reconcile_inputs(md: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reconcile reads of a ModelDeployment besides its status: its identity, its spec (by its
+    generation: a spec change moves it), its labels and annotations, whether it is being deleted."""
+    meta = md.get("metadata") or {}
+    return (meta.get("uid"), meta.get("generation"), meta.get("labels") or {}, meta.get("annotations") or {},
+            meta.get("deletionTimestamp"))  # fmt: skip
+
+
+def shows_written(md: Mapping[str, Any], inputs: tuple[Any, ...], status: Mapping[str, Any]) -> bool:
+    """Whether `md` is what a status write under way leaves: the reconcile's inputs unchanged and every
+    key the operator owns as it wrote them (status_patch). Pure.
+
+    The event gate asks it of a ModelDeployment event that arrives before the write's answer, so before
+    the write's resourceVersion is known (controller/indexes.py, own_status_echo)."""
+    if reconcile_inputs(md) != inputs:
+        return False
+    stored = md.get("status") or {}
+    return all(stored.get(key) == status.get(key) for key in OWNED_KEYS)
+
+
 def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
     """A JSON merge patch turning `old` into `new` for OWNED_KEYS, or None when nothing differs.
 

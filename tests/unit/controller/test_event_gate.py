@@ -14,7 +14,7 @@ from modeldeploy.controller import event_gate
 from modeldeploy.controller.execute import applied_change
 from modeldeploy.controller.indexes import own_status_echo
 from modeldeploy.controller.state import State
-from modeldeploy.controller.status import Observation, compute_status
+from modeldeploy.controller.status import Observation, compute_status, reconcile_inputs
 from modeldeploy.controller.views import ChildView, DeploymentView
 from modeldeploy.engines import registry
 from modeldeploy.render.labels import INSTANCE
@@ -189,6 +189,33 @@ def test_the_echo_of_our_own_status_write_stops_and_counts_as_delivered() -> Non
     assert state.watch.delivered(("ns", "m"), "4") == "4"
     state.watch.forget(("ns", "m"))
     assert state.watch.delivered(("ns", "m"), "2") == "2"
+
+
+def test_an_echo_ahead_of_its_write_answer_stops_only_if_it_shows_just_that_write() -> None:
+    """The write's resourceVersion is not known until its answer comes, and the echo may come first: it is
+    known by showing what the write leaves, with everything else the reconcile read unchanged."""
+    state = State(config=load_config(None, registry.image_keys()))
+    echo = own_status_echo(state)
+    read = _md("5")
+    written = {"observedGeneration": 1, "engine": "vllm", "ready": "0/1"}
+
+    def stored(rv: str, status: dict[str, Any], **meta: Any) -> dict[str, Any]:
+        obj = _md(rv)
+        obj["metadata"].update(meta)
+        obj["status"] = {**status, "kopf": {"progress": {}}}  # a key others own: never compared
+        return obj
+
+    state.memory.writing[("ns", "m")] = (reconcile_inputs(read), written)
+    assert echo(stored("6", written))  # the write's echo, ahead of its answer
+    assert state.watch.delivered(("ns", "m"), "5") == "6"
+    assert not echo(stored("7", {**written, "ready": "1/1"}))  # a status the write does not leave
+    assert not echo(stored("7", written, generation=2))  # the spec changed meanwhile
+    assert not echo(stored("7", written, labels={"team": "b"}))  # so did the labels
+    assert not echo(stored("7", written, annotations={"modeldeploy.io/reselect": "1"}))
+    assert not echo(stored("7", written, deletionTimestamp="2026-12-07T21:00:00Z"))
+    assert not echo(stored("7", {k: v for k, v in written.items() if k != "ready"}))  # a key it writes, missing
+    del state.memory.writing[("ns", "m")]
+    assert not echo(stored("6", written))  # no write under way: only the version it returned is an echo
 
 
 def test_an_apply_that_changed_nothing_is_not_a_change_though_the_version_moved() -> None:

@@ -9,8 +9,12 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from modeldeploy.controller.kube import KubeError
 from modeldeploy.controller.plan import Memory
 from modeldeploy.controller.reconcile import reconcile
+from modeldeploy.controller.status import shows_written
 from modeldeploy.controller.views import DeploymentView
 from tests.unit.controller.test_plan_report import CONFIG, KEY, body, world
 
@@ -39,3 +43,36 @@ def test_the_deployment_view_is_remembered_before_the_status_is_written(repo_roo
     assert result.status_written and "Deployment" in kube.created
     added = DeploymentView.from_object(kube.created["Deployment"])  # what its ADDED event will show
     assert kube.seen_at_write == [added]
+
+
+class _Echoing(_Creating):
+    """Also answers each status write with what the apiserver stores, and records whether that object
+    (its watch event, which may come before the answer) is known as the write's echo while it is under way."""
+
+    def __init__(self, memory: Memory, md: dict[str, Any], fail: bool = False) -> None:
+        super().__init__(memory)
+        self.md, self.fail, self.echo_known = md, fail, []
+
+    async def merge_patch_status(self, path: str, patch: dict[str, Any]) -> dict[str, Any]:
+        stored = copy.deepcopy(self.md)
+        status = {**(stored.get("status") or {}), **patch}  # the status itself (kube.py wraps it)
+        stored["status"] = {k: v for k, v in status.items() if v is not None}  # a merge patch
+        stored["metadata"]["resourceVersion"] = "8"
+        writing = self.memory.writing.get(KEY)
+        self.echo_known.append(writing is not None and shows_written(stored, *writing))
+        if self.fail:
+            raise KubeError(0, "ServerTimeoutError", "no answer from the apiserver")
+        return stored
+
+
+def test_a_status_write_under_way_knows_its_echo_before_its_answer(repo_root: Path) -> None:
+    md = body(repo_root)
+    memory = Memory()
+    kube = _Echoing(memory, md)
+    result = asyncio.run(reconcile(kube, *KEY, world(repo_root, md), CONFIG, memory))  # type: ignore[arg-type]
+    assert result.status_written and kube.echo_known == [True]
+    assert memory.writing == {}  # over with the answer: from then on the version tells the echo
+    failing = _Echoing(Memory(), md, fail=True)
+    with pytest.raises(KubeError):
+        asyncio.run(reconcile(failing, *KEY, world(repo_root, md), CONFIG, failing.memory))  # type: ignore[arg-type]
+    assert failing.echo_known == [True] and failing.memory.writing == {}
