@@ -51,8 +51,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     """Settings, the API client, the config file, the metrics endpoint."""
     relist.install()  # objects deleted while a watch could not see them (relist.py)
     options = memo.get("options") or {}
-    instance = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME")
-    configure(settings, peering_name=options.get("peering_name"), priority=options.get("priority"), instance=instance)
+    configure(settings, peering_name=options.get("peering_name"), priority=options.get("priority"))
     if "modeldeploy" not in memo:
         memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
@@ -61,7 +60,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)
     if state.events is None:
-        state.events = EventPoster(state.kube, component=COMPONENT, instance=instance or COMPONENT)
+        instance = os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or COMPONENT  # the chart sets POD_NAME
+        state.events = EventPoster(state.kube, component=COMPONENT, instance=instance)
     state.metrics.client_requests = lambda: dict(state.kube.by_verb) if state.kube else {}
     state.metrics.watch_events = lambda: dict(event_gate.counted)
     state.metrics.events = lambda: dict(state.events.counts) if state.events else {}

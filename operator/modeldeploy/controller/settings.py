@@ -90,17 +90,12 @@ def configure(
     *,
     peering_name: str | None = None,
     priority: int | None = None,
-    instance: str | None = None,
 ) -> None:
     """Apply the operator's settings to Kopf's (called from the start-up handler)."""
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.progress_storage = kopf.StatusProgressStorage(name=KOPF_STATUS_NAME)
 
     settings.posting.enabled = False  # the operator posts its Events itself (event_poster.py)
-    settings.posting.loggers = False
-    settings.posting.reporting_component = COMPONENT
-    if instance:
-        settings.posting.reporting_instance = instance
 
     if peering_name:
         settings.peering.name = peering_name
