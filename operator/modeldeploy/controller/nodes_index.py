@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from modeldeploy.config import LabelMappings
-from modeldeploy.selection.node_classes import NodeClass, group_nodes, shape
+from modeldeploy.selection.node_classes import NodeClass, group_by_key, shape
 from modeldeploy.selection.nodes import node_facts
 from modeldeploy.selection.types import NodeFacts
 
@@ -45,9 +45,18 @@ class FactsMemory:
     goes): a decision that reads kinds only (plan.still_holds) holds across the churn inside a pool.
     """
 
+    # Distinct shapes remembered before the table starts over (a cluster has a few; this bounds a long life).
+    SHAPES_MAX = 4096
+
     def __init__(self) -> None:
         self._facts: dict[str, NodeFacts] = {}
         self.version = 0
+        # Per node, the facts its shape was taken from and the number standing for that shape; the numbers
+        # hold for one label mapping (`_shaped_for`). Regrouping after one node changed then shapes one node.
+        self._shape_ids: dict[str, tuple[NodeFacts, int]] = {}
+        self._shapes: dict[tuple[object, ...], int] = {}
+        self._shape_list: list[tuple[object, ...]] = []  # the shapes by their numbers
+        self._shaped_for: LabelMappings | None = None
         self._snapshot: tuple[int, tuple[NodeFacts, ...]] = (0, ())
         self._classes: tuple[int, LabelMappings | None, tuple[NodeClass, ...]] = (0, None, ())
         self._kinds: frozenset[tuple[object, ...]] = frozenset()
@@ -58,9 +67,11 @@ class FactsMemory:
         before = self._facts.get(name)
         if facts is None:
             changed = self._facts.pop(name, None) is not None
+            self._shape_ids.pop(name, None)
         else:
-            self._facts[name] = facts
             changed = before != facts
+            if changed or before is None:
+                self._facts[name] = facts  # an equal copy keeps the object its shape was taken from
         if changed:
             self.version += 1
         return changed
@@ -75,13 +86,33 @@ class FactsMemory:
         """The snapshot grouped into classes of identical nodes (node_classes.py), once per version."""
         version, mapped, classes = self._classes
         if version != self.version or mapped is not mappings:
-            classes = group_nodes(self.snapshot(), mappings)
+            if mappings is not self._shaped_for or len(self._shapes) > self.SHAPES_MAX:
+                self._shape_ids.clear()  # numbers hold for one mapping; start over before this pass
+                self._shapes.clear()
+                self._shape_list.clear()
+                self._shaped_for = mappings
+            nodes = self.snapshot()
+            numbers = [self._shape_id(node, mappings) for node in nodes]
+            classes = group_by_key(nodes, numbers)
             self._classes = (self.version, mappings, classes)
-            kinds = frozenset(shape(c.facts, mappings) for c in classes)
+            kinds = frozenset(self._shape_list[n] for n in set(numbers))
             if kinds != self._kinds or mapped is not mappings:
                 self._kinds = kinds
                 self.kinds_version = self.version
         return classes
+
+    def _shape_id(self, node: NodeFacts, mappings: LabelMappings) -> int:
+        """The number standing for the node's shape (node_classes.shape): equal shapes, equal numbers."""
+        known = self._shape_ids.get(node.name)
+        if known is not None and known[0] is node:
+            return known[1]
+        found = shape(node, mappings)
+        number = self._shapes.get(found)
+        if number is None:
+            number = self._shapes[found] = len(self._shape_list)
+            self._shape_list.append(found)
+        self._shape_ids[node.name] = (node, number)
+        return number
 
     def __len__(self) -> int:
         return len(self._facts)

@@ -14,7 +14,7 @@ appearance as a node-by-node pass would: the decisions and their reasons do not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from modeldeploy.config import LabelMappings
@@ -56,9 +56,18 @@ def shape(node: NodeFacts, mappings: LabelMappings, by_host: bool = False) -> tu
 
 def group_nodes(nodes: Sequence[NodeFacts], mappings: LabelMappings, by_host: bool = False) -> tuple[NodeClass, ...]:
     """The classes of `nodes`, ordered by their first member (so problems are counted in node order)."""
-    groups: dict[tuple[object, ...], list[int]] = {}
-    for position, node in enumerate(nodes):
-        groups.setdefault(shape(node, mappings, by_host), []).append(position)
+    return group_by_key(nodes, [shape(node, mappings, by_host) for node in nodes])
+
+
+def group_by_key(nodes: Sequence[NodeFacts], keys: Sequence[Hashable]) -> tuple[NodeClass, ...]:
+    """The classes of `nodes` whose `keys` (one per node, in order) are equal, ordered by first member.
+
+    With the keys of `shape`, the classes of `group_nodes`; a caller that keeps each node's shape from one
+    change of the node to the next (nodes_index.FactsMemory) passes a small number standing for it, so a
+    regrouping after one node changed does not build and hash every node's shape again."""
+    groups: dict[Hashable, list[int]] = {}
+    for position, key in enumerate(keys):
+        groups.setdefault(key, []).append(position)
     return tuple(NodeClass(nodes[members[0]], tuple(members)) for members in groups.values())
 
 

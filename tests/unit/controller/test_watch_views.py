@@ -4,11 +4,13 @@ silent watch: the pure parts behind "no GET, no LIST, no write when nothing chan
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import pytest
 
 from modeldeploy.config import LabelMappings
+from modeldeploy.controller import nodes_index, views
 from modeldeploy.controller.apply import AppliedMemory, needs_apply, with_hash
 from modeldeploy.controller.liveness import WatchClock, WatchSilent, behind
 from modeldeploy.controller.nodes_index import FactsMemory, index_entry
@@ -21,6 +23,8 @@ from modeldeploy.controller.views import (
     pods_n_gpu_layers,
     pods_unschedulable,
 )
+from modeldeploy.selection.node_classes import group_nodes, shape
+from modeldeploy.selection.types import NodeFacts
 
 DEPLOYMENT: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -30,10 +34,14 @@ DEPLOYMENT: dict[str, Any] = {
 }
 
 
+VERSIONS = itertools.count(10)
+
+
 def live(desired: dict[str, Any], *, generation: int = 1, **meta: Any) -> dict[str, Any]:
-    """`desired` as the apiserver would store it."""
+    """`desired` as the apiserver would store it (each write a new resourceVersion)."""
     obj = copy.deepcopy(desired)
-    obj["metadata"] |= {"uid": "d1", "resourceVersion": "10", "generation": generation, **meta}
+    version = str(next(VERSIONS))
+    obj["metadata"] |= {"uid": "d1", "resourceVersion": version, "generation": generation, **meta}
     obj["status"] = {"observedGeneration": generation, "replicas": 1, "readyReplicas": 1}
     return obj
 
@@ -132,6 +140,23 @@ def test_model_deployment_views_share_their_strings() -> None:
     assert isinstance(one["status"]["selection"], list)  # compared with the status a reconcile computes
 
 
+def test_a_child_at_one_version_is_viewed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(views, "VIEWS_MAX", 2)
+    stored = copy.deepcopy(DEPLOYMENT)
+    stored["metadata"] |= {"uid": "u1", "resourceVersion": "7", "generation": 1}
+    first = ChildView.from_object(stored)
+    assert ChildView.from_object(copy.deepcopy(stored)) is first  # the same version from another event
+    newer = copy.deepcopy(stored)
+    newer["metadata"] |= {"resourceVersion": "8", "generation": 2}
+    assert ChildView.from_object(newer).marker == "g2" and first.marker == "g1"
+    unversioned = copy.deepcopy(DEPLOYMENT)  # rendered, not stored: never kept
+    assert ChildView.from_object(unversioned) is not ChildView.from_object(unversioned)
+    third = copy.deepcopy(stored)
+    third["metadata"]["resourceVersion"] = "9"
+    ChildView.from_object(third)
+    assert list(views._VIEWS) == [("u1", "8"), ("u1", "9")]  # bounded: the oldest went
+
+
 def test_our_own_status_write_counts_until_the_watch_delivers_it() -> None:
     body = {"metadata": {"resourceVersion": "5"}, "status": {"ready": "0/1"}}
     assert newer_status(body, ("7", {"ready": "1/1"})) == {"ready": "1/1"}  # the watch is behind
@@ -153,6 +178,45 @@ def test_node_facts_have_a_version_and_one_snapshot_per_version() -> None:
     assert memory.version == 2 and memory.snapshot() is first
     assert memory.observe("a", facts("a", team="x")) and memory.version == 3 and memory.snapshot() is not first
     assert memory.observe("b", None) and [f.name for f in memory.snapshot()] == ["a"]
+
+
+def test_node_classes_are_regrouped_shaping_only_the_nodes_that_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    memory, mappings = FactsMemory(), LabelMappings()
+    shaped: list[str] = []
+
+    def counting_shape(node: NodeFacts, mapped: LabelMappings, by_host: bool = False) -> tuple[object, ...]:
+        shaped.append(node.name)
+        return shape(node, mapped, by_host)
+
+    monkeypatch.setattr(nodes_index, "shape", counting_shape)
+
+    def facts(name: str, gpus: int = 0, ready: str = "True") -> Any:
+        node = {
+            "metadata": {"name": name, "labels": {"kubernetes.io/os": "linux"}},
+            "status": {
+                "allocatable": {"nvidia.com/gpu": str(gpus)} if gpus else {},
+                "conditions": [{"type": "Ready", "status": ready}],
+            },
+        }
+        return index_entry(node, mappings)["all"]
+
+    for i in range(6):
+        memory.observe(f"n{i}", facts(f"n{i}", gpus=1 if i % 2 else 0))
+    assert memory.classes(mappings) == group_nodes(memory.snapshot(), mappings)
+    assert len(memory.classes(mappings)) == 2 and sorted(shaped) == [f"n{i}" for i in range(6)]
+    shaped.clear()
+    memory.observe("n3", facts("n3", gpus=1, ready="False"))  # one node went NotReady: a class of its own
+    memory.observe("n4", facts("n4"))  # a heartbeat: equal facts
+    classes = memory.classes(mappings)
+    assert classes == group_nodes(memory.snapshot(), mappings) and len(classes) == 3
+    assert shaped == ["n3"]
+    memory.observe("n0", None)  # a node left: positions move, shapes do not
+    memory.observe("n9", facts("n9", gpus=1))
+    shaped.clear()
+    assert memory.classes(mappings) == group_nodes(memory.snapshot(), mappings) and shaped == ["n9"]
+    other = LabelMappings(gpu_present="example.com/gpu")  # another mapping: every node is shaped again
+    shaped.clear()
+    assert memory.classes(other) == group_nodes(memory.snapshot(), other) and len(shaped) == 6
 
 
 def test_a_silent_watch_is_told_from_a_quiet_cluster() -> None:
