@@ -34,10 +34,10 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
-from kopf._cogs.structs import bodies, dicts, patches
+from kopf._cogs.structs import bodies, dicts, patches, references
 
 YOUNG_THRESHOLD = 50_000  # allocations between young collections (CPython's default: 700)
 MIDDLE_THRESHOLD = 20  # young collections per middle one (default: 10)
@@ -55,10 +55,34 @@ def tune_gc() -> tuple[int, int, int]:
 
 class AcyclicMeta(bodies.Meta):
     """A body's metadata whose labels and annotations views are made when read (Kopf's Meta keeps
-    them, and they point back at it)."""
+    them, and they point back at it).
+
+    Kopf reads `metadata` six times for each handler it calls (its keyword arguments: meta, uid, name,
+    namespace, labels, annotations), so this view is made that often: it sets what MappingView's
+    constructor sets without parsing the path, and reads uid, name and namespace from the body's object
+    directly instead of through two views (a third of the cost of each, measured)."""
 
     def __init__(self, src: bodies.Body) -> None:
-        dicts.MappingView.__init__(self, src, "metadata")
+        self._src = src
+        self._path = ("metadata",)  # what MappingView.__init__(src, "metadata") sets
+
+    def _field(self, key: str) -> Any:
+        body = self._src
+        raw = body._src if isinstance(body, dicts.MappingView) and not body._path else body  # the event's object
+        metadata = raw.get("metadata")
+        return metadata.get(key) if isinstance(metadata, Mapping) else None
+
+    @property
+    def uid(self) -> str:
+        return cast(str, self._field("uid"))
+
+    @property
+    def name(self) -> str:
+        return cast(str, self._field("name"))
+
+    @property
+    def namespace(self) -> references.Namespace:
+        return cast(references.Namespace, self._field("namespace"))
 
     @property
     def labels(self) -> bodies.Labels:

@@ -85,6 +85,9 @@ def test_acyclic_bodies_and_patches_read_and_write_as_kopfs_do() -> None:
         assert dict(b.spec) == dict(RAW["spec"]) and b.status["phase"] == "Pending"
     body._replace_with({"metadata": {"name": "q"}, "status": {"phase": "Running"}})
     assert body.meta.name == "q" and body.status["phase"] == "Running" and dict(body.meta.labels) == {}
+    assert body.meta.uid is None and body.meta.namespace is None  # absent fields read as Kopf's do
+    for empty in (bodies.Body({}), tuning.AcyclicBody({})):
+        assert (empty.meta.name, empty.meta.uid, empty.meta.namespace, dict(empty.meta)) == (None, None, None, {})
 
     kopf_patch = patches.Patch(body=kopf_body, fns=[lambda raw: None])
     patch = tuning.AcyclicPatch(body=tuning.AcyclicBody(dict(RAW)), fns=[lambda raw: None])
