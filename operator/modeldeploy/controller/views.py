@@ -151,7 +151,21 @@ class ChildView:
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ChildView:
+        """The view of `obj`; one object at one resourceVersion is viewed once (`_VIEWS`)."""
         meta = obj.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        if uid and version:
+            known = (str(uid), str(version))
+            view = _VIEWS.get(known)
+            if view is None:
+                view = _VIEWS[known] = cls._of(obj, meta)
+                if len(_VIEWS) > VIEWS_MAX:
+                    del _VIEWS[next(iter(_VIEWS))]  # the oldest
+            return view
+        return cls._of(obj, meta)
+
+    @classmethod
+    def _of(cls, obj: Mapping[str, Any], meta: Mapping[str, Any]) -> ChildView:
         kind = str(obj.get("kind") or "")
         path = YIELDABLE.get(kind)
         yielded = (".".join(path),) if path and owned_by_others(obj, path) else ()
@@ -170,6 +184,13 @@ class ChildView:
             deployment=DeploymentView.from_object(obj) if is_deployment else None,
             auto_ngl=is_deployment and has_auto_ngl(obj),
         )
+
+
+# The views of the children seen last, by (uid, resourceVersion): an object's content at one version never
+# changes, and each event of a child was viewed three times (the event gate's relevance key, the index,
+# the handler), each with a digest of its spec (drift_marker); so was each apply's answer.
+VIEWS_MAX = 2048
+_VIEWS: dict[tuple[str, str], ChildView] = {}
 
 
 @dataclass(frozen=True)

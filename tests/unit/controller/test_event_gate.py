@@ -154,8 +154,8 @@ def test_every_key_covers_what_the_reconcile_reads() -> None:
     entry as it was): the same children view and the same status."""
     pairs = [
         (_deployment("1"), _deployment("2")),
-        (_bookkeeping("1"), _bookkeeping("3", observedGeneration=1, replicas=1, updatedReplicas=1)),
-    ]
+        (_bookkeeping("5"), _bookkeeping("6", observedGeneration=1, replicas=1, updatedReplicas=1)),
+    ]  # one version of an object, one content (views.ChildView.from_object keeps a view per version)
     for a, b in pairs:
         assert event_gate.child_key(a) == event_gate.child_key(b)
         view_a, view_b = ChildView.from_object(a), ChildView.from_object(b)
@@ -164,8 +164,8 @@ def test_every_key_covers_what_the_reconcile_reads() -> None:
         )
         assert _status_of(a) == _status_of(b)
     ready = _bookkeeping("4", observedGeneration=1, replicas=1, updatedReplicas=1, readyReplicas=1, availableReplicas=1)
-    assert event_gate.child_key(ready) != event_gate.child_key(_bookkeeping("1"))
-    assert _status_of(ready) != _status_of(_bookkeeping("1"))
+    assert event_gate.child_key(ready) != event_gate.child_key(_bookkeeping("5"))
+    assert _status_of(ready) != _status_of(_bookkeeping("5"))
 
 
 def _md(rv: str) -> dict[str, Any]:
