@@ -20,14 +20,19 @@ view reads, and a Deployment's bookkeeping counts, which are kept only as the ro
 give the same status, so nothing reads the difference. A download or listing Job's pod is never gated:
 the model cache's handlers read its whole status (cache_handlers.py).
 
-Two more kinds of event stop here:
+Three more kinds of event stop here:
 - a pod that says nothing (no placement failure, no auto-NGL decision: `pod_key` is None) and has never
   been passed on: no index entry or handler reads such a pod, so Kopf does not hear of it until it says
   something (most of our pods, whose ADDED and DELETED events then never reach Kopf);
 - the echo of the operator's own status write (`install(echo=...)`): the MODIFIED event that carries
   exactly the resourceVersion that write returned. The reconcile already knows that object (it keeps the
   status it wrote until a newer event passes, views.newer_status) and its handler would drop the event
-  at its first line; the liveness probe is told the version was delivered (liveness.WatchClock).
+  at its first line; the liveness probe is told the version was delivered (liveness.WatchClock);
+- the ADDED event of a Service or NetworkPolicy the operator itself just created (`install(created=...)`):
+  the create's answer showed exactly that object (its uid and resourceVersion), nobody but its creator
+  writes those kinds, and what the index and handlers would take from the event was taken from the
+  answer (indexes.remember_created). The object stays unknown here, so its next event (an edit, a
+  deletion) passes.
 """
 
 from __future__ import annotations
@@ -110,8 +115,12 @@ def stopped(kind: str | None, now: Hashable, known: bool, before: Hashable) -> b
     return kind == "MODIFIED" and now is not UNGATED and before == now
 
 
-async def gated(events: AsyncIterator[Any], key: Key, name: str, echo: Echo | None = None) -> AsyncIterator[Any]:
-    """The stream without the events `stopped` stops and without the echoes of our own writes."""
+async def gated(
+    events: AsyncIterator[Any], key: Key, name: str, echo: Echo | None = None, created: Echo | None = None
+) -> AsyncIterator[Any]:
+    """The stream without the events `stopped` stops and without the echoes of our own writes (`echo`: of a
+    MODIFIED object, `created`: of an ADDED one). A stopped ADDED leaves the object unknown here, so its
+    next event passes."""
     last: dict[str, Hashable] = {}
     async for event in events:
         if isinstance(event, dict) and isinstance(event.get("object"), dict):
@@ -119,8 +128,10 @@ async def gated(events: AsyncIterator[Any], key: Key, name: str, echo: Echo | No
             uid = (obj.get("metadata") or {}).get("uid")
             if uid:
                 now = key(obj)
-                if stopped(kind, now, uid in last, last.get(uid)) or (
-                    kind == "MODIFIED" and echo is not None and echo(obj)
+                if (
+                    stopped(kind, now, uid in last, last.get(uid))
+                    or (kind == "MODIFIED" and echo is not None and echo(obj))
+                    or (kind == "ADDED" and created is not None and created(obj))
                 ):
                     counted[(name, "skipped")] += 1
                     continue
@@ -134,17 +145,25 @@ async def gated(events: AsyncIterator[Any], key: Key, name: str, echo: Echo | No
 
 _table: dict[tuple[str, str], Key] = {}  # the keys of the running operator's config (install)
 _echoes: dict[tuple[str, str], Echo] = {}  # (group, plural) -> the running operator's echo test
+_created: dict[tuple[str, str], Echo] = {}  # (group, plural) -> its test of an ADDED event
 
 
-def install(mappings: LabelMappings, echoes: Mapping[tuple[str, str], Echo] | None = None) -> None:
+def install(
+    mappings: LabelMappings,
+    echoes: Mapping[tuple[str, str], Echo] | None = None,
+    created: Mapping[tuple[str, str], Echo] | None = None,
+) -> None:
     """Put the gate in front of the watches Kopf reads (after relist.install; before the watches start).
 
     Called at every start-up: the keys follow that start's label mappings, the echo tests (by group and
-    plural) that start's state; the wrapper is put in once."""
+    plural: `echoes` of MODIFIED events, `created` of ADDED ones) that start's state; the wrapper is put
+    in once."""
     _table.clear()
     _table.update(keys(mappings))
     _echoes.clear()
     _echoes.update(echoes or {})
+    _created.clear()
+    _created.update(created or {})
     inner = watching.continuous_watch
     if getattr(inner, "gated", False):
         return
@@ -152,14 +171,14 @@ def install(mappings: LabelMappings, echoes: Mapping[tuple[str, str], Echo] | No
     async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
         resource = kwargs.get("resource")
         which = (getattr(resource, "group", None) or "", getattr(resource, "plural", None) or "")
-        key, echo = _table.get(which), _echoes.get(which)
+        key, echo, added = _table.get(which), _echoes.get(which), _created.get(which)
         events = inner(**kwargs)
-        if key is None and echo is None:
+        if key is None and echo is None and added is None:
             async for event in events:
                 yield event
             return
         name = f"{resource.group}/{resource.plural}" if resource.group else str(resource.plural)  # type: ignore[union-attr]
-        async for event in gated(events, key or _ungated, name, echo):
+        async for event in gated(events, key or _ungated, name, echo, added):
             yield event
 
     continuous_watch.gated = True  # type: ignore[attr-defined]

@@ -174,8 +174,11 @@ async def apply_children(
             continue
         if isinstance(stored, BaseException):
             raise stored
+        # Created: neither in the watch nor applied before by this process (a Service or NetworkPolicy it
+        # created is never in the watch's view: its ADDED event stops at the event gate, indexes.py).
+        created = memory.get(*key) is None and view is None
+        created = created and (stored.get("metadata") or {}).get("generation") in (None, 1)
         memory.entries[key] = (value, drift_marker(stored))
-        created = view is None and (stored.get("metadata") or {}).get("generation") in (None, 1)
         changed = view is None or applied_change(view, stored)
         results[slot] = Applied(kind, name, stored, changed=changed, created=created)
     done = [result for result in results if result is not None]

@@ -34,7 +34,7 @@ from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate, liveness, login, relist
 from modeldeploy.controller import metrics as metrics_mod
 from modeldeploy.controller.event_poster import EventPoster
-from modeldeploy.controller.indexes import one, own_status_echo, owner_name
+from modeldeploy.controller.indexes import one, own_create_echo, own_status_echo, owner_name
 from modeldeploy.controller.kube import AsyncKube
 from modeldeploy.controller.pod_report import worth_a_reconcile
 from modeldeploy.controller.retries import run_reconcile
@@ -55,8 +55,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if "modeldeploy" not in memo:
         memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
-    # After relist: events no handler reads stop, and so do the echoes of our status writes (event_gate.py).
-    event_gate.install(state.config.label_mappings, {(GROUP, PLURAL): own_status_echo(state)})
+    # After relist: events no handler reads stop, and so do the echoes of our status writes and of the
+    # quiet children we create (event_gate.py, indexes.remember_created).
+    created = own_create_echo(state)
+    event_gate.install(
+        state.config.label_mappings,
+        {(GROUP, PLURAL): own_status_echo(state)},
+        {("", "services"): created, ("networking.k8s.io", "networkpolicies"): created},
+    )
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)
     if state.events is None:

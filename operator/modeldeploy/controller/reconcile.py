@@ -21,7 +21,7 @@ from typing import Any
 from modeldeploy.api.v1alpha1 import API_VERSION, KIND
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import scaling
-from modeldeploy.controller.apply import ApplyError
+from modeldeploy.controller.apply import Applied, ApplyError
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.events import EventSpec
 from modeldeploy.controller.execute import execute, write_status
@@ -55,6 +55,7 @@ class Result:
     owner: dict[str, Any] = field(default_factory=dict)  # the Events' involvedObject
     failed: ApplyError | None = None  # an apply the apiserver refused: in status already, to be retried
     requests: int = 0  # API requests this reconcile made
+    applied: list[Applied] = field(default_factory=list)  # its children, as the applies answered
 
 
 async def reconcile(
@@ -107,6 +108,7 @@ async def reconcile(
         owner={"apiVersion": API_VERSION, "kind": KIND, **owner_ref(body)},
         failed=done.failed,
         requests=requests,
+        applied=done.applied,
     )
 
 

@@ -119,6 +119,23 @@ def test_children_are_judged_by_their_own_view_not_the_workloads() -> None:
     assert len(kube.applied) == 2  # edited by someone: applied again
 
 
+def test_a_child_is_created_once_whether_or_not_the_watch_showed_it() -> None:
+    """A Service the operator created never reaches the watch's view (its ADDED event is the create's echo,
+    event_gate.py): applied again after a change, it is updated, not created (its Event says so)."""
+    service, first = with_hash(
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "m", "namespace": "ns"}, "spec": {"ports": []}}
+    )
+    memory, kube, live = AppliedMemory(), _Recorder(), {"Service": None}
+    [made] = asyncio.run(apply_children(kube, [(service, first)], live, memory))  # type: ignore[arg-type]
+    assert made.created and made.changed
+    changed, second = with_hash({**service, "spec": {"ports": [{"port": 8080}]}})
+    [again] = asyncio.run(apply_children(kube, [(changed, second)], live, memory))  # type: ignore[arg-type]
+    assert again.changed and not again.created and len(kube.applied) == 2
+    memory.drop("Service", "ns", "m")  # deleted by someone (its DELETED event): created anew
+    [anew] = asyncio.run(apply_children(kube, [(changed, second)], live, memory))  # type: ignore[arg-type]
+    assert anew.created
+
+
 class _Slow(_Recorder):
     """Answers after a round trip; refuses the paths in `refuse` with the apiserver's error."""
 

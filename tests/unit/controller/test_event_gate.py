@@ -11,8 +11,9 @@ from kopf._cogs.clients import watching
 
 from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate
+from modeldeploy.controller.apply import Applied
 from modeldeploy.controller.execute import applied_change
-from modeldeploy.controller.indexes import own_status_echo
+from modeldeploy.controller.indexes import CREATED_MAX, own_create_echo, own_status_echo, remember_created
 from modeldeploy.controller.state import State
 from modeldeploy.controller.status import Observation, compute_status, reconcile_inputs
 from modeldeploy.controller.views import ChildView, DeploymentView
@@ -44,13 +45,13 @@ def _unschedulable(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
-def _gate(events: list[Any], key: Any, echo: Any = None) -> list[Any]:
+def _gate(events: list[Any], key: Any, echo: Any = None, created: Any = None) -> list[Any]:
     async def source():
         for event in events:
             yield event
 
     async def collect() -> list[Any]:
-        return [e async for e in event_gate.gated(source(), key, "test", echo)]
+        return [e async for e in event_gate.gated(source(), key, "test", echo, created)]
 
     return asyncio.run(collect())
 
@@ -252,4 +253,48 @@ def test_the_gate_wraps_kopfs_watch_once_and_follows_the_last_start(monkeypatch:
 
     event_gate.install(config.label_mappings, {("modeldeploy.io", "modeldeployments"): lambda obj: True})
     assert len(asyncio.run(collect(Other()))) == 0  # every MODIFIED one an echo (as told)
+    event_gate.install(config.label_mappings, created={("modeldeploy.io", "modeldeployments"): lambda obj: True})
+    assert len(asyncio.run(collect(Other()))) == 2  # a test of ADDED events: MODIFIED ones pass
     event_gate.install(config.label_mappings)
+
+
+def _service(name: str, rv: str, uid: str, kind: str = "Service") -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": rv, "labels": {INSTANCE: "m"},
+            "ownerReferences": [{"apiVersion": "modeldeploy.io/v1alpha1", "kind": "ModelDeployment", "name": "m",
+                                 "uid": "md1", "controller": True}]}  # fmt: skip
+    return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": {"ports": [{"port": 8080}]}}
+
+
+def test_the_added_event_of_a_quiet_child_we_created_is_its_echo() -> None:
+    """A Service or NetworkPolicy this process created: its ADDED event shows what the create answered, so
+    it stops; its next event passes (the gate has not heard of it), and so does anyone else's create."""
+    state = State(config=load_config(None, registry.image_keys()))
+    applied = [
+        Applied("Deployment", "m", _service("m", "10", "d1", kind="Deployment"), changed=True, created=True),
+        Applied("Service", "m", _service("m", "11", "s1"), changed=True, created=True),
+        Applied("NetworkPolicy", "m", _service("m", "12", "p1", kind="NetworkPolicy"), changed=True, created=True),
+        Applied("Service", "m-epp", _service("m-epp", "13", "s2"), changed=True, created=False),  # updated
+    ]
+    remember_created(state, "ns", "m", applied)
+    assert state.memory.created == {"s1": "11", "p1": "12"}  # Deployments are written by their controller
+    # The NetworkPolicy's view is kept as child_handlers.py would keep it; the model's own Service is not
+    # one of its children (its applied memory holds it until the watch shows it).
+    assert set(state.children.for_owner("ns", "m")) == {("NetworkPolicy", "m")}
+    echo = own_create_echo(state)
+    events = [
+        {"type": "ADDED", "object": _service("m", "11", "s1")},  # our create's echo
+        {"type": "ADDED", "object": _service("other", "14", "s3")},  # someone else's
+        {"type": "MODIFIED", "object": _service("m", "15", "s1")},  # then edited: passes
+        {"type": "ADDED", "object": _service("m", "11", "s1")},  # again (a replay): no longer awaited
+        {"type": "DELETED", "object": _service("m", "16", "s1")},
+    ]
+    out = _gate(events, event_gate.child_key, created=echo)
+    assert [e["object"]["metadata"]["resourceVersion"] for e in out] == ["14", "15", "11", "16"]
+    assert state.memory.created == {"p1": "12"}
+
+
+def test_creates_awaited_are_bounded() -> None:
+    state = State(config=load_config(None, registry.image_keys()))
+    for i in range(CREATED_MAX + 5):
+        remember_created(state, "ns", "m", [Applied("Service", "m", _service("m", str(i), f"u{i}"), True, True)])
+    assert len(state.memory.created) == CREATED_MAX and "u0" not in state.memory.created

@@ -229,7 +229,7 @@ async def burst_of(state: State, count: int) -> None:
 
 def retries_result() -> Any:
     fields = {"outcome": "applied", "engine": None, "status_written": True, "children_changed": [], "requests": 2}
-    return SimpleNamespace(**fields, events=[], failed=None, decision=None)
+    return SimpleNamespace(**fields, events=[], failed=None, decision=None, applied=[])
 
 
 def test_memory_is_given_back_once_a_burst_is_over(monkeypatch: Any) -> None:
