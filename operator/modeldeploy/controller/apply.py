@@ -144,6 +144,15 @@ def yield_fields(desired: Mapping[str, Any], yielded: Iterable[str]) -> dict[str
     return out
 
 
+# Kinds whose objects nobody but their creator writes once created (no controller writes their status), so
+# the ADDED event of one this process created shows just what its create answered: that event is the
+# create's echo, and stops at the event gate (indexes.own_create_echo). Kopf then never handles it: one
+# event a ModelDeployment for its Service and one for its NetworkPolicy, in a burst
+# (docs/operator-at-scale.md, "The event gate").
+QUIET_KINDS = frozenset({"Service", "NetworkPolicy"})
+ECHOES_MAX = 4096  # creates whose echo is awaited; one that came ahead of its create's answer stays here
+
+
 @dataclass
 class AppliedMemory:
     """Per child, right after our last apply: (hash applied, drift marker of the stored object).
@@ -151,9 +160,29 @@ class AppliedMemory:
     Keyed by (kind, namespace, name). A child the watch has not shown yet but that we applied with the
     same hash is not applied again; a DELETED event forgets the child (`drop`), so a deleted child is
     re-created.
+
+    `created`: the quiet children (QUIET_KINDS) this process created whose ADDED event has not come yet,
+    uid -> the resourceVersion the create answered; noted as soon as the answer comes (the event follows
+    on the watch's connection at about the same time).
     """
 
     entries: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
+    created: dict[str, str] = field(default_factory=dict)
+
+    def await_echo(self, stored: Mapping[str, Any]) -> None:
+        """Note a create's answer: its ADDED event will show this uid at this resourceVersion."""
+        meta = stored.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        if uid and version:
+            self.created[str(uid)] = str(version)
+            if len(self.created) > ECHOES_MAX:
+                del self.created[next(iter(self.created))]  # the oldest
+
+    def is_echo(self, obj: Mapping[str, Any]) -> bool:
+        """Whether an ADDED object is the echo of a create noted by await_echo (it is then no longer awaited)."""
+        meta = obj.get("metadata") or {}
+        uid = meta.get("uid")
+        return bool(uid) and self.created.pop(str(uid), None) == meta.get("resourceVersion")
 
     def get(self, kind: str, namespace: str, name: str) -> tuple[str, str] | None:
         return self.entries.get((kind, namespace, name))

@@ -31,8 +31,8 @@ Three more kinds of event stop here:
 - the ADDED event of a Service or NetworkPolicy the operator itself just created (`install(created=...)`):
   the create's answer showed exactly that object (its uid and resourceVersion), nobody but its creator
   writes those kinds, and what the index and handlers would take from the event was taken from the
-  answer (indexes.remember_created). The object stays unknown here, so its next event (an edit, a
-  deletion) passes.
+  answer (apply.AppliedMemory.await_echo, indexes.keep_created_children). The object stays unknown
+  here, so its next event (an edit, a deletion) passes.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from modeldeploy.api.v1alpha1 import ModelDeployment
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import model_cache
 from modeldeploy.controller.apply import (
+    QUIET_KINDS,
     Applied,
     AppliedMemory,
     ApplyError,
@@ -155,13 +156,18 @@ async def apply_children(
         else:
             results.append(Applied(kind, key[2], None, changed=False, created=False))
 
-    async def send(view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
+    async def send(key: tuple[str, str, str], view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        stored = await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
+        if key[0] in QUIET_KINDS and view is None and memory.get(*key) is None:
+            memory.await_echo(stored)  # created: its ADDED event is this answer's echo (event_gate.py)
+        return stored
 
     answers: list[Any] = [None] * len(wanted)
     for later in (False, True):
         wave = [i for i, (_, key, *_) in enumerate(wanted) if (key[0] in APPLIED_AFTER) == later]
-        got = await asyncio.gather(*(send(wanted[i][3], wanted[i][4]) for i in wave), return_exceptions=True)
+        got = await asyncio.gather(
+            *(send(wanted[i][1], wanted[i][3], wanted[i][4]) for i in wave), return_exceptions=True
+        )
         for i, answer in zip(wave, got, strict=True):
             answers[i] = answer
     failure: tuple[str, str, KubeError] | None = None

@@ -56,7 +56,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         memo["modeldeploy"] = State(config=load_config(options.get("config"), registry.image_keys()))
     state = state_of(memo)
     # After relist: events no handler reads stop, and so do the echoes of our status writes and of the
-    # quiet children we create (event_gate.py, indexes.remember_created).
+    # quiet children we create (event_gate.py, apply.QUIET_KINDS).
     created = own_create_echo(state)
     event_gate.install(
         state.config.label_mappings,

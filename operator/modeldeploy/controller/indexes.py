@@ -12,7 +12,7 @@ import kopf
 
 from modeldeploy.api.v1alpha1 import GROUP, KIND
 from modeldeploy.controller import nodes_index
-from modeldeploy.controller.apply import Applied
+from modeldeploy.controller.apply import QUIET_KINDS, Applied
 from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.children import Child
 from modeldeploy.controller.plan import World
@@ -127,42 +127,22 @@ def rivals_of(body: Mapping[str, Any] | None, names: Mapping[Any, Any] | None) -
     return tuple((names or {}).get(served) or ()) if served else ()
 
 
-# Kinds whose objects nobody but their creator writes once created (no controller writes their status), so
-# the ADDED event of one this process created shows just what its create answered: that event is the
-# create's echo, and stops at the event gate (own_create_echo). Kopf then never handles it: one event a
-# ModelDeployment for its Service and one for its NetworkPolicy, in a burst (docs/operator-at-scale.md).
-QUIET_KINDS = frozenset({"Service", "NetworkPolicy"})
-CREATED_MAX = 4096  # creates whose echo is awaited; one that came ahead of its create's answer stays here
-
-
-def remember_created(state: State, namespace: str, owner: str, applied: Iterable[Applied]) -> None:
-    """After a reconcile's applies: await the echo of each quiet child it created, and keep the view of
-    those child_handlers.py keeps (all but the model's own Service, which only its applied memory needs:
-    apply.needs_apply holds a child applied but not yet in the watch)."""
+def keep_created_children(state: State, namespace: str, owner: str, applied: Iterable[Applied]) -> None:
+    """After a reconcile's applies: the views child_handlers.py would have taken from the ADDED events of the
+    quiet children it created, which stop at the event gate (own_create_echo), taken from the creates'
+    answers. Not the model's own Service: only its applied memory reads it (apply.needs_apply holds a
+    child applied but not yet in the watch)."""
     for child in applied:
         if child.obj is None or not child.created or child.kind not in QUIET_KINDS:
             continue
-        meta = child.obj.get("metadata") or {}
-        uid, version = meta.get("uid"), meta.get("resourceVersion")
-        if not uid or not version:
-            continue
-        created = state.memory.created
-        created[str(uid)] = str(version)
-        if len(created) > CREATED_MAX:
-            del created[next(iter(created))]  # the oldest
         if not (child.kind == "Service" and child.name == owner):
             state.children.put(namespace, Child.from_object(owner, child.obj))
 
 
 def own_create_echo(state: State) -> Callable[[Mapping[str, Any]], bool]:
-    """The event gate's test of an ADDED event: the echo of a create this process made (remember_created)."""
-
-    def echo(obj: Mapping[str, Any]) -> bool:
-        meta = obj.get("metadata") or {}
-        uid = meta.get("uid")
-        return bool(uid) and state.memory.created.pop(str(uid), None) == meta.get("resourceVersion")
-
-    return echo
+    """The event gate's test of an ADDED event: the echo of a create this process made (execute.py notes
+    each create of a quiet child as its answer comes: AppliedMemory.await_echo)."""
+    return state.memory.applied.is_echo
 
 
 def world_of(state: State, namespace: str, name: str, indexes: Mapping[str, Any]) -> World:

@@ -269,9 +269,6 @@ class Memory:
     # Status writes under way: what the reconcile read of the object (status.reconcile_inputs) and the
     # status it writes, so that the write's echo is known before its answer is (indexes.own_status_echo).
     writing: dict[Key, tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
-    # Children this process created whose ADDED event has not come yet: uid -> the resourceVersion the
-    # create answered (indexes.remember_created; the event gate stops that event as the create's echo).
-    created: dict[str, str] = field(default_factory=dict)
 
     def forget(self, key: Key) -> None:
         self.written.pop(key, None)

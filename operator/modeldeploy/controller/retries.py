@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from modeldeploy.controller import tuning
-from modeldeploy.controller.indexes import remember_created, world_of
+from modeldeploy.controller.indexes import keep_created_children, world_of
 from modeldeploy.controller.kube import KubeError
 from modeldeploy.controller.reconcile import reconcile
 from modeldeploy.controller.state import State, state_of
@@ -111,7 +111,7 @@ async def reconcile_in_slot(
     state.metrics.reconciled(trigger, result.outcome, time.monotonic() - started, result.engine)
     state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
     state.metrics.requested(result.requests)
-    remember_created(state, namespace, name, result.applied)
+    keep_created_children(state, namespace, name, result.applied)
     result.applied = []
     post_events(state, result)
     if result.failed is not None:

@@ -98,7 +98,8 @@ class _Recorder:
 
     async def apply(self, obj: dict[str, Any], path: str) -> dict[str, Any]:
         self.applied.append(path)
-        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(len(self.applied))}}
+        meta = obj["metadata"]
+        return {**obj, "metadata": {**meta, "uid": f"u-{meta['name']}", "resourceVersion": str(len(self.applied))}}
 
 
 def test_children_are_judged_by_their_own_view_not_the_workloads() -> None:
@@ -128,9 +129,11 @@ def test_a_child_is_created_once_whether_or_not_the_watch_showed_it() -> None:
     memory, kube, live = AppliedMemory(), _Recorder(), {"Service": None}
     [made] = asyncio.run(apply_children(kube, [(service, first)], live, memory))  # type: ignore[arg-type]
     assert made.created and made.changed
+    assert memory.created == {"u-m": "1"}  # its ADDED event, when it comes, is this create's echo
     changed, second = with_hash({**service, "spec": {"ports": [{"port": 8080}]}})
     [again] = asyncio.run(apply_children(kube, [(changed, second)], live, memory))  # type: ignore[arg-type]
     assert again.changed and not again.created and len(kube.applied) == 2
+    assert memory.created == {"u-m": "1"}  # an update awaits no ADDED event
     memory.drop("Service", "ns", "m")  # deleted by someone (its DELETED event): created anew
     [anew] = asyncio.run(apply_children(kube, [(changed, second)], live, memory))  # type: ignore[arg-type]
     assert anew.created

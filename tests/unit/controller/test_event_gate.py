@@ -11,9 +11,9 @@ from kopf._cogs.clients import watching
 
 from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate
-from modeldeploy.controller.apply import Applied
+from modeldeploy.controller.apply import ECHOES_MAX, Applied, AppliedMemory
 from modeldeploy.controller.execute import applied_change
-from modeldeploy.controller.indexes import CREATED_MAX, own_create_echo, own_status_echo, remember_created
+from modeldeploy.controller.indexes import keep_created_children, own_create_echo, own_status_echo
 from modeldeploy.controller.state import State
 from modeldeploy.controller.status import Observation, compute_status, reconcile_inputs
 from modeldeploy.controller.views import ChildView, DeploymentView
@@ -269,17 +269,7 @@ def test_the_added_event_of_a_quiet_child_we_created_is_its_echo() -> None:
     """A Service or NetworkPolicy this process created: its ADDED event shows what the create answered, so
     it stops; its next event passes (the gate has not heard of it), and so does anyone else's create."""
     state = State(config=load_config(None, registry.image_keys()))
-    applied = [
-        Applied("Deployment", "m", _service("m", "10", "d1", kind="Deployment"), changed=True, created=True),
-        Applied("Service", "m", _service("m", "11", "s1"), changed=True, created=True),
-        Applied("NetworkPolicy", "m", _service("m", "12", "p1", kind="NetworkPolicy"), changed=True, created=True),
-        Applied("Service", "m-epp", _service("m-epp", "13", "s2"), changed=True, created=False),  # updated
-    ]
-    remember_created(state, "ns", "m", applied)
-    assert state.memory.created == {"s1": "11", "p1": "12"}  # Deployments are written by their controller
-    # The NetworkPolicy's view is kept as child_handlers.py would keep it; the model's own Service is not
-    # one of its children (its applied memory holds it until the watch shows it).
-    assert set(state.children.for_owner("ns", "m")) == {("NetworkPolicy", "m")}
+    state.memory.applied.await_echo(_service("m", "11", "s1"))
     echo = own_create_echo(state)
     events = [
         {"type": "ADDED", "object": _service("m", "11", "s1")},  # our create's echo
@@ -290,11 +280,26 @@ def test_the_added_event_of_a_quiet_child_we_created_is_its_echo() -> None:
     ]
     out = _gate(events, event_gate.child_key, created=echo)
     assert [e["object"]["metadata"]["resourceVersion"] for e in out] == ["14", "15", "11", "16"]
-    assert state.memory.created == {"p1": "12"}
+    assert state.memory.applied.created == {}
+
+
+def test_the_views_of_created_children_come_from_the_creates_answers() -> None:
+    """What child_handlers.py would have kept from the stopped ADDED events; not the model's own Service
+    (its applied memory holds it) and not a child updated rather than created (its event passes)."""
+    state = State(config=load_config(None, registry.image_keys()))
+    applied = [
+        Applied("Deployment", "m", _service("m", "10", "d1", kind="Deployment"), changed=True, created=True),
+        Applied("Service", "m", _service("m", "11", "s1"), changed=True, created=True),
+        Applied("NetworkPolicy", "m", _service("m", "12", "p1", kind="NetworkPolicy"), changed=True, created=True),
+        Applied("Service", "m-epp", _service("m-epp", "13", "s2"), changed=True, created=False),
+    ]
+    keep_created_children(state, "ns", "m", applied)
+    assert set(state.children.for_owner("ns", "m")) == {("NetworkPolicy", "m")}
 
 
 def test_creates_awaited_are_bounded() -> None:
-    state = State(config=load_config(None, registry.image_keys()))
-    for i in range(CREATED_MAX + 5):
-        remember_created(state, "ns", "m", [Applied("Service", "m", _service("m", str(i), f"u{i}"), True, True)])
-    assert len(state.memory.created) == CREATED_MAX and "u0" not in state.memory.created
+    memory = AppliedMemory()
+    for i in range(ECHOES_MAX + 5):
+        memory.await_echo(_service("m", str(i), f"u{i}"))
+    assert len(memory.created) == ECHOES_MAX and "u0" not in memory.created
+    assert memory.is_echo(_service("m", "6", "u6")) and not memory.is_echo(_service("m", "6", "u6"))
