@@ -45,7 +45,7 @@ from modeldeploy.controller.cache_views import CacheObjects
 from modeldeploy.controller.kube import MERGE_PATCH, AsyncKube, KubeError
 from modeldeploy.controller.plan import Plan, Problem, rendering
 from modeldeploy.controller.scaling import served_crds
-from modeldeploy.controller.views import ChildView, drift_marker
+from modeldeploy.controller.views import HASH_ANNOTATION, ChildView, drift_marker
 from modeldeploy.modelcache import listing as lst
 from modeldeploy.modelcache import plan as p
 from modeldeploy.modelcache.status import CacheState, StorageFacts, cache_state, foreign_state
@@ -157,9 +157,16 @@ async def apply_children(
             results.append(Applied(kind, key[2], None, changed=False, created=False))
 
     async def send(key: tuple[str, str, str], view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
-        stored = await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
-        if key[0] in QUIET_KINDS and view is None and memory.get(*key) is None:
-            memory.await_echo(stored)  # created: its ADDED event is this answer's echo (event_gate.py)
+        if not (key[0] in QUIET_KINDS and view is None and memory.get(*key) is None):
+            return await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
+        # A create: its ADDED event is its echo (event_gate.py), whether it comes before the answer or after.
+        memory.creating[key] = str(((body.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION))
+        try:
+            stored = await kube.apply(yield_fields(body, ()), object_path(body))
+        finally:
+            echoed = memory.creating.pop(key, None) == ""
+        if not echoed:
+            memory.await_echo(stored)
         return stored
 
     answers: list[Any] = [None] * len(wanted)

@@ -11,8 +11,8 @@ from kopf._cogs.clients import watching
 
 from modeldeploy.config import load_config
 from modeldeploy.controller import event_gate
-from modeldeploy.controller.apply import ECHOES_MAX, Applied, AppliedMemory
-from modeldeploy.controller.execute import applied_change
+from modeldeploy.controller.apply import ECHOES_MAX, Applied, AppliedMemory, with_hash
+from modeldeploy.controller.execute import applied_change, apply_children
 from modeldeploy.controller.indexes import keep_created_children, own_create_echo, own_status_echo
 from modeldeploy.controller.state import State
 from modeldeploy.controller.status import Observation, compute_status, reconcile_inputs
@@ -295,6 +295,28 @@ def test_the_views_of_created_children_come_from_the_creates_answers() -> None:
     ]
     keep_created_children(state, "ns", "m", applied)
     assert set(state.children.for_owner("ns", "m")) == {("NetworkPolicy", "m")}
+
+
+def test_the_echo_of_a_create_may_come_before_its_answer() -> None:
+    """The ADDED event may come before the create's answer: an object of that name, carrying the hash being
+    applied, is the create's (nobody else writes a quiet child); once seen, the answer awaits no echo."""
+
+    class Early:
+        def __init__(self, memory: AppliedMemory) -> None:
+            self.memory = memory
+
+        async def apply(self, obj: dict[str, Any], path: str) -> dict[str, Any]:
+            stored = {**obj, "metadata": {**obj["metadata"], "uid": "s1", "resourceVersion": "11"}}
+            assert not self.memory.is_echo({**stored, "metadata": {**stored["metadata"], "name": "other"}})
+            assert self.memory.is_echo(stored)  # the ADDED event, ahead of this answer
+            assert not self.memory.is_echo(stored)  # a replay of it is not
+            return stored
+
+    service, value = with_hash(_service("m", "", ""))
+    del service["metadata"]["uid"], service["metadata"]["resourceVersion"]
+    memory = AppliedMemory()
+    [made] = asyncio.run(apply_children(Early(memory), [(service, value)], {"Service": None}, memory))  # type: ignore[arg-type]
+    assert made.created and memory.created == {} and memory.creating == {}
 
 
 def test_creates_awaited_are_bounded() -> None:
