@@ -24,15 +24,17 @@ Three more kinds of event stop here:
 - a pod that says nothing (no placement failure, no auto-NGL decision: `pod_key` is None) and has never
   been passed on: no index entry or handler reads such a pod, so Kopf does not hear of it until it says
   something (most of our pods, whose ADDED and DELETED events then never reach Kopf);
-- the echo of the operator's own status write (`install(echo=...)`): the MODIFIED event that carries
-  exactly the resourceVersion that write returned. The reconcile already knows that object (it keeps the
-  status it wrote until a newer event passes, views.newer_status) and its handler would drop the event
-  at its first line; the liveness probe is told the version was delivered (liveness.WatchClock);
-- the ADDED event of a Service or NetworkPolicy the operator itself just created (`install(created=...)`):
-  the create's answer showed exactly that object (its uid and resourceVersion), nobody but its creator
-  writes those kinds, and what the index and handlers would take from the event was taken from the
-  answer (apply.AppliedMemory.await_echo, indexes.keep_created_children). The object stays unknown
-  here, so its next event (an edit, a deletion) passes.
+- the echo of the operator's own status write (an echo test of `install`, for MODIFIED events): the
+  MODIFIED event that carries exactly the resourceVersion that write returned. The reconcile already
+  knows that object (it keeps the status it wrote until a newer event passes, views.newer_status) and
+  its handler would drop the event at its first line; the liveness probe is told the version was
+  delivered (liveness.WatchClock);
+- the ADDED event of a Service or NetworkPolicy the operator itself just created (an echo test of
+  `install`, for ADDED events): the create's answer showed exactly that object (its uid and
+  resourceVersion), nobody but its creator writes those kinds, and what the index and handlers would
+  take from the event was taken from the answer (apply.AppliedMemory.await_echo,
+  indexes.keep_created_children). The object stays unknown here, so its next event (an edit, a
+  deletion) passes.
 """
 
 from __future__ import annotations
@@ -116,11 +118,12 @@ def stopped(kind: str | None, now: Hashable, known: bool, before: Hashable) -> b
 
 
 async def gated(
-    events: AsyncIterator[Any], key: Key, name: str, echo: Echo | None = None, created: Echo | None = None
+    events: AsyncIterator[Any], key: Key, name: str, echoes: Mapping[str, Echo] | None = None
 ) -> AsyncIterator[Any]:
-    """The stream without the events `stopped` stops and without the echoes of our own writes (`echo`: of a
-    MODIFIED object, `created`: of an ADDED one). A stopped ADDED leaves the object unknown here, so its
-    next event passes."""
+    """The stream without the events `stopped` stops and without the echoes of our own writes (`echoes`: by
+    event type, the test that an object of that event is one: a status write's MODIFIED, a create's
+    ADDED). A stopped ADDED leaves the object unknown here, so its next event passes."""
+    echoes = echoes or {}
     last: dict[str, Hashable] = {}
     async for event in events:
         if isinstance(event, dict) and isinstance(event.get("object"), dict):
@@ -128,11 +131,8 @@ async def gated(
             uid = (obj.get("metadata") or {}).get("uid")
             if uid:
                 now = key(obj)
-                if (
-                    stopped(kind, now, uid in last, last.get(uid))
-                    or (kind == "MODIFIED" and echo is not None and echo(obj))
-                    or (kind == "ADDED" and created is not None and created(obj))
-                ):
+                echo = echoes.get(kind) if kind is not None else None
+                if stopped(kind, now, uid in last, last.get(uid)) or (echo is not None and echo(obj)):
                     counted[(name, "skipped")] += 1
                     continue
                 if kind == "DELETED":
@@ -144,26 +144,19 @@ async def gated(
 
 
 _table: dict[tuple[str, str], Key] = {}  # the keys of the running operator's config (install)
-_echoes: dict[tuple[str, str], Echo] = {}  # (group, plural) -> the running operator's echo test
-_created: dict[tuple[str, str], Echo] = {}  # (group, plural) -> its test of an ADDED event
+_echoes: dict[tuple[str, str], dict[str, Echo]] = {}  # (group, plural) -> event type -> the running operator's test
 
 
-def install(
-    mappings: LabelMappings,
-    echoes: Mapping[tuple[str, str], Echo] | None = None,
-    created: Mapping[tuple[str, str], Echo] | None = None,
-) -> None:
+def install(mappings: LabelMappings, echoes: Mapping[tuple[str, str, str], Echo] | None = None) -> None:
     """Put the gate in front of the watches Kopf reads (after relist.install; before the watches start).
 
-    Called at every start-up: the keys follow that start's label mappings, the echo tests (by group and
-    plural: `echoes` of MODIFIED events, `created` of ADDED ones) that start's state; the wrapper is put
-    in once."""
+    Called at every start-up: the keys follow that start's label mappings, the echo tests (by group,
+    plural and event type) that start's state; the wrapper is put in once."""
     _table.clear()
     _table.update(keys(mappings))
     _echoes.clear()
-    _echoes.update(echoes or {})
-    _created.clear()
-    _created.update(created or {})
+    for (group, plural, kind), echo in (echoes or {}).items():
+        _echoes.setdefault((group, plural), {})[kind] = echo
     inner = watching.continuous_watch
     if getattr(inner, "gated", False):
         return
@@ -171,14 +164,14 @@ def install(
     async def continuous_watch(**kwargs: Any) -> AsyncIterator[Any]:
         resource = kwargs.get("resource")
         which = (getattr(resource, "group", None) or "", getattr(resource, "plural", None) or "")
-        key, echo, added = _table.get(which), _echoes.get(which), _created.get(which)
+        key, echoes = _table.get(which), _echoes.get(which)
         events = inner(**kwargs)
-        if key is None and echo is None and added is None:
+        if key is None and echoes is None:
             async for event in events:
                 yield event
             return
         name = f"{resource.group}/{resource.plural}" if resource.group else str(resource.plural)  # type: ignore[union-attr]
-        async for event in gated(events, key or _ungated, name, echo, added):
+        async for event in gated(events, key or _ungated, name, echoes):
             yield event
 
     continuous_watch.gated = True  # type: ignore[attr-defined]

@@ -60,8 +60,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     created = own_create_echo(state)
     event_gate.install(
         state.config.label_mappings,
-        {(GROUP, PLURAL): own_status_echo(state)},
-        {("", "services"): created, ("networking.k8s.io", "networkpolicies"): created},
+        {
+            (GROUP, PLURAL, "MODIFIED"): own_status_echo(state),
+            ("", "services", "ADDED"): created,
+            ("networking.k8s.io", "networkpolicies", "ADDED"): created,
+        },
     )
     if state.kube is None:
         state.kube = AsyncKube(login.credentials_of(memo))  # the credentials Kopf's login uses (login.py)

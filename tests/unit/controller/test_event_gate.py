@@ -51,7 +51,8 @@ def _gate(events: list[Any], key: Any, echo: Any = None, created: Any = None) ->
             yield event
 
     async def collect() -> list[Any]:
-        return [e async for e in event_gate.gated(source(), key, "test", echo, created)]
+        echoes = {kind: test for kind, test in (("MODIFIED", echo), ("ADDED", created)) if test is not None}
+        return [e async for e in event_gate.gated(source(), key, "test", echoes)]
 
     return asyncio.run(collect())
 
@@ -251,9 +252,9 @@ def test_the_gate_wraps_kopfs_watch_once_and_follows_the_last_start(monkeypatch:
 
     assert len(asyncio.run(collect(Other()))) == 2  # no key, no echo test: everything passes
 
-    event_gate.install(config.label_mappings, {("modeldeploy.io", "modeldeployments"): lambda obj: True})
+    event_gate.install(config.label_mappings, {("modeldeploy.io", "modeldeployments", "MODIFIED"): lambda obj: True})
     assert len(asyncio.run(collect(Other()))) == 0  # every MODIFIED one an echo (as told)
-    event_gate.install(config.label_mappings, created={("modeldeploy.io", "modeldeployments"): lambda obj: True})
+    event_gate.install(config.label_mappings, {("modeldeploy.io", "modeldeployments", "ADDED"): lambda obj: True})
     assert len(asyncio.run(collect(Other()))) == 2  # a test of ADDED events: MODIFIED ones pass
     event_gate.install(config.label_mappings)
 
