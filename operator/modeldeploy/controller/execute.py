@@ -145,24 +145,30 @@ async def apply_children(
     in render order; it holds the children that were applied).
     """
     results: list[Applied | None] = []  # in render order; None where an apply is on its way
-    wanted: list[tuple[int, tuple[str, str, str], str, ChildView | None, Mapping[str, Any]]] = []
+    # (slot, key, hash, view, body, new): `new` when neither the watch nor this process knows the child (a
+    # Service or NetworkPolicy it created is never in the watch's view: its ADDED event stops at the gate).
+    wanted: list[tuple[int, tuple[str, str, str], str, ChildView | None, Mapping[str, Any], bool]] = []
     for body, value in objects:
         kind, meta = str(body["kind"]), body["metadata"]
         key = (kind, str(meta["namespace"]), str(meta["name"]))
         view = view_of(kind, key[2], live)
-        if needs_apply(body, value, view, memory.get(*key)):
-            wanted.append((len(results), key, value, view, body))
+        remembered = memory.get(*key)
+        if needs_apply(body, value, view, remembered):
+            wanted.append((len(results), key, value, view, body, view is None and remembered is None))
             results.append(None)
         else:
             results.append(Applied(kind, key[2], None, changed=False, created=False))
 
-    async def send(key: tuple[str, str, str], view: ChildView | None, body: Mapping[str, Any]) -> dict[str, Any]:
-        if not (key[0] in QUIET_KINDS and view is None and memory.get(*key) is None):
-            return await kube.apply(yield_fields(body, view.yielded if view else ()), object_path(body))
+    async def send(
+        key: tuple[str, str, str], view: ChildView | None, body: Mapping[str, Any], new: bool
+    ) -> dict[str, Any]:
+        payload, path = yield_fields(body, view.yielded if view else ()), object_path(body)
+        if not (new and key[0] in QUIET_KINDS):
+            return await kube.apply(payload, path)
         # A create: its ADDED event is its echo (event_gate.py), whether it comes before the answer or after.
         memory.creating[key] = str(((body.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION))
         try:
-            stored = await kube.apply(yield_fields(body, ()), object_path(body))
+            stored = await kube.apply(payload, path)
         finally:
             echoed = memory.creating.pop(key, None) == ""
         if not echoed:
@@ -173,12 +179,12 @@ async def apply_children(
     for later in (False, True):
         wave = [i for i, (_, key, *_) in enumerate(wanted) if (key[0] in APPLIED_AFTER) == later]
         got = await asyncio.gather(
-            *(send(wanted[i][1], wanted[i][3], wanted[i][4]) for i in wave), return_exceptions=True
+            *(send(wanted[i][1], wanted[i][3], wanted[i][4], wanted[i][5]) for i in wave), return_exceptions=True
         )
         for i, answer in zip(wave, got, strict=True):
             answers[i] = answer
     failure: tuple[str, str, KubeError] | None = None
-    for (slot, key, value, view, _), stored in zip(wanted, answers, strict=True):
+    for (slot, key, value, view, _, new), stored in zip(wanted, answers, strict=True):
         kind, name = key[0], key[2]
         if isinstance(stored, KubeError):
             if stored.status == 422 and SECOND_CONTROLLER in stored.message:
@@ -187,10 +193,7 @@ async def apply_children(
             continue
         if isinstance(stored, BaseException):
             raise stored
-        # Created: neither in the watch nor applied before by this process (a Service or NetworkPolicy it
-        # created is never in the watch's view: its ADDED event stops at the event gate, indexes.py).
-        created = memory.get(*key) is None and view is None
-        created = created and (stored.get("metadata") or {}).get("generation") in (None, 1)
+        created = new and (stored.get("metadata") or {}).get("generation") in (None, 1)
         memory.entries[key] = (value, drift_marker(stored))
         changed = view is None or applied_change(view, stored)
         results[slot] = Applied(kind, name, stored, changed=changed, created=created)

@@ -70,7 +70,7 @@ class FactsMemory:
             self._shape_ids.pop(name, None)
         else:
             changed = before != facts
-            if changed or before is None:
+            if changed:
                 self._facts[name] = facts  # an equal copy keeps the object its shape was taken from
         if changed:
             self.version += 1

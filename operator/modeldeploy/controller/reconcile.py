@@ -50,12 +50,16 @@ class Result:
     engine: str | None = None
     decision: Decision | None = None
     status_written: bool = False
-    children_changed: list[str] = field(default_factory=list)  # kinds whose object the apply changed
     events: list[EventSpec] = field(default_factory=list)
     owner: dict[str, Any] = field(default_factory=dict)  # the Events' involvedObject
     failed: ApplyError | None = None  # an apply the apiserver refused: in status already, to be retried
     requests: int = 0  # API requests this reconcile made
     applied: list[Applied] = field(default_factory=list)  # its children, as the applies answered
+
+    @property
+    def children_changed(self) -> list[str]:
+        """The kinds whose object the apply changed."""
+        return [child.kind for child in self.applied if child.changed]
 
 
 async def reconcile(
@@ -103,7 +107,6 @@ async def reconcile(
         engine=decision.engine if decision is not None else None,
         decision=decision,
         status_written=said.patch is not None,
-        children_changed=[child.kind for child in done.applied if child.changed],
         events=list(said.events),
         owner={"apiVersion": API_VERSION, "kind": KIND, **owner_ref(body)},
         failed=done.failed,

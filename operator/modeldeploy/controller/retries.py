@@ -112,7 +112,6 @@ async def reconcile_in_slot(
     state.metrics.wrote([*(["status"] if result.status_written else []), *result.children_changed])
     state.metrics.requested(result.requests)
     keep_created_children(state, namespace, name, result.applied)
-    result.applied = []
     post_events(state, result)
     if result.failed is not None:
         return f"apply failed: {result.failed}"
